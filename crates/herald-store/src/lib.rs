@@ -1,0 +1,111 @@
+//! Herald's durable state. [`Store`] is the one interface the API and the delivery
+//! engine use; [`sqlite::SqliteStore`] is the embedded backend (WAL, `synchronous=FULL`,
+//! one writer thread that group-commits whatever is queued).
+//!
+//! Every method that changes state returns only after the change is on disk, and
+//! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
+
+pub mod model;
+pub mod signals;
+pub mod sqlite;
+
+pub use model::*;
+pub use signals::Signals;
+
+use async_trait::async_trait;
+use herald_core::ids::*;
+use herald_core::Timestamp;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The same idempotency key (or event id) came with a different request.
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyMismatch,
+    /// The lease token is not the operation's current one (expired, or another worker's).
+    #[error("the lease token is stale")]
+    StaleLease,
+    /// The operation has already finished.
+    #[error("the operation is already done")]
+    AlreadyDone,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(format!("bad JSON in store: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Herald keeps. Object-safe, so the backend is chosen once at start-up.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Wake-ups fired after each commit.
+    fn signals(&self) -> &Arc<Signals>;
+
+    // --- tenants and keys
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant>;
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()>;
+    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey>;
+    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()>;
+    async fn count_live_admin_keys(&self) -> StoreResult<u64>;
+
+    // --- operations
+    async fn create_operation(
+        &self,
+        op: NewOperation,
+        idempotency: Option<Idempotency>,
+    ) -> StoreResult<Created<herald_core::operation::Operation>>;
+    async fn get_operation(&self, id: OperationId) -> StoreResult<herald_core::operation::Operation>;
+    async fn list_operations(&self, filter: OperationFilter) -> StoreResult<Vec<herald_core::operation::Operation>>;
+    /// Not started: done with `CANCELLED` at once. Running: cancel requested.
+    async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<herald_core::operation::Operation>;
+    /// The client no longer wants the result: hidden from reads, work goes on.
+    async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()>;
+    async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<herald_core::operation::Operation>>;
+    async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<herald_core::operation::Operation>;
+    async fn finish_operation(&self, finish: Finish) -> StoreResult<herald_core::operation::Operation>;
+    /// Expired leases back to the queue (or `WORKER_LOST`), deadlines passed, retention over.
+    async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport>;
+    /// When the next lease or deadline falls due, so the reaper can sleep until then.
+    async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>>;
+
+    // --- events
+    async fn insert_event(&self, event: NewEvent, idempotency: Option<Idempotency>) -> StoreResult<Created<herald_core::event::Event>>;
+    async fn get_event(&self, id: EventId) -> StoreResult<herald_core::event::Event>;
+    async fn list_events(&self, filter: EventFilter) -> StoreResult<Vec<herald_core::event::Event>>;
+    async fn put_event_type(&self, event_type: EventType) -> StoreResult<()>;
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>>;
+
+    // --- webhooks
+    async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
+    async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>>;
+    /// Replaces the webhook's settings; pauses or resumes its deliveries when `disabled` changes.
+    async fn update_webhook(&self, webhook: Webhook, now: Timestamp) -> StoreResult<Webhook>;
+    async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()>;
+
+    // --- deliveries
+    async fn claim_due_deliveries(&self, now: Timestamp, limit: u32, lease: Duration) -> StoreResult<Vec<DeliveryJob>>;
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()>;
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)>;
+    /// Back to pending, due now, with a fresh retry window; the event (and its id) is the same.
+    async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
+    /// Redeliver every delivery of `webhook` whose event falls in the range (and status, if given).
+    async fn replay(&self, replay: Replay) -> StoreResult<u64>;
+}

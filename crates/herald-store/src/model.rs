@@ -1,0 +1,299 @@
+//! The records the store takes and returns, beside the domain types of `herald-core`.
+
+use herald_core::auth::Role;
+use herald_core::ids::*;
+use herald_core::operation::OperationError;
+use herald_core::pattern::EventPattern;
+use herald_core::retry::RetrySchedule;
+use herald_core::signing::SignatureFormat;
+use herald_core::Timestamp;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Whether a creating call made something new or found what an earlier identical call made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created<T> {
+    New(T),
+    Existing(T),
+}
+
+impl<T> Created<T> {
+    pub fn into_inner(self) -> T {
+        match self {
+            Created::New(t) | Created::Existing(t) => t,
+        }
+    }
+    pub fn is_new(&self) -> bool {
+        matches!(self, Created::New(_))
+    }
+}
+
+/// An `Idempotency-Key` as the store records it: scoped to the caller and route,
+/// with a hash of the request so a different body under the same key is caught.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    /// SHA-256 of the secret part, hex.
+    pub hash: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub id: OperationId,
+    pub tenant: Option<TenantId>,
+    pub op_type: String,
+    pub metadata: Map<String, Value>,
+    pub input: Value,
+    pub max_attempts: u32,
+    pub deadline_at: Option<Timestamp>,
+    /// How long the operation stays readable after it is done.
+    pub retention: Duration,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    pub tenant: Option<TenantId>,
+    pub op_type: Option<String>,
+    pub done: Option<bool>,
+    /// Cursor: only operations created before this one (lists are newest first).
+    pub before: Option<OperationId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub types: Vec<String>,
+    pub max: u32,
+    pub lease: Duration,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub id: OperationId,
+    pub lease_token: String,
+    /// Merged into the operation's metadata (`progress_percent`, or anything the worker reports).
+    pub metadata: Option<Map<String, Value>>,
+    pub lease: Duration,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub enum FinishAs {
+    Complete(Value),
+    Fail { error: OperationError, retryable: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: OperationId,
+    pub lease_token: String,
+    pub outcome: FinishAs,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    pub requeued: u64,
+    pub worker_lost: u64,
+    pub deadline_exceeded: u64,
+    pub purged: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub tenant: Option<TenantId>,
+    pub event_type: String,
+    pub key: Option<String>,
+    pub data: Value,
+    pub created_at: Timestamp,
+    /// Hash of what the producer sent, to tell a retry from a different event reusing an id.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub tenant: Option<TenantId>,
+    pub event_type: Option<String>,
+    pub key: Option<String>,
+    /// Cursor: only events created after this one (history reads oldest first).
+    pub after: Option<EventId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventType {
+    pub name: String,
+    pub schema: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub tenant: Option<TenantId>,
+    pub url: String,
+    pub events: Vec<EventPattern>,
+    pub format: SignatureFormat,
+    pub secret: String,
+    pub secret_version: u32,
+    /// The secret before the last rotation, still signing until the instant given.
+    pub previous_secret: Option<(String, Timestamp)>,
+    /// Overrides the configured schedule.
+    pub schedule: Option<RetrySchedule>,
+    /// At most this many requests in flight to this webhook.
+    pub max_concurrency: Option<u32>,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub description: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Webhook {
+    /// The secrets that sign a request sent at `now`: the current one, then the previous while its grace lasts.
+    pub fn live_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let mut out = vec![self.secret.as_str()];
+        if let Some((prev, until)) = &self.previous_secret {
+            if now < *until {
+                out.push(prev.as_str());
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WebhookFilter {
+    pub tenant: Option<TenantId>,
+    /// When set, list across tenants is not restricted (admin).
+    pub all_tenants: bool,
+    pub after: Option<WebhookId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or paused while its webhook is disabled).
+    Pending,
+    Succeeded,
+    /// Every attempt of its window failed (dead); stays listed for redelivery.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub webhook_id: WebhookId,
+    pub tenant: Option<TenantId>,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Attempts made over the delivery's whole life (redeliveries included).
+    pub attempts: u32,
+    /// Attempts made in the current retry window.
+    pub window_attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub delivery_id: DeliveryId,
+    pub at: Timestamp,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// A claimed delivery with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub delivery: Delivery,
+    pub event: herald_core::event::Event,
+    pub webhook: Webhook,
+}
+
+/// What happens to a delivery after an attempt (or a decision not to try).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    RetryAt(Timestamp),
+    /// The window is over: the delivery is dead.
+    Failed,
+    /// Not attempted (circuit open, endpoint saturated): try again at this time, no attempt counted.
+    Deferred(Timestamp),
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    /// `None` for a deferral, which records no attempt.
+    pub attempt: Option<Attempt>,
+    pub outcome: AttemptOutcome,
+    /// Set when the endpoint answered `410 Gone`: the webhook is disabled with this reason.
+    pub disable_webhook: Option<(WebhookId, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub tenant: Option<TenantId>,
+    pub webhook: Option<WebhookId>,
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Cursor: newest first, only deliveries created before this one.
+    pub before: Option<DeliveryId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub webhook: WebhookId,
+    pub since: Timestamp,
+    pub until: Timestamp,
+    pub status: Option<DeliveryStatus>,
+    pub now: Timestamp,
+}

@@ -1,0 +1,32 @@
+//! In-process wake-ups: a change commits, the waiters it concerns wake, and nothing
+//! polls in a loop. (Across nodes these would be fed by the database's notifications.)
+
+use herald_core::ids::OperationId;
+use tokio::sync::{broadcast, Notify};
+
+#[derive(Debug)]
+pub struct Signals {
+    /// Each operation whose state changed (`:wait` waiters filter for theirs).
+    pub operation_changed: broadcast::Sender<OperationId>,
+    /// An operation became claimable (`:claim` long polls).
+    pub operations_queued: Notify,
+    /// A delivery became due now (the dispatcher).
+    pub deliveries_due: Notify,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            operation_changed: broadcast::channel(4096).0,
+            operations_queued: Notify::new(),
+            deliveries_due: Notify::new(),
+        }
+    }
+}
+
+impl Signals {
+    pub fn operation_changed(&self, id: OperationId) {
+        // No receivers is fine: nobody is waiting.
+        let _ = self.operation_changed.send(id);
+    }
+}

@@ -1,0 +1,137 @@
+//! Schema, versioned by `PRAGMA user_version`; applied at start in one transaction.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tenant_id TEXT,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE operations (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    input TEXT NOT NULL,
+    response TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    lease_token TEXT,
+    lease_expires_at INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deadline_at INTEGER,
+    retention_ms INTEGER NOT NULL,
+    purge_at INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX operations_queue ON operations(type, created_at) WHERE state = 'queued';
+CREATE INDEX operations_leases ON operations(lease_expires_at) WHERE state = 'running';
+CREATE INDEX operations_deadlines ON operations(deadline_at) WHERE deadline_at IS NOT NULL AND state IN ('queued', 'running');
+CREATE INDEX operations_purge ON operations(purge_at) WHERE purge_at IS NOT NULL;
+CREATE INDEX operations_by_tenant ON operations(tenant_id, id);
+CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_age ON idempotency_keys(created_at);
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    type TEXT NOT NULL,
+    key TEXT,
+    sequence INTEGER,
+    data TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX events_by_tenant ON events(tenant_id, id);
+CREATE INDEX events_by_key ON events(tenant_id, key, id) WHERE key IS NOT NULL;
+CREATE TABLE event_keys (
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE event_types (
+    name TEXT PRIMARY KEY,
+    schema TEXT NOT NULL
+);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    format TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    secret_version INTEGER NOT NULL,
+    previous_secret TEXT,
+    previous_secret_until INTEGER,
+    schedule TEXT,
+    max_concurrency INTEGER,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    disabled_reason TEXT,
+    description TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX webhooks_by_tenant ON webhooks(tenant_id) WHERE deleted = 0;
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    tenant_id TEXT,
+    event_type TEXT NOT NULL,
+    event_created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    window_attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    lease_until INTEGER,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_by_webhook ON deliveries(webhook_id, event_created_at);
+CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    status_code INTEGER,
+    latency_ms INTEGER NOT NULL,
+    error TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
+"#];
+
+pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()
+}

@@ -1,0 +1,169 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go to a single writer thread that takes every job queued, runs each in its
+//! own savepoint (one job failing undoes only itself) and commits them together: one
+//! fsync for many requests (group commit). Reads use a small pool of read-only
+//! connections, which WAL lets run beside the writer.
+
+mod migrations;
+mod rows;
+mod store_impl;
+
+use crate::{Signals, StoreError, StoreResult};
+use rusqlite::{Connection, OpenFlags};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// How many queued jobs one commit takes at most.
+const MAX_BATCH: usize = 2048;
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteJob>,
+    readers: Arc<ReaderPool>,
+    signals: Arc<Signals>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn get(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.idle.lock().expect("reader pool lock").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// `sqlite://path`, `sqlite:path` or a bare path.
+pub fn path_from_url(url: &str) -> PathBuf {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    PathBuf::from(rest)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))?;
+            }
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!("could not switch {} to WAL (got {mode})", path.display())));
+        }
+        // FULL: every commit is fsync'd before the answer that depends on it goes out.
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;")?;
+        migrations::apply(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) }),
+            signals: Arc::new(Signals::default()),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction; returns once that transaction is on disk.
+    async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn: &Connection| {
+            let result = run_in_savepoint(conn, f);
+            Box::new(move |commit: StoreResult<()>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?
+    }
+
+    /// Runs `f` on a read connection, off the async threads.
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            let result = f(&conn);
+            pool.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn run_in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("a store write panicked".into())));
+    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    conn.execute_batch(end)?;
+    result
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err: StoreError = e.into();
+            // The job never ran; tell its caller.
+            first(&conn)(Err(err));
+            continue;
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(64);
+        replies.push(first(&conn));
+        while replies.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => replies.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}

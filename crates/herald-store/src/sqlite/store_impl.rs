@@ -1,0 +1,1066 @@
+//! `Store` for SQLite: each method is one write job (group-committed) or one read.
+
+use super::rows::{self, *};
+use super::SqliteStore;
+use crate::model::*;
+use crate::{Signals, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use herald_core::event::Event;
+use herald_core::ids::*;
+use herald_core::operation::{codes, Operation, OperationError, OperationState};
+use herald_core::Timestamp;
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn text(s: impl ToString) -> Sql {
+    Sql::Text(s.to_string())
+}
+
+fn opt_text<T: ToString>(s: Option<T>) -> Sql {
+    s.map(|s| Sql::Text(s.to_string())).unwrap_or(Sql::Null)
+}
+
+/// Lease tokens only need to be unique and hard to guess; a ULID carries 80 random bits.
+fn lease_token() -> String {
+    format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+fn get_operation_row(conn: &Connection, id: OperationId) -> StoreResult<Operation> {
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id.to_string()])?;
+    match rows.next()? {
+        Some(row) => rows::operation(row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn check_idempotency(conn: &Connection, idem: &Idempotency) -> StoreResult<Option<String>> {
+    let found: Option<(String, String)> = conn
+        .prepare_cached("SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+        .query_row(params![idem.scope, idem.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match found {
+        Some((hash, id)) if hash == idem.request_hash => Ok(Some(id)),
+        Some(_) => Err(StoreError::IdempotencyMismatch),
+        None => Ok(None),
+    }
+}
+
+fn record_idempotency(conn: &Connection, idem: &Idempotency, resource: &str, now: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![idem.scope, idem.key, idem.request_hash, resource, now.0])?;
+    Ok(())
+}
+
+/// Ends an operation with `outcome` (already in `state`), sets its purge time, and
+/// raises its final event in the same transaction.
+fn finish_row(conn: &Connection, op: &Operation, now: Timestamp) -> StoreResult<()> {
+    let (response, code, message) = match &op.state {
+        OperationState::Done(herald_core::operation::Outcome::Response(r)) => {
+            (Some(serde_json::to_string(r)?), None, None)
+        }
+        OperationState::Done(herald_core::operation::Outcome::Error(e)) => {
+            (None, Some(e.code.clone()), Some(e.message.clone()))
+        }
+        _ => return Err(StoreError::Backend("finish_row called on an unfinished operation".into())),
+    };
+    conn.prepare_cached(
+        "UPDATE operations SET state = ?2, response = ?3, error_code = ?4, error_message = ?5, \
+         lease_token = NULL, lease_expires_at = NULL, updated_at = ?6, purge_at = ?6 + retention_ms, \
+         metadata = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        op.id.to_string(),
+        op.state.label(),
+        response,
+        code,
+        message,
+        now.0,
+        serde_json::to_string(&op.metadata)?
+    ])?;
+    if let Some(event_type) = op.final_event_type() {
+        let data = op.to_resource();
+        let event = NewEvent {
+            id: EventId::generate(),
+            tenant: op.tenant,
+            event_type,
+            key: None,
+            request_hash: String::new(),
+            data,
+            created_at: now,
+        };
+        insert_event_row(conn, &event)?;
+    }
+    Ok(())
+}
+
+/// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
+/// Returns the event and how many deliveries it made.
+fn insert_event_row(conn: &Connection, e: &NewEvent) -> StoreResult<(Event, usize)> {
+    let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
+    let sequence: Option<i64> = match &e.key {
+        Some(key) => Some(
+            conn.prepare_cached(
+                "INSERT INTO event_keys (tenant_id, key, last_sequence) VALUES (?1, ?2, 1) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET last_sequence = last_sequence + 1 \
+                 RETURNING last_sequence",
+            )?
+            .query_row(params![tenant, key], |r| r.get(0))?,
+        ),
+        None => None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        e.id.to_string(),
+        e.tenant.map(|t| t.to_string()),
+        e.event_type,
+        e.key,
+        sequence,
+        serde_json::to_string(&e.data)?,
+        e.request_hash,
+        e.created_at.0
+    ])?;
+    let fanned = fan_out(conn, e)?;
+    let event = Event {
+        id: e.id,
+        tenant: e.tenant,
+        event_type: e.event_type.clone(),
+        key: e.key.clone(),
+        sequence,
+        data: e.data.clone(),
+        created_at: e.created_at,
+    };
+    Ok((event, fanned))
+}
+
+fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, events FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0",
+    )?;
+    let targets: Vec<(String, String)> = stmt
+        .query_map(params![e.tenant.map(|t| t.to_string())], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
+         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
+    )?;
+    let mut count = 0;
+    for (webhook_id, patterns) in targets {
+        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
+        let matched = patterns.iter().any(|p| {
+            herald_core::pattern::EventPattern::parse(p)
+                .map(|p| p.matches(&e.event_type))
+                .unwrap_or(false)
+        });
+        if matched {
+            insert.execute(params![
+                DeliveryId::generate().to_string(),
+                e.id.to_string(),
+                webhook_id,
+                e.tenant.map(|t| t.to_string()),
+                e.event_type,
+                e.created_at.0
+            ])?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+fn get_event_row(conn: &Connection, id: &str) -> StoreResult<Event> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id])?;
+    match rows.next()? {
+        Some(row) => rows::event(row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn get_webhook_row(conn: &Connection, id: &str) -> StoreResult<Webhook> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND deleted = 0");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id])?;
+    match rows.next()? {
+        Some(row) => rows::webhook(row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn get_delivery_row(conn: &Connection, id: &str) -> StoreResult<Delivery> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id])?;
+    match rows.next()? {
+        Some(row) => rows::delivery(row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Sql>,
+    map: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// `WHERE` clauses and their arguments, built up from optional filters.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    args: Vec<Sql>,
+}
+
+impl Where {
+    fn add(&mut self, clause: &str, arg: Sql) {
+        self.args.push(arg);
+        self.clauses.push(clause.replace('?', &format!("?{}", self.args.len())));
+    }
+    fn fixed(&mut self, clause: &str) {
+        self.clauses.push(clause.to_owned());
+    }
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn clamp_limit(limit: u32) -> i64 {
+    limit.clamp(1, 1000) as i64
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn signals(&self) -> &Arc<Signals> {
+        &self.signals
+    }
+
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![tenant.id.to_string(), tenant.name, tenant.created_at.0],
+            )?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        self.read(move |conn| {
+            conn.query_row("SELECT name, created_at FROM tenants WHERE id = ?1", params![id.to_string()], |r| {
+                Ok(Tenant { id, name: r.get(0)?, created_at: Timestamp(r.get(1)?) })
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        self.write(move |conn| {
+            let (role, tenant) = role_columns(&key.role);
+            conn.execute(
+                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id.to_string(), key.hash, role, tenant, key.created_at.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
+        self.read(move |conn| {
+            let row: Option<(String, String, Option<String>, i64, Option<i64>)> = conn
+                .prepare_cached("SELECT hash, role, tenant_id, created_at, revoked_at FROM api_keys WHERE id = ?1")?
+                .query_row(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .optional()?;
+            let (hash, role, tenant, created_at, revoked_at) = row.ok_or(StoreError::NotFound)?;
+            Ok(ApiKey {
+                id,
+                hash,
+                role: role_from(&role, tenant)?,
+                created_at: Timestamp(created_at),
+                revoked: revoked_at.is_some(),
+            })
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id.to_string(), now.0],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_live_admin_keys(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn create_operation(&self, op: NewOperation, idem: Option<Idempotency>) -> StoreResult<Created<Operation>> {
+        let created = self
+            .write(move |conn| {
+                if let Some(idem) = &idem {
+                    if let Some(existing) = check_idempotency(conn, idem)? {
+                        let id = parse_id(&existing, OperationId::parse)?;
+                        return Ok(Created::Existing(get_operation_row(conn, id)?));
+                    }
+                }
+                conn.prepare_cached(
+                    "INSERT INTO operations (id, tenant_id, type, state, metadata, input, max_attempts, \
+                     created_at, updated_at, deadline_at, retention_ms) \
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    op.id.to_string(),
+                    op.tenant.map(|t| t.to_string()),
+                    op.op_type,
+                    serde_json::to_string(&op.metadata)?,
+                    serde_json::to_string(&op.input)?,
+                    op.max_attempts,
+                    op.created_at.0,
+                    op.deadline_at.map(|t| t.0),
+                    ms(op.retention)
+                ])?;
+                if let Some(idem) = &idem {
+                    record_idempotency(conn, idem, &op.id.to_string(), op.created_at)?;
+                }
+                Ok(Created::New(get_operation_row(conn, op.id)?))
+            })
+            .await?;
+        if created.is_new() {
+            self.signals.operations_queued.notify_waiters();
+        }
+        Ok(created)
+    }
+
+    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
+        self.read(move |conn| {
+            let deleted: Option<i64> = conn
+                .prepare_cached("SELECT deleted FROM operations WHERE id = ?1")?
+                .query_row(params![id.to_string()], |r| r.get(0))
+                .optional()?;
+            match deleted {
+                Some(0) => get_operation_row(conn, id),
+                _ => Err(StoreError::NotFound),
+            }
+        })
+        .await
+    }
+
+    async fn list_operations(&self, f: OperationFilter) -> StoreResult<Vec<Operation>> {
+        self.read(move |conn| {
+            let mut w = Where::default();
+            w.fixed("deleted = 0");
+            if let Some(t) = f.tenant {
+                w.add("tenant_id = ?", text(t));
+            }
+            if let Some(t) = &f.op_type {
+                w.add("type = ?", text(t));
+            }
+            match f.done {
+                Some(true) => w.fixed("state IN ('succeeded', 'failed', 'cancelled')"),
+                Some(false) => w.fixed("state IN ('queued', 'running')"),
+                None => {}
+            }
+            if let Some(b) = f.before {
+                w.add("id < ?", text(b));
+            }
+            let sql = format!(
+                "SELECT {OPERATION_COLUMNS} FROM operations {} ORDER BY id DESC LIMIT {}",
+                w.sql(),
+                clamp_limit(f.limit)
+            );
+            query_all(conn, &sql, w.args, rows::operation)
+        })
+        .await
+    }
+
+    async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<Operation> {
+        let op = self
+            .write(move |conn| {
+                let mut op = get_operation_row(conn, id)?;
+                match op.state {
+                    OperationState::Done(_) => {}
+                    OperationState::Queued => {
+                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
+                            codes::CANCELLED,
+                            "The operation was cancelled before it started.",
+                        )));
+                        op.updated_at = now;
+                        finish_row(conn, &op, now)?;
+                    }
+                    OperationState::Running { .. } => {
+                        conn.execute(
+                            "UPDATE operations SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+                            params![id.to_string(), now.0],
+                        )?;
+                        op.cancel_requested = true;
+                    }
+                }
+                Ok(op)
+            })
+            .await?;
+        self.signals.operation_changed(id);
+        if op.state.is_done() {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(op)
+    }
+
+    async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE operations SET deleted = 1, updated_at = ?2, \
+                 purge_at = CASE WHEN state IN ('succeeded', 'failed', 'cancelled') THEN ?2 ELSE purge_at END \
+                 WHERE id = ?1 AND deleted = 0",
+                params![id.to_string(), now.0],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<Operation>> {
+        if claim.types.is_empty() || claim.max == 0 {
+            return Ok(vec![]);
+        }
+        let claimed = self
+            .write(move |conn| {
+                let placeholders: Vec<String> = (0..claim.types.len()).map(|i| format!("?{}", i + 2)).collect();
+                let sql = format!(
+                    "SELECT id FROM operations WHERE state = 'queued' AND type IN ({}) ORDER BY created_at LIMIT ?1",
+                    placeholders.join(", ")
+                );
+                let mut args: Vec<Sql> = vec![Sql::Integer(claim.max.min(1000) as i64)];
+                args.extend(claim.types.iter().map(text));
+                let ids: Vec<String> = conn
+                    .prepare_cached(&sql)?
+                    .query_map(params_from_iter(args), |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let expires = claim.now.add(claim.lease);
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    conn.prepare_cached(
+                        "UPDATE operations SET state = 'running', lease_token = ?2, lease_expires_at = ?3, \
+                         attempt = attempt + 1, updated_at = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, lease_token(), expires.0, claim.now.0])?;
+                    out.push(get_operation_row(conn, parse_id(&id, OperationId::parse)?)?);
+                }
+                Ok(out)
+            })
+            .await?;
+        for op in &claimed {
+            self.signals.operation_changed(op.id);
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<Operation> {
+        let id = beat.id;
+        let op = self
+            .write(move |conn| {
+                let mut op = get_operation_row(conn, beat.id)?;
+                match &op.state {
+                    OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {}
+                    OperationState::Done(_) => return Err(StoreError::AlreadyDone),
+                    _ => return Err(StoreError::StaleLease),
+                }
+                if let Some(patch) = beat.metadata {
+                    for (k, v) in patch {
+                        if k != "type" {
+                            op.metadata.insert(k, v);
+                        }
+                    }
+                }
+                let expires = beat.now.add(beat.lease);
+                conn.prepare_cached(
+                    "UPDATE operations SET metadata = ?2, lease_expires_at = ?3, updated_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![beat.id.to_string(), serde_json::to_string(&op.metadata)?, expires.0, beat.now.0])?;
+                op.state = OperationState::Running { lease_token: beat.lease_token, lease_expires_at: expires };
+                op.updated_at = beat.now;
+                Ok(op)
+            })
+            .await?;
+        self.signals.operation_changed(id);
+        Ok(op)
+    }
+
+    async fn finish_operation(&self, finish: Finish) -> StoreResult<Operation> {
+        let id = finish.id;
+        let op = self
+            .write(move |conn| {
+                let mut op = get_operation_row(conn, finish.id)?;
+                match &op.state {
+                    OperationState::Running { lease_token, .. } if *lease_token == finish.lease_token => {}
+                    OperationState::Done(_) => return Err(StoreError::AlreadyDone),
+                    _ => return Err(StoreError::StaleLease),
+                }
+                op.updated_at = finish.now;
+                match finish.outcome {
+                    FinishAs::Complete(response) => {
+                        op.metadata.insert("progress_percent".into(), 100.into());
+                        op.state = OperationState::Done(herald_core::operation::Outcome::Response(response));
+                        finish_row(conn, &op, finish.now)?;
+                    }
+                    FinishAs::Fail { error, retryable }
+                        if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
+                    {
+                        conn.execute(
+                            "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
+                             updated_at = ?2 WHERE id = ?1",
+                            params![finish.id.to_string(), finish.now.0],
+                        )?;
+                        tracing::info!(operation = %finish.id, code = %error.code, "retryable failure; operation requeued");
+                        op.state = OperationState::Queued;
+                    }
+                    FinishAs::Fail { error, .. } => {
+                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(error));
+                        finish_row(conn, &op, finish.now)?;
+                    }
+                }
+                Ok(op)
+            })
+            .await?;
+        self.signals.operation_changed(id);
+        match op.state {
+            OperationState::Queued => self.signals.operations_queued.notify_waiters(),
+            _ => self.signals.deliveries_due.notify_waiters(),
+        }
+        Ok(op)
+    }
+
+    async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
+        let (report, changed) = self
+            .write(move |conn| {
+                let mut report = ReapReport::default();
+                let mut changed = Vec::new();
+                let expired: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT id FROM operations WHERE state = 'running' AND lease_expires_at <= ?1 LIMIT 1000",
+                    )?
+                    .query_map(params![now.0], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in expired {
+                    let mut op = get_operation_row(conn, parse_id(&id, OperationId::parse)?)?;
+                    op.updated_at = now;
+                    if op.cancel_requested {
+                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
+                            codes::CANCELLED,
+                            "The operation was cancelled while running.",
+                        )));
+                        finish_row(conn, &op, now)?;
+                        report.worker_lost += 1;
+                    } else if op.attempt < op.max_attempts {
+                        conn.execute(
+                            "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
+                             updated_at = ?2 WHERE id = ?1",
+                            params![id, now.0],
+                        )?;
+                        report.requeued += 1;
+                    } else {
+                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
+                            codes::WORKER_LOST,
+                            format!("The worker's lease expired on each of {} attempts.", op.attempt),
+                        )));
+                        finish_row(conn, &op, now)?;
+                        report.worker_lost += 1;
+                    }
+                    changed.push(op.id);
+                }
+                let late: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT id FROM operations WHERE deadline_at <= ?1 AND state IN ('queued', 'running') LIMIT 1000",
+                    )?
+                    .query_map(params![now.0], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in late {
+                    let mut op = get_operation_row(conn, parse_id(&id, OperationId::parse)?)?;
+                    op.updated_at = now;
+                    op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
+                        codes::DEADLINE_EXCEEDED,
+                        "The operation did not finish before its deadline.",
+                    )));
+                    finish_row(conn, &op, now)?;
+                    report.deadline_exceeded += 1;
+                    changed.push(op.id);
+                }
+                report.purged = conn.execute(
+                    "DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE purge_at <= ?1 LIMIT 1000)",
+                    params![now.0],
+                )? as u64;
+                // Idempotency keys answer retries for a day.
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE rowid IN \
+                     (SELECT rowid FROM idempotency_keys WHERE created_at <= ?1 LIMIT 1000)",
+                    params![now.0 - 86_400_000],
+                )?;
+                Ok((report, changed))
+            })
+            .await?;
+        for id in changed {
+            self.signals.operation_changed(id);
+        }
+        if report.requeued > 0 {
+            self.signals.operations_queued.notify_waiters();
+        }
+        if report.worker_lost + report.deadline_exceeded > 0 {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(report)
+    }
+
+    async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let t: Option<i64> = conn.query_row(
+                "SELECT MIN(t) FROM ( \
+                   SELECT MIN(lease_expires_at) AS t FROM operations WHERE state = 'running' \
+                   UNION ALL SELECT MIN(deadline_at) FROM operations WHERE deadline_at IS NOT NULL AND state IN ('queued', 'running') \
+                   UNION ALL SELECT MIN(purge_at) FROM operations WHERE purge_at IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn insert_event(&self, event: NewEvent, idem: Option<Idempotency>) -> StoreResult<Created<Event>> {
+        let (created, fanned) = self
+            .write(move |conn| {
+                if let Some(idem) = &idem {
+                    if let Some(existing) = check_idempotency(conn, idem)? {
+                        return Ok((Created::Existing(get_event_row(conn, &existing)?), 0));
+                    }
+                }
+                let prior: Option<String> = conn
+                    .prepare_cached("SELECT request_hash FROM events WHERE id = ?1")?
+                    .query_row(params![event.id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(hash) = prior {
+                    if hash != event.request_hash {
+                        return Err(StoreError::IdempotencyMismatch);
+                    }
+                    return Ok((Created::Existing(get_event_row(conn, &event.id.to_string())?), 0));
+                }
+                let (stored, fanned) = insert_event_row(conn, &event)?;
+                if let Some(idem) = &idem {
+                    record_idempotency(conn, idem, &stored.id.to_string(), event.created_at)?;
+                }
+                Ok((Created::New(stored), fanned))
+            })
+            .await?;
+        if fanned > 0 {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(created)
+    }
+
+    async fn get_event(&self, id: EventId) -> StoreResult<Event> {
+        self.read(move |conn| get_event_row(conn, &id.to_string())).await
+    }
+
+    async fn list_events(&self, f: EventFilter) -> StoreResult<Vec<Event>> {
+        self.read(move |conn| {
+            let mut w = Where::default();
+            if let Some(t) = f.tenant {
+                w.add("tenant_id = ?", text(t));
+            }
+            if let Some(t) = &f.event_type {
+                w.add("type = ?", text(t));
+            }
+            if let Some(k) = &f.key {
+                w.add("key = ?", text(k));
+            }
+            if let Some(a) = f.after {
+                w.add("id > ?", text(a));
+            }
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events {} ORDER BY id ASC LIMIT {}",
+                w.sql(),
+                clamp_limit(f.limit)
+            );
+            query_all(conn, &sql, w.args, rows::event)
+        })
+        .await
+    }
+
+    async fn put_event_type(&self, et: EventType) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO event_types (name, schema) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema",
+                params![et.name, serde_json::to_string(&et.schema)?],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT name, schema FROM event_types ORDER BY name")?;
+            let rows: Vec<(String, String)> =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(name, schema)| Ok(EventType { name, schema: serde_json::from_str(&schema)? }))
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_webhook(&self, wh: Webhook) -> StoreResult<Webhook> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
+                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    wh.id.to_string(),
+                    wh.tenant.map(|t| t.to_string()),
+                    wh.url,
+                    patterns_json(&wh.events),
+                    wh.format.as_str(),
+                    wh.secret,
+                    wh.secret_version,
+                    wh.previous_secret.as_ref().map(|p| p.0.clone()),
+                    wh.previous_secret.as_ref().map(|p| p.1 .0),
+                    schedule_json(&wh.schedule),
+                    wh.max_concurrency,
+                    wh.disabled as i64,
+                    wh.disabled_reason,
+                    wh.description,
+                    wh.created_at.0,
+                    wh.updated_at.0
+                ],
+            )?;
+            Ok(wh)
+        })
+        .await
+    }
+
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
+        self.read(move |conn| get_webhook_row(conn, &id.to_string())).await
+    }
+
+    async fn list_webhooks(&self, f: WebhookFilter) -> StoreResult<Vec<Webhook>> {
+        self.read(move |conn| {
+            let mut w = Where::default();
+            w.fixed("deleted = 0");
+            if !f.all_tenants {
+                w.add("tenant_id IS ?", opt_text(f.tenant));
+            }
+            if let Some(a) = f.after {
+                w.add("id > ?", text(a));
+            }
+            let sql = format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks {} ORDER BY id ASC LIMIT {}",
+                w.sql(),
+                clamp_limit(f.limit)
+            );
+            query_all(conn, &sql, w.args, rows::webhook)
+        })
+        .await
+    }
+
+    async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
+        let resumed = !wh.disabled;
+        let out = self
+            .write(move |conn| {
+                let before = get_webhook_row(conn, &wh.id.to_string())?;
+                conn.execute(
+                    "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
+                     previous_secret = ?7, previous_secret_until = ?8, schedule = ?9, max_concurrency = ?10, \
+                     disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14 WHERE id = ?1",
+                    params![
+                        wh.id.to_string(),
+                        wh.url,
+                        patterns_json(&wh.events),
+                        wh.format.as_str(),
+                        wh.secret,
+                        wh.secret_version,
+                        wh.previous_secret.as_ref().map(|p| p.0.clone()),
+                        wh.previous_secret.as_ref().map(|p| p.1 .0),
+                        schedule_json(&wh.schedule),
+                        wh.max_concurrency,
+                        wh.disabled as i64,
+                        wh.disabled_reason,
+                        wh.description,
+                        now.0
+                    ],
+                )?;
+                if before.disabled != wh.disabled {
+                    // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
+                    let next = if wh.disabled { Sql::Null } else { Sql::Integer(now.0) };
+                    conn.execute(
+                        "UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?3 WHERE webhook_id = ?1 AND status = 'pending'",
+                        params![wh.id.to_string(), next, now.0],
+                    )?;
+                }
+                Ok(Webhook { updated_at: now, ..wh })
+            })
+            .await?;
+        if resumed {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE webhooks SET deleted = 1, updated_at = ?2 WHERE id = ?1 AND deleted = 0",
+                params![id.to_string(), now.0],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            conn.execute(
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', \
+                 updated_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
+                params![id.to_string(), now.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_due_deliveries(&self, now: Timestamp, limit: u32, lease: Duration) -> StoreResult<Vec<DeliveryJob>> {
+        self.write(move |conn| {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) ORDER BY next_attempt_at LIMIT ?3) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let deliveries = query_all(
+                conn,
+                &sql,
+                vec![Sql::Integer(now.add(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
+                rows::delivery,
+            )?;
+            let mut webhooks: HashMap<WebhookId, Webhook> = HashMap::new();
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let webhook = match webhooks.get(&d.webhook_id) {
+                    Some(w) => w.clone(),
+                    None => {
+                        let w = get_webhook_row(conn, &d.webhook_id.to_string())?;
+                        webhooks.insert(d.webhook_id, w.clone());
+                        w
+                    }
+                };
+                let event = get_event_row(conn, &d.event_id.to_string())?;
+                jobs.push(DeliveryJob { delivery: d, event, webhook });
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        self.write(move |conn| {
+            for r in records {
+                let id = r.delivery_id.to_string();
+                let (code, error, at) = match &r.attempt {
+                    Some(a) => {
+                        conn.prepare_cached(
+                            "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?
+                        .execute(params![
+                            a.id.to_string(),
+                            id,
+                            a.at.0,
+                            a.status_code,
+                            a.latency_ms as i64,
+                            a.error,
+                            a.response_excerpt
+                        ])?;
+                        (a.status_code, a.error.clone(), a.at)
+                    }
+                    None => (None, None, Timestamp(0)),
+                };
+                let counted = r.attempt.is_some() as i64;
+                let (status, next): (&str, Option<i64>) = match r.outcome {
+                    AttemptOutcome::Succeeded => ("succeeded", None),
+                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
+                    AttemptOutcome::Failed => ("failed", None),
+                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
+                };
+                if counted == 1 {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL, \
+                         attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
+                         last_error = ?5, updated_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![id, status, next, code, error, at.0])?;
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![id, status, next])?;
+                }
+                if let Some((webhook, reason)) = r.disable_webhook {
+                    conn.execute(
+                        "UPDATE webhooks SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![webhook.to_string(), reason, at.0],
+                    )?;
+                    conn.execute(
+                        "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ?1 AND status = 'pending'",
+                        params![webhook.to_string()],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        // A retry may now be the earliest due delivery: let the dispatcher re-plan its sleep.
+        self.signals.deliveries_due.notify_waiters();
+        Ok(())
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let t: Option<i64> = conn.query_row(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+                 WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        self.read(move |conn| {
+            let mut w = Where::default();
+            if let Some(t) = f.tenant {
+                w.add("tenant_id = ?", text(t));
+            }
+            if let Some(wh) = f.webhook {
+                w.add("webhook_id = ?", text(wh));
+            }
+            if let Some(s) = f.status {
+                w.add("status = ?", text(s.as_str()));
+            }
+            if let Some(t) = &f.event_type {
+                w.add("event_type = ?", text(t));
+            }
+            if let Some(t) = f.since {
+                w.add("created_at >= ?", Sql::Integer(t.0));
+            }
+            if let Some(t) = f.until {
+                w.add("created_at < ?", Sql::Integer(t.0));
+            }
+            if let Some(b) = f.before {
+                w.add("id < ?", text(b));
+            }
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries {} ORDER BY id DESC LIMIT {}",
+                w.sql(),
+                clamp_limit(f.limit)
+            );
+            query_all(conn, &sql, w.args, rows::delivery)
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
+        self.read(move |conn| {
+            let d = get_delivery_row(conn, &id.to_string())?;
+            let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY id ASC");
+            let attempts = query_all(conn, &sql, vec![text(id)], rows::attempt)?;
+            Ok((d, attempts))
+        })
+        .await
+    }
+
+    async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        let d = self
+            .write(move |conn| {
+                let d = get_delivery_row(conn, &id.to_string())?;
+                let webhook = get_webhook_row(conn, &d.webhook_id.to_string())?;
+                let next = if webhook.disabled { None } else { Some(now.0) };
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
+                     lease_until = NULL, updated_at = ?3 WHERE id = ?1",
+                    params![id.to_string(), next, now.0],
+                )?;
+                get_delivery_row(conn, &id.to_string())
+            })
+            .await?;
+        self.signals.deliveries_due.notify_waiters();
+        Ok(d)
+    }
+
+    async fn replay(&self, r: Replay) -> StoreResult<u64> {
+        let n = self
+            .write(move |conn| {
+                let webhook = get_webhook_row(conn, &r.webhook.to_string())?;
+                let next = if webhook.disabled { None } else { Some(r.now.0) };
+                let status_clause = match r.status {
+                    Some(s) => format!("status = '{}'", s.as_str()),
+                    // Without a status, everything not already on its way.
+                    None => "status != 'pending'".to_owned(),
+                };
+                let n = conn.execute(
+                    &format!(
+                        "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
+                         lease_until = NULL, updated_at = ?5 WHERE webhook_id = ?1 AND event_created_at >= ?3 \
+                         AND event_created_at < ?4 AND {status_clause}"
+                    ),
+                    params![r.webhook.to_string(), next, r.since.0, r.until.0, r.now.0],
+                )?;
+                Ok(n as u64)
+            })
+            .await?;
+        self.signals.deliveries_due.notify_waiters();
+        Ok(n)
+    }
+}
