@@ -51,7 +51,11 @@ pub fn mint_key() -> MintedKey {
     let secret = hex::encode(secret);
     let ulid = id.to_string();
     let ulid = ulid.trim_start_matches(KeyId::PREFIX);
-    MintedKey { id, plaintext: format!("hrk_{ulid}_{secret}"), hash: hash_secret(&secret) }
+    MintedKey {
+        id,
+        plaintext: format!("hrk_{ulid}_{secret}"),
+        hash: hash_secret(&secret),
+    }
 }
 
 /// Splits a presented key into the id it claims and its secret part.
@@ -68,7 +72,10 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Whether `secret` hashes to `stored_hash`, compared in constant time.
 pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_secret(secret)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 /// An admin key given in config or env (`HERALD_ADMIN_KEY`) may have any shape;

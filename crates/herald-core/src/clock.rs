@@ -63,7 +63,10 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { now: AtomicI64::new(start.0), moved: Arc::new(Notify::new()) }
+        Self {
+            now: AtomicI64::new(start.0),
+            moved: Arc::new(Notify::new()),
+        }
     }
 
     /// Starts at the real current time.

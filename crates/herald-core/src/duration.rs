@@ -51,7 +51,8 @@ pub mod serde_text_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
-        text.map(|t| parse(&t).map_err(serde::de::Error::custom)).transpose()
+        text.map(|t| parse(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -70,7 +71,10 @@ pub mod serde_text_vec {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         let texts = Vec::<String>::deserialize(d)?;
-        texts.iter().map(|t| parse(t).map_err(serde::de::Error::custom)).collect()
+        texts
+            .iter()
+            .map(|t| parse(t).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 

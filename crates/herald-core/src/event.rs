@@ -26,7 +26,10 @@ impl Event {
         let mut out = Map::with_capacity(6);
         out.insert("id".into(), Value::String(self.id.to_string()));
         out.insert("type".into(), Value::String(self.event_type.clone()));
-        out.insert("created_at".into(), Value::String(self.created_at.to_rfc3339_seconds()));
+        out.insert(
+            "created_at".into(),
+            Value::String(self.created_at.to_rfc3339_seconds()),
+        );
         if let (Some(key), Some(seq)) = (&self.key, self.sequence) {
             out.insert("key".into(), Value::String(key.clone()));
             out.insert("sequence".into(), Value::from(seq));

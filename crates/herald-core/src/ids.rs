@@ -13,6 +13,18 @@ pub struct IdError {
     pub value: String,
 }
 
+/// ULIDs made in one millisecond would otherwise sort at random; lists are ordered by
+/// id, so ids from one process must increase strictly. (The one process-wide value in
+/// Herald: ids must be unique across every part of it.)
+fn monotonic_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut guard = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
@@ -22,9 +34,9 @@ macro_rules! prefixed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
-            /// A new id for something created now.
+            /// A new id for something created now, greater than every id this process made before.
             pub fn generate() -> Self {
-                Self(ulid::Ulid::new())
+                Self(monotonic_ulid())
             }
 
             /// Parses `prefix_ULID`; anything else is an error.
@@ -106,10 +118,10 @@ mod tests {
     }
 
     #[test]
-    fn ids_sort_by_creation() {
-        let a = EventId::generate();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = EventId::generate();
-        assert!(a.to_string() < b.to_string());
+    fn ids_sort_by_creation_even_within_a_millisecond() {
+        let ids: Vec<String> = (0..1000).map(|_| EventId::generate().to_string()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 }

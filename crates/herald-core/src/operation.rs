@@ -14,7 +14,10 @@ pub struct OperationError {
 
 impl OperationError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub enum OperationState {
     /// Waiting for a worker (never claimed, or handed back after a lost lease or a retryable failure).
     Queued,
     /// Leased to a worker until `lease_expires_at`.
-    Running { lease_token: String, lease_expires_at: Timestamp },
+    Running {
+        lease_token: String,
+        lease_expires_at: Timestamp,
+    },
     /// Finished; the outcome never changes again.
     Done(Outcome),
 }
@@ -91,7 +97,10 @@ impl Operation {
         }
         metadata.entry("progress_percent").or_insert(Value::from(0));
         let mut out = Map::with_capacity(4);
-        out.insert("name".into(), Value::String(format!("operations/{}", self.id)));
+        out.insert(
+            "name".into(),
+            Value::String(format!("operations/{}", self.id)),
+        );
         out.insert("metadata".into(), Value::Object(metadata));
         out.insert("done".into(), Value::Bool(self.state.is_done()));
         match &self.state {
@@ -99,7 +108,10 @@ impl Operation {
                 out.insert("response".into(), r.clone());
             }
             OperationState::Done(Outcome::Error(e)) => {
-                out.insert("error".into(), serde_json::to_value(e).unwrap_or(Value::Null));
+                out.insert(
+                    "error".into(),
+                    serde_json::to_value(e).unwrap_or(Value::Null),
+                );
             }
             _ => {}
         }
@@ -145,7 +157,10 @@ mod tests {
                     "metadata": { "type": "transcode", "video_id": "vid_99", "progress_percent": 0 },
                     "done": false })
         );
-        let done = op(OperationState::Done(Outcome::Error(OperationError::new("SOURCE_UNREACHABLE", "x"))));
+        let done = op(OperationState::Done(Outcome::Error(OperationError::new(
+            "SOURCE_UNREACHABLE",
+            "x",
+        ))));
         let r = done.to_resource();
         assert_eq!(r["done"], json!(true));
         assert_eq!(r["error"]["code"], json!("SOURCE_UNREACHABLE"));

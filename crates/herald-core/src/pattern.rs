@@ -44,7 +44,10 @@ pub fn is_event_type(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 200
         && text.split('.').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
 }
 
@@ -65,8 +68,12 @@ mod tests {
         assert!(!p.matches("payment"));
         assert!(!p.matches("payments.succeeded"));
         assert!(EventPattern::parse("*").unwrap().matches("anything.at.all"));
-        assert!(EventPattern::parse("payment.succeeded").unwrap().matches("payment.succeeded"));
-        assert!(!EventPattern::parse("payment.succeeded").unwrap().matches("payment.failed"));
+        assert!(EventPattern::parse("payment.succeeded")
+            .unwrap()
+            .matches("payment.succeeded"));
+        assert!(!EventPattern::parse("payment.succeeded")
+            .unwrap()
+            .matches("payment.failed"));
     }
 
     #[test]

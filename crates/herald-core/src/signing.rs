@@ -73,7 +73,8 @@ pub fn standard_signature(secret: &str, msg_id: &str, unix_seconds: i64, body: &
 
 fn standard_key(secret: &str) -> Vec<u8> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-    B64.decode(encoded).unwrap_or_else(|_| secret.as_bytes().to_vec())
+    B64.decode(encoded)
+        .unwrap_or_else(|_| secret.as_bytes().to_vec())
 }
 
 /// Checks one `sha256=HEX` value (of possibly several, space-separated) in constant time.
@@ -94,8 +95,16 @@ mod tests {
         let ts = "2026-04-10T15:20:00Z";
         let body = br#"{"id":"evt_1"}"#;
         let s = herald_signature("hsec_test", ts, body);
-        assert_eq!(s, "sha256=d58f2414b42865f14d6c748e6a5978b570470c07997a86f563f3ba139db30aaa");
-        assert!(verify_herald("hsec_test", ts, body, &format!("sha256=00 {s}")));
+        assert_eq!(
+            s,
+            "sha256=d58f2414b42865f14d6c748e6a5978b570470c07997a86f563f3ba139db30aaa"
+        );
+        assert!(verify_herald(
+            "hsec_test",
+            ts,
+            body,
+            &format!("sha256=00 {s}")
+        ));
         assert!(!verify_herald("hsec_other", ts, body, &s));
         assert!(!verify_herald("hsec_test", ts, b"{}", &s));
     }

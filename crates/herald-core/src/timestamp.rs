@@ -17,12 +17,18 @@ impl Timestamp {
         self.0
     }
 
-    pub fn add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+    pub fn plus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
-    pub fn sub(self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
+    pub fn minus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// How long from `self` until `later` (zero if `later` has passed).
@@ -34,7 +40,9 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let dt = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let dt = dt.replace_nanosecond((dt.millisecond() as u32) * 1_000_000).unwrap_or(dt);
+        let dt = dt
+            .replace_nanosecond((dt.millisecond() as u32) * 1_000_000)
+            .unwrap_or(dt);
         dt.format(&Rfc3339).unwrap_or_default()
     }
 

@@ -1,1 +1,101 @@
-//! placeholder
+//! Herald's HTTP API. [`AppState`] holds what every handler needs (store, config,
+//! clock, key cache); [`router`] maps the wire contract of DESIGN.md onto handlers,
+//! one module per resource under `routes/`; [`start`] runs the API with its
+//! background loops (lease reaper, webhook dispatcher) until shutdown.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+mod reaper;
+mod routes;
+
+use axum::Router;
+use herald_core::Clock;
+use herald_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    /// The admin key from config or env, accepted beside stored keys.
+    pub admin_key: Option<Arc<str>>,
+    pub keys: Arc<auth::KeyCache>,
+    pub in_flight: body::InFlight,
+    /// Compiled JSON Schemas of registered event types.
+    pub schemas: Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>,
+    /// Tenants known to exist (they are never deleted), to spare a read per event.
+    pub known_tenants: Arc<RwLock<std::collections::HashSet<herald_core::ids::TenantId>>>,
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        admin_key: Option<String>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let state = Self {
+            store,
+            admin_key: admin_key
+                .or_else(|| config.admin_key.clone())
+                .map(Arc::from),
+            config: Arc::new(config),
+            clock,
+            keys: Default::default(),
+            in_flight: Default::default(),
+            schemas: Default::default(),
+            known_tenants: Default::default(),
+            shutdown,
+        };
+        routes::event_types::load(&state).await?;
+        Ok(state)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves the API on `listener` and runs the background loops until `shutdown` is
+/// cancelled; then stops accepting, lets requests in progress finish, and returns.
+pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let reaper = tokio::spawn(reaper::run(
+        state.store.clone(),
+        state.clock.clone(),
+        shutdown.clone(),
+    ));
+    let webhooks = &state.config.webhooks;
+    let dispatcher = herald_dispatch::Dispatcher::new(
+        state.store.clone(),
+        state.clock.clone(),
+        herald_dispatch::DispatcherConfig {
+            timeout: webhooks.timeout,
+            schedule: herald_core::retry::RetrySchedule::new(webhooks.schedule.clone())?,
+            allow_private_destinations: webhooks.allow_private_destinations,
+            max_in_flight: webhooks.max_in_flight,
+            per_webhook_concurrency: webhooks.per_webhook_concurrency,
+            ..Default::default()
+        },
+    )?;
+    let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    let _ = reaper.await;
+    let _ = dispatch.await;
+    Ok(())
+}

@@ -69,24 +69,45 @@ pub trait Store: Send + Sync + 'static {
         op: NewOperation,
         idempotency: Option<Idempotency>,
     ) -> StoreResult<Created<herald_core::operation::Operation>>;
-    async fn get_operation(&self, id: OperationId) -> StoreResult<herald_core::operation::Operation>;
-    async fn list_operations(&self, filter: OperationFilter) -> StoreResult<Vec<herald_core::operation::Operation>>;
+    async fn get_operation(
+        &self,
+        id: OperationId,
+    ) -> StoreResult<herald_core::operation::Operation>;
+    async fn list_operations(
+        &self,
+        filter: OperationFilter,
+    ) -> StoreResult<Vec<herald_core::operation::Operation>>;
     /// Not started: done with `CANCELLED` at once. Running: cancel requested.
-    async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<herald_core::operation::Operation>;
+    async fn cancel_operation(
+        &self,
+        id: OperationId,
+        now: Timestamp,
+    ) -> StoreResult<herald_core::operation::Operation>;
     /// The client no longer wants the result: hidden from reads, work goes on.
     async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()>;
-    async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<herald_core::operation::Operation>>;
+    async fn claim_operations(
+        &self,
+        claim: ClaimRequest,
+    ) -> StoreResult<Vec<herald_core::operation::Operation>>;
     async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<herald_core::operation::Operation>;
-    async fn finish_operation(&self, finish: Finish) -> StoreResult<herald_core::operation::Operation>;
+    async fn finish_operation(
+        &self,
+        finish: Finish,
+    ) -> StoreResult<herald_core::operation::Operation>;
     /// Expired leases back to the queue (or `WORKER_LOST`), deadlines passed, retention over.
     async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport>;
     /// When the next lease or deadline falls due, so the reaper can sleep until then.
     async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>>;
 
     // --- events
-    async fn insert_event(&self, event: NewEvent, idempotency: Option<Idempotency>) -> StoreResult<Created<herald_core::event::Event>>;
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        idempotency: Option<Idempotency>,
+    ) -> StoreResult<Created<herald_core::event::Event>>;
     async fn get_event(&self, id: EventId) -> StoreResult<herald_core::event::Event>;
-    async fn list_events(&self, filter: EventFilter) -> StoreResult<Vec<herald_core::event::Event>>;
+    async fn list_events(&self, filter: EventFilter)
+        -> StoreResult<Vec<herald_core::event::Event>>;
     async fn put_event_type(&self, event_type: EventType) -> StoreResult<()>;
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>>;
 
@@ -99,7 +120,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()>;
 
     // --- deliveries
-    async fn claim_due_deliveries(&self, now: Timestamp, limit: u32, lease: Duration) -> StoreResult<Vec<DeliveryJob>>;
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryJob>>;
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()>;
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
     async fn list_deliveries(&self, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;

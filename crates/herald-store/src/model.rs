@@ -99,7 +99,10 @@ pub struct Heartbeat {
 #[derive(Debug, Clone)]
 pub enum FinishAs {
     Complete(Value),
-    Fail { error: OperationError, retryable: bool },
+    Fail {
+        error: OperationError,
+        retryable: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

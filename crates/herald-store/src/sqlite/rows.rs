@@ -26,7 +26,8 @@ pub fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp)
 }
 
-pub const OPERATION_COLUMNS: &str = "id, tenant_id, type, state, metadata, input, response, error_code, \
+pub const OPERATION_COLUMNS: &str =
+    "id, tenant_id, type, state, metadata, input, response, error_code, \
      error_message, attempt, max_attempts, lease_token, lease_expires_at, cancel_requested, \
      created_at, updated_at, deadline_at";
 
@@ -61,7 +62,10 @@ pub fn operation(row: &Row<'_>) -> StoreResult<Operation> {
     let metadata: Value = serde_json::from_str(&metadata)?;
     Ok(Operation {
         id: parse_id(&id, OperationId::parse)?,
-        tenant: tenant.as_deref().map(|t| parse_id(t, TenantId::parse)).transpose()?,
+        tenant: tenant
+            .as_deref()
+            .map(|t| parse_id(t, TenantId::parse))
+            .transpose()?,
         op_type: row.get(2)?,
         metadata: match metadata {
             Value::Object(m) => m,
@@ -86,7 +90,10 @@ pub fn event(row: &Row<'_>) -> StoreResult<Event> {
     let data: String = row.get(5)?;
     Ok(Event {
         id: parse_id(&id, EventId::parse)?,
-        tenant: tenant.as_deref().map(|t| parse_id(t, TenantId::parse)).transpose()?,
+        tenant: tenant
+            .as_deref()
+            .map(|t| parse_id(t, TenantId::parse))
+            .transpose()?,
         event_type: row.get(2)?,
         key: row.get(3)?,
         sequence: row.get(4)?,
@@ -120,7 +127,10 @@ pub fn webhook(row: &Row<'_>) -> StoreResult<Webhook> {
     };
     Ok(Webhook {
         id: parse_id(&id, WebhookId::parse)?,
-        tenant: tenant.as_deref().map(|t| parse_id(t, TenantId::parse)).transpose()?,
+        tenant: tenant
+            .as_deref()
+            .map(|t| parse_id(t, TenantId::parse))
+            .transpose()?,
         url: row.get(2)?,
         events: events
             .iter()
@@ -148,10 +158,12 @@ pub fn schedule_json(s: &Option<RetrySchedule>) -> Option<String> {
 }
 
 pub fn patterns_json(p: &[EventPattern]) -> String {
-    serde_json::to_string(&p.iter().map(|p| p.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+    serde_json::to_string(&p.iter().map(|p| p.as_str()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
 }
 
-pub const DELIVERY_COLUMNS: &str = "id, event_id, webhook_id, tenant_id, event_type, status, attempts, \
+pub const DELIVERY_COLUMNS: &str =
+    "id, event_id, webhook_id, tenant_id, event_type, status, attempts, \
      window_attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 
 pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
@@ -164,7 +176,10 @@ pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
         id: parse_id(&id, DeliveryId::parse)?,
         event_id: parse_id(&event_id, EventId::parse)?,
         webhook_id: parse_id(&webhook_id, WebhookId::parse)?,
-        tenant: tenant.as_deref().map(|t| parse_id(t, TenantId::parse)).transpose()?,
+        tenant: tenant
+            .as_deref()
+            .map(|t| parse_id(t, TenantId::parse))
+            .transpose()?,
         event_type: row.get(4)?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| bad("delivery", &status))?,
         attempts: row.get(6)?,
@@ -177,7 +192,8 @@ pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
     })
 }
 
-pub const ATTEMPT_COLUMNS: &str = "id, delivery_id, at, status_code, latency_ms, error, response_excerpt";
+pub const ATTEMPT_COLUMNS: &str =
+    "id, delivery_id, at, status_code, latency_ms, error, response_excerpt";
 
 pub fn attempt(row: &Row<'_>) -> StoreResult<Attempt> {
     let id: String = row.get(0)?;

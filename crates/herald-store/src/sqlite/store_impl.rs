@@ -44,8 +44,12 @@ fn get_operation_row(conn: &Connection, id: OperationId) -> StoreResult<Operatio
 
 fn check_idempotency(conn: &Connection, idem: &Idempotency) -> StoreResult<Option<String>> {
     let found: Option<(String, String)> = conn
-        .prepare_cached("SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
-        .query_row(params![idem.scope, idem.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached(
+            "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+        )?
+        .query_row(params![idem.scope, idem.key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     match found {
         Some((hash, id)) if hash == idem.request_hash => Ok(Some(id)),
@@ -54,7 +58,12 @@ fn check_idempotency(conn: &Connection, idem: &Idempotency) -> StoreResult<Optio
     }
 }
 
-fn record_idempotency(conn: &Connection, idem: &Idempotency, resource: &str, now: Timestamp) -> StoreResult<()> {
+fn record_idempotency(
+    conn: &Connection,
+    idem: &Idempotency,
+    resource: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -72,7 +81,11 @@ fn finish_row(conn: &Connection, op: &Operation, now: Timestamp) -> StoreResult<
         OperationState::Done(herald_core::operation::Outcome::Error(e)) => {
             (None, Some(e.code.clone()), Some(e.message.clone()))
         }
-        _ => return Err(StoreError::Backend("finish_row called on an unfinished operation".into())),
+        _ => {
+            return Err(StoreError::Backend(
+                "finish_row called on an unfinished operation".into(),
+            ))
+        }
     };
     conn.prepare_cached(
         "UPDATE operations SET state = ?2, response = ?3, error_code = ?4, error_message = ?5, \
@@ -151,7 +164,9 @@ fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
         "SELECT id, events FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0",
     )?;
     let targets: Vec<(String, String)> = stmt
-        .query_map(params![e.tenant.map(|t| t.to_string())], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![e.tenant.map(|t| t.to_string())], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
@@ -235,7 +250,8 @@ struct Where {
 impl Where {
     fn add(&mut self, clause: &str, arg: Sql) {
         self.args.push(arg);
-        self.clauses.push(clause.replace('?', &format!("?{}", self.args.len())));
+        self.clauses
+            .push(clause.replace('?', &format!("?{}", self.args.len())));
     }
     fn fixed(&mut self, clause: &str) {
         self.clauses.push(clause.to_owned());
@@ -272,9 +288,17 @@ impl Store for SqliteStore {
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
         self.read(move |conn| {
-            conn.query_row("SELECT name, created_at FROM tenants WHERE id = ?1", params![id.to_string()], |r| {
-                Ok(Tenant { id, name: r.get(0)?, created_at: Timestamp(r.get(1)?) })
-            })
+            conn.query_row(
+                "SELECT name, created_at FROM tenants WHERE id = ?1",
+                params![id.to_string()],
+                |r| {
+                    Ok(Tenant {
+                        id,
+                        name: r.get(0)?,
+                        created_at: Timestamp(r.get(1)?),
+                    })
+                },
+            )
             .optional()?
             .ok_or(StoreError::NotFound)
         })
@@ -336,7 +360,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_operation(&self, op: NewOperation, idem: Option<Idempotency>) -> StoreResult<Created<Operation>> {
+    async fn create_operation(
+        &self,
+        op: NewOperation,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Created<Operation>> {
         let created = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
@@ -480,7 +508,7 @@ impl Store for SqliteStore {
                     .prepare_cached(&sql)?
                     .query_map(params_from_iter(args), |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
-                let expires = claim.now.add(claim.lease);
+                let expires = claim.now.plus(claim.lease);
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     conn.prepare_cached(
@@ -516,7 +544,7 @@ impl Store for SqliteStore {
                         }
                     }
                 }
-                let expires = beat.now.add(beat.lease);
+                let expires = beat.now.plus(beat.lease);
                 conn.prepare_cached(
                     "UPDATE operations SET metadata = ?2, lease_expires_at = ?3, updated_at = ?4 WHERE id = ?1",
                 )?
@@ -669,7 +697,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_event(&self, event: NewEvent, idem: Option<Idempotency>) -> StoreResult<Created<Event>> {
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Created<Event>> {
         let (created, fanned) = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
@@ -685,7 +717,10 @@ impl Store for SqliteStore {
                     if hash != event.request_hash {
                         return Err(StoreError::IdempotencyMismatch);
                     }
-                    return Ok((Created::Existing(get_event_row(conn, &event.id.to_string())?), 0));
+                    return Ok((
+                        Created::Existing(get_event_row(conn, &event.id.to_string())?),
+                        0,
+                    ));
                 }
                 let (stored, fanned) = insert_event_row(conn, &event)?;
                 if let Some(idem) = &idem {
@@ -701,7 +736,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, id: EventId) -> StoreResult<Event> {
-        self.read(move |conn| get_event_row(conn, &id.to_string())).await
+        self.read(move |conn| get_event_row(conn, &id.to_string()))
+            .await
     }
 
     async fn list_events(&self, f: EventFilter) -> StoreResult<Vec<Event>> {
@@ -743,11 +779,18 @@ impl Store for SqliteStore {
 
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT name, schema FROM event_types ORDER BY name")?;
-            let rows: Vec<(String, String)> =
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let mut stmt =
+                conn.prepare_cached("SELECT name, schema FROM event_types ORDER BY name")?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             rows.into_iter()
-                .map(|(name, schema)| Ok(EventType { name, schema: serde_json::from_str(&schema)? }))
+                .map(|(name, schema)| {
+                    Ok(EventType {
+                        name,
+                        schema: serde_json::from_str(&schema)?,
+                    })
+                })
                 .collect()
         })
         .await
@@ -784,7 +827,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        self.read(move |conn| get_webhook_row(conn, &id.to_string())).await
+        self.read(move |conn| get_webhook_row(conn, &id.to_string()))
+            .await
     }
 
     async fn list_webhooks(&self, f: WebhookFilter) -> StoreResult<Vec<Webhook>> {
@@ -869,7 +913,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_due_deliveries(&self, now: Timestamp, limit: u32, lease: Duration) -> StoreResult<Vec<DeliveryJob>> {
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryJob>> {
         self.write(move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
@@ -880,7 +929,7 @@ impl Store for SqliteStore {
             let deliveries = query_all(
                 conn,
                 &sql,
-                vec![Sql::Integer(now.add(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
+                vec![Sql::Integer(now.plus(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
                 rows::delivery,
             )?;
             let mut webhooks: HashMap<WebhookId, Webhook> = HashMap::new();
@@ -932,16 +981,22 @@ impl Store for SqliteStore {
                     AttemptOutcome::Failed => ("failed", None),
                     AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
                 };
+                // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
+                // with no due time, like every pending delivery of a disabled webhook.
                 if counted == 1 {
                     conn.prepare_cached(
-                        "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL, \
+                        "UPDATE deliveries SET status = ?2, lease_until = NULL, \
+                         next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
+                           THEN NULL ELSE ?3 END, \
                          attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
                          last_error = ?5, updated_at = ?6 WHERE id = ?1",
                     )?
                     .execute(params![id, status, next, code, error, at.0])?;
                 } else {
                     conn.prepare_cached(
-                        "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL WHERE id = ?1",
+                        "UPDATE deliveries SET status = ?2, lease_until = NULL, \
+                         next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
+                           THEN NULL ELSE ?3 END WHERE id = ?1",
                     )?
                     .execute(params![id, status, next])?;
                 }
@@ -1014,7 +1069,9 @@ impl Store for SqliteStore {
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
         self.read(move |conn| {
             let d = get_delivery_row(conn, &id.to_string())?;
-            let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY id ASC");
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY id ASC"
+            );
             let attempts = query_all(conn, &sql, vec![text(id)], rows::attempt)?;
             Ok((d, attempts))
         })

@@ -1,0 +1,152 @@
+//! Who is calling: the bearer key becomes a [`Principal`] with a role. Keys are looked
+//! up by the id they carry and checked against the stored hash in constant time.
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use herald_core::auth::{secret_matches, split_key, static_key_matches, Role};
+use herald_core::ids::{KeyId, TenantId};
+use herald_store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `None` for the admin key given in config or env.
+    pub key_id: Option<KeyId>,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn require_admin(&self) -> ApiResult<()> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("This needs an admin key.")),
+        }
+    }
+
+    pub fn require_worker(&self) -> ApiResult<()> {
+        match self.role {
+            Role::Admin | Role::Worker => Ok(()),
+            _ => Err(ApiError::forbidden("This needs a worker key.")),
+        }
+    }
+
+    /// Admin or tenant: the readers of operations, webhooks and deliveries.
+    pub fn require_reader(&self) -> ApiResult<()> {
+        match self.role {
+            Role::Worker => Err(ApiError::forbidden(
+                "Worker keys may only claim and finish operations.",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this caller may see something belonging to `owner`. Tenants see only
+    /// their own; the caller answers 404 otherwise, so existence does not leak.
+    pub fn can_see(&self, owner: Option<TenantId>) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Worker => false,
+            Role::Tenant(t) => owner == Some(t),
+        }
+    }
+
+    /// The scope idempotency keys are remembered in: one per caller identity.
+    pub fn idempotency_scope(&self) -> String {
+        match (self.role, self.key_id) {
+            (Role::Tenant(t), _) => t.to_string(),
+            (Role::Admin, _) => "admin".into(),
+            (Role::Worker, Some(k)) => k.to_string(),
+            (Role::Worker, None) => "worker".into(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("Send `Authorization: Bearer <key>`."))?;
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("The Authorization header must be `Bearer <key>`.")
+            })?;
+        authenticate(state, presented).await
+    }
+}
+
+async fn authenticate(state: &AppState, presented: &str) -> ApiResult<Principal> {
+    let rejected = || ApiError::unauthorized("The key is not valid or has been revoked.");
+    if let Some(configured) = &state.admin_key {
+        if static_key_matches(presented, configured) {
+            return Ok(Principal {
+                key_id: None,
+                role: Role::Admin,
+            });
+        }
+    }
+    let (id, secret) = split_key(presented).ok_or_else(rejected)?;
+    let key = match state.keys.get(id) {
+        Some(k) => k,
+        None => {
+            let key = match state.store.get_key(id).await {
+                Ok(k) => k,
+                Err(StoreError::NotFound) => return Err(rejected()),
+                Err(e) => return Err(ApiError::internal(e)),
+            };
+            state.keys.put(key.clone());
+            key
+        }
+    };
+    if key.revoked || !secret_matches(secret, &key.hash) {
+        return Err(rejected());
+    }
+    Ok(Principal {
+        key_id: Some(id),
+        role: key.role,
+    })
+}
+
+/// Keys recently read from the store, so a request costs no extra read. Revocation
+/// through this node removes the entry at once; entries expire after a few seconds
+/// so a revocation made elsewhere takes effect soon.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<KeyId, (herald_store::ApiKey, std::time::Instant)>,
+    >,
+}
+
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl KeyCache {
+    pub fn get(&self, id: KeyId) -> Option<herald_store::ApiKey> {
+        let entries = self.entries.lock().expect("key cache lock");
+        entries
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(k, _)| k.clone())
+    }
+
+    pub fn put(&self, key: herald_store::ApiKey) {
+        let mut entries = self.entries.lock().expect("key cache lock");
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(key.id, (key, std::time::Instant::now()));
+    }
+
+    pub fn forget(&self, id: KeyId) {
+        self.entries.lock().expect("key cache lock").remove(&id);
+    }
+}

@@ -1,0 +1,162 @@
+//! The delivery log: list (filters webhook, status, event type, time), one delivery
+//! with every attempt, and `:redeliver` (same event, same event id).
+
+use super::{next_page_token, split_custom};
+use crate::auth::Principal;
+use crate::body::page_size;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use herald_core::auth::Role;
+use herald_core::ids::{DeliveryId, TenantId, WebhookId};
+use herald_core::Timestamp;
+use herald_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn delivery_json(d: &Delivery) -> Value {
+    json!({
+        "id": d.id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "webhook_id": d.webhook_id,
+        "tenant": d.tenant,
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.map(|t| t.to_rfc3339()),
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "created_at": d.created_at.to_rfc3339(),
+        "updated_at": d.updated_at.to_rfc3339(),
+    })
+}
+
+fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "id": a.id,
+        "at": a.at.to_rfc3339(),
+        "status_code": a.status_code,
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+        "response_excerpt": a.response_excerpt,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    webhook: Option<String>,
+    status: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    tenant: Option<TenantId>,
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+fn time_param(field: &str, v: Option<&str>) -> ApiResult<Option<Timestamp>> {
+    v.map(|t| {
+        Timestamp::parse_rfc3339(t)
+            .ok_or_else(|| ApiError::invalid(format!("`{field}` must be an RFC 3339 time.")))
+    })
+    .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    principal.require_reader()?;
+    let Query(q) =
+        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
+    let size = page_size(q.page_size)?;
+    let tenant = match principal.role {
+        Role::Tenant(t) => Some(t),
+        _ => q.tenant,
+    };
+    let webhook = q
+        .webhook
+        .as_deref()
+        .map(|w| WebhookId::parse(w).map_err(|e| ApiError::invalid(format!("`webhook`: {e}"))))
+        .transpose()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            DeliveryStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("`status` must be pending, succeeded or failed."))
+        })
+        .transpose()?;
+    let before = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(
+            DeliveryId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?,
+        ),
+        None => None,
+    };
+    let filter = DeliveryFilter {
+        tenant,
+        webhook,
+        status,
+        event_type: q.event_type,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
+        before,
+        limit: size + 1,
+    };
+    let mut deliveries = state.store.list_deliveries(filter).await?;
+    let token = next_page_token(&mut deliveries, size, |d| d.id.to_string());
+    Ok(Json(
+        json!({ "deliveries": deliveries.iter().map(delivery_json).collect::<Vec<_>>(), "next_page_token": token }),
+    ))
+}
+
+async fn visible_delivery(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<(Delivery, Vec<Attempt>)> {
+    principal.require_reader()?;
+    let id = DeliveryId::parse(id).map_err(|_| ApiError::not_found("The delivery"))?;
+    let (d, attempts) = state
+        .store
+        .get_delivery(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "The delivery"))?;
+    if !principal.can_see(d.tenant) {
+        return Err(ApiError::not_found("The delivery"));
+    }
+    Ok((d, attempts))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (d, attempts) = visible_delivery(&state, &principal, &id).await?;
+    let mut out = delivery_json(&d);
+    out["attempt_log"] = json!(attempts.iter().map(attempt_json).collect::<Vec<_>>());
+    Ok(Json(out))
+}
+
+/// `POST /deliveries/{id}:redeliver`.
+pub async fn custom_method(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(segment): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (id, method) = split_custom(&segment);
+    if method != Some("redeliver") {
+        return Err(ApiError::not_found("No such delivery method"));
+    }
+    let (d, _) = visible_delivery(&state, &principal, id).await?;
+    let d = state
+        .store
+        .redeliver(d.id, state.clock.now())
+        .await
+        .map_err(|e| ApiError::from_store(e, "The delivery"))?;
+    Ok((StatusCode::ACCEPTED, Json(delivery_json(&d))))
+}

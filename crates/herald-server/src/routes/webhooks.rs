@@ -1,0 +1,409 @@
+//! Webhook subscriptions: register, read, list, patch, delete, enable/disable,
+//! `:rotateSecret` (both secrets sign during a grace period) and `:replay`.
+//! The signing secret appears only in the answers to creation and rotation.
+
+use super::{next_page_token, split_custom};
+use crate::auth::Principal;
+use crate::body::{page_size, parse_json, parse_json_or_default, read_body};
+use crate::config::request_duration;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use herald_core::auth::Role;
+use herald_core::ids::{TenantId, WebhookId};
+use herald_core::pattern::EventPattern;
+use herald_core::retry::RetrySchedule;
+use herald_core::signing::{generate_secret, SignatureFormat};
+use herald_core::Timestamp;
+use herald_store::{DeliveryStatus, Replay, Webhook, WebhookFilter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn webhook_json(w: &Webhook) -> Value {
+    json!({
+        "id": w.id,
+        "tenant": w.tenant,
+        "url": w.url,
+        "events": w.events.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "format": w.format.as_str(),
+        "signing_secret_version": w.secret_version,
+        "schedule": w.schedule.as_ref().map(|s| s.waits().iter().map(|d| herald_core::duration::format(*d)).collect::<Vec<_>>()),
+        "max_concurrency": w.max_concurrency,
+        "disabled": w.disabled,
+        "disabled_reason": w.disabled_reason,
+        "description": w.description,
+        "created_at": w.created_at.to_rfc3339(),
+        "updated_at": w.updated_at.to_rfc3339(),
+    })
+}
+
+fn parse_webhook_id(text: &str) -> ApiResult<WebhookId> {
+    WebhookId::parse(text).map_err(|_| ApiError::not_found("The webhook"))
+}
+
+async fn visible_webhook(
+    state: &AppState,
+    principal: &Principal,
+    id: WebhookId,
+) -> ApiResult<Webhook> {
+    principal.require_reader()?;
+    let w = state
+        .store
+        .get_webhook(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "The webhook"))?;
+    if !principal.can_see(w.tenant) {
+        return Err(ApiError::not_found("The webhook"));
+    }
+    Ok(w)
+}
+
+async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
+    herald_dispatch::ssrf::check_destination(url, state.config.webhooks.allow_private_destinations)
+        .await
+        .map(|u| u.to_string())
+        .map_err(|e| ApiError::invalid(format!("`url`: {e}")))
+}
+
+fn parse_patterns(events: &[String]) -> ApiResult<Vec<EventPattern>> {
+    if events.is_empty() || events.len() > 100 {
+        return Err(ApiError::invalid(
+            "`events` must list 1 to 100 event types (entries may end in `.*`).",
+        ));
+    }
+    events
+        .iter()
+        .map(|e| {
+            EventPattern::parse(e).map_err(|err| ApiError::invalid(format!("`events`: {err}")))
+        })
+        .collect()
+}
+
+fn parse_schedule(schedule: Option<Vec<String>>) -> ApiResult<Option<RetrySchedule>> {
+    schedule
+        .map(|waits| {
+            let waits = waits
+                .iter()
+                .map(|w| request_duration("schedule", w).map_err(ApiError::invalid))
+                .collect::<ApiResult<Vec<_>>>()?;
+            RetrySchedule::new(waits).map_err(|e| ApiError::invalid(format!("`schedule`: {e}")))
+        })
+        .transpose()
+}
+
+fn check_concurrency(n: Option<u32>) -> ApiResult<Option<u32>> {
+    match n {
+        Some(0) => Err(ApiError::invalid("`max_concurrency` must be at least 1.")),
+        Some(n) if n > 1000 => Err(ApiError::invalid("`max_concurrency` must be at most 1000.")),
+        other => Ok(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWebhook {
+    url: String,
+    events: Vec<String>,
+    #[serde(default)]
+    signing_secret_version: Option<u32>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    tenant: Option<TenantId>,
+    #[serde(default)]
+    schedule: Option<Vec<String>>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn parse_format(text: Option<&str>) -> ApiResult<SignatureFormat> {
+    match text {
+        None => Ok(SignatureFormat::Herald),
+        Some(t) => SignatureFormat::parse(t).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`format` must be \"herald\" or \"standard-webhooks\", not {t:?}."
+            ))
+        }),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    principal.require_reader()?;
+    let req: CreateWebhook = parse_json(&read_body(body, state.config.max_body_bytes).await?)?;
+    let tenant = match principal.role {
+        Role::Tenant(t) => {
+            if req.tenant.is_some_and(|r| r != t) {
+                return Err(ApiError::invalid(
+                    "A tenant key registers webhooks for its own tenant only; leave out `tenant`.",
+                ));
+            }
+            Some(t)
+        }
+        _ => req.tenant,
+    };
+    if let Some(t) = tenant {
+        super::events::ensure_tenant(&state, t).await?;
+    }
+    let events = parse_patterns(&req.events)?;
+    let format = parse_format(req.format.as_deref())?;
+    let url = check_url(&state, &req.url).await?;
+    let secret_version = req.signing_secret_version.unwrap_or(1);
+    if secret_version == 0 {
+        return Err(ApiError::invalid("`signing_secret_version` starts at 1."));
+    }
+    let now = state.clock.now();
+    let webhook = Webhook {
+        id: WebhookId::generate(),
+        tenant,
+        url,
+        events,
+        format,
+        secret: generate_secret(format),
+        secret_version,
+        previous_secret: None,
+        schedule: parse_schedule(req.schedule)?,
+        max_concurrency: check_concurrency(req.max_concurrency)?,
+        disabled: false,
+        disabled_reason: None,
+        description: req.description,
+        created_at: now,
+        updated_at: now,
+    };
+    let webhook = state.store.create_webhook(webhook).await?;
+    let mut out = webhook_json(&webhook);
+    out["signing_secret"] = json!(webhook.secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
+    Ok(Json(webhook_json(&w)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    tenant: Option<TenantId>,
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    principal.require_reader()?;
+    let Query(q) =
+        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
+    let size = page_size(q.page_size)?;
+    let (tenant, all_tenants) = match principal.role {
+        Role::Tenant(t) => (Some(t), false),
+        _ => (q.tenant, q.tenant.is_none()),
+    };
+    let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => {
+            Some(WebhookId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?)
+        }
+        None => None,
+    };
+    let mut hooks = state
+        .store
+        .list_webhooks(WebhookFilter {
+            tenant,
+            all_tenants,
+            after,
+            limit: size + 1,
+        })
+        .await?;
+    let token = next_page_token(&mut hooks, size, |w| w.id.to_string());
+    Ok(Json(
+        json!({ "webhooks": hooks.iter().map(webhook_json).collect::<Vec<_>>(), "next_page_token": token }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchWebhook {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    format: Option<String>,
+    disabled: Option<bool>,
+    description: Option<String>,
+    schedule: Option<Vec<String>>,
+    max_concurrency: Option<u32>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let mut w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
+    let req: PatchWebhook = parse_json(&read_body(body, state.config.max_body_bytes).await?)?;
+    if let Some(url) = req.url {
+        w.url = check_url(&state, &url).await?;
+    }
+    if let Some(events) = req.events {
+        w.events = parse_patterns(&events)?;
+    }
+    if let Some(format) = req.format {
+        let format = parse_format(Some(&format))?;
+        if format != w.format {
+            // Secrets of the two formats differ in shape; a format change needs a new one.
+            return Err(ApiError::invalid(
+                "`format` cannot change after creation; register a new webhook.",
+            ));
+        }
+    }
+    if let Some(disabled) = req.disabled {
+        w.disabled = disabled;
+        w.disabled_reason = disabled.then(|| "disabled through the API".to_owned());
+    }
+    if req.description.is_some() {
+        w.description = req.description;
+    }
+    if req.schedule.is_some() {
+        w.schedule = parse_schedule(req.schedule)?;
+    }
+    if req.max_concurrency.is_some() {
+        w.max_concurrency = check_concurrency(req.max_concurrency)?;
+    }
+    let w = state
+        .store
+        .update_webhook(w, state.clock.now())
+        .await
+        .map_err(|e| ApiError::from_store(e, "The webhook"))?;
+    Ok(Json(webhook_json(&w)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
+    state
+        .store
+        .delete_webhook(w.id, state.clock.now())
+        .await
+        .map_err(|e| ApiError::from_store(e, "The webhook"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /webhooks/{id}:rotateSecret | :replay | :enable | :disable`.
+pub async fn custom_method(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(segment): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (id, method) = split_custom(&segment);
+    let w = visible_webhook(&state, &principal, parse_webhook_id(id)?).await?;
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    match method {
+        Some("rotateSecret") => rotate(&state, w, &bytes).await,
+        Some("replay") => replay(&state, w, &bytes).await,
+        Some(m @ ("enable" | "disable")) => {
+            let mut w = w;
+            w.disabled = m == "disable";
+            w.disabled_reason = w.disabled.then(|| "disabled through the API".to_owned());
+            let w = state.store.update_webhook(w, state.clock.now()).await?;
+            Ok(Json(webhook_json(&w)).into_response())
+        }
+        _ => Err(ApiError::not_found("No such webhook method")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    grace: Option<String>,
+}
+
+async fn rotate(state: &AppState, mut w: Webhook, body: &[u8]) -> ApiResult<Response> {
+    let req: RotateBody = parse_json_or_default(body)?;
+    let grace = match req.grace {
+        Some(g) => request_duration("grace", &g).map_err(ApiError::invalid)?,
+        None => state.config.webhooks.rotation_grace,
+    };
+    let now = state.clock.now();
+    let until = now.plus(grace);
+    let old = std::mem::replace(&mut w.secret, generate_secret(w.format));
+    w.previous_secret = (!grace.is_zero()).then_some((old, until));
+    w.secret_version += 1;
+    let w = state.store.update_webhook(w, now).await?;
+    let mut out = webhook_json(&w);
+    out["signing_secret"] = json!(w.secret);
+    out["previous_secret_expires_at"] =
+        json!(w.previous_secret.as_ref().map(|(_, t)| t.to_rfc3339()));
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    since: Option<String>,
+    until: Option<String>,
+    status: Option<String>,
+}
+
+fn parse_time(field: &str, text: Option<&str>, default: Timestamp) -> ApiResult<Timestamp> {
+    match text {
+        None => Ok(default),
+        Some(t) => Timestamp::parse_rfc3339(t).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`{field}` must be an RFC 3339 time like 2026-04-10T15:20:00Z."
+            ))
+        }),
+    }
+}
+
+async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+    let req: ReplayBody = parse_json_or_default(body)?;
+    let now = state.clock.now();
+    let since = parse_time("since", req.since.as_deref(), Timestamp(0))?;
+    let until = parse_time(
+        "until",
+        req.until.as_deref(),
+        now.plus(std::time::Duration::from_millis(1)),
+    )?;
+    if since >= until {
+        return Err(ApiError::invalid("`since` must be before `until`."));
+    }
+    let status = match req.status.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid("`status` must be \"failed\", \"succeeded\", \"pending\" or \"all\".")
+        })?),
+    };
+    let n = state
+        .store
+        .replay(Replay {
+            webhook: w.id,
+            since,
+            until,
+            status,
+            now,
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "webhook": w.id, "replayed": n })),
+    )
+        .into_response())
+}
