@@ -129,6 +129,7 @@ pub struct ListQuery {
     after: Option<String>,
     tenant: Option<TenantId>,
     page_size: Option<u32>,
+    page_token: Option<String>,
 }
 
 pub async fn list(
@@ -148,6 +149,14 @@ pub async fn list(
         Some(t) => Some(EventId::parse(t).map_err(|e| ApiError::invalid(format!("`after`: {e}")))?),
         None => None,
     };
+    // The cursor is the last id of the previous page: it continues after that one.
+    let token = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => {
+            Some(EventId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?)
+        }
+        None => None,
+    };
+    let after = after.max(token);
     let filter = EventFilter {
         tenant,
         event_type: q.event_type,

@@ -1,0 +1,393 @@
+//! The real `herald` binary in a child process: killed with SIGKILL and started again
+//! on the same database, it has lost nothing it acknowledged; a worker process killed
+//! mid-operation loses nothing either (its operation is requeued).
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "process-test-admin";
+
+const CONFIG: &str = r#"
+[[operation_types]]
+name = "transcode"
+trigger = "POST /videos"
+lease = "2s"
+max_attempts = 3
+"#;
+
+struct Herald {
+    child: Child,
+    base: String,
+}
+
+impl Herald {
+    /// Starts `herald serve` on port 0 over `dir/herald.db` and waits until it listens.
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("herald.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--database")
+            .arg(format!("sqlite://{}", dir.join("herald.db").display()))
+            .arg("--config")
+            .arg(&config)
+            .env("HERALD_ADMIN_KEY", ADMIN)
+            .env("HERALD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("herald exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("herald listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Herald { child, base }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let r = http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    call(http, base, reqwest::Method::POST, path, key, body).await
+}
+
+async fn get(http: &reqwest::Client, base: &str, path: &str, key: &str) -> (StatusCode, Value) {
+    let r = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn op_id(v: &Value) -> String {
+    v["name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("operations/")
+        .to_owned()
+}
+
+async fn tenant_and_worker(http: &reqwest::Client, base: &str) -> (String, String) {
+    let (_, t) = post(http, base, "/tenants", ADMIN, json!({ "name": "acme" })).await;
+    let (_, k) = post(
+        http,
+        base,
+        &format!("/tenants/{}/keys", t["id"].as_str().unwrap()),
+        ADMIN,
+        json!({ "role": "tenant" }),
+    )
+    .await;
+    let (_, w) = post(http, base, "/keys", ADMIN, json!({ "role": "worker" })).await;
+    (
+        k["key"].as_str().unwrap().to_owned(),
+        w["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sigkill_and_restart_loses_no_acknowledged_operation_or_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let herald = Herald::start(dir.path());
+    let base = herald.base.clone();
+    let (tenant, worker) = tenant_and_worker(&http, &base).await;
+
+    // A known set of state changes, each acknowledged before we record what we expect.
+    let mut expected: Vec<(String, Value)> = vec![];
+    let mut created = vec![];
+    for i in 0..30 {
+        let (s, op) = post(&http, &base, "/videos", &tenant, json!({ "i": i })).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        created.push(op_id(&op));
+    }
+    // Ten claimed; of those 3 completed, 3 failed, 4 left running with progress 42.
+    for n in 0..10 {
+        let (_, claimed) = post(
+            &http,
+            &base,
+            "/operations:claim",
+            &worker,
+            json!({ "types": ["transcode"], "lease": "1h" }),
+        )
+        .await;
+        let op = &claimed["operations"][0];
+        let (id, token) = (op_id(op), op["lease_token"].as_str().unwrap().to_owned());
+        let (s, body) =
+            match n {
+                0..=2 => {
+                    post(
+                        &http,
+                        &base,
+                        &format!("/operations/{id}:complete"),
+                        &worker,
+                        json!({ "lease_token": token, "response": { "n": n } }),
+                    )
+                    .await
+                }
+                3..=5 => post(
+                    &http,
+                    &base,
+                    &format!("/operations/{id}:fail"),
+                    &worker,
+                    json!({ "lease_token": token, "error": { "code": "BAD", "message": "no" } }),
+                )
+                .await,
+                _ => {
+                    let (s, _) = post(
+                        &http,
+                        &base,
+                        &format!("/operations/{id}:heartbeat"),
+                        &worker,
+                        json!({ "lease_token": token, "metadata": { "progress_percent": 42 } }),
+                    )
+                    .await;
+                    (
+                        s,
+                        get(&http, &base, &format!("/operations/{id}"), &tenant)
+                            .await
+                            .1,
+                    )
+                }
+            };
+        assert_eq!(s, StatusCode::OK, "{body:?}");
+        expected.push((id, body));
+    }
+    // Five queued ones cancelled.
+    for id in created.iter().rev().take(5) {
+        let (s, body) = post(
+            &http,
+            &base,
+            &format!("/operations/{id}:cancel"),
+            &tenant,
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        expected.push((id.clone(), body));
+    }
+
+    // Under load: creators keep going while the process is killed; whatever was acknowledged must survive.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = vec![];
+    for c in 0..4 {
+        let (http, base, tenant, acked) =
+            (http.clone(), base.clone(), tenant.clone(), acked.clone());
+        load.push(tokio::spawn(async move {
+            for i in 0.. {
+                let r = http
+                    .post(format!("{base}/videos"))
+                    .bearer_auth(&tenant)
+                    .json(&json!({ "c": c, "i": i }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        let v: Value = match r.json().await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        };
+                        acked.lock().unwrap().push(op_id(&v));
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    herald.kill9();
+    for l in load {
+        l.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "the load ran before the kill");
+
+    let herald = Herald::start(dir.path());
+    let base = herald.base.clone();
+    for (id, body) in &expected {
+        let (s, now) = get(&http, &base, &format!("/operations/{id}"), &tenant).await;
+        assert_eq!(s, StatusCode::OK, "{id} lost");
+        assert_eq!(&now, body, "{id} changed across the crash");
+    }
+    for id in &acked {
+        let (s, _) = get(&http, &base, &format!("/operations/{id}"), &tenant).await;
+        assert_eq!(s, StatusCode::OK, "acknowledged operation {id} was lost");
+    }
+    println!(
+        "acknowledged before SIGKILL: {} changes, {} creations under load; lost: 0",
+        expected.len(),
+        acked.len()
+    );
+    herald.kill9();
+}
+
+/// Run as a child process by `a_killed_worker_process_loses_nothing`: claims one
+/// operation, reports it on stdout, then heartbeats until it is killed.
+#[tokio::test]
+#[ignore = "a helper process, started by another test"]
+async fn worker_child_process() {
+    let (Ok(base), Ok(key)) = (
+        std::env::var("HERALD_TEST_BASE"),
+        std::env::var("HERALD_TEST_WORKER_KEY"),
+    ) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let (_, claimed) = post(
+        &http,
+        &base,
+        "/operations:claim",
+        &key,
+        json!({ "types": ["transcode"], "wait": "10s" }),
+    )
+    .await;
+    let op = &claimed["operations"][0];
+    let (id, token) = (op_id(op), op["lease_token"].as_str().unwrap().to_owned());
+    println!("CLAIMED {id}");
+    loop {
+        post(
+            &http,
+            &base,
+            &format!("/operations/{id}:heartbeat"),
+            &key,
+            json!({ "lease_token": token, "metadata": { "progress_percent": 42 } }),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn this_test_binary() -> PathBuf {
+    std::env::current_exe().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_worker_process_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let herald = Herald::start(dir.path());
+    let base = herald.base.clone();
+    let (tenant, worker) = tenant_and_worker(&http, &base).await;
+    let (_, op) = post(
+        &http,
+        &base,
+        "/videos",
+        &tenant,
+        json!({ "source_url": "https://x/v.mp4" }),
+    )
+    .await;
+    let id = op_id(&op);
+
+    let mut child = Command::new(this_test_binary())
+        .args([
+            "worker_child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HERALD_TEST_BASE", &base)
+        .env("HERALD_TEST_WORKER_KEY", &worker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let claimed = loop {
+        let line = lines.next().expect("worker exited").unwrap();
+        // libtest prints its own "test … " prefix on the same line.
+        if let Some((_, rest)) = line.split_once("CLAIMED ") {
+            break rest.trim().to_owned();
+        }
+    };
+    assert_eq!(claimed, id);
+    // The worker is alive and reporting progress.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&http, &base, &format!("/operations/{id}"), &tenant)
+        .await
+        .1["metadata"]["progress_percent"]
+        != 42
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reported progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL: no goodbye, no handing back
+    child.wait().unwrap();
+
+    // Its lease (2s) runs out; the operation goes back to the queue with its input intact.
+    let (_, again) = post(
+        &http,
+        &base,
+        "/operations:claim",
+        &worker,
+        json!({ "types": ["transcode"], "wait": "20s" }),
+    )
+    .await;
+    let op = &again["operations"][0];
+    assert_eq!(op_id(op), id, "the operation was requeued");
+    assert_eq!(op["attempt"], 2);
+    assert_eq!(op["input"], json!({ "source_url": "https://x/v.mp4" }));
+    let (s, done) = post(
+        &http,
+        &base,
+        &format!("/operations/{id}:complete"),
+        &worker,
+        json!({ "lease_token": op["lease_token"], "response": { "ok": true } }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(done["done"], true);
+    herald.kill9();
+}
