@@ -17,6 +17,11 @@ name = "transcode"
 trigger = "POST /videos"
 lease = "2s"
 max_attempts = 3
+
+[webhooks]
+allow_private_destinations = true
+timeout = "2s"
+schedule = ["0s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
 
 struct Herald {
@@ -390,4 +395,141 @@ async fn a_killed_worker_process_loses_nothing() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(done["done"], true);
     herald.kill9();
+}
+
+/// A receiver that counts each event id it is sent, answering 200 after a short pause
+/// so that deliveries are in flight when Herald is killed.
+async fn counting_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = s.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let id = headers
+                .get("x-event-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            *seen.lock().unwrap().entry(id).or_default() += 1;
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/payments", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn sigkill_mid_delivery_still_delivers_every_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (url, seen) = counting_receiver().await;
+    let herald = Herald::start(dir.path());
+    let base = herald.base.clone();
+    let (_, t) = post(&http, &base, "/tenants", ADMIN, json!({ "name": "acme" })).await;
+    let tenant = t["id"].as_str().unwrap().to_owned();
+    let (s, _) = post(
+        &http,
+        &base,
+        "/webhooks",
+        ADMIN,
+        json!({ "url": url, "events": ["payment.*"], "tenant": tenant }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Producers publish until the process dies under them; only 202s count as acknowledged.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut producers = vec![];
+    for p in 0..4 {
+        let (http, base, tenant, acked) =
+            (http.clone(), base.clone(), tenant.clone(), acked.clone());
+        producers.push(tokio::spawn(async move {
+            for i in 0..2000 {
+                let body = json!({ "type": "payment.succeeded", "tenant": tenant, "key": format!("pay_{p}"), "data": { "i": i } });
+                match http.post(format!("{base}/events")).bearer_auth(ADMIN).json(&body).send().await {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => match r.json::<Value>().await {
+                        Ok(v) => acked.lock().unwrap().push(v["id"].as_str().unwrap().to_owned()),
+                        Err(_) => break,
+                    },
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Kill once some events are delivered and others are still queued or in flight.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "no deliveries arrived before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    herald.kill9();
+    for p in producers {
+        p.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let delivered_before = seen.lock().unwrap().len();
+    assert!(
+        delivered_before < acked.len(),
+        "the kill came while deliveries were still owed"
+    );
+
+    let herald = Herald::start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let seen = seen.lock().unwrap();
+            acked.iter().filter(|id| !seen.contains_key(*id)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged events were never delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let duplicates: u32 = seen.lock().unwrap().values().map(|n| n - 1).sum();
+    println!(
+        "acknowledged {}, delivered before the kill {}, delivered in all {}, duplicates {}, lost 0",
+        acked.len(),
+        delivered_before,
+        seen.lock().unwrap().len(),
+        duplicates
+    );
+    herald.kill9();
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Herald::start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--database")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("herald.db").display()
+        ))
+        .env("HERALD_ADMIN_KEY", ADMIN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another Herald process"),
+        "{stderr}"
+    );
+    first.kill9();
 }

@@ -24,6 +24,8 @@ const MAX_BATCH: usize = 2048;
 const MAX_IDLE_READERS: usize = 8;
 
 pub struct SqliteStore {
+    /// Held for the store's life: one process owns an SQLite database (see `open`).
+    _lock: std::fs::File,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
     signals: Arc<Signals>,
@@ -76,6 +78,24 @@ impl SqliteStore {
                 })?;
             }
         }
+        // One process owns the file: its single writer thread is what makes group commit and
+        // lease bookkeeping safe. A second `herald serve` on the same file is refused.
+        let lock_path = path.with_extension("db.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Backend(format!(
+                "{} is in use by another Herald process (lock file {}); several nodes need PostgreSQL",
+                path.display(),
+                lock_path.display()
+            ))
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -90,6 +110,9 @@ impl SqliteStore {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;",
         )?;
         migrations::apply(&mut conn)?;
+        // Delivery leases belong to this process's dispatcher; any left in the file are from a
+        // process that died mid-send, so they are released now instead of waiting out the lease.
+        conn.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
 
         let (tx, rx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
@@ -97,6 +120,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
+            _lock: lock,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
