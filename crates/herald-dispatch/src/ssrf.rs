@@ -247,18 +247,15 @@ pub async fn check_destination(url: &str, allow_private: bool) -> Result<url::Ur
         Some(url::Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), allow_private)?,
         Some(url::Host::Domain(host)) => {
             let port = parsed.port_or_known_default().unwrap_or(443);
-            let addrs = tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| SsrfError::Resolve {
-                    host: host.to_owned(),
-                    reason: e.to_string(),
-                })?
-                .collect::<Vec<_>>();
-            if addrs.is_empty() {
-                return Err(SsrfError::NoAddresses {
-                    host: host.to_owned(),
-                });
-            }
+            // A name that does not resolve now is accepted: DNS may be down or the record not
+            // published yet, and every delivery checks the address it actually connects to.
+            let addrs = match tokio::net::lookup_host((host, port)).await {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::info!(host, error = %e, "webhook host does not resolve yet; it is checked again at delivery");
+                    Vec::new()
+                }
+            };
             if !allow_private {
                 // Every address must be public: a name that resolves to both a public
                 // and a private address is refused outright at registration.
@@ -426,5 +423,17 @@ mod tests {
         assert!(err.to_string().contains("loopback"), "{err}");
         let addrs = resolve_allowed("localhost", 0, true).await.unwrap();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_yet_is_accepted_at_registration() {
+        // `.invalid` never resolves (RFC 2606); the delivery-time resolver still checks it.
+        let url = check_destination("https://hooks.example.invalid/x", false)
+            .await
+            .unwrap();
+        assert_eq!(url.host_str(), Some("hooks.example.invalid"));
+        assert!(check_destination("http://localhost:9/x", false)
+            .await
+            .is_err());
     }
 }
