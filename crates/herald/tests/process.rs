@@ -533,3 +533,50 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
     );
     first.kill9();
 }
+
+#[tokio::test]
+async fn sigterm_answers_long_polls_and_exits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut herald = Herald::start(dir.path());
+    let base = herald.base.clone();
+    let (_, worker) = tenant_and_worker(&http, &base).await;
+    let poll = {
+        let (http, base, worker) = (http.clone(), base.clone(), worker.clone());
+        tokio::spawn(async move {
+            post(
+                &http,
+                &base,
+                "/operations:claim",
+                &worker,
+                json!({ "types": ["transcode"], "wait": "60s" }),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = herald.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), poll)
+        .await
+        .expect("the long poll was answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["operations"], json!([]));
+    let exit = loop {
+        if let Some(code) = herald.child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "herald did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "herald exited with {exit:?}");
+}
