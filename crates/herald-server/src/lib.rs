@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod embedded;
 pub mod error;
 mod reaper;
 mod routes;
