@@ -92,9 +92,13 @@ impl Job {
             .expect("metadata lock")
             .insert(key.to_owned(), value);
     }
-    /// Fires when a heartbeat learns that a client cancelled the operation, or that
+    /// Resolves when a heartbeat learns that a client cancelled the operation, or that
     /// the lease was lost. The handler should stop and return (e.g. `CANCELLED`).
-    pub fn cancelled(&self) -> CancellationToken {
+    pub async fn cancelled(&self) {
+        self.cancel_requested.cancelled().await
+    }
+    /// The same signal as a token, to hand to code that takes one.
+    pub fn cancel_token(&self) -> CancellationToken {
         self.cancel_requested.clone()
     }
     pub fn is_cancelled(&self) -> bool {
@@ -213,6 +217,13 @@ async fn run_job<H, F>(
     let outcome = handler(job.clone()).await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
+    // Metadata set since the last beat would otherwise be lost: send it before finishing.
+    let unsent = std::mem::take(&mut *job.pending_metadata.lock().expect("metadata lock"));
+    if !unsent.is_empty() {
+        if let Err(e) = client.heartbeat(&id, &lease_token, Some(unsent)).await {
+            tracing::debug!(operation = %id, error = %e, "final metadata not stored");
+        }
+    }
     let result = match outcome {
         JobOutcome::Complete(response) => {
             client.complete(&id, &lease_token, response).await.map(drop)

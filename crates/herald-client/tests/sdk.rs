@@ -248,7 +248,7 @@ async fn worker_reports_progress_and_stops_when_cancelled() {
         |job| async move {
             job.set_progress(42);
             job.set_metadata("stage", json!("encoding"));
-            job.cancelled().cancelled().await;
+            job.cancelled().await;
             JobOutcome::fail("CANCELLED", "stopped at the client's request")
         },
         shutdown.clone(),
