@@ -311,11 +311,14 @@ impl Client {
                 }) => retry_after,
                 Err(e) => return Err(e),
             };
-            let pause = pause.unwrap_or_else(|| {
-                let b = backoff;
-                backoff = (backoff * 2).min(options.max_backoff);
-                b
-            });
+            let pause = pause
+                .unwrap_or_else(|| {
+                    let b = backoff;
+                    backoff = (backoff * 2).min(options.max_backoff);
+                    b
+                })
+                // `Retry-After: 0` must not turn into a busy loop.
+                .max(Duration::from_millis(50));
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return match last {
