@@ -5,7 +5,7 @@ use crate::{AppState, Config};
 use herald_core::SystemClock;
 use herald_store::sqlite::SqliteStore;
 use herald_store::Store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,11 +44,6 @@ impl EmbeddedHerald {
             shutdown,
             server,
         })
-    }
-
-    /// The database path used by [`EmbeddedHerald::start`] callers that want a temp folder.
-    pub fn database_in(dir: &Path) -> PathBuf {
-        dir.join("herald.db")
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
