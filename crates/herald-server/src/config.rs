@@ -172,6 +172,8 @@ const RESERVED_PREFIXES: &[&str] = &[
     "/keys",
     "/healthz",
     "/readyz",
+    "/openapi.json",
+    "/asyncapi.json",
 ];
 
 impl Config {

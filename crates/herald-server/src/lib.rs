@@ -3,9 +3,14 @@
 //! one module per resource under `routes/`; [`start`] runs the API with its
 //! background loops (lease reaper, webhook dispatcher) until shutdown.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod contract;
+pub mod embedded;
 pub mod error;
 mod reaper;
 mod routes;

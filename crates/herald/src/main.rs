@@ -1,5 +1,7 @@
 //! The `herald` binary: `serve` runs the API and its delivery engine on one store;
-//! `migrate` prepares a database; `keys create` mints a key offline.
+//! `migrate` prepares a database; `tenants create` and `keys create` talk to a running
+//! Herald (`keys create --offline` writes to the database); `verify` checks a webhook
+//! signature; `contract` prints the async contract, OpenAPI or AsyncAPI from a config.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -52,22 +54,110 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Manage API keys directly in the database.
+    /// Manage tenants on a running Herald.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Mint API keys, on a running Herald or (`--offline`) directly in the database.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Check a webhook request's signature (Herald or Standard Webhooks format).
+    /// Exits 0 when it is genuine and fresh, 1 otherwise.
+    Verify(VerifyArgs),
+    /// Print the async contract (Markdown), OpenAPI 3.1 or AsyncAPI 3.0 for a config.
+    Contract {
+        /// TOML config file; without one, the defaults.
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Emit OpenAPI 3.1 (JSON) for the whole HTTP API.
+        #[arg(long, conflicts_with = "asyncapi")]
+        openapi: bool,
+        /// Emit AsyncAPI 3.0 (JSON) for webhook events.
+        #[arg(long)]
+        asyncapi: bool,
+        /// The server URL written into the documents.
+        #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+}
+
+/// Where a running Herald is, and the key to use.
+#[derive(clap::Args, Clone)]
+struct RemoteArgs {
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8288")]
+    url: String,
+    /// An admin key.
+    #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+impl RemoteArgs {
+    fn client(&self) -> anyhow::Result<herald_client::Client> {
+        let Some(key) = self.key.as_deref().filter(|k| !k.is_empty()) else {
+            bail!("an admin key is needed: pass --key or set HERALD_KEY");
+        };
+        Ok(herald_client::Client::new(&self.url, key))
+    }
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant; prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Mint an admin or worker key and print it once.
+    /// Mint a key and print it once. `tenant` keys need `--tenant`.
     Create {
-        #[arg(long, value_parser = ["admin", "worker"])]
+        #[arg(long, value_parser = ["admin", "worker", "tenant"])]
         role: String,
+        /// The tenant a `tenant` key belongs to.
+        #[arg(long, required_if_eq("role", "tenant"))]
+        tenant: Option<String>,
+        /// Write an admin or worker key straight into the database, with no server running.
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The signing secret, exactly as Herald showed it (`hsec_…` or `whsec_…`); repeat while rotating.
+    #[arg(
+        long,
+        env = "HERALD_WEBHOOK_SECRET",
+        hide_env_values = true,
+        required = true
+    )]
+    secret: Vec<String>,
+    /// The raw request body, byte for byte (`-` for standard input).
+    #[arg(long)]
+    body: PathBuf,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// A file of `Name: value` lines (e.g. `curl -D` output); status lines are skipped.
+    #[arg(long)]
+    headers_file: Option<PathBuf>,
+    /// How far the signed timestamp may be from now.
+    #[arg(long, default_value = "5m")]
+    tolerance: String,
+    /// Verify as if it were this time (RFC 3339), e.g. to check a captured request.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
@@ -101,18 +191,111 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied to {}", store.database);
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Create { role, store },
+        Command::Tenants {
+            command: TenantsCommand::Create { name, remote },
         } => {
-            let store = open_store(&store)?;
-            let role = if role == "admin" {
-                Role::Admin
-            } else {
-                Role::Worker
-            };
-            let key = create_key(&*store, role).await?;
-            println!("{key}");
+            let tenant = remote.client()?.create_tenant(&name).await?;
+            println!("{}", tenant.id);
             Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    role,
+                    tenant,
+                    offline,
+                    remote,
+                    store,
+                },
+        } => {
+            if offline {
+                let role = match role.as_str() {
+                    "admin" => Role::Admin,
+                    "worker" => Role::Worker,
+                    _ => bail!("--offline mints admin and worker keys only; tenant keys need a running Herald"),
+                };
+                let store = open_store(&store)?;
+                let key = create_key(&*store, role).await?;
+                println!("{key}");
+            } else {
+                let key = remote
+                    .client()?
+                    .create_key(&role, tenant.as_deref())
+                    .await?;
+                println!("{}", key.key);
+            }
+            Ok(())
+        }
+        Command::Verify(args) => verify(args),
+        Command::Contract {
+            config,
+            openapi,
+            asyncapi,
+            url,
+        } => {
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            let out = if openapi {
+                serde_json::to_string_pretty(&herald_server::contract::openapi(&config, &url))?
+            } else if asyncapi {
+                serde_json::to_string_pretty(&herald_server::contract::asyncapi(&config, &url))?
+            } else {
+                herald_server::contract::markdown(&config)
+            };
+            println!("{out}");
+            Ok(())
+        }
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let body = if args.body.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(&args.body)
+            .with_context(|| format!("reading the body from {}", args.body.display()))?
+    };
+    let mut lines: Vec<String> = args.headers.clone();
+    if let Some(path) = &args.headers_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading headers from {}", path.display()))?;
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    let headers: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("HTTP/"))
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            None => Err(anyhow::anyhow!("header {l:?} is not `Name: value`")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let tolerance = herald_core::duration::parse(&args.tolerance)
+        .map_err(|e| anyhow::anyhow!("--tolerance: {e}"))?;
+    let now = match &args.at {
+        Some(t) => herald_core::Timestamp::parse_rfc3339(t)
+            .with_context(|| format!("--at {t:?} is not an RFC 3339 time"))?
+            .unix_seconds(),
+        None => SystemClock.now().unix_seconds(),
+    };
+    let verifier =
+        herald_client::WebhookVerifier::with_secrets(args.secret.clone()).tolerance(tolerance);
+    match verifier.verify_at(&headers, &body, now) {
+        Ok(v) => {
+            println!(
+                "valid: {} signature, event {}, signed at unix {}",
+                v.format.as_str(),
+                v.event_id,
+                v.timestamp
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The route table: one module per resource. Custom methods (`:cancel`, `:claim`, …)
 //! share their resource's path and are told apart by the suffix after `:`.
 
+pub mod contract;
 pub mod deliveries;
 pub mod event_types;
 pub mod events;
@@ -19,6 +20,8 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(contract::openapi))
+        .route("/asyncapi.json", get(contract::asyncapi))
         .route("/tenants", post(tenants::create_tenant))
         .route("/tenants/{id}", get(tenants::get_tenant))
         .route("/tenants/{id}/keys", post(tenants::create_tenant_key))

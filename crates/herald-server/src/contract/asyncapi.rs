@@ -1,0 +1,139 @@
+//! AsyncAPI 3.0 for the events Herald sends to webhooks: one channel per event type,
+//! each with its headers (both signature formats), its payload and the delivery
+//! guarantees in force.
+
+use super::{event_schema, event_types, human, operation_of_event};
+use crate::config::Config;
+use serde_json::{json, Map, Value};
+
+fn message_id(event: &str) -> String {
+    event.replace('.', "_")
+}
+
+fn operation_shape() -> Value {
+    json!({
+        "type": "object",
+        "description": "The final Operation: `{ name, metadata, done: true, response | error }`.",
+        "required": ["name", "metadata", "done"],
+        "properties": {
+            "name": { "type": "string" },
+            "metadata": { "type": "object" },
+            "done": { "const": true },
+            "response": {},
+            "error": { "type": "object", "required": ["code", "message"],
+                       "properties": { "code": { "type": "string" }, "message": { "type": "string" } } }
+        }
+    })
+}
+
+pub fn asyncapi(config: &Config, server_url: &str) -> Value {
+    let w = &config.webhooks;
+    let schedule: Vec<String> = w.schedule.iter().map(|d| human(*d)).collect();
+    let window = human(w.schedule.iter().sum());
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+    let mut messages = Map::new();
+    for event in event_types(config) {
+        let id = message_id(&event);
+        let data = event_schema(config, &event).unwrap_or_else(|| {
+            if operation_of_event(config, &event).is_some() {
+                operation_shape()
+            } else {
+                json!({ "description": "Whatever the publisher put in `data` (no schema registered in config)." })
+            }
+        });
+        messages.insert(
+            id.clone(),
+            json!({
+                "name": event,
+                "title": event,
+                "contentType": "application/json",
+                "summary": format!("`{event}`, POSTed to every webhook of the event's tenant that subscribes to it."),
+                "headers": { "$ref": "#/components/schemas/DeliveryHeaders" },
+                "payload": {
+                    "type": "object",
+                    "required": ["id", "type", "created_at", "data"],
+                    "properties": {
+                        "id": { "type": "string", "description": "Dedupe on it: deliveries are at-least-once." },
+                        "type": { "const": event },
+                        "created_at": { "type": "string", "format": "date-time" },
+                        "key": { "type": "string", "description": "The ordering key, when the event has one." },
+                        "sequence": { "type": "integer", "minimum": 1,
+                                      "description": "1, 2, 3… per (tenant, key): keep the highest applied per key, ignore older ones." },
+                        "data": data
+                    }
+                },
+                "correlationId": { "location": "$message.header#/X-Event-Id" }
+            }),
+        );
+        channels.insert(
+            event.clone(),
+            json!({
+                "address": null,
+                "title": event,
+                "description": "The URL each subscribed webhook registered (`POST /webhooks`).",
+                "messages": { id.clone(): { "$ref": format!("#/components/messages/{id}") } }
+            }),
+        );
+        operations.insert(
+            format!("send_{id}"),
+            json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{event}") },
+                "summary": format!("Herald delivers `{event}`."),
+                "description": format!(
+                    "At-least-once. A 2xx within {} acknowledges; anything else is retried after {} (±10 % jitter), a window of {window}; then the delivery is `failed` and can be redelivered. 410 Gone disables the webhook. Ordering is not guaranteed: use `sequence`.",
+                    human(w.timeout), schedule.join(", ")
+                ),
+                "messages": [ { "$ref": format!("#/channels/{event}/messages/{id}") } ]
+            }),
+        );
+    }
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Herald webhook events",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!(
+                "Events Herald POSTs to registered webhooks. Herald format: `X-Signature: sha256=HEX` = HMAC-SHA256(secret, X-Timestamp + \".\" + raw body), several space-separated while a rotated secret is in its {} grace period. Standard Webhooks format: `webhook-signature: v1,BASE64` over `id.timestamp.body`. Receivers should refuse timestamps more than 5 minutes from now. Herald's HTTP API: {server_url} (see /openapi.json). No broker routes are configured.",
+                human(w.rotation_grace)
+            )
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "subscriber": {
+                "host": "subscriber.example.com",
+                "protocol": "https",
+                "description": "Your webhook endpoint: Herald POSTs to the URL you registered.",
+                "security": [ { "$ref": "#/components/securitySchemes/heraldSignature" } ]
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "messages": messages,
+            "schemas": {
+                "DeliveryHeaders": {
+                    "type": "object",
+                    "properties": {
+                        "X-Event-Id": { "type": "string" },
+                        "X-Event-Type": { "type": "string" },
+                        "X-Timestamp": { "type": "string", "format": "date-time" },
+                        "X-Signature": { "type": "string", "pattern": "^sha256=[0-9a-f]{64}( sha256=[0-9a-f]{64})*$" },
+                        "webhook-id": { "type": "string" },
+                        "webhook-timestamp": { "type": "string" },
+                        "webhook-signature": { "type": "string" }
+                    }
+                }
+            },
+            "securitySchemes": {
+                "heraldSignature": {
+                    "type": "httpApiKey",
+                    "name": "X-Signature",
+                    "in": "header",
+                    "description": "HMAC-SHA256 signature of the timestamp and raw body with the webhook's signing secret."
+                }
+            }
+        }
+    })
+}

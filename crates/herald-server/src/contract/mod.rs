@@ -1,0 +1,95 @@
+//! Herald describes itself from its config: the one-page async contract of the
+//! reference text (Markdown), OpenAPI 3.1 for the HTTP API and AsyncAPI 3.0 for the
+//! webhook events. The `herald contract` command and `GET /openapi.json` /
+//! `GET /asyncapi.json` both use these generators, so the documents cannot drift apart.
+
+mod asyncapi;
+mod markdown;
+mod openapi;
+
+pub use asyncapi::asyncapi;
+pub use markdown::markdown;
+pub use openapi::openapi;
+
+use crate::config::Config;
+use herald_core::duration;
+use std::time::Duration;
+
+/// Every event type the config implies: the three final events of each operation
+/// type, then the declared event types, without repeats, in that order.
+pub fn event_types(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in &config.operation_types {
+        for end in ["succeeded", "failed", "cancelled"] {
+            out.push(format!("{}.{end}", t.name));
+        }
+    }
+    for e in &config.event_types {
+        if !out.contains(&e.name) {
+            out.push(e.name.clone());
+        }
+    }
+    out
+}
+
+/// The declared JSON Schema of an event type's `data`, when the config gives one.
+pub(crate) fn event_schema(config: &Config, name: &str) -> Option<serde_json::Value> {
+    config
+        .event_types
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| serde_json::to_value(&e.schema).ok())
+}
+
+/// The operation type whose final event this is (`transcode.succeeded` → `transcode`).
+pub(crate) fn operation_of_event<'a>(
+    config: &'a Config,
+    event: &str,
+) -> Option<&'a crate::config::OperationType> {
+    let (op, end) = event.rsplit_once('.')?;
+    matches!(end, "succeeded" | "failed" | "cancelled")
+        .then(|| config.operation_type(op))
+        .flatten()
+}
+
+/// `45s`, `5m`, `24h`, `3d 3h 35m 5s`: the units the config is written in.
+pub(crate) fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 || secs == 0 {
+        return duration::format(d);
+    }
+    let (days, rest) = if secs > 86400 {
+        (secs / 86400, secs % 86400)
+    } else {
+        (0, secs)
+    };
+    let parts = [
+        (days, "d"),
+        (rest / 3600, "h"),
+        (rest % 3600 / 60, "m"),
+        (rest % 60, "s"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_config_writes_them() {
+        let h = |s| human(Duration::from_secs(s));
+        assert_eq!(h(0), "0s");
+        assert_eq!(h(45), "45s");
+        assert_eq!(h(300), "5m");
+        assert_eq!(h(86400), "24h");
+        assert_eq!(h(7 * 86400), "7d");
+        assert_eq!(h(3 * 86400 + 3 * 3600 + 35 * 60 + 5), "3d 3h 35m 5s");
+        assert_eq!(human(Duration::from_millis(1500)), "1s 500ms");
+    }
+}
