@@ -172,6 +172,9 @@ const RESERVED_PREFIXES: &[&str] = &[
     "/keys",
     "/healthz",
     "/readyz",
+    "/metrics",
+    "/stats",
+    "/dashboard",
 ];
 
 impl Config {
