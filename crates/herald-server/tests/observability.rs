@@ -233,6 +233,7 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
     assert_eq!(health["success_rate"], 0.5);
     assert_eq!(health["last_error"], "HTTP 500");
     assert_eq!(r.body["now"]["deliveries"]["succeeded"], 1);
+    assert_eq!(r.body["scope"]["role"], "tenant");
     let last = r.body["backlog"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["pending"], 0);
 
@@ -244,6 +245,7 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
 
     let r = app.get("/stats", ADMIN).await;
     assert_eq!(r.body["totals"]["attempts"], 2);
+    assert_eq!(r.body["scope"], json!({ "role": "admin", "tenant": null }));
 
     let worker = app.worker_key().await;
     assert_problem(&app.get("/stats", &worker).await, StatusCode::FORBIDDEN, "FORBIDDEN");

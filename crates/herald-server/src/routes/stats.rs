@@ -211,6 +211,11 @@ pub async fn stats(
     let to_map = |pairs: &[(String, u64)]| -> Map<String, Value> {
         pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
     };
+    // Who the dashboard is talking as, so it can show the right scope.
+    out["scope"] = match principal.role {
+        Role::Tenant(t) => json!({ "role": "tenant", "tenant": t }),
+        _ => json!({ "role": "admin", "tenant": tenant }),
+    };
     out["now"] = json!({
         "at": now.to_rfc3339(),
         "operations": to_map(&counts.operations),
