@@ -78,7 +78,13 @@ function idTime(id) {
 }
 
 function pct(x) {
-  return x === null || x === undefined ? "—" : (x * 100).toFixed(x === 1 || x === 0 ? 0 : 1) + "%";
+  return x === null || x === undefined ? "—" : (x * 100).toFixed(1).replace(/\.0$/, "") + "%";
+}
+
+/** `dlv_01M8…G1AD88YP` for tight columns; the full id stays in the title and data attributes. */
+function shortId(id) {
+  const [prefix, rest] = String(id).split("_");
+  return rest && rest.length > 12 ? `${prefix}_…${rest.slice(-8)}` : String(id);
 }
 
 function rateClass(x) {
@@ -515,13 +521,13 @@ async function loadDeliveries(container, filters, token) {
   }
   for (const d of page.deliveries) {
     const tr = h("tr", { class: "clickable", "data-delivery": d.id, "data-status": d.status },
-      h("td", { class: "mono" }, d.id),
+      h("td", { class: "mono", title: d.id }, shortId(d.id)),
       h("td", {}, d.event_type),
-      h("td", { class: "mono" }, d.webhook_id),
+      h("td", { class: "mono", title: d.webhook_id }, shortId(d.webhook_id)),
       h("td", {}, badge(d.status)),
       h("td", { class: "num" }, d.attempts),
-      h("td", {}, d.last_status_code ? "HTTP " + d.last_status_code : "", d.last_error && h("div", { class: "muted" }, truncate(d.last_error, 50))),
-      h("td", {}, fmtTime(d.created_at)));
+      h("td", {}, lastResult(d)),
+      h("td", { class: "nowrap", title: d.created_at }, fmtTime(d.created_at)));
     tr.addEventListener("click", () => {
       for (const r of body.querySelectorAll("tr.selected")) r.classList.remove("selected");
       tr.classList.add("selected");
@@ -535,6 +541,12 @@ async function loadDeliveries(container, filters, token) {
     more.addEventListener("click", () => loadDeliveries(container, filters, page.next_page_token).catch((e) => toast(e.message, true)));
     container.append(more);
   }
+}
+
+function lastResult(d) {
+  if (d.status === "succeeded") return d.last_status_code ? "HTTP " + d.last_status_code : "ok";
+  return [d.last_status_code ? "HTTP " + d.last_status_code : null,
+    d.last_error && d.last_error !== "HTTP " + d.last_status_code ? h("div", { class: "muted" }, truncate(d.last_error, 50)) : null];
 }
 
 async function showDelivery(panel, id) {
@@ -579,6 +591,7 @@ async function showDelivery(panel, id) {
     row.dataset.status = d.status;
     row.children[3].replaceChildren(badge(d.status));
     row.children[4].textContent = d.attempts;
+    row.children[5].replaceChildren(...[lastResult(d)].flat().filter(Boolean));
   }
   return d;
 }
