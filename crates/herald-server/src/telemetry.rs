@@ -229,7 +229,11 @@ fn acceptable_request_id(value: &HeaderValue) -> bool {
 /// The HTTP layer: gives each request an id (the caller's `X-Request-Id` if sensible,
 /// else a new ULID), runs it inside a `request` span carrying that id, echoes the id
 /// in the response, logs one line per request and counts it by route template.
-pub async fn track_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = match request.headers().get(&REQUEST_ID) {
         Some(v) if acceptable_request_id(v) => v.clone(),
@@ -237,10 +241,7 @@ pub async fn track_request(State(state): State<AppState>, request: Request, next
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
     };
     // Route templates, never raw paths: ids in paths would make unbounded label sets.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .cloned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
@@ -252,9 +253,12 @@ pub async fn track_request(State(state): State<AppState>, request: Request, next
     let elapsed = started.elapsed();
     let status = response.status();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state
-        .metrics
-        .observe_request(route, method.as_str(), status.as_str(), elapsed.as_secs_f64());
+    state.metrics.observe_request(
+        route,
+        method.as_str(),
+        status.as_str(),
+        elapsed.as_secs_f64(),
+    );
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
@@ -262,6 +266,8 @@ pub async fn track_request(State(state): State<AppState>, request: Request, next
             "request finished"
         )
     });
-    response.headers_mut().insert(REQUEST_ID.clone(), request_id);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), request_id);
     response
 }

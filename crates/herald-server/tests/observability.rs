@@ -52,8 +52,10 @@ async fn failed_then_redelivered(app: &TestApp) -> (String, String, String, Stri
             .filter(|d| d["status"] == "failed")
             .map(|d| d["id"].as_str().unwrap().to_owned())
     };
-    app.eventually("the delivery to fail", || async { failed().await.is_some() })
-        .await;
+    app.eventually("the delivery to fail", || async {
+        failed().await.is_some()
+    })
+    .await;
     let id = failed().await.unwrap();
     let r = app
         .post(&format!("/deliveries/{id}:redeliver"), &key, json!({}))
@@ -135,24 +137,59 @@ async fn request_ids_are_kept_or_made_and_echoed() {
 async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
     let app = spawn_app(&hooks_config()).await;
     let (_, _, id, _, _receiver) = failed_then_redelivered(&app).await;
-    let r = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
-    assert_eq!(sample(&text, r#"herald_delivery_attempts_total{outcome="failed"}"#), 1.0);
-    assert_eq!(sample(&text, r#"herald_delivery_attempts_total{outcome="succeeded"}"#), 1.0);
-    assert_eq!(sample(&text, r#"herald_delivery_attempts_total{outcome="retrying"}"#), 0.0);
-    assert_eq!(sample(&text, r#"herald_deliveries_total{outcome="failed"}"#), 1.0);
-    assert_eq!(sample(&text, r#"herald_deliveries_total{outcome="succeeded"}"#), 1.0);
-    assert_eq!(sample(&text, "herald_delivery_attempt_duration_seconds_count"), 2.0);
+    assert_eq!(
+        sample(&text, r#"herald_delivery_attempts_total{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_delivery_attempts_total{outcome="succeeded"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_delivery_attempts_total{outcome="retrying"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, r#"herald_deliveries_total{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"herald_deliveries_total{outcome="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "herald_delivery_attempt_duration_seconds_count"),
+        2.0
+    );
     assert_eq!(sample(&text, "herald_delivery_backlog"), 0.0);
-    assert_eq!(sample(&text, r#"herald_deliveries{status="succeeded"}"#), 1.0);
+    assert_eq!(
+        sample(&text, r#"herald_deliveries{status="succeeded"}"#),
+        1.0
+    );
     assert_eq!(sample(&text, r#"herald_operations{state="queued"}"#), 0.0);
     assert_eq!(
-        sample(&text, r#"herald_broker_publish_total{broker="nats",outcome="published"}"#),
+        sample(
+            &text,
+            r#"herald_broker_publish_total{broker="nats",outcome="published"}"#
+        ),
         0.0
     );
     // Route templates, never raw ids, label HTTP metrics.
@@ -164,7 +201,8 @@ async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
         1.0
     );
     assert!(!text.contains(&id), "a delivery id leaked into a label");
-    assert!(text.contains(r#"herald_http_request_duration_seconds_bucket{method="POST",route="/events""#));
+    assert!(text
+        .contains(r#"herald_http_request_duration_seconds_bucket{method="POST",route="/events""#));
 }
 
 #[tokio::test]
@@ -234,7 +272,12 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
     assert_eq!(health["last_error"], "HTTP 500");
     assert_eq!(r.body["now"]["deliveries"]["succeeded"], 1);
     assert_eq!(r.body["scope"]["role"], "tenant");
-    let last = r.body["backlog"].as_array().unwrap().last().unwrap().clone();
+    let last = r.body["backlog"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["pending"], 0);
 
     let r = app.get("/stats", &other_key).await;
@@ -248,7 +291,11 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
     assert_eq!(r.body["scope"], json!({ "role": "admin", "tenant": null }));
 
     let worker = app.worker_key().await;
-    assert_problem(&app.get("/stats", &worker).await, StatusCode::FORBIDDEN, "FORBIDDEN");
+    assert_problem(
+        &app.get("/stats", &worker).await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    );
     assert_problem(
         &app.get("/stats", "").await,
         StatusCode::UNAUTHORIZED,
@@ -266,15 +313,31 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
 #[tokio::test]
 async fn the_dashboard_is_served_from_the_binary() {
     let app = spawn_app("").await;
-    let r = app.http.get(format!("{}/dashboard", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/dashboard", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = r.text().await.unwrap();
     assert!(html.contains("/dashboard/app.js") && html.contains("/dashboard/app.css"));
     for asset in ["/dashboard/app.js", "/dashboard/app.css"] {
-        let r = app.http.get(format!("{}{asset}", app.base)).send().await.unwrap();
+        let r = app
+            .http
+            .get(format!("{}{asset}", app.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{asset}");
         assert!(!r.text().await.unwrap().is_empty(), "{asset}");
     }

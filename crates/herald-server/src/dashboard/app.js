@@ -521,12 +521,12 @@ async function loadDeliveries(container, filters, token) {
   }
   for (const d of page.deliveries) {
     const tr = h("tr", { class: "clickable", "data-delivery": d.id, "data-status": d.status },
-      h("td", { class: "mono", title: d.id }, shortId(d.id)),
+      h("td", { class: "mono nowrap", title: d.id }, shortId(d.id)),
       h("td", {}, d.event_type),
-      h("td", { class: "mono", title: d.webhook_id }, shortId(d.webhook_id)),
+      h("td", { class: "mono nowrap", title: d.webhook_id }, shortId(d.webhook_id)),
       h("td", {}, badge(d.status)),
       h("td", { class: "num" }, d.attempts),
-      h("td", {}, lastResult(d)),
+      h("td", { class: "nowrap" }, lastResult(d)),
       h("td", { class: "nowrap", title: d.created_at }, fmtTime(d.created_at)));
     tr.addEventListener("click", () => {
       for (const r of body.querySelectorAll("tr.selected")) r.classList.remove("selected");
@@ -627,7 +627,10 @@ document.addEventListener("DOMContentLoaded", () => {
     state.tenant = e.target.value.trim();
     refresh();
   });
-  window.addEventListener("hashchange", () => state.scope && route());
+  window.addEventListener("hashchange", () => {
+    $("toast").hidden = true;
+    if (state.scope) route();
+  });
   const saved = sessionStorage.getItem(KEY_STORAGE);
   if (saved) {
     login(saved).catch(() => logout(""));

@@ -33,8 +33,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                     Json(json!({ "status": "ready", "schema": schema })),
                 )
             } else {
-                tracing::warn!(applied = v.applied, expected = v.expected,
-                    "readiness check failed: schema version differs");
+                tracing::warn!(
+                    applied = v.applied,
+                    expected = v.expected,
+                    "readiness check failed: schema version differs"
+                );
                 unavailable("migrations not applied", schema)
             }
         }

@@ -269,7 +269,10 @@ mod tests {
         assert_eq!(out["bucket_seconds"], 60);
         let a = out["attempts"].as_array().unwrap();
         assert_eq!(a.len(), 3);
-        assert_eq!((a[0]["succeeded"].as_u64(), a[0]["failed"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (a[0]["succeeded"].as_u64(), a[0]["failed"].as_u64()),
+            (Some(1), Some(1))
+        );
         assert_eq!(a[0]["p50_ms"], 10);
         assert_eq!(a[0]["p99_ms"], 30);
         assert_eq!(a[1]["succeeded"], 1);

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -125,10 +126,11 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
 "#,
-// 2: the dashboard reads attempts by time.
-r#"
+    // 2: the dashboard reads attempts by time.
+    r#"
 CREATE INDEX attempts_by_time ON attempts(at);
-"#];
+"#,
+];
 
 /// The schema version this build writes and expects.
 pub const EXPECTED_VERSION: u32 = MIGRATIONS.len() as u32;

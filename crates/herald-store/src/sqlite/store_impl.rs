@@ -1177,8 +1177,9 @@ impl Store for SqliteStore {
             let mut attempts = query_all(conn, &sql, w.args, |row| {
                 let webhook: String = row.get(0)?;
                 Ok(AttemptSample {
-                    webhook_id: WebhookId::parse(&webhook)
-                        .map_err(|e| StoreError::Backend(format!("bad webhook id in store: {e}")))?,
+                    webhook_id: WebhookId::parse(&webhook).map_err(|e| {
+                        StoreError::Backend(format!("bad webhook id in store: {e}"))
+                    })?,
                     at: Timestamp(row.get(1)?),
                     status_code: row.get::<_, Option<i64>>(2)?.map(|c| c as u16),
                     latency_ms: row.get::<_, i64>(3)?.max(0) as u64,
@@ -1191,7 +1192,10 @@ impl Store for SqliteStore {
             // still pending or last changed after its start.
             let mut w = Where::default();
             w.add("created_at < ?", Sql::Integer(f.until.0));
-            w.add("(status = 'pending' OR updated_at >= ?)", Sql::Integer(f.since.0));
+            w.add(
+                "(status = 'pending' OR updated_at >= ?)",
+                Sql::Integer(f.since.0),
+            );
             if let Some(t) = f.tenant {
                 w.add("tenant_id = ?", text(t));
             }
@@ -1204,8 +1208,9 @@ impl Store for SqliteStore {
                 let status: String = row.get(1)?;
                 Ok(DeliverySpan {
                     created_at: Timestamp(row.get(0)?),
-                    status: DeliveryStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Backend(format!("bad delivery status {status:?}")))?,
+                    status: DeliveryStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Backend(format!("bad delivery status {status:?}"))
+                    })?,
                     updated_at: Timestamp(row.get(2)?),
                 })
             })?;
