@@ -59,6 +59,13 @@ function fmtTime(iso) {
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+/** `11-27 02:16:39` (UTC), for tight list columns. */
+function fmtCompact(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toISOString().slice(5, 19).replace("T", " ");
+}
+
 function shortTime(iso) {
   const d = new Date(iso);
   return d.toISOString().slice(11, 16);
@@ -514,7 +521,7 @@ async function loadDeliveries(container, filters, token) {
   const page = await api("GET", "/deliveries" + qs({ ...filters, page_token: token || "" }));
   let body = container.querySelector("tbody");
   if (!body) {
-    const t = table(["Delivery", "Event type", "Webhook", "Status", "Attempts", "Last result", "Created"], [], "No deliveries match.");
+    const t = table(["Delivery", "Event type", "Webhook", "Status", "Attempts", "Last result", "Created (UTC)"], [], "No deliveries match.");
     container.append(t);
     body = t.querySelector("tbody");
     if (page.deliveries.length) body.replaceChildren();
@@ -527,7 +534,7 @@ async function loadDeliveries(container, filters, token) {
       h("td", {}, badge(d.status)),
       h("td", { class: "num" }, d.attempts),
       h("td", { class: "nowrap" }, lastResult(d)),
-      h("td", { class: "nowrap", title: d.created_at }, fmtTime(d.created_at)));
+      h("td", { class: "nowrap", title: d.created_at }, fmtCompact(d.created_at)));
     tr.addEventListener("click", () => {
       for (const r of body.querySelectorAll("tr.selected")) r.classList.remove("selected");
       tr.classList.add("selected");
