@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herald_dispatch::{AttemptObserver, SendResult};
-use herald_store::{AttemptOutcome, Store};
+use herald_store::{AttemptOutcome, StateCounts, Store};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -153,34 +153,40 @@ impl Metrics {
     }
 
     /// Reads the store-backed gauges, then renders every metric as Prometheus text.
+    /// A store that cannot count leaves the gauges as they were (and is logged): the
+    /// counters and histograms are still worth scraping.
     pub async fn render(&self, store: &dyn Store) -> Result<String, String> {
-        let counts = store.state_counts(None).await.map_err(|e| e.to_string())?;
-        for state in OPERATION_STATES {
-            let n = counts
-                .operations
-                .iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n);
-            self.operations.with_label_values(&[state]).set(n as i64);
-        }
-        for status in DELIVERY_STATES {
-            let n = counts
-                .deliveries
-                .iter()
-                .find(|(s, _)| s == status)
-                .map_or(0, |(_, n)| *n);
-            self.deliveries_by_status
-                .with_label_values(&[status])
-                .set(n as i64);
-            if *status == "pending" {
-                self.backlog.set(n as i64);
-            }
+        match store.state_counts(None).await {
+            Ok(counts) => self.set_state_gauges(&counts),
+            Err(e) => tracing::warn!(error = %e, "metrics: could not read state counts"),
         }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .map_err(|e| e.to_string())?;
         String::from_utf8(out).map_err(|e| e.to_string())
+    }
+}
+
+impl Metrics {
+    fn set_state_gauges(&self, counts: &StateCounts) {
+        let count = |pairs: &[(String, u64)], name: &str| {
+            pairs
+                .iter()
+                .find(|(s, _)| s == name)
+                .map_or(0, |(_, n)| *n as i64)
+        };
+        for state in OPERATION_STATES {
+            self.operations
+                .with_label_values(&[state])
+                .set(count(&counts.operations, state));
+        }
+        for status in DELIVERY_STATES {
+            self.deliveries_by_status
+                .with_label_values(&[status])
+                .set(count(&counts.deliveries, status));
+        }
+        self.backlog.set(count(&counts.deliveries, "pending"));
     }
 }
 
@@ -214,8 +220,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "metrics scrape failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+            tracing::error!(error = %e, "metrics could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics could not be rendered\n",
+            )
+                .into_response()
         }
     }
 }
