@@ -494,14 +494,19 @@ function operationRow(op) {
 
 function deliveryFilters() {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
-  const webhook = h("input", { name: "webhook", placeholder: "wh_…", size: 30, value: params.get("webhook") || "" });
+  const webhook = h("input", { name: "webhook", placeholder: "wh_…", size: 30, value: params.get("webhook") || "", list: "webhook-ids" });
+  // Suggestions for the webhook box: the caller's webhooks, by id with their URL.
+  const choices = h("datalist", { id: "webhook-ids" });
+  api("GET", "/webhooks" + qs({ page_size: 100 }))
+    .then((page) => choices.append(...page.webhooks.map((w) => h("option", { value: w.id }, w.url))))
+    .catch(() => {});
   const status = h("select", { name: "status" }, ["", "pending", "succeeded", "failed"].map((v) =>
     h("option", { value: v, selected: params.get("status") === v }, v || "any")));
   const eventType = h("input", { name: "event_type", placeholder: "payment.succeeded", value: params.get("event_type") || "" });
   const since = h("input", { name: "since", type: "datetime-local" });
   const until = h("input", { name: "until", type: "datetime-local" });
   const form = h("form", { class: "filters", id: "delivery-filters" },
-    h("label", {}, "Webhook", webhook), h("label", {}, "Status", status), h("label", {}, "Event type", eventType),
+    h("label", {}, "Webhook", webhook, choices), h("label", {}, "Status", status), h("label", {}, "Event type", eventType),
     h("label", {}, "Since", since), h("label", {}, "Until", until),
     h("button", { type: "submit", class: "primary" }, "Filter"));
   const values = () => ({
