@@ -52,6 +52,11 @@ macro_rules! prefixed_id {
             pub fn millis(&self) -> u64 {
                 self.0.timestamp_ms()
             }
+
+            /// The ULID's 128 bits (time in the high 48, randomness below).
+            pub fn as_u128(&self) -> u128 {
+                self.0 .0
+            }
         }
 
         impl fmt::Display for $name {

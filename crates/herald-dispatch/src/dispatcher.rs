@@ -72,12 +72,19 @@ pub enum DispatchError {
     Client(String),
 }
 
+/// Told of every attempt as it is judged (metrics). Called on the delivery task, so it
+/// must be cheap and must not block.
+pub trait AttemptObserver: Send + Sync + 'static {
+    fn attempt_judged(&self, result: &SendResult, outcome: &AttemptOutcome);
+}
+
 /// The webhook delivery engine. Build with [`Dispatcher::new`], then [`Dispatcher::run`].
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: DispatcherConfig,
     client: reqwest::Client,
+    observer: Option<Arc<dyn AttemptObserver>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -177,6 +184,7 @@ struct Shared {
     client: reqwest::Client,
     webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
     records: mpsc::UnboundedSender<RecordMsg>,
+    observer: Option<Arc<dyn AttemptObserver>>,
 }
 
 /// Decrements a webhook's pending count however its task ends.
@@ -236,7 +244,14 @@ impl Dispatcher {
             clock,
             config,
             client,
+            observer: None,
         })
+    }
+
+    /// Reports every judged attempt to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn AttemptObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Runs until `shutdown` is cancelled; then stops claiming, waits (at most the
@@ -248,6 +263,7 @@ impl Dispatcher {
             clock,
             config,
             client,
+            observer,
         } = self;
         let (tx, rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record_loop(store.clone(), rx));
@@ -261,6 +277,7 @@ impl Dispatcher {
             client,
             webhooks: Mutex::new(HashMap::new()),
             records: tx,
+            observer,
         });
         tracing::debug!("dispatcher started");
 
@@ -516,6 +533,9 @@ async fn deliver(
         rand::random::<f64>(),
     );
     log_attempt(&job, &result, &verdict.outcome);
+    if let Some(observer) = &shared.observer {
+        observer.attempt_judged(&result, &verdict.outcome);
+    }
     let SendResult {
         status_code,
         error,

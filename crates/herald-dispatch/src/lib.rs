@@ -17,8 +17,9 @@ mod dispatcher;
 mod sender;
 pub mod ssrf;
 
-pub use dispatcher::{DispatchError, Dispatcher, DispatcherConfig};
+pub use dispatcher::{AttemptObserver, DispatchError, Dispatcher, DispatcherConfig};
 pub use sender::{
-    decide, delivery_headers, parse_retry_after, SendResult, Verdict, EXCERPT_LIMIT, USER_AGENT,
+    decide, delivery_headers, parse_retry_after, traceparent, SendResult, Verdict, EXCERPT_LIMIT,
+    USER_AGENT,
 };
 pub use ssrf::{check_destination, is_forbidden, SsrfError};

@@ -86,7 +86,24 @@ pub fn delivery_headers(
     }
     headers.push(("X-Delivery-Id", job.delivery.id.to_string()));
     headers.push(("X-Delivery-Attempt", attempt_number.to_string()));
+    headers.push(("traceparent", traceparent(job, attempt_number)));
     headers
+}
+
+/// The W3C `traceparent` of one attempt: `00-<trace-id>-<parent-id>-01`.
+///
+/// The trace is derived from the event: its trace-id is the event id's 128 bits, so
+/// every attempt to every webhook for one event (and the event's broker messages) share
+/// one trace a consumer can look up by event id. The parent-id is new per attempt:
+/// the low 64 bits of the delivery id XOR the attempt number, so it is unique per
+/// attempt and the headers stay a pure function of their inputs.
+pub fn traceparent(job: &DeliveryJob, attempt_number: u32) -> String {
+    let trace_id = job.event.id.as_u128();
+    let span_id = match (job.delivery.id.as_u128() as u64) ^ u64::from(attempt_number) {
+        0 => 1, // all-zero ids are invalid
+        id => id,
+    };
+    format!("00-{trace_id:032x}-{span_id:016x}-01")
 }
 
 /// What one request came to.
@@ -405,6 +422,19 @@ pub(crate) mod tests {
         assert_eq!(header(&h, "Content-Type"), "application/json");
         assert_eq!(header(&h, "X-Delivery-Id"), j.delivery.id.to_string());
         assert_eq!(header(&h, "X-Delivery-Attempt"), "3");
+        let tp = header(&h, "traceparent");
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], format!("{:032x}", j.event.id.as_u128()));
+        assert_eq!(parts[2].len(), 16);
+        assert_ne!(parts[2], "0000000000000000");
+        assert_eq!(parts[3], "01");
+        // Same event, next attempt: same trace, another parent.
+        let next = delivery_headers(&j, 4, T0, &body);
+        let next_parts: Vec<&str> = header(&next, "traceparent").split('-').collect();
+        assert_eq!(next_parts[1], parts[1]);
+        assert_ne!(next_parts[2], parts[2]);
         let sig = header(&h, "X-Signature");
         let parts: Vec<&str> = sig.split(' ').collect();
         assert_eq!(parts.len(), 2);

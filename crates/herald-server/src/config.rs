@@ -174,6 +174,9 @@ const RESERVED_PREFIXES: &[&str] = &[
     "/readyz",
     "/openapi.json",
     "/asyncapi.json",
+    "/metrics",
+    "/stats",
+    "/dashboard",
 ];
 
 impl Config {

@@ -1,7 +1,8 @@
 //! Herald's HTTP API. [`AppState`] holds what every handler needs (store, config,
 //! clock, key cache); [`router`] maps the wire contract of DESIGN.md onto handlers,
-//! one module per resource under `routes/`; [`start`] runs the API with its
-//! background loops (lease reaper, webhook dispatcher) until shutdown.
+//! one module per resource under `routes/` (the operator dashboard and its `/stats`
+//! among them); [`telemetry`] holds metrics and the request-id layer; [`start`] runs
+//! the API with its background loops (lease reaper, webhook dispatcher) until shutdown.
 
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
@@ -14,6 +15,7 @@ pub mod embedded;
 pub mod error;
 mod reaper;
 mod routes;
+pub mod telemetry;
 
 use axum::Router;
 use herald_core::Clock;
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Tenants known to exist (they are never deleted), to spare a read per event.
     pub known_tenants: Arc<RwLock<std::collections::HashSet<herald_core::ids::TenantId>>>,
     pub shutdown: CancellationToken,
+    /// Prometheus registry and handles, fed by the HTTP layer and the dispatcher.
+    pub metrics: Arc<telemetry::Metrics>,
 }
 
 impl AppState {
@@ -62,6 +66,7 @@ impl AppState {
             schemas: Default::default(),
             known_tenants: Default::default(),
             shutdown,
+            metrics: Arc::new(telemetry::Metrics::new()?),
         };
         routes::event_types::load(&state).await?;
         Ok(state)
@@ -93,7 +98,8 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             per_webhook_concurrency: webhooks.per_webhook_concurrency,
             ..Default::default()
         },
-    )?;
+    )?
+    .with_observer(state.metrics.clone());
     let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
     let app = router(state);
     axum::serve(listener, app)

@@ -134,4 +134,26 @@ pub trait Store: Send + Sync + 'static {
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
     /// Redeliver every delivery of `webhook` whose event falls in the range (and status, if given).
     async fn replay(&self, replay: Replay) -> StoreResult<u64>;
+
+    // --- observability (defaults so that a backend can land without them)
+
+    /// Operations and deliveries per state, for `/metrics` gauges and the dashboard.
+    async fn state_counts(&self, _tenant: Option<TenantId>) -> StoreResult<StateCounts> {
+        Err(StoreError::Backend(
+            "state_counts is not implemented by this backend".into(),
+        ))
+    }
+    /// Attempts and backlog spans in a window, for the dashboard's charts and webhook health.
+    async fn activity(&self, _filter: ActivityFilter) -> StoreResult<Activity> {
+        Err(StoreError::Backend(
+            "activity is not implemented by this backend".into(),
+        ))
+    }
+    /// The applied schema version against the one this build expects (`/readyz`).
+    /// The default cannot tell, so a backend that keeps it reports not ready.
+    async fn schema_version(&self) -> StoreResult<SchemaVersion> {
+        Err(StoreError::Backend(
+            "schema_version is not implemented by this backend".into(),
+        ))
+    }
 }

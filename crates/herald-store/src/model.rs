@@ -327,6 +327,81 @@ pub struct Replay {
     pub now: Timestamp,
 }
 
+/// How many operations and deliveries are in each state right now (one tenant, or all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` (deleted operations excluded).
+    pub operations: Vec<(String, u64)>,
+    /// `pending`, `succeeded`, `failed`.
+    pub deliveries: Vec<(String, u64)>,
+}
+
+impl StateCounts {
+    pub fn deliveries_in(&self, status: DeliveryStatus) -> u64 {
+        self.deliveries
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+}
+
+/// The window the dashboard's charts read: `[since, until)`, one tenant or all.
+#[derive(Debug, Clone)]
+pub struct ActivityFilter {
+    pub tenant: Option<TenantId>,
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// At most this many attempts and this many deliveries are returned (newest kept).
+    pub limit: u32,
+}
+
+/// One attempt, reduced to what charts and webhook health need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptSample {
+    pub webhook_id: WebhookId,
+    pub at: Timestamp,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+impl AttemptSample {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status_code, Some(c) if (200..300).contains(&c))
+    }
+}
+
+/// When a delivery entered the backlog and, if it has left it, when it last changed:
+/// enough to rebuild the backlog over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySpan {
+    pub created_at: Timestamp,
+    pub status: DeliveryStatus,
+    pub updated_at: Timestamp,
+}
+
+/// What happened in a window: attempts made in it, and deliveries that were pending at
+/// some point in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    pub attempts: Vec<AttemptSample>,
+    pub deliveries: Vec<DeliverySpan>,
+}
+
+/// The schema a store has applied against the one this build expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    pub applied: u32,
+    pub expected: u32,
+}
+
+impl SchemaVersion {
+    pub fn is_current(&self) -> bool {
+        self.applied == self.expected
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -369,6 +369,53 @@ pub fn openapi(config: &Config, server_url: &str) -> Value {
         json!({ "200": ok("AsyncAPI 3.0.", schema_ref("Document")) }))) }),
     );
 
+    let text = |description: &str, media: &str| json!({ "description": description, "content": { media: { "schema": { "type": "string" } } } });
+    put(
+        "/metrics",
+        json!({ "get": public(finish(op("Prometheus metrics", "observability", "getMetrics"), vec![], None,
+        json!({ "200": text("Prometheus text exposition format.", "text/plain") }))) }),
+    );
+    put(
+        "/stats",
+        json!({ "get": finish(op("Delivery activity for the dashboard's charts (tenant-scoped)", "observability", "getStats"),
+        vec![
+            query("since", json!({ "type": "string", "format": "date-time" }), "Start of the window (default: an hour ago)."),
+            query("until", json!({ "type": "string", "format": "date-time" }), "End of the window (default: now); at most 24 hours after `since`."),
+        ], None,
+        responses(vec![("200", ok("Attempts per minute by outcome, latency percentiles, backlog over time, webhook health.", json!({ "type": "object" })))], &["401", "403", "422"])) }),
+    );
+    for (path, id, media, what) in [
+        (
+            "/dashboard",
+            "getDashboard",
+            "text/html",
+            "The operator dashboard (log in with an API key).",
+        ),
+        (
+            "/dashboard/",
+            "getDashboardSlash",
+            "text/html",
+            "Redirects to /dashboard.",
+        ),
+        (
+            "/dashboard/app.js",
+            "getDashboardScript",
+            "text/javascript",
+            "The dashboard's script.",
+        ),
+        (
+            "/dashboard/app.css",
+            "getDashboardStylesheet",
+            "text/css",
+            "The dashboard's stylesheet.",
+        ),
+    ] {
+        put(
+            path,
+            json!({ "get": public(finish(op(what, "dashboard", id), vec![], None, json!({ "200": text(what, media) }))) }),
+        );
+    }
+
     put(
         "/tenants",
         json!({ "post": finish(op("Create a tenant (admin)", "tenants", "createTenant"), vec![],

@@ -2,11 +2,13 @@
 //! share their resource's path and are told apart by the suffix after `:`.
 
 pub mod contract;
+pub mod dashboard;
 pub mod deliveries;
 pub mod event_types;
 pub mod events;
 pub mod health;
 pub mod operations;
+pub mod stats;
 pub mod tenants;
 pub mod webhooks;
 pub mod workers;
@@ -22,6 +24,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(contract::openapi))
         .route("/asyncapi.json", get(contract::asyncapi))
+        .route("/metrics", get(crate::telemetry::metrics))
+        .route("/stats", get(stats::stats))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/", get(dashboard::redirect_slash))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::stylesheet))
         .route("/tenants", post(tenants::create_tenant))
         .route("/tenants/{id}", get(tenants::get_tenant))
         .route("/tenants/{id}/keys", post(tenants::create_tenant_key))
@@ -79,6 +87,10 @@ pub fn router(state: AppState) -> Router {
                 "This method is not allowed on this path.",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::track_request,
+        ))
         .with_state(state)
 }
 

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -124,7 +125,21 @@ CREATE TABLE attempts (
     response_excerpt TEXT
 );
 CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
-"#];
+"#,
+    // 2: the dashboard reads attempts by time.
+    r#"
+CREATE INDEX attempts_by_time ON attempts(at);
+"#,
+];
+
+/// The schema version this build writes and expects.
+pub const EXPECTED_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The version recorded in the database.
+pub fn applied_version(conn: &Connection) -> rusqlite::Result<u32> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(v.max(0) as u32)
+}
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

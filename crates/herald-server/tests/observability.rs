@@ -1,0 +1,344 @@
+//! Operators' side over HTTP: `/healthz`, `/readyz` (schema version), request ids,
+//! `/metrics` after real deliveries, `traceparent` on webhook requests, the
+//! tenant-scoped `/stats`, and the dashboard's static files.
+
+mod common;
+
+use common::receiver::{Behavior, Receiver};
+use common::*;
+use herald_core::ids::EventId;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn hooks_config() -> String {
+    "[webhooks]\nallow_private_destinations = true\nschedule = [\"0s\"]\n".to_owned()
+}
+
+async fn delivery(app: &TestApp, id: &str) -> Value {
+    let r = app.get(&format!("/deliveries/{id}"), ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+/// A tenant webhook whose first attempt fails (500) and whose redelivery succeeds.
+/// Returns (tenant key, webhook id, delivery id, event id, receiver).
+async fn failed_then_redelivered(app: &TestApp) -> (String, String, String, String, Receiver) {
+    let (t, key) = app.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    receiver.script([Behavior::Status(500)]);
+    let r = app
+        .post(
+            "/webhooks",
+            &key,
+            json!({ "url": receiver.url("/h"), "events": ["payment.*"] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let wh = r.body["id"].as_str().unwrap().to_owned();
+    let ev = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.succeeded", "tenant": t, "data": { "n": 1 } }),
+        )
+        .await;
+    assert_eq!(ev.status, StatusCode::ACCEPTED, "{:?}", ev.body);
+    let failed = || async {
+        let r = app.get(&format!("/deliveries?webhook={wh}"), ADMIN).await;
+        r.body["deliveries"]
+            .as_array()
+            .and_then(|d| d.first())
+            .filter(|d| d["status"] == "failed")
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+    };
+    app.eventually("the delivery to fail", || async {
+        failed().await.is_some()
+    })
+    .await;
+    let id = failed().await.unwrap();
+    let r = app
+        .post(&format!("/deliveries/{id}:redeliver"), &key, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    app.eventually("the redelivery to succeed", || async {
+        delivery(app, &id).await["status"] == "succeeded"
+    })
+    .await;
+    let event = ev.body["id"].as_str().unwrap().to_owned();
+    (key, wh, id, event, receiver)
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn health_and_readiness_report_the_schema() {
+    let app = spawn_app("").await;
+    let r = app.get("/healthz", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ok");
+    let r = app.get("/readyz", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "ready");
+    assert_eq!(r.body["schema"]["applied"], r.body["schema"]["expected"]);
+    assert!(r.body["schema"]["expected"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_schema_is_behind() {
+    let app = spawn_app("").await;
+    // What an older database looks like to this build: it records an earlier version.
+    let conn = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 1").unwrap();
+    drop(conn);
+    let r = app.get("/readyz", "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.body["status"], "migrations not applied");
+    assert_eq!(r.body["schema"]["applied"], 1);
+    assert_eq!(r.body["schema"]["expected"], 2);
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_echoed() {
+    let app = spawn_app("").await;
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("X-Request-Id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-abc-123");
+    let a = app.get("/operations", ADMIN).await;
+    let b = app.get("/nowhere", ADMIN).await;
+    let (a, b) = (&a.headers["x-request-id"], &b.headers["x-request-id"]);
+    assert_eq!(a.len(), 26, "a ULID: {a:?}");
+    assert_ne!(a, b);
+    // A header that is not a sensible id is replaced, not echoed.
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("X-Request-Id", "has spaces in it")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "has spaces in it");
+}
+
+#[tokio::test]
+async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
+    let app = spawn_app(&hooks_config()).await;
+    let (_, _, id, _, _receiver) = failed_then_redelivered(&app).await;
+    let r = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"herald_delivery_attempts_total{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_delivery_attempts_total{outcome="succeeded"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_delivery_attempts_total{outcome="retrying"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, r#"herald_deliveries_total{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"herald_deliveries_total{outcome="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "herald_delivery_attempt_duration_seconds_count"),
+        2.0
+    );
+    assert_eq!(sample(&text, "herald_delivery_backlog"), 0.0);
+    assert_eq!(
+        sample(&text, r#"herald_deliveries{status="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(sample(&text, r#"herald_operations{state="queued"}"#), 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_broker_publish_total{broker="nats",outcome="published"}"#
+        ),
+        0.0
+    );
+    // Route templates, never raw ids, label HTTP metrics.
+    assert_eq!(
+        sample(
+            &text,
+            r#"herald_http_requests_total{method="POST",route="/deliveries/{id}",status="202"}"#
+        ),
+        1.0
+    );
+    assert!(!text.contains(&id), "a delivery id leaked into a label");
+    assert!(text
+        .contains(r#"herald_http_request_duration_seconds_bucket{method="POST",route="/events""#));
+}
+
+#[tokio::test]
+async fn backlog_and_operation_gauges_follow_the_store() {
+    let app = spawn_app(&transcode_config("")).await;
+    let (_, key) = app.tenant("acme").await;
+    for _ in 0..2 {
+        let r = app.post("/videos", &key, json!({ "src": "a.mp4" })).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sample(&text, r#"herald_operations{state="queued"}"#), 2.0);
+}
+
+#[tokio::test]
+async fn webhook_requests_carry_a_traceparent_from_the_event() {
+    let app = spawn_app(&hooks_config()).await;
+    let (_, _, _, event, receiver) = failed_then_redelivered(&app).await;
+    let got = receiver.wait_for(2, Duration::from_secs(5)).await;
+    let trace_id = format!("{:032x}", EventId::parse(&event).unwrap().as_u128());
+    let parents: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let tp = r.header("traceparent");
+            let parts: Vec<&str> = tp.split('-').collect();
+            assert_eq!(parts.len(), 4, "{tp}");
+            assert_eq!(parts[0], "00");
+            assert_eq!(parts[1], trace_id, "the trace is the event's");
+            assert_eq!(parts[3], "01");
+            parts[2].to_owned()
+        })
+        .collect();
+    assert_ne!(parents[0], parents[1], "each attempt is its own span");
+}
+
+#[tokio::test]
+async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
+    let app = spawn_app(&hooks_config()).await;
+    let (key, wh, _, _, _receiver) = failed_then_redelivered(&app).await;
+    let (_, other_key) = app.tenant("globex").await;
+
+    let r = app.get("/stats", &key).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["totals"]["attempts"], 2);
+    assert_eq!(r.body["totals"]["succeeded"], 1);
+    assert_eq!(r.body["totals"]["failed"], 1);
+    assert!(r.body["totals"]["p50_ms"].is_u64());
+    assert_eq!(r.body["bucket_seconds"], 60);
+    let per_minute: u64 = r.body["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["succeeded"].as_u64().unwrap() + b["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_minute, 2);
+    let health = &r.body["webhooks"][0];
+    assert_eq!(health["id"], wh.as_str());
+    assert_eq!(health["success_rate"], 0.5);
+    assert_eq!(health["last_error"], "HTTP 500");
+    assert_eq!(r.body["now"]["deliveries"]["succeeded"], 1);
+    assert_eq!(r.body["scope"]["role"], "tenant");
+    let last = r.body["backlog"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["pending"], 0);
+
+    let r = app.get("/stats", &other_key).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["totals"]["attempts"], 0);
+    assert_eq!(r.body["webhooks"], json!([]));
+    assert_eq!(r.body["now"]["deliveries"], json!({}));
+
+    let r = app.get("/stats", ADMIN).await;
+    assert_eq!(r.body["totals"]["attempts"], 2);
+    assert_eq!(r.body["scope"], json!({ "role": "admin", "tenant": null }));
+
+    let worker = app.worker_key().await;
+    assert_problem(
+        &app.get("/stats", &worker).await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    );
+    assert_problem(
+        &app.get("/stats", "").await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+    );
+    let r = app
+        .get(
+            "/stats?since=2026-01-01T00:00:00Z&until=2026-01-03T00:00:00Z",
+            ADMIN,
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary() {
+    let app = spawn_app("").await;
+    let r = app
+        .http
+        .get(format!("{}/dashboard", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("/dashboard/app.js") && html.contains("/dashboard/app.css"));
+    for asset in ["/dashboard/app.js", "/dashboard/app.css"] {
+        let r = app
+            .http
+            .get(format!("{}{asset}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        assert!(!r.text().await.unwrap().is_empty(), "{asset}");
+    }
+}
