@@ -6,6 +6,7 @@
 //! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
 
 pub mod model;
+pub mod postgres;
 pub mod signals;
 pub mod sqlite;
 
