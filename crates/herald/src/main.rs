@@ -1,11 +1,12 @@
 //! The `herald` binary: `serve` runs the API and its delivery engine on one store;
 //! `migrate` prepares a database; `keys create` mints a key offline.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_core::auth::{mint_key, Role};
 use herald_core::{Clock, SystemClock};
 use herald_server::{AppState, Config};
+use herald_store::postgres::{is_postgres_url, PgStore};
 use herald_store::sqlite::{path_from_url, SqliteStore};
 use herald_store::{ApiKey, Store};
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct StoreArgs {
-    /// `sqlite://path` (default `sqlite://herald.db`).
+    /// `sqlite://path` (default `sqlite://herald.db`) or `postgres://user@host/db`
+    /// (several nodes may share one PostgreSQL database).
     #[arg(
         long,
         env = "HERALD_DATABASE_URL",
@@ -70,15 +72,37 @@ enum KeysCommand {
     },
 }
 
-fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = args.database.trim();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this build yet; use sqlite://path");
+    if is_postgres_url(url) {
+        let store = PgStore::connect(url)
+            .await
+            .context("opening the PostgreSQL database")?;
+        return Ok(Arc::new(store));
     }
     let path = path_from_url(url);
     let store = SqliteStore::open(&path)
         .with_context(|| format!("opening the database at {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The database URL without its password, fit for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[tokio::main]
@@ -97,14 +121,14 @@ async fn main() -> anyhow::Result<()> {
             config,
         } => serve(listen, store, config).await,
         Command::Migrate { store } => {
-            open_store(&store)?;
-            println!("migrations applied to {}", store.database);
+            open_store(&store).await?;
+            println!("migrations applied to {}", redacted(&store.database));
             Ok(())
         }
         Command::Keys {
             command: KeysCommand::Create { role, store },
         } => {
-            let store = open_store(&store)?;
+            let store = open_store(&store).await?;
             let role = if role == "admin" {
                 Role::Admin
             } else {
@@ -140,7 +164,7 @@ async fn serve(
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let store = open_store(&store_args)?;
+    let store = open_store(&store_args).await?;
     let admin_key = std::env::var("HERALD_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -167,7 +191,7 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %store_args.database, "herald is listening");
+    tracing::info!(%addr, database = %redacted(&store_args.database), "herald is listening");
     println!("herald listening on http://{addr}");
     tokio::spawn(async move {
         wait_for_signal().await;
