@@ -55,7 +55,10 @@ impl Node {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let base = loop {
-            let line = lines.next().expect("herald exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("herald exited before listening")
+                .unwrap();
             if let Some(addr) = line.strip_prefix("herald listening on ") {
                 break addr.trim().to_owned();
             }
@@ -85,7 +88,11 @@ async fn start_receiver(seen: Arc<Mutex<Seen>>) -> String {
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: Bytes| {
         let seen = seen.clone();
         async move {
-            let hook: usize = uri.path().trim_start_matches("/hooks/").parse().unwrap_or(usize::MAX);
+            let hook: usize = uri
+                .path()
+                .trim_start_matches("/hooks/")
+                .parse()
+                .unwrap_or(usize::MAX);
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let id = body["id"].as_str().unwrap_or_default().to_owned();
             let key = body["key"].as_str().unwrap_or_default().to_owned();
@@ -93,7 +100,10 @@ async fn start_receiver(seen: Arc<Mutex<Seen>>) -> String {
             seen.total += 1;
             *seen.times.entry((hook, id)).or_default() += 1;
             if let Some(sequence) = body["sequence"].as_i64() {
-                seen.sequences.entry((hook, key)).or_default().insert(sequence);
+                seen.sequences
+                    .entry((hook, key))
+                    .or_default()
+                    .insert(sequence);
             }
             axum::http::StatusCode::OK
         }
@@ -104,19 +114,35 @@ async fn start_receiver(seen: Arc<Mutex<Seen>>) -> String {
     format!("http://{addr}")
 }
 
-async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
-    let r = http.post(format!("{base}{path}")).bearer_auth(ADMIN).json(body).send().await?;
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), reqwest::Error> {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .json(body)
+        .send()
+        .await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_one_killed_every_delivery_arrives() {
-    let Some(admin) = std::env::var("HERALD_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(admin) = std::env::var("HERALD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         println!("skipped: HERALD_TEST_DATABASE_URL not set");
         return;
     };
-    let name = format!("herald_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "herald_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let database = create_database(&admin, &name).await.unwrap();
     let result = std::panic::AssertUnwindSafe(run(&database));
     let outcome = futures::FutureExt::catch_unwind(result).await;
@@ -144,14 +170,21 @@ async fn run(database: &str) {
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let receiver = start_receiver(seen.clone()).await;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(PRODUCERS).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(PRODUCERS)
+        .build()
+        .unwrap();
 
-    let (status, tenant) = post(&http, &bases[0], "/tenants", &json!({ "name": "acme" })).await.unwrap();
+    let (status, tenant) = post(&http, &bases[0], "/tenants", &json!({ "name": "acme" }))
+        .await
+        .unwrap();
     assert_eq!(status, 201, "{tenant}");
     let tenant = tenant["id"].as_str().unwrap().to_owned();
     for hook in 0..WEBHOOKS {
         let body = json!({ "url": format!("{receiver}/hooks/{hook}"), "events": ["order.*"], "tenant": tenant });
-        let (status, reply) = post(&http, &bases[hook % NODES], "/webhooks", &body).await.unwrap();
+        let (status, reply) = post(&http, &bases[hook % NODES], "/webhooks", &body)
+            .await
+            .unwrap();
         assert_eq!(status, 201, "{reply}");
     }
 
@@ -159,8 +192,14 @@ async fn run(database: &str) {
     let accepted = Arc::new(AtomicUsize::new(0));
     let victim = NODES - 1;
     let produce = futures::stream::iter(0..EVENTS).map(|i| {
-        let (http, bases, alive, nodes, accepted, tenant) =
-            (http.clone(), bases.clone(), alive.clone(), nodes.clone(), accepted.clone(), tenant.clone());
+        let (http, bases, alive, nodes, accepted, tenant) = (
+            http.clone(),
+            bases.clone(),
+            alive.clone(),
+            nodes.clone(),
+            accepted.clone(),
+            tenant.clone(),
+        );
         async move {
             let body = json!({
                 "id": EventId::generate().to_string(),
@@ -192,9 +231,15 @@ async fn run(database: &str) {
         }
     });
     use futures::StreamExt;
-    produce.buffer_unordered(PRODUCERS).collect::<Vec<()>>().await;
+    produce
+        .buffer_unordered(PRODUCERS)
+        .collect::<Vec<()>>()
+        .await;
     let posted_in = started.elapsed();
-    println!("{EVENTS} events accepted in {posted_in:?} ({:.0}/s)", EVENTS as f64 / posted_in.as_secs_f64());
+    println!(
+        "{EVENTS} events accepted in {posted_in:?} ({:.0}/s)",
+        EVENTS as f64 / posted_in.as_secs_f64()
+    );
 
     let expected = EVENTS * WEBHOOKS;
     let give_up = Instant::now() + GIVE_UP_AFTER;
@@ -203,7 +248,10 @@ async fn run(database: &str) {
         if distinct >= expected {
             break;
         }
-        assert!(Instant::now() < give_up, "only {distinct} of {expected} deliveries arrived");
+        assert!(
+            Instant::now() < give_up,
+            "only {distinct} of {expected} deliveries arrived"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let all_in = started.elapsed();
@@ -213,9 +261,16 @@ async fn run(database: &str) {
         let events = seen.times.keys().filter(|(h, _)| *h == hook).count();
         assert_eq!(events, EVENTS, "webhook {hook} got every event");
         for key in 0..KEYS {
-            let sequences = seen.sequences.get(&(hook, format!("order_{key}"))).cloned().unwrap_or_default();
+            let sequences = seen
+                .sequences
+                .get(&(hook, format!("order_{key}")))
+                .cloned()
+                .unwrap_or_default();
             let want: BTreeSet<i64> = (1..=(EVENTS / KEYS) as i64).collect();
-            assert_eq!(sequences, want, "webhook {hook}, key order_{key}: sequence 1..n complete");
+            assert_eq!(
+                sequences, want,
+                "webhook {hook}, key order_{key}: sequence 1..n complete"
+            );
         }
     }
     let duplicates = seen.total - expected;

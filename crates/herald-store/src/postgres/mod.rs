@@ -45,7 +45,9 @@ impl Drop for PgStore {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("postgres: {} ({})", db.message(), db.code().code())),
+            Some(db) => {
+                StoreError::Backend(format!("postgres: {} ({})", db.message(), db.code().code()))
+            }
             None => StoreError::Backend(format!("postgres: {e}")),
         }
     }
@@ -225,12 +227,10 @@ pub async fn drop_database(admin_url: &str, name: &str) -> StoreResult<()> {
 }
 
 fn check_name(name: &str) -> StoreResult<()> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(StoreError::Backend(format!("unsafe database name {name:?}")));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Backend(format!(
+            "unsafe database name {name:?}"
+        )));
     }
     Ok(())
 }

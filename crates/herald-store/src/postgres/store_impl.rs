@@ -102,7 +102,12 @@ impl Wake {
             .await?;
         }
         if self.queued {
-            query(tx, "SELECT pg_notify($1, '')", &[&channel::OPERATIONS_QUEUED]).await?;
+            query(
+                tx,
+                "SELECT pg_notify($1, '')",
+                &[&channel::OPERATIONS_QUEUED],
+            )
+            .await?;
         }
         if self.due {
             query(tx, "SELECT pg_notify($1, '')", &[&channel::DELIVERIES_DUE]).await?;
@@ -150,7 +155,13 @@ async fn claim_idempotency(
         tx,
         "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
-        &[&idem.scope, &idem.key, &idem.request_hash, &resource, &now.0],
+        &[
+            &idem.scope,
+            &idem.key,
+            &idem.request_hash,
+            &resource,
+            &now.0,
+        ],
     )
     .await?;
     if inserted == 1 {
@@ -459,7 +470,9 @@ impl Store for PgStore {
     ) -> StoreResult<Created<Operation>> {
         Ok(in_tx!(self, |tx, wake| {
             let existing = match &idem {
-                Some(idem) => claim_idempotency(&tx, idem, &op.id.to_string(), op.created_at).await?,
+                Some(idem) => {
+                    claim_idempotency(&tx, idem, &op.id.to_string(), op.created_at).await?
+                }
                 None => None,
             };
             match existing {
@@ -618,7 +631,8 @@ impl Store for PgStore {
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, beat.id, true).await?;
             match &op.state {
-                OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {}
+                OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {
+                }
                 OperationState::Done(_) => return Err(StoreError::AlreadyDone),
                 _ => return Err(StoreError::StaleLease),
             }
@@ -655,7 +669,8 @@ impl Store for PgStore {
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, finish.id, true).await?;
             match &op.state {
-                OperationState::Running { lease_token, .. } if *lease_token == finish.lease_token => {}
+                OperationState::Running { lease_token, .. }
+                    if *lease_token == finish.lease_token => {}
                 OperationState::Done(_) => return Err(StoreError::AlreadyDone),
                 _ => return Err(StoreError::StaleLease),
             }
@@ -800,7 +815,8 @@ impl Store for PgStore {
                 &[&id],
             )
             .await?;
-            let prior = query_opt(&tx, "SELECT request_hash FROM events WHERE id = $1", &[&id]).await?;
+            let prior =
+                query_opt(&tx, "SELECT request_hash FROM events WHERE id = $1", &[&id]).await?;
             if let Some(prior) = prior {
                 if prior.try_get::<_, String>(0)? != event.request_hash {
                     return Err(StoreError::IdempotencyMismatch);
@@ -855,7 +871,12 @@ impl Store for PgStore {
 
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
         let rows = in_tx!(self, |tx, wake| {
-            query(&tx, "SELECT name, schema FROM event_types ORDER BY name", &[]).await?
+            query(
+                &tx,
+                "SELECT name, schema FROM event_types ORDER BY name",
+                &[],
+            )
+            .await?
         });
         rows.iter()
             .map(|r| {
@@ -900,7 +921,12 @@ impl Store for PgStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        in_tx!(self, |tx, wake| get_webhook_row(&tx, &id.to_string(), false).await)
+        in_tx!(self, |tx, wake| get_webhook_row(
+            &tx,
+            &id.to_string(),
+            false
+        )
+        .await)
     }
 
     async fn list_webhooks(&self, f: WebhookFilter) -> StoreResult<Vec<Webhook>> {
@@ -962,7 +988,10 @@ impl Store for PgStore {
                 .await?;
             }
             wake.due = !wh.disabled;
-            Ok(Webhook { updated_at: now, ..wh })
+            Ok(Webhook {
+                updated_at: now,
+                ..wh
+            })
         })
     }
 
@@ -1015,12 +1044,18 @@ impl Store for PgStore {
                 return Ok(vec![]);
             }
             deliveries.sort_by_key(|d| (d.next_attempt_at, d.id.to_string()));
-            let webhook_ids: Vec<String> = deliveries.iter().map(|d| d.webhook_id.to_string()).collect();
-            let event_ids: Vec<String> = deliveries.iter().map(|d| d.event_id.to_string()).collect();
+            let webhook_ids: Vec<String> = deliveries
+                .iter()
+                .map(|d| d.webhook_id.to_string())
+                .collect();
+            let event_ids: Vec<String> =
+                deliveries.iter().map(|d| d.event_id.to_string()).collect();
             let webhooks: HashMap<WebhookId, Webhook> = map_rows(
                 query(
                     &tx,
-                    &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ANY($1) AND NOT deleted"),
+                    &format!(
+                        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ANY($1) AND NOT deleted"
+                    ),
                     &[&webhook_ids],
                 )
                 .await?,
@@ -1077,8 +1112,15 @@ impl Store for PgStore {
             let mut disable: Vec<(String, String, i64)> = Vec::new();
             let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            let (mut d_id, mut d_status, mut d_next, mut d_counted, mut d_code, mut d_err, mut d_at) =
-                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (
+                mut d_id,
+                mut d_status,
+                mut d_next,
+                mut d_counted,
+                mut d_code,
+                mut d_err,
+                mut d_at,
+            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             for r in &records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -1238,7 +1280,11 @@ impl Store for PgStore {
     async fn replay(&self, r: Replay) -> StoreResult<u64> {
         in_tx!(self, |tx, wake| {
             let webhook = get_webhook_row(&tx, &r.webhook.to_string(), false).await?;
-            let next = if webhook.disabled { None } else { Some(r.now.0) };
+            let next = if webhook.disabled {
+                None
+            } else {
+                Some(r.now.0)
+            };
             let status_clause = match r.status {
                 Some(s) => format!("status = '{}'", s.as_str()),
                 // Without a status, everything not already on its way.
