@@ -1702,8 +1702,20 @@ async fn postgres_nodes_share_migrations_and_wake_each_other() {
     let url = create_database(&admin, &name).await.unwrap();
     let _db = DropDatabase {
         admin_url: admin,
-        name,
+        name: name.clone(),
     };
+    // Even on a database whose default is not durable, Herald's commits are.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+        ))
+        .await
+        .unwrap();
+    drop(client);
     let (a, b, c) = tokio::join!(
         PgStore::connect(&url),
         PgStore::connect(&url),
@@ -1711,6 +1723,7 @@ async fn postgres_nodes_share_migrations_and_wake_each_other() {
     );
     let (a, b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
     let patience = Duration::from_secs(30);
+    assert_eq!(a.setting("synchronous_commit").await.unwrap(), "on");
 
     // Queued on A wakes a claimer waiting on B.
     let queued = b.signals().operations_queued.notified();

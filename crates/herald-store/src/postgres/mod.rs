@@ -112,6 +112,15 @@ impl PgStore {
         })
     }
 
+    /// A server setting as this store's connections see it (`synchronous_commit`, say).
+    pub async fn setting(&self, name: &str) -> StoreResult<String> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await?
+            .get(0))
+    }
+
     pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
         Ok(self.pool.get().await?)
     }
