@@ -34,6 +34,10 @@ struct StoreArgs {
         default_value = "sqlite://herald.db"
     )]
     database: String,
+    /// PostgreSQL only: connections this node keeps open (plus one that listens for
+    /// other nodes' changes).
+    #[arg(long, env = "HERALD_DATABASE_POOL_SIZE", default_value_t = herald_store::postgres::DEFAULT_POOL_SIZE)]
+    database_pool_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -75,7 +79,7 @@ enum KeysCommand {
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = args.database.trim();
     if is_postgres_url(url) {
-        let store = PgStore::connect(url)
+        let store = PgStore::connect_with(url, args.database_pool_size)
             .await
             .context("opening the PostgreSQL database")?;
         return Ok(Arc::new(store));

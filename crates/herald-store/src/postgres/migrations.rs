@@ -138,6 +138,9 @@ pub async fn apply(client: &mut Client) -> StoreResult<()> {
     // Held until commit: a second node starting now waits here, then finds nothing to do.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // Quiet the "already exists, skipping" notice every start after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     )
