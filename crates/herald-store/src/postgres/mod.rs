@@ -59,6 +59,11 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
+/// A deadlock or serialization failure: the transaction was rolled back and may be run again.
+pub(crate) fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(m) if m.ends_with("(40P01)") || m.ends_with("(40001)"))
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

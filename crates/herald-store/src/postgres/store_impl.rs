@@ -2,7 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so nodes never wait for (or take) each other's rows.
 
 use super::rows::{self, *};
-use super::{channel, PgStore};
+use super::{channel, is_transient, PgStore};
 use crate::model::*;
 use crate::sqlite::rows::parse_id;
 use crate::{Signals, Store, StoreError, StoreResult};
@@ -951,48 +951,7 @@ impl Store for PgStore {
     }
 
     async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
-        in_tx!(self, |tx, wake| {
-            let id = wh.id.to_string();
-            let before = get_webhook_row(&tx, &id, true).await?;
-            execute(
-                &tx,
-                "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
-                 previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
-                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14 WHERE id = $1",
-                &[
-                    &id,
-                    &wh.url,
-                    &patterns_json(&wh.events),
-                    &wh.format.as_str(),
-                    &wh.secret,
-                    &(wh.secret_version as i64),
-                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
-                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
-                    &schedule_json(&wh.schedule),
-                    &wh.max_concurrency.map(|c| c as i64),
-                    &wh.disabled,
-                    &wh.disabled_reason,
-                    &wh.description,
-                    &now.0,
-                ],
-            )
-            .await?;
-            if before.disabled != wh.disabled {
-                // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
-                let next = if wh.disabled { None } else { Some(now.0) };
-                execute(
-                    &tx,
-                    "UPDATE deliveries SET next_attempt_at = $2, updated_at = $3 WHERE webhook_id = $1 AND status = 'pending'",
-                    &[&id, &next, &now.0],
-                )
-                .await?;
-            }
-            wake.due = !wh.disabled;
-            Ok(Webhook {
-                updated_at: now,
-                ..wh
-            })
-        })
+        retry_on_conflict(|| self.update_webhook_once(wh.clone(), now)).await
     }
 
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
@@ -1102,105 +1061,8 @@ impl Store for PgStore {
         })
     }
 
-    async fn record_attempts(&self, mut records: Vec<AttemptRecord>) -> StoreResult<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // One order for every node, so two batches never lock the same rows crosswise.
-        records.sort_by_key(|r| r.delivery_id.to_string());
-        in_tx!(self, |tx, wake| {
-            let mut disable: Vec<(String, String, i64)> = Vec::new();
-            let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
-                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            let (
-                mut d_id,
-                mut d_status,
-                mut d_next,
-                mut d_counted,
-                mut d_code,
-                mut d_err,
-                mut d_at,
-            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            for r in &records {
-                let id = r.delivery_id.to_string();
-                let (code, error, at) = match &r.attempt {
-                    Some(a) => {
-                        a_id.push(a.id.to_string());
-                        a_dlv.push(id.clone());
-                        a_at.push(a.at.0);
-                        a_code.push(a.status_code.map(i64::from));
-                        a_lat.push(a.latency_ms.min(i64::MAX as u64) as i64);
-                        a_err.push(a.error.clone());
-                        a_ex.push(a.response_excerpt.clone());
-                        (a.status_code.map(i64::from), a.error.clone(), a.at)
-                    }
-                    None => (None, None, Timestamp(0)),
-                };
-                let (status, next): (&str, Option<i64>) = match r.outcome {
-                    AttemptOutcome::Succeeded => ("succeeded", None),
-                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
-                    AttemptOutcome::Failed => ("failed", None),
-                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
-                };
-                d_id.push(id);
-                d_status.push(status.to_owned());
-                d_next.push(next);
-                d_counted.push(r.attempt.is_some());
-                d_code.push(code);
-                d_err.push(error);
-                d_at.push(at.0);
-                if let Some((webhook, reason)) = &r.disable_webhook {
-                    disable.push((webhook.to_string(), reason.clone(), at.0));
-                }
-            }
-            for (webhook, reason, at) in &disable {
-                execute(
-                    &tx,
-                    "UPDATE webhooks SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
-                    &[webhook, reason, at],
-                )
-                .await?;
-            }
-            if !a_id.is_empty() {
-                execute(
-                    &tx,
-                    "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[])",
-                    &[&a_id, &a_dlv, &a_at, &a_code, &a_lat, &a_err, &a_ex],
-                )
-                .await?;
-            }
-            // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
-            // with no due time, like every pending delivery of a disabled webhook.
-            execute(
-                &tx,
-                "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
-                   next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
-                     THEN NULL ELSE u.next END, \
-                   attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
-                   window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
-                   last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
-                   last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
-                   updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
-                   AS u(rid, status, next, counted, code, error, at) \
-                 WHERE d.id = u.rid",
-                &[&d_id, &d_status, &d_next, &d_counted, &d_code, &d_err, &d_at],
-            )
-            .await?;
-            if !disable.is_empty() {
-                let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
-                execute(
-                    &tx,
-                    "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ANY($1) AND status = 'pending'",
-                    &[&ids],
-                )
-                .await?;
-            }
-        });
-        // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
-        self.signals_arc().deliveries_due.notify_waiters();
-        Ok(())
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        retry_on_conflict(|| self.record_attempts_once(records.clone())).await
     }
 
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
@@ -1303,5 +1165,173 @@ impl Store for PgStore {
             wake.due = true;
             Ok(n)
         })
+    }
+}
+
+/// Writes that lock many rows in an order they do not choose (all pending deliveries of a
+/// webhook, a batch of results) may deadlock with one another; PostgreSQL then aborts one
+/// of them, which is simply run again.
+async fn retry_on_conflict<T, F, Fut>(mut run: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match run().await {
+            Err(e) if tries < 3 && is_transient(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, "transaction conflicted; running it again");
+            }
+            other => return other,
+        }
+    }
+}
+
+impl PgStore {
+    async fn update_webhook_once(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
+        in_tx!(self, |tx, wake| {
+            let id = wh.id.to_string();
+            let before = get_webhook_row(&tx, &id, true).await?;
+            execute(
+                &tx,
+                "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
+                 previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
+                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14 WHERE id = $1",
+                &[
+                    &id,
+                    &wh.url,
+                    &patterns_json(&wh.events),
+                    &wh.format.as_str(),
+                    &wh.secret,
+                    &(wh.secret_version as i64),
+                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
+                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
+                    &schedule_json(&wh.schedule),
+                    &wh.max_concurrency.map(|c| c as i64),
+                    &wh.disabled,
+                    &wh.disabled_reason,
+                    &wh.description,
+                    &now.0,
+                ],
+            )
+            .await?;
+            if before.disabled != wh.disabled {
+                // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
+                let next = if wh.disabled { None } else { Some(now.0) };
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET next_attempt_at = $2, updated_at = $3 WHERE webhook_id = $1 AND status = 'pending'",
+                    &[&id, &next, &now.0],
+                )
+                .await?;
+            }
+            wake.due = !wh.disabled;
+            Ok(Webhook {
+                updated_at: now,
+                ..wh
+            })
+        })
+    }
+
+    async fn record_attempts_once(&self, mut records: Vec<AttemptRecord>) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One order for every node, so two batches never lock the same rows crosswise.
+        records.sort_by_key(|r| r.delivery_id.to_string());
+        in_tx!(self, |tx, wake| {
+            let mut disable: Vec<(String, String, i64)> = Vec::new();
+            let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
+                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (
+                mut d_id,
+                mut d_status,
+                mut d_next,
+                mut d_counted,
+                mut d_code,
+                mut d_err,
+                mut d_at,
+            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            for r in &records {
+                let id = r.delivery_id.to_string();
+                let (code, error, at) = match &r.attempt {
+                    Some(a) => {
+                        a_id.push(a.id.to_string());
+                        a_dlv.push(id.clone());
+                        a_at.push(a.at.0);
+                        a_code.push(a.status_code.map(i64::from));
+                        a_lat.push(a.latency_ms.min(i64::MAX as u64) as i64);
+                        a_err.push(a.error.clone());
+                        a_ex.push(a.response_excerpt.clone());
+                        (a.status_code.map(i64::from), a.error.clone(), a.at)
+                    }
+                    None => (None, None, Timestamp(0)),
+                };
+                let (status, next): (&str, Option<i64>) = match r.outcome {
+                    AttemptOutcome::Succeeded => ("succeeded", None),
+                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
+                    AttemptOutcome::Failed => ("failed", None),
+                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
+                };
+                d_id.push(id);
+                d_status.push(status.to_owned());
+                d_next.push(next);
+                d_counted.push(r.attempt.is_some());
+                d_code.push(code);
+                d_err.push(error);
+                d_at.push(at.0);
+                if let Some((webhook, reason)) = &r.disable_webhook {
+                    disable.push((webhook.to_string(), reason.clone(), at.0));
+                }
+            }
+            for (webhook, reason, at) in &disable {
+                execute(
+                    &tx,
+                    "UPDATE webhooks SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
+                    &[webhook, reason, at],
+                )
+                .await?;
+            }
+            if !a_id.is_empty() {
+                execute(
+                    &tx,
+                    "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[])",
+                    &[&a_id, &a_dlv, &a_at, &a_code, &a_lat, &a_err, &a_ex],
+                )
+                .await?;
+            }
+            // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
+            // with no due time, like every pending delivery of a disabled webhook.
+            execute(
+                &tx,
+                "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
+                   next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
+                     THEN NULL ELSE u.next END, \
+                   attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                   window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                   last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
+                   last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
+                   updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
+                   AS u(rid, status, next, counted, code, error, at) \
+                 WHERE d.id = u.rid",
+                &[&d_id, &d_status, &d_next, &d_counted, &d_code, &d_err, &d_at],
+            )
+            .await?;
+            if !disable.is_empty() {
+                let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ANY($1) AND status = 'pending'",
+                    &[&ids],
+                )
+                .await?;
+            }
+        });
+        // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
+        self.signals_arc().deliveries_due.notify_waiters();
+        Ok(())
     }
 }
