@@ -2,9 +2,9 @@
 //! claims with `FOR UPDATE SKIP LOCKED` and leases, and `LISTEN/NOTIFY` wake-ups.
 //!
 //! Every write is one transaction; PostgreSQL flushes the WAL of concurrent commits
-//! together, so many requests still share an fsync. Changes that others may be waiting
-//! for send a `NOTIFY` in the same transaction (delivered only if it commits); a listener
-//! connection per node turns those into local [`Signals`].
+//! together, so many requests still share an fsync. After a change others may be waiting
+//! for commits, the node's notifier sends a `NOTIFY` (batched, outside the data's
+//! transaction); a listener connection per node turns those into local [`Signals`].
 
 mod migrations;
 mod rows;
@@ -16,6 +16,7 @@ use futures::StreamExt;
 use herald_core::ids::OperationId;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 /// Connections each node keeps in its pool (plus one for `LISTEN`).
@@ -32,13 +33,84 @@ pub(crate) mod channel {
 pub struct PgStore {
     pool: Pool,
     signals: Arc<Signals>,
+    /// Wake-ups for the other nodes, sent by the notifier task.
+    notes: mpsc::UnboundedSender<Note>,
     /// Turns other nodes' notifications into local wake-ups; stopped when the store drops.
     listener: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier.abort();
+    }
+}
+
+/// A wake-up another node may be waiting for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Note {
+    Changed(OperationId),
+    Queued,
+    Due,
+}
+
+/// Sends queued wake-ups as `NOTIFY`, everything queued at once, after the changes they
+/// announce have committed.
+///
+/// Not inside the data's transaction: PostgreSQL serialises the commits of transactions
+/// that notify (a cluster-wide lock held through the commit's WAL flush), which cost half
+/// the event throughput in the multi-node test. A notification is only a hint (every
+/// waiter also has a timer), so its own transaction commits with `synchronous_commit=off`
+/// and waits for no fsync.
+async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
+    while let Some(first) = notes.recv().await {
+        let mut changed = std::collections::BTreeSet::new();
+        let (mut queued, mut due) = (false, false);
+        let mut note = Some(first);
+        while let Some(n) = note {
+            match n {
+                Note::Changed(id) => {
+                    changed.insert(id.to_string());
+                }
+                Note::Queued => queued = true,
+                Note::Due => due = true,
+            }
+            note = notes.try_recv().ok();
+        }
+        // Ids (a prefix and a ULID) and channel names are `[A-Za-z0-9_]`: safe to inline.
+        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off;");
+        for id in &changed {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '{id}');",
+                channel::OPERATION_CHANGED
+            ));
+        }
+        if queued {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::OPERATIONS_QUEUED
+            ));
+        }
+        if due {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::DELIVERIES_DUE
+            ));
+        }
+        sql.push_str(" COMMIT;");
+        match pool.get().await {
+            Ok(client) => {
+                if let Err(e) = client.batch_execute(&sql).await {
+                    tracing::warn!(error = %e, "notifying other nodes failed; they will catch up on their timers");
+                    // It may be left inside the failed transaction: never reuse it.
+                    let _ = deadpool_postgres::Object::take(client);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notifying other nodes failed; they will catch up on their timers")
+            }
+        }
     }
 }
 
@@ -110,10 +182,14 @@ impl PgStore {
         let listener = tokio::spawn(listen(config, signals.clone(), Some(ready_tx)));
         // Listening before the first request is served, so no change is missed at start.
         let _ = ready_rx.await;
+        let (notes, queue) = mpsc::unbounded_channel();
+        let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
         Ok(Self {
             pool,
             signals,
+            notes,
             listener,
+            notifier,
         })
     }
 
@@ -132,6 +208,10 @@ impl PgStore {
 
     pub(crate) fn signals_arc(&self) -> &Arc<Signals> {
         &self.signals
+    }
+
+    pub(crate) fn notes(&self) -> &mpsc::UnboundedSender<Note> {
+        &self.notes
     }
 }
 

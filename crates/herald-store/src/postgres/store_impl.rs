@@ -2,7 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so nodes never wait for (or take) each other's rows.
 
 use super::rows::{self, *};
-use super::{channel, is_transient, PgStore};
+use super::{is_transient, Note, PgStore};
 use crate::model::*;
 use crate::sqlite::rows::parse_id;
 use crate::{Signals, Store, StoreError, StoreResult};
@@ -81,8 +81,8 @@ impl Where {
     }
 }
 
-/// Wake-ups a transaction owes: sent as `NOTIFY` inside it (so other nodes hear of it
-/// only if it commits) and fired locally once it has.
+/// Wake-ups a transaction owes: fired locally once it has committed, and passed to the
+/// node's notifier, which tells the other nodes (see [`super::Note`]).
 #[derive(Default)]
 struct Wake {
     changed: Vec<OperationId>,
@@ -91,39 +91,18 @@ struct Wake {
 }
 
 impl Wake {
-    async fn notify(&self, tx: &Transaction<'_>) -> StoreResult<()> {
-        if !self.changed.is_empty() {
-            let ids: Vec<String> = self.changed.iter().map(|i| i.to_string()).collect();
-            query(
-                tx,
-                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id",
-                &[&channel::OPERATION_CHANGED, &ids],
-            )
-            .await?;
-        }
-        if self.queued {
-            query(
-                tx,
-                "SELECT pg_notify($1, '')",
-                &[&channel::OPERATIONS_QUEUED],
-            )
-            .await?;
-        }
-        if self.due {
-            query(tx, "SELECT pg_notify($1, '')", &[&channel::DELIVERIES_DUE]).await?;
-        }
-        Ok(())
-    }
-
-    fn fire(&self, signals: &Signals) {
+    fn fire(&self, signals: &Signals, notes: &tokio::sync::mpsc::UnboundedSender<Note>) {
         for id in &self.changed {
             signals.operation_changed(*id);
+            let _ = notes.send(Note::Changed(*id));
         }
         if self.queued {
             signals.operations_queued.notify_waiters();
+            let _ = notes.send(Note::Queued);
         }
         if self.due {
             signals.deliveries_due.notify_waiters();
+            let _ = notes.send(Note::Due);
         }
     }
 }
@@ -351,8 +330,8 @@ fn map_rows<T>(rows: Vec<Row>, map: fn(&Row) -> StoreResult<T>) -> StoreResult<V
     rows.iter().map(map).collect()
 }
 
-/// Runs `$body` (an async block using `$tx`) in one transaction, commits, and fires
-/// the wake-ups in `$wake` locally once committed.
+/// Runs `$body` (an expression using `$tx`) in one transaction, commits, and then fires
+/// the wake-ups recorded in `$wake`.
 macro_rules! in_tx {
     ($self:ident, |$tx:ident, $wake:ident| $body:expr) => {{
         let mut client = $self.client().await?;
@@ -360,9 +339,8 @@ macro_rules! in_tx {
         #[allow(unused_mut)]
         let mut $wake = Wake::default();
         let out = $body;
-        $wake.notify(&$tx).await?;
         $tx.commit().await?;
-        $wake.fire($self.signals_arc());
+        $wake.fire($self.signals_arc(), $self.notes());
         out
     }};
 }
