@@ -59,8 +59,8 @@ pub(crate) enum Note {
 /// announce have committed.
 ///
 /// Not inside the data's transaction: PostgreSQL serialises the commits of transactions
-/// that notify (a cluster-wide lock held through the commit's WAL flush), which cost half
-/// the event throughput in the multi-node test. A notification is only a hint (every
+/// that notify (a cluster-wide lock held until the commit is done), which would keep
+/// concurrent requests from sharing a WAL flush. A notification is only a hint (every
 /// waiter also has a timer), so its own transaction commits with `synchronous_commit=off`
 /// and waits for no fsync.
 async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {

@@ -961,11 +961,6 @@ impl Store for PgStore {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
         in_tx!(self, |tx, wake| {
-            // A lease lost in a database crash only means the delivery may be sent twice
-            // (at-least-once); every result is recorded durably, and that flush covers
-            // this commit too. So claims do not wait for an fsync of their own.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await?;
             let sql = format!(
                 "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
