@@ -95,6 +95,10 @@ async fn health_and_readiness_report_the_schema() {
 #[tokio::test]
 async fn readiness_fails_when_the_schema_is_behind() {
     let app = spawn_app("").await;
+    if app.on_postgres() {
+        println!("skipped on PostgreSQL: this test rewinds the SQLite file's schema version");
+        return;
+    }
     // What an older database looks like to this build: it records an earlier version.
     let conn = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
     conn.execute_batch("PRAGMA user_version = 1").unwrap();

@@ -1,11 +1,13 @@
 //! Herald's durable state. [`Store`] is the one interface the API and the delivery
 //! engine use; [`sqlite::SqliteStore`] is the embedded backend (WAL, `synchronous=FULL`,
-//! one writer thread that group-commits whatever is queued).
+//! one writer thread that group-commits whatever is queued); [`postgres::PgStore`] lets
+//! many nodes share one PostgreSQL database (`SKIP LOCKED` claims, `LISTEN/NOTIFY`).
 //!
 //! Every method that changes state returns only after the change is on disk, and
 //! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
 
 pub mod model;
+pub mod postgres;
 pub mod signals;
 pub mod sqlite;
 

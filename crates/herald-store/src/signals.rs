@@ -1,5 +1,5 @@
 //! In-process wake-ups: a change commits, the waiters it concerns wake, and nothing
-//! polls in a loop. (Across nodes these would be fed by the database's notifications.)
+//! polls in a loop. On PostgreSQL, other nodes' changes arrive here too (`LISTEN/NOTIFY`).
 
 use herald_core::ids::OperationId;
 use tokio::sync::{broadcast, Notify};

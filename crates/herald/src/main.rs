@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use herald_core::auth::{mint_key, Role};
 use herald_core::{Clock, SystemClock};
 use herald_server::{AppState, Config};
+use herald_store::postgres::{is_postgres_url, PgStore};
 use herald_store::sqlite::{path_from_url, SqliteStore};
 use herald_store::{ApiKey, Store};
 use std::path::PathBuf;
@@ -27,13 +28,18 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct StoreArgs {
-    /// `sqlite://path` (default `sqlite://herald.db`).
+    /// `sqlite://path` (default `sqlite://herald.db`) or `postgres://user@host/db`
+    /// (several nodes may share one PostgreSQL database).
     #[arg(
         long,
         env = "HERALD_DATABASE_URL",
         default_value = "sqlite://herald.db"
     )]
     database: String,
+    /// PostgreSQL only: connections this node keeps open (plus one that listens for
+    /// other nodes' changes).
+    #[arg(long, env = "HERALD_DATABASE_POOL_SIZE", default_value_t = herald_store::postgres::DEFAULT_POOL_SIZE)]
+    database_pool_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -160,15 +166,37 @@ struct VerifyArgs {
     at: Option<String>,
 }
 
-fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = args.database.trim();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this build yet; use sqlite://path");
+    if is_postgres_url(url) {
+        let store = PgStore::connect_with(url, args.database_pool_size)
+            .await
+            .context("opening the PostgreSQL database")?;
+        return Ok(Arc::new(store));
     }
     let path = path_from_url(url);
     let store = SqliteStore::open(&path)
         .with_context(|| format!("opening the database at {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The database URL without its password, fit for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[tokio::main]
@@ -196,8 +224,8 @@ async fn main() -> anyhow::Result<()> {
             config,
         } => serve(listen, store, config).await,
         Command::Migrate { store } => {
-            open_store(&store)?;
-            println!("migrations applied to {}", store.database);
+            open_store(&store).await?;
+            println!("migrations applied to {}", redacted(&store.database));
             Ok(())
         }
         Command::Tenants {
@@ -223,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
                     "worker" => Role::Worker,
                     _ => bail!("--offline mints admin and worker keys only; tenant keys need a running Herald"),
                 };
-                let store = open_store(&store)?;
+                let store = open_store(&store).await?;
                 let key = create_key(&*store, role).await?;
                 println!("{key}");
             } else {
@@ -332,7 +360,7 @@ async fn serve(
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let store = open_store(&store_args)?;
+    let store = open_store(&store_args).await?;
     let admin_key = std::env::var("HERALD_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -359,7 +387,7 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %store_args.database, "herald is listening");
+    tracing::info!(%addr, database = %redacted(&store_args.database), "herald is listening");
     println!("herald listening on http://{addr}");
     tokio::spawn(async move {
         wait_for_signal().await;

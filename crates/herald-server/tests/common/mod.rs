@@ -1,10 +1,13 @@
 //! Test harness: the real server on port 0 over a fresh SQLite file, spoken to over HTTP.
+//! With `HERALD_TEST_HTTP_DATABASE_URL=postgres://…` set, each app gets a fresh
+//! PostgreSQL database instead (made through that URL, dropped after).
 #![allow(dead_code)]
 
 pub mod receiver;
 
 use herald_core::{Clock, ManualClock, SystemClock};
 use herald_server::{AppState, Config};
+use herald_store::postgres::{create_database, drop_database, PgStore};
 use herald_store::sqlite::SqliteStore;
 use herald_store::Store;
 use reqwest::{Method, StatusCode};
@@ -24,6 +27,59 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub dir: tempfile::TempDir,
+    /// Set when the app runs on PostgreSQL: the database dropped when the app is.
+    pub postgres: Option<PgDatabase>,
+}
+
+impl TestApp {
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // On a thread of its own: this runs inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_database(&admin, &name))
+        })
+        .join();
+    }
+}
+
+/// The store for one app: PostgreSQL when `HERALD_TEST_HTTP_DATABASE_URL` is set, else SQLite in `dir`.
+async fn open_store(dir: &std::path::Path) -> (Arc<dyn Store>, Option<PgDatabase>) {
+    match std::env::var("HERALD_TEST_HTTP_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(admin_url) => {
+            let name = format!(
+                "herald_test_{}",
+                herald_core::ids::EventId::generate()
+                    .to_string()
+                    .trim_start_matches("evt_")
+                    .to_lowercase()
+            );
+            let url = create_database(&admin_url, &name).await.unwrap();
+            let db = PgDatabase { admin_url, name };
+            (Arc::new(PgStore::connect(&url).await.unwrap()), Some(db))
+        }
+        None => (
+            Arc::new(SqliteStore::open(&dir.join("herald.db")).unwrap()),
+            None,
+        ),
+    }
 }
 
 /// A config with a `transcode` type triggered by `POST /videos`, plus `extra` TOML.
@@ -51,7 +107,7 @@ pub async fn spawn_app_with_manual_clock(config: &str) -> TestApp {
 
 async fn spawn(config: &str, manual: Option<Arc<ManualClock>>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("herald.db")).unwrap());
+    let (store, postgres) = open_store(dir.path()).await;
     let config = Config::parse(config).unwrap();
     let clock: Arc<dyn Clock> = match &manual {
         Some(c) => c.clone(),
@@ -79,6 +135,7 @@ async fn spawn(config: &str, manual: Option<Arc<ManualClock>>) -> TestApp {
         shutdown,
         server,
         dir,
+        postgres,
     }
 }
 

@@ -6,7 +6,7 @@
 //! connections, which WAL lets run beside the writer.
 
 mod migrations;
-mod rows;
+pub(crate) mod rows;
 mod store_impl;
 
 use crate::{Signals, StoreError, StoreResult};

@@ -14,7 +14,7 @@ use rusqlite::Row;
 use serde_json::Value;
 use std::time::Duration;
 
-fn bad(what: &str, detail: impl std::fmt::Display) -> StoreError {
+pub fn bad(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("corrupt {what} row: {detail}"))
 }
 

@@ -1,0 +1,184 @@
+//! Schema, versioned in `herald_migrations`; applied at start under an advisory lock,
+//! so several nodes starting at once apply each migration exactly once.
+
+use crate::StoreResult;
+use deadpool_postgres::Client;
+
+/// Key of the advisory lock that serialises migrations ("herald" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
+
+/// Same tables as the SQLite schema: timestamps are milliseconds since the epoch,
+/// JSON is kept as text so both backends read and write it the same way.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tenant_id TEXT,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE operations (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    input TEXT NOT NULL,
+    response TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    attempt BIGINT NOT NULL DEFAULT 0,
+    max_attempts BIGINT NOT NULL,
+    lease_token TEXT,
+    lease_expires_at BIGINT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    deadline_at BIGINT,
+    retention_ms BIGINT NOT NULL,
+    purge_at BIGINT,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX operations_queue ON operations(type, created_at) WHERE state = 'queued';
+CREATE INDEX operations_leases ON operations(lease_expires_at) WHERE state = 'running';
+CREATE INDEX operations_deadlines ON operations(deadline_at) WHERE deadline_at IS NOT NULL AND state IN ('queued', 'running');
+CREATE INDEX operations_purge ON operations(purge_at) WHERE purge_at IS NOT NULL;
+CREATE INDEX operations_by_tenant ON operations(tenant_id, id);
+CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_age ON idempotency_keys(created_at);
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    type TEXT NOT NULL,
+    key TEXT,
+    sequence BIGINT,
+    data TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX events_by_tenant ON events(tenant_id, id);
+CREATE INDEX events_by_key ON events(tenant_id, key, id) WHERE key IS NOT NULL;
+CREATE TABLE event_keys (
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    last_sequence BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE event_types (
+    name TEXT PRIMARY KEY,
+    schema TEXT NOT NULL
+);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    format TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    secret_version BIGINT NOT NULL,
+    previous_secret TEXT,
+    previous_secret_until BIGINT,
+    schedule TEXT,
+    max_concurrency BIGINT,
+    disabled BOOLEAN NOT NULL DEFAULT FALSE,
+    disabled_reason TEXT,
+    description TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX webhooks_by_tenant ON webhooks(tenant_id) WHERE NOT deleted;
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    tenant_id TEXT,
+    event_type TEXT NOT NULL,
+    event_created_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    window_attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    lease_until BIGINT,
+    last_status_code BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_by_webhook ON deliveries(webhook_id, event_created_at);
+CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    status_code BIGINT,
+    latency_ms BIGINT NOT NULL,
+    error TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
+"#,
+    // The dashboard's charts read attempts by time.
+    "CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts(at);",
+];
+
+/// The schema version this build expects (readiness compares it with what is applied).
+pub const EXPECTED_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The version recorded in the database.
+pub async fn applied_version(client: &Client) -> StoreResult<u32> {
+    let v: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM herald_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(v.max(0) as u32)
+}
+
+pub async fn apply(client: &mut Client) -> StoreResult<()> {
+    let tx = client.transaction().await?;
+    // Held until commit: a second node starting now waits here, then finds nothing to do.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    // Quiet the "already exists, skipping" notice every start after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM herald_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO herald_migrations (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! The backend for many nodes: PostgreSQL with `synchronous_commit=on`, a connection pool,
+//! claims with `FOR UPDATE SKIP LOCKED` and leases, and `LISTEN/NOTIFY` wake-ups.
+//!
+//! Every write is one transaction; PostgreSQL flushes the WAL of concurrent commits
+//! together, so many requests still share an fsync. After a change others may be waiting
+//! for commits, the node's notifier sends a `NOTIFY` (batched, outside the data's
+//! transaction); a listener connection per node turns those into local [`Signals`].
+
+mod migrations;
+mod rows;
+mod store_impl;
+
+use crate::{Signals, StoreError, StoreResult};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::StreamExt;
+use herald_core::ids::OperationId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Connections each node keeps in its pool (plus one for `LISTEN`).
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Notification channels, one per kind of wake-up in [`Signals`].
+pub(crate) mod channel {
+    /// Payload: the operation id.
+    pub const OPERATION_CHANGED: &str = "herald_operation_changed";
+    pub const OPERATIONS_QUEUED: &str = "herald_operations_queued";
+    pub const DELIVERIES_DUE: &str = "herald_deliveries_due";
+}
+
+pub struct PgStore {
+    pool: Pool,
+    signals: Arc<Signals>,
+    /// Wake-ups for the other nodes, sent by the notifier task.
+    notes: mpsc::UnboundedSender<Note>,
+    /// Turns other nodes' notifications into local wake-ups; stopped when the store drops.
+    listener: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.notifier.abort();
+    }
+}
+
+/// A wake-up another node may be waiting for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Note {
+    Changed(OperationId),
+    Queued,
+    Due,
+}
+
+/// Sends queued wake-ups as `NOTIFY`, everything queued at once, after the changes they
+/// announce have committed.
+///
+/// Not inside the data's transaction: PostgreSQL serialises the commits of transactions
+/// that notify (a cluster-wide lock held until the commit is done), which would keep
+/// concurrent requests from sharing a WAL flush. A notification is only a hint (every
+/// waiter also has a timer), so its own transaction commits with `synchronous_commit=off`
+/// and waits for no fsync.
+async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
+    while let Some(first) = notes.recv().await {
+        let mut changed = std::collections::BTreeSet::new();
+        let (mut queued, mut due) = (false, false);
+        let mut note = Some(first);
+        while let Some(n) = note {
+            match n {
+                Note::Changed(id) => {
+                    changed.insert(id.to_string());
+                }
+                Note::Queued => queued = true,
+                Note::Due => due = true,
+            }
+            note = notes.try_recv().ok();
+        }
+        // Ids (a prefix and a ULID) and channel names are `[A-Za-z0-9_]`: safe to inline.
+        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off;");
+        for id in &changed {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '{id}');",
+                channel::OPERATION_CHANGED
+            ));
+        }
+        if queued {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::OPERATIONS_QUEUED
+            ));
+        }
+        if due {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::DELIVERIES_DUE
+            ));
+        }
+        sql.push_str(" COMMIT;");
+        match pool.get().await {
+            Ok(client) => {
+                if let Err(e) = client.batch_execute(&sql).await {
+                    tracing::warn!(error = %e, "notifying other nodes failed; they will catch up on their timers");
+                    // It may be left inside the failed transaction: never reuse it.
+                    let _ = deadpool_postgres::Object::take(client);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notifying other nodes failed; they will catch up on their timers")
+            }
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => {
+                StoreError::Backend(format!("postgres: {} ({})", db.message(), db.code().code()))
+            }
+            None => StoreError::Backend(format!("postgres: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Backend(format!("postgres pool: {e}"))
+    }
+}
+
+/// A deadlock or serialization failure: the transaction was rolled back and may be run again.
+pub(crate) fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(m) if m.ends_with("(40P01)") || m.ends_with("(40001)"))
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn parse_config(url: &str) -> StoreResult<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+    // Durable means fsync'd before the answer, whatever the server's default says.
+    config.options("-c synchronous_commit=on");
+    if config.get_application_name().is_none() {
+        config.application_name("herald");
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connects to `url`, applies migrations (once, even if several nodes start together)
+    /// and starts listening for other nodes' changes.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, DEFAULT_POOL_SIZE).await
+    }
+
+    pub async fn connect_with(url: &str, pool_size: usize) -> StoreResult<Self> {
+        let config = parse_config(url)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let mut client = pool.get().await?;
+        migrations::apply(&mut client).await?;
+        drop(client);
+        let signals = Arc::new(Signals::default());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let listener = tokio::spawn(listen(config, signals.clone(), Some(ready_tx)));
+        // Listening before the first request is served, so no change is missed at start.
+        let _ = ready_rx.await;
+        let (notes, queue) = mpsc::unbounded_channel();
+        let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
+        Ok(Self {
+            pool,
+            signals,
+            notes,
+            listener,
+            notifier,
+        })
+    }
+
+    /// A server setting as this store's connections see it (`synchronous_commit`, say).
+    pub async fn setting(&self, name: &str) -> StoreResult<String> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await?
+            .get(0))
+    }
+
+    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub(crate) fn signals_arc(&self) -> &Arc<Signals> {
+        &self.signals
+    }
+
+    pub(crate) fn notes(&self) -> &mpsc::UnboundedSender<Note> {
+        &self.notes
+    }
+}
+
+/// Keeps one connection listening on Herald's channels and reconnects when it drops.
+async fn listen(
+    config: tokio_postgres::Config,
+    signals: Arc<Signals>,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the PostgreSQL listener connection failed");
+                                break;
+                            }
+                        }
+                    }
+                });
+                let listening = client
+                    .batch_execute(&format!(
+                        "LISTEN {}; LISTEN {}; LISTEN {};",
+                        channel::OPERATION_CHANGED,
+                        channel::OPERATIONS_QUEUED,
+                        channel::DELIVERIES_DUE
+                    ))
+                    .await;
+                match listening {
+                    Ok(()) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                        // Anything may have changed while we were not listening.
+                        signals.operations_queued.notify_waiters();
+                        signals.deliveries_due.notify_waiters();
+                        while let Some(n) = rx.recv().await {
+                            match n.channel() {
+                                channel::OPERATION_CHANGED => {
+                                    if let Ok(id) = OperationId::parse(n.payload()) {
+                                        signals.operation_changed(id);
+                                    }
+                                }
+                                channel::OPERATIONS_QUEUED => {
+                                    signals.operations_queued.notify_waiters()
+                                }
+                                channel::DELIVERIES_DUE => signals.deliveries_due.notify_waiters(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                }
+                driver.abort();
+                drop(client);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the PostgreSQL listener connection"),
+        }
+        if let Some(ready) = ready.take() {
+            // Start anyway: long polls still end at their timeouts, the dispatcher and
+            // reaper still wake on their timers; we keep trying to listen.
+            let _ = ready.send(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Creates the database `name` through `admin_url` (any database on the same server)
+/// and returns the URL of the new one. For tests and first set-up.
+pub async fn create_database(admin_url: &str, name: &str) -> StoreResult<String> {
+    check_name(name)?;
+    let (client, connection) = parse_config(admin_url)?.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    let mut url = url::Url::parse(admin_url)
+        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+/// Drops the database `name` (closing its connections) through `admin_url`.
+pub async fn drop_database(admin_url: &str, name: &str) -> StoreResult<()> {
+    check_name(name)?;
+    let (client, connection) = parse_config(admin_url)?.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+fn check_name(name: &str) -> StoreResult<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Backend(format!(
+            "unsafe database name {name:?}"
+        )));
+    }
+    Ok(())
+}

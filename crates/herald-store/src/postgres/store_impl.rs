@@ -1,0 +1,1419 @@
+//! `Store` for PostgreSQL: each method is one transaction; claims lock with
+//! `FOR UPDATE SKIP LOCKED`, so nodes never wait for (or take) each other's rows.
+
+use super::rows::{self, *};
+use super::{is_transient, Note, PgStore};
+use crate::model::*;
+use crate::sqlite::rows::parse_id;
+use crate::{Signals, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use herald_core::event::Event;
+use herald_core::ids::*;
+use herald_core::operation::{codes, Operation, OperationError, OperationState, Outcome};
+use herald_core::Timestamp;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+type Owned = Box<dyn ToSql + Sync + Send>;
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn lease_token() -> String {
+    format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+fn clamp_limit(limit: u32) -> i64 {
+    limit.clamp(1, 1000) as i64
+}
+
+async fn query(tx: &Transaction<'_>, sql: &str, params: &[Param<'_>]) -> StoreResult<Vec<Row>> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&stmt, params).await?)
+}
+
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> StoreResult<Option<Row>> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&stmt, params).await?)
+}
+
+async fn execute(tx: &Transaction<'_>, sql: &str, params: &[Param<'_>]) -> StoreResult<u64> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&stmt, params).await?)
+}
+
+fn refs(args: &[Owned]) -> Vec<Param<'_>> {
+    args.iter().map(|a| a.as_ref() as Param<'_>).collect()
+}
+
+/// `WHERE` clauses and their arguments, built up from optional filters.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    args: Vec<Owned>,
+}
+
+impl Where {
+    fn add(&mut self, clause: &str, arg: Owned) {
+        self.args.push(arg);
+        self.clauses
+            .push(clause.replace('?', &format!("${}", self.args.len())));
+    }
+    fn fixed(&mut self, clause: &str) {
+        self.clauses.push(clause.to_owned());
+    }
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// Wake-ups a transaction owes: fired locally once it has committed, and passed to the
+/// node's notifier, which tells the other nodes (see [`super::Note`]).
+#[derive(Default)]
+struct Wake {
+    changed: Vec<OperationId>,
+    queued: bool,
+    due: bool,
+}
+
+impl Wake {
+    fn fire(&self, signals: &Signals, notes: &tokio::sync::mpsc::UnboundedSender<Note>) {
+        for id in &self.changed {
+            signals.operation_changed(*id);
+            let _ = notes.send(Note::Changed(*id));
+        }
+        if self.queued {
+            signals.operations_queued.notify_waiters();
+            let _ = notes.send(Note::Queued);
+        }
+        if self.due {
+            signals.deliveries_due.notify_waiters();
+            let _ = notes.send(Note::Due);
+        }
+    }
+}
+
+async fn get_operation_row(
+    tx: &Transaction<'_>,
+    id: OperationId,
+    for_update: bool,
+) -> StoreResult<Operation> {
+    let sql = format!(
+        "SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    );
+    match query_opt(tx, &sql, &[&id.to_string()]).await? {
+        Some(row) => rows::operation(&row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// Records `idem` for `resource`, or finds the resource an earlier identical request made.
+/// A concurrent request with the same key waits here until the first commits.
+async fn claim_idempotency(
+    tx: &Transaction<'_>,
+    idem: &Idempotency,
+    resource: &str,
+    now: Timestamp,
+) -> StoreResult<Option<String>> {
+    let inserted = execute(
+        tx,
+        "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
+        &[
+            &idem.scope,
+            &idem.key,
+            &idem.request_hash,
+            &resource,
+            &now.0,
+        ],
+    )
+    .await?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let row = query_opt(
+        tx,
+        "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        &[&idem.scope, &idem.key],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Backend("idempotency key vanished".into()))?;
+    let hash: String = row.try_get(0)?;
+    if hash != idem.request_hash {
+        return Err(StoreError::IdempotencyMismatch);
+    }
+    Ok(Some(row.try_get(1)?))
+}
+
+/// Ends an operation (already in its final `state`), sets its purge time, and raises its
+/// final event in the same transaction. Returns how many deliveries that event made.
+async fn finish_row(tx: &Transaction<'_>, op: &Operation, now: Timestamp) -> StoreResult<usize> {
+    let (response, code, message) = match &op.state {
+        OperationState::Done(Outcome::Response(r)) => (Some(serde_json::to_string(r)?), None, None),
+        OperationState::Done(Outcome::Error(e)) => {
+            (None, Some(e.code.clone()), Some(e.message.clone()))
+        }
+        _ => {
+            return Err(StoreError::Backend(
+                "finish_row called on an unfinished operation".into(),
+            ))
+        }
+    };
+    execute(
+        tx,
+        "UPDATE operations SET state = $2, response = $3, error_code = $4, error_message = $5, \
+         lease_token = NULL, lease_expires_at = NULL, updated_at = $6, purge_at = $6 + retention_ms, \
+         metadata = $7 WHERE id = $1",
+        &[
+            &op.id.to_string(),
+            &op.state.label(),
+            &response,
+            &code,
+            &message,
+            &now.0,
+            &serde_json::to_string(&op.metadata)?,
+        ],
+    )
+    .await?;
+    let mut fanned = 0;
+    if let Some(event_type) = op.final_event_type() {
+        let event = NewEvent {
+            id: EventId::generate(),
+            tenant: op.tenant,
+            event_type,
+            key: None,
+            request_hash: String::new(),
+            data: op.to_resource(),
+            created_at: now,
+        };
+        fanned = insert_event_row(tx, &event).await?.1;
+    }
+    Ok(fanned)
+}
+
+/// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
+async fn insert_event_row(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<(Event, usize)> {
+    let tenant = e.tenant.map(|t| t.to_string());
+    let sequence: Option<i64> = match &e.key {
+        // The row lock on (tenant, key) is held to commit, so sequences commit in order.
+        Some(key) => Some(
+            query(
+                tx,
+                "INSERT INTO event_keys (tenant_id, key, last_sequence) VALUES ($1, $2, 1) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET last_sequence = event_keys.last_sequence + 1 \
+                 RETURNING last_sequence",
+                &[&tenant.clone().unwrap_or_default(), key],
+            )
+            .await?[0]
+                .try_get(0)?,
+        ),
+        None => None,
+    };
+    execute(
+        tx,
+        "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &e.id.to_string(),
+            &tenant,
+            &e.event_type,
+            &e.key,
+            &sequence,
+            &serde_json::to_string(&e.data)?,
+            &e.request_hash,
+            &e.created_at.0,
+        ],
+    )
+    .await?;
+    let fanned = fan_out(tx, e).await?;
+    let event = Event {
+        id: e.id,
+        tenant: e.tenant,
+        event_type: e.event_type.clone(),
+        key: e.key.clone(),
+        sequence,
+        data: e.data.clone(),
+        created_at: e.created_at,
+    };
+    Ok((event, fanned))
+}
+
+async fn fan_out(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<usize> {
+    let tenant = e.tenant.map(|t| t.to_string());
+    let targets = query(
+        tx,
+        "SELECT id, events FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
+        &[&tenant],
+    )
+    .await?;
+    let mut webhook_ids = Vec::new();
+    for row in targets {
+        let patterns: String = row.try_get(1)?;
+        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
+        let matched = patterns.iter().any(|p| {
+            herald_core::pattern::EventPattern::parse(p)
+                .map(|p| p.matches(&e.event_type))
+                .unwrap_or(false)
+        });
+        if matched {
+            webhook_ids.push(row.try_get::<_, String>(0)?);
+        }
+    }
+    if webhook_ids.is_empty() {
+        return Ok(0);
+    }
+    let delivery_ids: Vec<String> = webhook_ids
+        .iter()
+        .map(|_| DeliveryId::generate().to_string())
+        .collect();
+    execute(
+        tx,
+        "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
+         next_attempt_at, created_at, updated_at) \
+         SELECT d, $3, w, $4, $5, $6, 'pending', $6, $6, $6 FROM unnest($1::text[], $2::text[]) AS u(d, w)",
+        &[
+            &delivery_ids,
+            &webhook_ids,
+            &e.id.to_string(),
+            &tenant,
+            &e.event_type,
+            &e.created_at.0,
+        ],
+    )
+    .await?;
+    Ok(webhook_ids.len())
+}
+
+async fn get_event_row(tx: &Transaction<'_>, id: &str) -> StoreResult<Event> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+    match query_opt(tx, &sql, &[&id]).await? {
+        Some(row) => rows::event(&row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+async fn get_webhook_row(tx: &Transaction<'_>, id: &str, for_update: bool) -> StoreResult<Webhook> {
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND NOT deleted{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    );
+    match query_opt(tx, &sql, &[&id]).await? {
+        Some(row) => rows::webhook(&row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+async fn get_delivery_row(tx: &Transaction<'_>, id: &str) -> StoreResult<Delivery> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+    match query_opt(tx, &sql, &[&id]).await? {
+        Some(row) => rows::delivery(&row),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn map_rows<T>(rows: Vec<Row>, map: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(map).collect()
+}
+
+/// Runs `$body` (an expression using `$tx`) in one transaction, commits, and then fires
+/// the wake-ups recorded in `$wake`.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident, $wake:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client.transaction().await?;
+        #[allow(unused_mut)]
+        let mut $wake = Wake::default();
+        let out = $body;
+        $tx.commit().await?;
+        $wake.fire($self.signals_arc(), $self.notes());
+        out
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn signals(&self) -> &Arc<Signals> {
+        self.signals_arc()
+    }
+
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
+        in_tx!(self, |tx, wake| {
+            execute(
+                &tx,
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                &[&tenant.id.to_string(), &tenant.name, &tenant.created_at.0],
+            )
+            .await?
+        });
+        Ok(tenant)
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        let row = in_tx!(self, |tx, wake| {
+            query_opt(
+                &tx,
+                "SELECT name, created_at FROM tenants WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await?
+        });
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok(Tenant {
+            id,
+            name: row.try_get(0)?,
+            created_at: Timestamp(row.try_get(1)?),
+        })
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        let (role, tenant) = role_columns(&key.role);
+        in_tx!(self, |tx, wake| {
+            execute(
+                &tx,
+                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key.id.to_string(), &key.hash, &role, &tenant, &key.created_at.0],
+            )
+            .await?
+        });
+        Ok(())
+    }
+
+    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
+        let row = in_tx!(self, |tx, wake| {
+            query_opt(
+                &tx,
+                "SELECT hash, role, tenant_id, created_at, revoked_at FROM api_keys WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await?
+        });
+        let row = row.ok_or(StoreError::NotFound)?;
+        let role: String = row.try_get(1)?;
+        Ok(ApiKey {
+            id,
+            hash: row.try_get(0)?,
+            role: rows::role(&role, row.try_get(2)?)?,
+            created_at: Timestamp(row.try_get(3)?),
+            revoked: row.try_get::<_, Option<i64>>(4)?.is_some(),
+        })
+    }
+
+    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {
+        in_tx!(self, |tx, wake| {
+            let n = execute(
+                &tx,
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                &[&id.to_string(), &now.0],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+        });
+        Ok(())
+    }
+
+    async fn count_live_admin_keys(&self) -> StoreResult<u64> {
+        let n: i64 = in_tx!(self, |tx, wake| {
+            query(
+                &tx,
+                "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
+                &[],
+            )
+            .await?[0]
+                .try_get(0)?
+        });
+        Ok(n as u64)
+    }
+
+    async fn create_operation(
+        &self,
+        op: NewOperation,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Created<Operation>> {
+        Ok(in_tx!(self, |tx, wake| {
+            let existing = match &idem {
+                Some(idem) => {
+                    claim_idempotency(&tx, idem, &op.id.to_string(), op.created_at).await?
+                }
+                None => None,
+            };
+            match existing {
+                Some(existing) => {
+                    let id = parse_id(&existing, OperationId::parse)?;
+                    Created::Existing(get_operation_row(&tx, id, false).await?)
+                }
+                None => {
+                    execute(
+                        &tx,
+                        "INSERT INTO operations (id, tenant_id, type, state, metadata, input, max_attempts, \
+                         created_at, updated_at, deadline_at, retention_ms) \
+                         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $8, $9)",
+                        &[
+                            &op.id.to_string(),
+                            &op.tenant.map(|t| t.to_string()),
+                            &op.op_type,
+                            &serde_json::to_string(&op.metadata)?,
+                            &serde_json::to_string(&op.input)?,
+                            &(op.max_attempts as i64),
+                            &op.created_at.0,
+                            &op.deadline_at.map(|t| t.0),
+                            &ms(op.retention),
+                        ],
+                    )
+                    .await?;
+                    wake.queued = true;
+                    Created::New(get_operation_row(&tx, op.id, false).await?)
+                }
+            }
+        }))
+    }
+
+    async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
+        in_tx!(self, |tx, wake| {
+            let sql =
+                format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1 AND NOT deleted");
+            match query_opt(&tx, &sql, &[&id.to_string()]).await? {
+                Some(row) => rows::operation(&row),
+                None => Err(StoreError::NotFound),
+            }
+        })
+    }
+
+    async fn list_operations(&self, f: OperationFilter) -> StoreResult<Vec<Operation>> {
+        let mut w = Where::default();
+        w.fixed("NOT deleted");
+        if let Some(t) = f.tenant {
+            w.add("tenant_id = ?", Box::new(t.to_string()));
+        }
+        if let Some(t) = &f.op_type {
+            w.add("type = ?", Box::new(t.clone()));
+        }
+        match f.done {
+            Some(true) => w.fixed("state IN ('succeeded', 'failed', 'cancelled')"),
+            Some(false) => w.fixed("state IN ('queued', 'running')"),
+            None => {}
+        }
+        if let Some(b) = f.before {
+            w.add("id < ?", Box::new(b.to_string()));
+        }
+        let sql = format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations {} ORDER BY id DESC LIMIT {}",
+            w.sql(),
+            clamp_limit(f.limit)
+        );
+        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
+        map_rows(rows, rows::operation)
+    }
+
+    async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<Operation> {
+        in_tx!(self, |tx, wake| {
+            let mut op = get_operation_row(&tx, id, true).await?;
+            match op.state {
+                OperationState::Done(_) => {}
+                OperationState::Queued => {
+                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
+                        codes::CANCELLED,
+                        "The operation was cancelled before it started.",
+                    )));
+                    op.updated_at = now;
+                    wake.due = finish_row(&tx, &op, now).await? > 0;
+                }
+                OperationState::Running { .. } => {
+                    execute(
+                        &tx,
+                        "UPDATE operations SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1",
+                        &[&id.to_string(), &now.0],
+                    )
+                    .await?;
+                    op.cancel_requested = true;
+                }
+            }
+            wake.changed.push(id);
+            Ok(op)
+        })
+    }
+
+    async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()> {
+        in_tx!(self, |tx, wake| {
+            let n = execute(
+                &tx,
+                "UPDATE operations SET deleted = TRUE, updated_at = $2, \
+                 purge_at = CASE WHEN state IN ('succeeded', 'failed', 'cancelled') THEN $2 ELSE purge_at END \
+                 WHERE id = $1 AND NOT deleted",
+                &[&id.to_string(), &now.0],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+        });
+        Ok(())
+    }
+
+    async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<Operation>> {
+        if claim.types.is_empty() || claim.max == 0 {
+            return Ok(vec![]);
+        }
+        in_tx!(self, |tx, wake| {
+            let ids: Vec<String> = query(
+                &tx,
+                "SELECT id FROM operations WHERE state = 'queued' AND type = ANY($1) \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&claim.types, &(claim.max.min(1000) as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(vec![]);
+            }
+            let tokens: Vec<String> = ids.iter().map(|_| lease_token()).collect();
+            let expires = claim.now.plus(claim.lease);
+            let sql = format!(
+                "UPDATE operations SET state = 'running', lease_token = u.token, lease_expires_at = $3, \
+                 attempt = attempt + 1, updated_at = $4 \
+                 FROM unnest($1::text[], $2::text[]) AS u(claim_id, token) WHERE id = u.claim_id \
+                 RETURNING {}",
+                OPERATION_COLUMNS
+                    .split(',')
+                    .map(|c| format!("operations.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let rows = query(&tx, &sql, &[&ids, &tokens, &expires.0, &claim.now.0]).await?;
+            let mut out = map_rows(rows, rows::operation)?;
+            out.sort_by_key(|o| (o.created_at, o.id.to_string()));
+            wake.changed.extend(out.iter().map(|o| o.id));
+            Ok(out)
+        })
+    }
+
+    async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<Operation> {
+        in_tx!(self, |tx, wake| {
+            let mut op = get_operation_row(&tx, beat.id, true).await?;
+            match &op.state {
+                OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {
+                }
+                OperationState::Done(_) => return Err(StoreError::AlreadyDone),
+                _ => return Err(StoreError::StaleLease),
+            }
+            if let Some(patch) = beat.metadata {
+                for (k, v) in patch {
+                    if k != "type" {
+                        op.metadata.insert(k, v);
+                    }
+                }
+            }
+            let expires = beat.now.plus(beat.lease);
+            execute(
+                &tx,
+                "UPDATE operations SET metadata = $2, lease_expires_at = $3, updated_at = $4 WHERE id = $1",
+                &[
+                    &beat.id.to_string(),
+                    &serde_json::to_string(&op.metadata)?,
+                    &expires.0,
+                    &beat.now.0,
+                ],
+            )
+            .await?;
+            op.state = OperationState::Running {
+                lease_token: beat.lease_token,
+                lease_expires_at: expires,
+            };
+            op.updated_at = beat.now;
+            wake.changed.push(beat.id);
+            Ok(op)
+        })
+    }
+
+    async fn finish_operation(&self, finish: Finish) -> StoreResult<Operation> {
+        in_tx!(self, |tx, wake| {
+            let mut op = get_operation_row(&tx, finish.id, true).await?;
+            match &op.state {
+                OperationState::Running { lease_token, .. }
+                    if *lease_token == finish.lease_token => {}
+                OperationState::Done(_) => return Err(StoreError::AlreadyDone),
+                _ => return Err(StoreError::StaleLease),
+            }
+            op.updated_at = finish.now;
+            match finish.outcome {
+                FinishAs::Complete(response) => {
+                    op.metadata.insert("progress_percent".into(), 100.into());
+                    op.state = OperationState::Done(Outcome::Response(response));
+                    wake.due = finish_row(&tx, &op, finish.now).await? > 0;
+                }
+                FinishAs::Fail { error, retryable }
+                    if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
+                {
+                    execute(
+                        &tx,
+                        "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
+                         updated_at = $2 WHERE id = $1",
+                        &[&finish.id.to_string(), &finish.now.0],
+                    )
+                    .await?;
+                    tracing::info!(operation = %finish.id, code = %error.code, "retryable failure; operation requeued");
+                    op.state = OperationState::Queued;
+                    wake.queued = true;
+                }
+                FinishAs::Fail { error, .. } => {
+                    op.state = OperationState::Done(Outcome::Error(error));
+                    wake.due = finish_row(&tx, &op, finish.now).await? > 0;
+                }
+            }
+            wake.changed.push(finish.id);
+            Ok(op)
+        })
+    }
+
+    async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
+        in_tx!(self, |tx, wake| {
+            let mut report = ReapReport::default();
+            // SKIP LOCKED: several nodes reap at once, each takes different rows.
+            let sql = format!(
+                "SELECT {OPERATION_COLUMNS} FROM operations WHERE state = 'running' AND lease_expires_at <= $1 \
+                 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
+            );
+            let expired = map_rows(query(&tx, &sql, &[&now.0]).await?, rows::operation)?;
+            for mut op in expired {
+                op.updated_at = now;
+                if op.cancel_requested {
+                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
+                        codes::CANCELLED,
+                        "The operation was cancelled while running.",
+                    )));
+                    wake.due |= finish_row(&tx, &op, now).await? > 0;
+                    report.worker_lost += 1;
+                } else if op.attempt < op.max_attempts {
+                    execute(
+                        &tx,
+                        "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
+                         updated_at = $2 WHERE id = $1",
+                        &[&op.id.to_string(), &now.0],
+                    )
+                    .await?;
+                    report.requeued += 1;
+                    wake.queued = true;
+                } else {
+                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
+                        codes::WORKER_LOST,
+                        format!(
+                            "The worker's lease expired on each of {} attempts.",
+                            op.attempt
+                        ),
+                    )));
+                    wake.due |= finish_row(&tx, &op, now).await? > 0;
+                    report.worker_lost += 1;
+                }
+                wake.changed.push(op.id);
+            }
+            let sql = format!(
+                "SELECT {OPERATION_COLUMNS} FROM operations WHERE deadline_at <= $1 \
+                 AND state IN ('queued', 'running') LIMIT 1000 FOR UPDATE SKIP LOCKED"
+            );
+            let late = map_rows(query(&tx, &sql, &[&now.0]).await?, rows::operation)?;
+            for mut op in late {
+                op.updated_at = now;
+                op.state = OperationState::Done(Outcome::Error(OperationError::new(
+                    codes::DEADLINE_EXCEEDED,
+                    "The operation did not finish before its deadline.",
+                )));
+                wake.due |= finish_row(&tx, &op, now).await? > 0;
+                report.deadline_exceeded += 1;
+                wake.changed.push(op.id);
+            }
+            report.purged = execute(
+                &tx,
+                "DELETE FROM operations WHERE id IN \
+                 (SELECT id FROM operations WHERE purge_at <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+                &[&now.0],
+            )
+            .await?;
+            // Idempotency keys answer retries for a day.
+            execute(
+                &tx,
+                "DELETE FROM idempotency_keys WHERE (scope, key) IN \
+                 (SELECT scope, key FROM idempotency_keys WHERE created_at <= $1 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+                &[&(now.0 - 86_400_000)],
+            )
+            .await?;
+            Ok(report)
+        })
+    }
+
+    async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>> {
+        let t: Option<i64> = in_tx!(self, |tx, wake| {
+            query(
+                &tx,
+                "SELECT MIN(t) FROM ( \
+                   SELECT MIN(lease_expires_at) AS t FROM operations WHERE state = 'running' \
+                   UNION ALL SELECT MIN(deadline_at) FROM operations WHERE deadline_at IS NOT NULL AND state IN ('queued', 'running') \
+                   UNION ALL SELECT MIN(purge_at) FROM operations WHERE purge_at IS NOT NULL) AS timers",
+                &[],
+            )
+            .await?[0]
+                .try_get(0)?
+        });
+        Ok(t.map(Timestamp))
+    }
+
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Created<Event>> {
+        in_tx!(self, |tx, wake| {
+            let id = event.id.to_string();
+            if let Some(idem) = &idem {
+                if let Some(existing) = claim_idempotency(&tx, idem, &id, event.created_at).await? {
+                    return Ok(Created::Existing(get_event_row(&tx, &existing).await?));
+                }
+            }
+            // Two nodes given the same event id at once: the second waits here, then finds it.
+            query(
+                &tx,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&id],
+            )
+            .await?;
+            let prior =
+                query_opt(&tx, "SELECT request_hash FROM events WHERE id = $1", &[&id]).await?;
+            if let Some(prior) = prior {
+                if prior.try_get::<_, String>(0)? != event.request_hash {
+                    return Err(StoreError::IdempotencyMismatch);
+                }
+                return Ok(Created::Existing(get_event_row(&tx, &id).await?));
+            }
+            let (stored, fanned) = insert_event_row(&tx, &event).await?;
+            wake.due = fanned > 0;
+            Ok(Created::New(stored))
+        })
+    }
+
+    async fn get_event(&self, id: EventId) -> StoreResult<Event> {
+        in_tx!(self, |tx, wake| get_event_row(&tx, &id.to_string()).await)
+    }
+
+    async fn list_events(&self, f: EventFilter) -> StoreResult<Vec<Event>> {
+        let mut w = Where::default();
+        if let Some(t) = f.tenant {
+            w.add("tenant_id = ?", Box::new(t.to_string()));
+        }
+        if let Some(t) = &f.event_type {
+            w.add("type = ?", Box::new(t.clone()));
+        }
+        if let Some(k) = &f.key {
+            w.add("key = ?", Box::new(k.clone()));
+        }
+        if let Some(a) = f.after {
+            w.add("id > ?", Box::new(a.to_string()));
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events {} ORDER BY id ASC LIMIT {}",
+            w.sql(),
+            clamp_limit(f.limit)
+        );
+        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
+        map_rows(rows, rows::event)
+    }
+
+    async fn put_event_type(&self, et: EventType) -> StoreResult<()> {
+        in_tx!(self, |tx, wake| {
+            execute(
+                &tx,
+                "INSERT INTO event_types (name, schema) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema",
+                &[&et.name, &serde_json::to_string(&et.schema)?],
+            )
+            .await?
+        });
+        Ok(())
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        let rows = in_tx!(self, |tx, wake| {
+            query(
+                &tx,
+                "SELECT name, schema FROM event_types ORDER BY name",
+                &[],
+            )
+            .await?
+        });
+        rows.iter()
+            .map(|r| {
+                let schema: String = r.try_get(1)?;
+                Ok(EventType {
+                    name: r.try_get(0)?,
+                    schema: serde_json::from_str(&schema)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_webhook(&self, wh: Webhook) -> StoreResult<Webhook> {
+        in_tx!(self, |tx, wake| {
+            execute(
+                &tx,
+                "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
+                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                &[
+                    &wh.id.to_string(),
+                    &wh.tenant.map(|t| t.to_string()),
+                    &wh.url,
+                    &patterns_json(&wh.events),
+                    &wh.format.as_str(),
+                    &wh.secret,
+                    &(wh.secret_version as i64),
+                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
+                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
+                    &schedule_json(&wh.schedule),
+                    &wh.max_concurrency.map(|c| c as i64),
+                    &wh.disabled,
+                    &wh.disabled_reason,
+                    &wh.description,
+                    &wh.created_at.0,
+                    &wh.updated_at.0,
+                ],
+            )
+            .await?
+        });
+        Ok(wh)
+    }
+
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
+        in_tx!(self, |tx, wake| get_webhook_row(
+            &tx,
+            &id.to_string(),
+            false
+        )
+        .await)
+    }
+
+    async fn list_webhooks(&self, f: WebhookFilter) -> StoreResult<Vec<Webhook>> {
+        let mut w = Where::default();
+        w.fixed("NOT deleted");
+        if !f.all_tenants {
+            w.add(
+                "tenant_id IS NOT DISTINCT FROM ?",
+                Box::new(f.tenant.map(|t| t.to_string())),
+            );
+        }
+        if let Some(a) = f.after {
+            w.add("id > ?", Box::new(a.to_string()));
+        }
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks {} ORDER BY id ASC LIMIT {}",
+            w.sql(),
+            clamp_limit(f.limit)
+        );
+        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
+        map_rows(rows, rows::webhook)
+    }
+
+    async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
+        retry_on_conflict(|| self.update_webhook_once(wh.clone(), now)).await
+    }
+
+    async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
+        in_tx!(self, |tx, wake| {
+            let n = execute(
+                &tx,
+                "UPDATE webhooks SET deleted = TRUE, updated_at = $2 WHERE id = $1 AND NOT deleted",
+                &[&id.to_string(), &now.0],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            execute(
+                &tx,
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', \
+                 updated_at = $2 WHERE webhook_id = $1 AND status = 'pending'",
+                &[&id.to_string(), &now.0],
+            )
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        in_tx!(self, |tx, wake| {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+                   AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
+                   FOR UPDATE SKIP LOCKED) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let mut deliveries = map_rows(
+                query(
+                    &tx,
+                    &sql,
+                    &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
+                )
+                .await?,
+                rows::delivery,
+            )?;
+            if deliveries.is_empty() {
+                return Ok(vec![]);
+            }
+            deliveries.sort_by_key(|d| (d.next_attempt_at, d.id.to_string()));
+            let webhook_ids: Vec<String> = deliveries
+                .iter()
+                .map(|d| d.webhook_id.to_string())
+                .collect();
+            let event_ids: Vec<String> =
+                deliveries.iter().map(|d| d.event_id.to_string()).collect();
+            let webhooks: HashMap<WebhookId, Webhook> = map_rows(
+                query(
+                    &tx,
+                    &format!(
+                        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ANY($1) AND NOT deleted"
+                    ),
+                    &[&webhook_ids],
+                )
+                .await?,
+                rows::webhook,
+            )?
+            .into_iter()
+            .map(|w| (w.id, w))
+            .collect();
+            let events: HashMap<EventId, Event> = map_rows(
+                query(
+                    &tx,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)"),
+                    &[&event_ids],
+                )
+                .await?,
+                rows::event,
+            )?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            let mut orphans = Vec::new();
+            for d in deliveries {
+                match (webhooks.get(&d.webhook_id), events.get(&d.event_id)) {
+                    (Some(w), Some(e)) => jobs.push(DeliveryJob {
+                        webhook: w.clone(),
+                        event: e.clone(),
+                        delivery: d,
+                    }),
+                    _ => orphans.push(d.id.to_string()),
+                }
+            }
+            if !orphans.is_empty() {
+                // Their webhook was deleted after they were made: nothing left to send to.
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, \
+                     last_error = 'webhook deleted', updated_at = $2 WHERE id = ANY($1)",
+                    &[&orphans, &now.0],
+                )
+                .await?;
+            }
+            Ok(jobs)
+        })
+    }
+
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        retry_on_conflict(|| self.record_attempts_once(records.clone())).await
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        let t: Option<i64> = in_tx!(self, |tx, wake| {
+            query(
+                &tx,
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+                 WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+                &[],
+            )
+            .await?[0]
+                .try_get(0)?
+        });
+        Ok(t.map(Timestamp))
+    }
+
+    async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let mut w = Where::default();
+        if let Some(t) = f.tenant {
+            w.add("tenant_id = ?", Box::new(t.to_string()));
+        }
+        if let Some(wh) = f.webhook {
+            w.add("webhook_id = ?", Box::new(wh.to_string()));
+        }
+        if let Some(s) = f.status {
+            w.add("status = ?", Box::new(s.as_str().to_owned()));
+        }
+        if let Some(t) = &f.event_type {
+            w.add("event_type = ?", Box::new(t.clone()));
+        }
+        if let Some(t) = f.since {
+            w.add("created_at >= ?", Box::new(t.0));
+        }
+        if let Some(t) = f.until {
+            w.add("created_at < ?", Box::new(t.0));
+        }
+        if let Some(b) = f.before {
+            w.add("id < ?", Box::new(b.to_string()));
+        }
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries {} ORDER BY id DESC LIMIT {}",
+            w.sql(),
+            clamp_limit(f.limit)
+        );
+        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
+        map_rows(rows, rows::delivery)
+    }
+
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
+        in_tx!(self, |tx, wake| {
+            let d = get_delivery_row(&tx, &id.to_string()).await?;
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY id ASC"
+            );
+            let attempts = map_rows(query(&tx, &sql, &[&id.to_string()]).await?, rows::attempt)?;
+            Ok((d, attempts))
+        })
+    }
+
+    async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        in_tx!(self, |tx, wake| {
+            let d = get_delivery_row(&tx, &id.to_string()).await?;
+            let webhook = get_webhook_row(&tx, &d.webhook_id.to_string(), false).await?;
+            let next = if webhook.disabled { None } else { Some(now.0) };
+            execute(
+                &tx,
+                "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
+                 lease_until = NULL, updated_at = $3 WHERE id = $1",
+                &[&id.to_string(), &next, &now.0],
+            )
+            .await?;
+            wake.due = true;
+            get_delivery_row(&tx, &id.to_string()).await
+        })
+    }
+
+    async fn replay(&self, r: Replay) -> StoreResult<u64> {
+        in_tx!(self, |tx, wake| {
+            let webhook = get_webhook_row(&tx, &r.webhook.to_string(), false).await?;
+            let next = if webhook.disabled {
+                None
+            } else {
+                Some(r.now.0)
+            };
+            let status_clause = match r.status {
+                Some(s) => format!("status = '{}'", s.as_str()),
+                // Without a status, everything not already on its way.
+                None => "status != 'pending'".to_owned(),
+            };
+            let n = execute(
+                &tx,
+                &format!(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
+                     lease_until = NULL, updated_at = $5 WHERE webhook_id = $1 AND event_created_at >= $3 \
+                     AND event_created_at < $4 AND {status_clause}"
+                ),
+                &[&r.webhook.to_string(), &next, &r.since.0, &r.until.0, &r.now.0],
+            )
+            .await?;
+            wake.due = true;
+            Ok(n)
+        })
+    }
+
+    async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
+        let tenant = tenant.map(|t| t.to_string());
+        let client = self.client().await?;
+        let count = |rows: Vec<Row>| -> StoreResult<Vec<(String, u64)>> {
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<_, String>(0)?,
+                        r.try_get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                })
+                .collect()
+        };
+        let operations = count(
+            client
+                .query(
+                    "SELECT state, COUNT(*) FROM operations WHERE NOT deleted \
+                     AND ($1::TEXT IS NULL OR tenant_id = $1) GROUP BY state ORDER BY state",
+                    &[&tenant],
+                )
+                .await?,
+        )?;
+        let deliveries = count(
+            client
+                .query(
+                    "SELECT status, COUNT(*) FROM deliveries WHERE ($1::TEXT IS NULL OR tenant_id = $1) \
+                     GROUP BY status ORDER BY status",
+                    &[&tenant],
+                )
+                .await?,
+        )?;
+        Ok(StateCounts {
+            operations,
+            deliveries,
+        })
+    }
+
+    async fn activity(&self, f: ActivityFilter) -> StoreResult<Activity> {
+        let tenant = f.tenant.map(|t| t.to_string());
+        let limit = f.limit.clamp(1, 200_000) as i64;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT d.webhook_id, a.at, a.status_code, a.latency_ms, a.error \
+                 FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                 WHERE a.at >= $1 AND a.at < $2 AND ($3::TEXT IS NULL OR d.tenant_id = $3) \
+                 ORDER BY a.at DESC LIMIT $4",
+                &[&f.since.0, &f.until.0, &tenant, &limit],
+            )
+            .await?;
+        let mut attempts = rows
+            .iter()
+            .map(|r| {
+                let webhook: String = r.try_get(0)?;
+                Ok(AttemptSample {
+                    webhook_id: WebhookId::parse(&webhook).map_err(|e| {
+                        StoreError::Backend(format!("bad webhook id in store: {e}"))
+                    })?,
+                    at: Timestamp(r.try_get(1)?),
+                    status_code: r.try_get::<_, Option<i64>>(2)?.map(|c| c as u16),
+                    latency_ms: r.try_get::<_, i64>(3)?.max(0) as u64,
+                    error: r.try_get(4)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        attempts.reverse();
+        // Pending at some instant of the window: created before its end, and either still
+        // pending or last changed after its start.
+        let rows = client
+            .query(
+                "SELECT created_at, status, updated_at FROM deliveries \
+                 WHERE created_at < $1 AND (status = 'pending' OR updated_at >= $2) \
+                 AND ($3::TEXT IS NULL OR tenant_id = $3) ORDER BY created_at DESC LIMIT $4",
+                &[&f.until.0, &f.since.0, &tenant, &limit],
+            )
+            .await?;
+        let mut deliveries = rows
+            .iter()
+            .map(|r| {
+                let status: String = r.try_get(1)?;
+                Ok(DeliverySpan {
+                    created_at: Timestamp(r.try_get(0)?),
+                    status: DeliveryStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Backend(format!("bad delivery status {status:?}"))
+                    })?,
+                    updated_at: Timestamp(r.try_get(2)?),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        deliveries.reverse();
+        Ok(Activity {
+            attempts,
+            deliveries,
+        })
+    }
+
+    async fn schema_version(&self) -> StoreResult<SchemaVersion> {
+        let client = self.client().await?;
+        Ok(SchemaVersion {
+            applied: super::migrations::applied_version(&client).await?,
+            expected: super::migrations::EXPECTED_VERSION,
+        })
+    }
+}
+
+/// Writes that lock many rows in an order they do not choose (all pending deliveries of a
+/// webhook, a batch of results) may deadlock with one another; PostgreSQL then aborts one
+/// of them, which is simply run again.
+async fn retry_on_conflict<T, F, Fut>(mut run: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match run().await {
+            Err(e) if tries < 3 && is_transient(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, "transaction conflicted; running it again");
+            }
+            other => return other,
+        }
+    }
+}
+
+impl PgStore {
+    async fn update_webhook_once(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
+        in_tx!(self, |tx, wake| {
+            let id = wh.id.to_string();
+            let before = get_webhook_row(&tx, &id, true).await?;
+            execute(
+                &tx,
+                "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
+                 previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
+                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14 WHERE id = $1",
+                &[
+                    &id,
+                    &wh.url,
+                    &patterns_json(&wh.events),
+                    &wh.format.as_str(),
+                    &wh.secret,
+                    &(wh.secret_version as i64),
+                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
+                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
+                    &schedule_json(&wh.schedule),
+                    &wh.max_concurrency.map(|c| c as i64),
+                    &wh.disabled,
+                    &wh.disabled_reason,
+                    &wh.description,
+                    &now.0,
+                ],
+            )
+            .await?;
+            if before.disabled != wh.disabled {
+                // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
+                let next = if wh.disabled { None } else { Some(now.0) };
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET next_attempt_at = $2, updated_at = $3 WHERE webhook_id = $1 AND status = 'pending'",
+                    &[&id, &next, &now.0],
+                )
+                .await?;
+            }
+            wake.due = !wh.disabled;
+            Ok(Webhook {
+                updated_at: now,
+                ..wh
+            })
+        })
+    }
+
+    async fn record_attempts_once(&self, mut records: Vec<AttemptRecord>) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One order for every node, so two batches never lock the same rows crosswise.
+        records.sort_by_key(|r| r.delivery_id.to_string());
+        in_tx!(self, |tx, wake| {
+            let mut disable: Vec<(String, String, i64)> = Vec::new();
+            let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
+                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (
+                mut d_id,
+                mut d_status,
+                mut d_next,
+                mut d_counted,
+                mut d_code,
+                mut d_err,
+                mut d_at,
+            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            for r in &records {
+                let id = r.delivery_id.to_string();
+                let (code, error, at) = match &r.attempt {
+                    Some(a) => {
+                        a_id.push(a.id.to_string());
+                        a_dlv.push(id.clone());
+                        a_at.push(a.at.0);
+                        a_code.push(a.status_code.map(i64::from));
+                        a_lat.push(a.latency_ms.min(i64::MAX as u64) as i64);
+                        a_err.push(a.error.clone());
+                        a_ex.push(a.response_excerpt.clone());
+                        (a.status_code.map(i64::from), a.error.clone(), a.at)
+                    }
+                    None => (None, None, Timestamp(0)),
+                };
+                let (status, next): (&str, Option<i64>) = match r.outcome {
+                    AttemptOutcome::Succeeded => ("succeeded", None),
+                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
+                    AttemptOutcome::Failed => ("failed", None),
+                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
+                };
+                d_id.push(id);
+                d_status.push(status.to_owned());
+                d_next.push(next);
+                d_counted.push(r.attempt.is_some());
+                d_code.push(code);
+                d_err.push(error);
+                d_at.push(at.0);
+                if let Some((webhook, reason)) = &r.disable_webhook {
+                    disable.push((webhook.to_string(), reason.clone(), at.0));
+                }
+            }
+            for (webhook, reason, at) in &disable {
+                execute(
+                    &tx,
+                    "UPDATE webhooks SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
+                    &[webhook, reason, at],
+                )
+                .await?;
+            }
+            if !a_id.is_empty() {
+                execute(
+                    &tx,
+                    "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[])",
+                    &[&a_id, &a_dlv, &a_at, &a_code, &a_lat, &a_err, &a_ex],
+                )
+                .await?;
+            }
+            // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
+            // with no due time, like every pending delivery of a disabled webhook.
+            execute(
+                &tx,
+                "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
+                   next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
+                     THEN NULL ELSE u.next END, \
+                   attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                   window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                   last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
+                   last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
+                   updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
+                   AS u(rid, status, next, counted, code, error, at) \
+                 WHERE d.id = u.rid",
+                &[&d_id, &d_status, &d_next, &d_counted, &d_code, &d_err, &d_at],
+            )
+            .await?;
+            if !disable.is_empty() {
+                let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ANY($1) AND status = 'pending'",
+                    &[&ids],
+                )
+                .await?;
+            }
+        });
+        // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
+        self.signals_arc().deliveries_due.notify_waiters();
+        Ok(())
+    }
+}
