@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 const MAX_CLAIM: usize = 500;
 /// A webhook may have this many times its concurrency queued and in flight.
 const QUEUE_FACTOR: usize = 4;
-/// How far a delivery is pushed back when its webhook's queue is full.
-const SATURATED_DEFER: Duration = Duration::from_secs(1);
+/// Bounds of how far a delivery is pushed back when its webhook's queue is full
+/// (see [`saturated_defer`]).
+const SATURATED_DEFER_MIN: Duration = Duration::from_millis(20);
+const SATURATED_DEFER_MAX: Duration = Duration::from_secs(1);
 /// How far a delivery of a disabled webhook is pushed back if one is ever claimed.
 const DISABLED_DEFER: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps on the real clock, so expired leases are picked up.
@@ -162,6 +164,17 @@ struct WebhookState {
     /// Deliveries queued or in flight.
     pending: usize,
     breaker: Breaker,
+    /// Latency of the webhook's last attempt: sizes the wait when its queue is full.
+    last_latency_ms: u64,
+}
+
+/// How far a delivery is pushed back when its webhook's queue is full: about the time the
+/// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
+/// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
+/// not re-claimed in a busy loop.
+fn saturated_defer(last_latency_ms: u64) -> Duration {
+    Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
+        .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
 }
 
 /// A result on its way to the store, with the global slot it frees once written.
@@ -395,6 +408,7 @@ fn dispatch(
             semaphore: Arc::new(Semaphore::new(concurrency as usize)),
             pending: 0,
             breaker: Breaker::default(),
+            last_latency_ms: 0,
         });
         if state.concurrency != concurrency {
             // The webhook's setting changed: new work uses the new limit.
@@ -404,7 +418,7 @@ fn dispatch(
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some(t)
         } else if state.pending >= QUEUE_FACTOR * concurrency as usize {
-            Some(now.plus(SATURATED_DEFER))
+            Some(now.plus(saturated_defer(state.last_latency_ms)))
         } else {
             state.pending += 1;
             None
@@ -492,6 +506,7 @@ async fn deliver(
         let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         map.get_mut(&webhook)
             .map(|s| {
+                s.last_latency_ms = result.latency_ms as u64;
                 s.breaker.record(
                     result.is_success(),
                     was_probe,
