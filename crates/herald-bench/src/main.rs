@@ -300,10 +300,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
             format!("{:.0} deliveries/s", r.drain_per_second),
             format!(
-                "drained {} in {:.1}s (first after {:.1}s); peak RSS {}",
+                "drained {} in {:.1}s (first after {:.1}s; last 99% at {:.0}/s); peak RSS {}",
                 r.delivered,
                 r.drain_seconds,
                 r.first_delivery_after_seconds,
+                r.bulk_drain_per_second,
                 r.peak_rss_mib
                     .map(|m| format!("{m:.0} MiB"))
                     .unwrap_or_else(|| "n/a".into())

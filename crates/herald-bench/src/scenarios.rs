@@ -380,6 +380,10 @@ pub struct Backlog {
     /// From the first accepted delivery to the last.
     pub drain_seconds: f64,
     pub drain_per_second: f64,
+    /// From the arrival of the first 1% to the last: the drain itself, without the
+    /// breaker's probe wait that holds the rest back for a few seconds.
+    pub bulk_drain_seconds: f64,
+    pub bulk_drain_per_second: f64,
     pub delivered: u64,
     pub peak_rss_mib: Option<f64>,
     /// Every request the receiver answered, 503s and repeats included.
@@ -417,12 +421,17 @@ pub async fn backlog(
     if !complete {
         eprintln!("backlog: not drained within 1800s");
     }
-    let (first, last) = {
+    let (first, bulk_start, bulk_count, last) = {
         let r = receiver.recorded.lock().expect("receiver lock");
-        let first = r.arrivals.iter().map(|a| a.at).min().unwrap_or(up);
-        let last = r.arrivals.iter().map(|a| a.at).max().unwrap_or(up);
-        (first, last)
+        let mut times: Vec<Instant> = r.arrivals.iter().map(|a| a.at).collect();
+        times.sort_unstable();
+        let first = times.first().copied().unwrap_or(up);
+        let last = times.last().copied().unwrap_or(up);
+        let skip = times.len() / 100;
+        let bulk_start = times.get(skip).copied().unwrap_or(first);
+        (first, bulk_start, (times.len() - skip) as u64, last)
     };
+    let bulk = last.duration_since(bulk_start).as_secs_f64();
     let drain = last.duration_since(first).as_secs_f64();
     let delivered = receiver.unique.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Backlog {
@@ -433,6 +442,8 @@ pub async fn backlog(
         first_delivery_after_seconds: first.saturating_duration_since(up).as_secs_f64(),
         drain_seconds: drain,
         drain_per_second: delivered as f64 / drain.max(1e-9),
+        bulk_drain_seconds: bulk,
+        bulk_drain_per_second: bulk_count as f64 / bulk.max(1e-9),
         delivered,
         peak_rss_mib: target.pid().and_then(memory_of).map(|(hwm, _)| hwm),
         receiver_requests: receiver.requests.load(std::sync::atomic::Ordering::Relaxed),
