@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 /// At most this many deliveries per claim.
 const MAX_CLAIM: usize = 500;
-/// A webhook may have this many times its concurrency queued and in flight.
+/// A webhook may have this many times its concurrency queued and in flight, or half the
+/// global slots if that is more (see [`queue_cap`]).
 const QUEUE_FACTOR: usize = 4;
 /// Bounds of how far a delivery is pushed back when its webhook's queue is full
 /// (see [`saturated_defer`]).
@@ -172,6 +173,14 @@ struct WebhookState {
 /// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
 /// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
 /// not re-claimed in a busy loop.
+/// How many deliveries one webhook may have queued and in flight. Half the global slots at
+/// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
+/// global slots) instead of going back to the store, while the other half of the slots stays
+/// free for every other webhook however slow this one gets.
+fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
+    (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
+}
+
 fn saturated_defer(last_latency_ms: u64) -> Duration {
     Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
         .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
@@ -417,7 +426,7 @@ fn dispatch(
         }
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some(t)
-        } else if state.pending >= QUEUE_FACTOR * concurrency as usize {
+        } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
             Some(now.plus(saturated_defer(state.last_latency_ms)))
         } else {
             state.pending += 1;
