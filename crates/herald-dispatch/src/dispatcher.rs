@@ -20,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 /// At most this many deliveries per claim.
 const MAX_CLAIM: usize = 500;
-/// A webhook may have this many times its concurrency queued and in flight.
+/// A webhook may have this many times its concurrency queued and in flight, or half the
+/// global slots if that is more (see [`queue_cap`]).
 const QUEUE_FACTOR: usize = 4;
-/// How far a delivery is pushed back when its webhook's queue is full.
-const SATURATED_DEFER: Duration = Duration::from_secs(1);
+/// Bounds of how far a delivery is pushed back when its webhook's queue is full
+/// (see [`saturated_defer`]).
+const SATURATED_DEFER_MIN: Duration = Duration::from_millis(20);
+const SATURATED_DEFER_MAX: Duration = Duration::from_secs(1);
 /// How far a delivery of a disabled webhook is pushed back if one is ever claimed.
 const DISABLED_DEFER: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps on the real clock, so expired leases are picked up.
@@ -169,6 +172,25 @@ struct WebhookState {
     /// Deliveries queued or in flight.
     pending: usize,
     breaker: Breaker,
+    /// Latency of the webhook's last attempt: sizes the wait when its queue is full.
+    last_latency_ms: u64,
+}
+
+/// How far a delivery is pushed back when its webhook's queue is full: about the time the
+/// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
+/// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
+/// not re-claimed in a busy loop.
+/// How many deliveries one webhook may have queued and in flight. Half the global slots at
+/// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
+/// global slots) instead of going back to the store, while the other half of the slots stays
+/// free for every other webhook however slow this one gets.
+fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
+    (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
+}
+
+fn saturated_defer(last_latency_ms: u64) -> Duration {
+    Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
+        .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
 }
 
 /// A result on its way to the store, with the global slot it frees once written.
@@ -412,6 +434,7 @@ fn dispatch(
             semaphore: Arc::new(Semaphore::new(concurrency as usize)),
             pending: 0,
             breaker: Breaker::default(),
+            last_latency_ms: 0,
         });
         if state.concurrency != concurrency {
             // The webhook's setting changed: new work uses the new limit.
@@ -420,8 +443,8 @@ fn dispatch(
         }
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some(t)
-        } else if state.pending >= QUEUE_FACTOR * concurrency as usize {
-            Some(now.plus(SATURATED_DEFER))
+        } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
+            Some(now.plus(saturated_defer(state.last_latency_ms)))
         } else {
             state.pending += 1;
             None
@@ -509,6 +532,7 @@ async fn deliver(
         let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         map.get_mut(&webhook)
             .map(|s| {
+                s.last_latency_ms = result.latency_ms as u64;
                 s.breaker.record(
                     result.is_success(),
                     was_probe,

@@ -178,6 +178,8 @@ fn run_in_savepoint<R>(
     let end = if result.is_ok() {
         "RELEASE job"
     } else {
+        // What the job cached may describe rows it is about to undo.
+        store_impl::forget_fan_out_targets();
         "ROLLBACK TO job; RELEASE job"
     };
     conn.execute_batch(end)?;
@@ -202,6 +204,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
         if committed.is_err() {
+            store_impl::forget_fan_out_targets();
             let _ = conn.execute_batch("ROLLBACK");
         }
         for reply in replies {

@@ -8,10 +8,13 @@ use async_trait::async_trait;
 use herald_core::event::Event;
 use herald_core::ids::*;
 use herald_core::operation::{codes, Operation, OperationError, OperationState};
+use herald_core::pattern::EventPattern;
 use herald_core::Timestamp;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,33 +162,65 @@ fn insert_event_row(conn: &Connection, e: &NewEvent) -> StoreResult<(Event, usiz
     Ok((event, fanned))
 }
 
-fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
+/// Webhooks that may receive one tenant's events: id and parsed patterns.
+type FanOutTargets = Rc<Vec<(String, Vec<EventPattern>)>>;
+
+thread_local! {
+    /// The writer's view of each tenant's live webhooks, so fan-out costs no query and no
+    /// JSON parse per event. Every write job runs on the writer thread, so this is the
+    /// writer's own. Cleared by every webhook write ([`forget_fan_out_targets`]) and
+    /// whenever a job or a commit fails, so it never holds state that was not committed.
+    static FAN_OUT_TARGETS: RefCell<HashMap<Option<TenantId>, FanOutTargets>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Drops the cached fan-out targets; called by every write that touches `webhooks`.
+pub(super) fn forget_fan_out_targets() {
+    FAN_OUT_TARGETS.with(|c| c.borrow_mut().clear());
+}
+
+fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<FanOutTargets> {
+    if let Some(found) = FAN_OUT_TARGETS.with(|c| c.borrow().get(&tenant).cloned()) {
+        return Ok(found);
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT id, events FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0",
     )?;
-    let targets: Vec<(String, String)> = stmt
-        .query_map(params![e.tenant.map(|t| t.to_string())], |r| {
+    let rows: Vec<(String, String)> = stmt
+        .query_map(params![tenant.map(|t| t.to_string())], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
+    let mut targets = Vec::with_capacity(rows.len());
+    for (webhook_id, patterns) in rows {
+        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
+        // A pattern that no longer parses matches nothing, as before.
+        let patterns = patterns
+            .iter()
+            .filter_map(|p| EventPattern::parse(p).ok())
+            .collect();
+        targets.push((webhook_id, patterns));
+    }
+    let targets = Rc::new(targets);
+    FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, targets.clone()));
+    Ok(targets)
+}
+
+fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
+    let targets = fan_out_targets(conn, e.tenant)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
          next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
     )?;
     let mut count = 0;
-    for (webhook_id, patterns) in targets {
-        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
-        let matched = patterns.iter().any(|p| {
-            herald_core::pattern::EventPattern::parse(p)
-                .map(|p| p.matches(&e.event_type))
-                .unwrap_or(false)
-        });
-        if matched {
+    let (event_id, tenant) = (e.id.to_string(), e.tenant.map(|t| t.to_string()));
+    for (webhook_id, patterns) in targets.iter() {
+        if patterns.iter().any(|p| p.matches(&e.event_type)) {
             insert.execute(params![
                 DeliveryId::generate().to_string(),
-                e.id.to_string(),
+                event_id,
                 webhook_id,
-                e.tenant.map(|t| t.to_string()),
+                tenant,
                 e.event_type,
                 e.created_at.0
             ])?;
@@ -403,13 +438,14 @@ impl Store for SqliteStore {
 
     async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
         self.read(move |conn| {
-            let deleted: Option<i64> = conn
-                .prepare_cached("SELECT deleted FROM operations WHERE id = ?1")?
-                .query_row(params![id.to_string()], |r| r.get(0))
-                .optional()?;
-            match deleted {
-                Some(0) => get_operation_row(conn, id),
-                _ => Err(StoreError::NotFound),
+            // One statement: a deleted operation reads as missing.
+            let sql =
+                format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1 AND deleted = 0");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![id.to_string()])?;
+            match rows.next()? {
+                Some(row) => rows::operation(row),
+                None => Err(StoreError::NotFound),
             }
         })
         .await
@@ -798,6 +834,7 @@ impl Store for SqliteStore {
 
     async fn create_webhook(&self, wh: Webhook) -> StoreResult<Webhook> {
         self.write(move |conn| {
+            forget_fan_out_targets();
             conn.execute(
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
@@ -856,6 +893,7 @@ impl Store for SqliteStore {
         let out = self
             .write(move |conn| {
                 let before = get_webhook_row(conn, &wh.id.to_string())?;
+                forget_fan_out_targets();
                 conn.execute(
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
                      previous_secret = ?7, previous_secret_until = ?8, schedule = ?9, max_concurrency = ?10, \
@@ -896,6 +934,7 @@ impl Store for SqliteStore {
 
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
         self.write(move |conn| {
+            forget_fan_out_targets();
             let n = conn.execute(
                 "UPDATE webhooks SET deleted = 1, updated_at = ?2 WHERE id = ?1 AND deleted = 0",
                 params![id.to_string(), now.0],
@@ -1001,6 +1040,7 @@ impl Store for SqliteStore {
                     .execute(params![id, status, next])?;
                 }
                 if let Some((webhook, reason)) = r.disable_webhook {
+                    forget_fan_out_targets();
                     conn.execute(
                         "UPDATE webhooks SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1",
                         params![webhook.to_string(), reason, at.0],

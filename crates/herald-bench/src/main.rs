@@ -1,0 +1,331 @@
+//! `herald-bench`: Herald under load on this machine, beside the machine's own limits.
+//!
+//! Each scenario starts a fresh release `herald serve` (port 0, temp database, loopback
+//! destinations allowed) unless `--url` names a running one; `limits` measures a bare
+//! HTTP endpoint and a bare SQLite commit loop so Herald's figures read as fractions.
+//! The load generator only targets 127.0.0.1 and every phase is bounded in count and time.
+
+mod limits;
+mod load;
+mod receiver;
+mod scenarios;
+mod stats;
+mod target;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use target::Target;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Scenario {
+    Ingest,
+    Deliver,
+    Lro,
+    Backlog,
+    Limits,
+    All,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "herald-bench", about = "Load benchmark for Herald (issue 5).")]
+struct Cli {
+    scenario: Scenario,
+    /// A running Herald on 127.0.0.1 instead of starting one (needs --admin-key).
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, env = "HERALD_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Database URL for the Herald the bench starts (default: a temp SQLite file).
+    #[arg(long)]
+    database: Option<String>,
+    /// The herald binary (default: next to this one, i.e. target/release/herald).
+    #[arg(long)]
+    herald_bin: Option<PathBuf>,
+    /// Concurrent client connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds per timed phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Webhooks each event fans out to (deliver, backlog).
+    #[arg(long, short = 'k', default_value_t = 4)]
+    webhooks: u32,
+    /// Events published in the deliver throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Events/s of the deliver latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Operations in the lro scenario.
+    #[arg(long, default_value_t = 5_000)]
+    operations: u64,
+    /// Workers claiming in the lro scenario.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Events published while the receiver is down (deliveries = this × webhooks).
+    #[arg(long, default_value_t = 25_000)]
+    backlog_events: u64,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl Cli {
+    fn start(&self) -> anyhow::Result<Target> {
+        if let Some(url) = &self.url {
+            let key = self
+                .admin_key
+                .as_deref()
+                .context("--url needs --admin-key")?;
+            return Target::existing(url, key);
+        }
+        let bin = match &self.herald_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("herald"),
+        };
+        Target::spawn(&bin, self.database.as_deref())
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory": mem,
+    })
+}
+
+struct Row(String, String, String, String);
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let wants = |s: Scenario| cli.scenario == s || cli.scenario == Scenario::All;
+    let duration = Duration::from_secs(cli.duration);
+    let mut out = serde_json::Map::new();
+    out.insert("machine".into(), machine());
+    out.insert(
+        "args".into(),
+        json!(std::env::args().skip(1).collect::<Vec<_>>()),
+    );
+    out.insert(
+        "database".into(),
+        json!(cli
+            .database
+            .clone()
+            .unwrap_or_else(|| "sqlite (temp file)".into())),
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut http_limit = None;
+    let mut sqlite_limit = None;
+
+    let needs_limits = wants(Scenario::Limits) || wants(Scenario::Ingest);
+    if needs_limits {
+        let http = limits::bare_http(cli.concurrency, duration).await?;
+        let la = stats::load_average();
+        rows.push(Row(
+            "limit: bare HTTP 202".into(),
+            format!("{:.0} req/s", http.per_second),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms",
+                http.latency.p50_ms, http.latency.p99_ms
+            ),
+            la.clone(),
+        ));
+        out.insert(
+            "limit_http".into(),
+            json!({ "result": http, "load_average": la }),
+        );
+        http_limit = Some(http.per_second);
+        let dir = std::env::temp_dir();
+        let batch = cli.concurrency;
+        let one = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || limits::bare_sqlite(&dir, 1, Duration::from_secs(3))
+        })
+        .await??;
+        let many = tokio::task::spawn_blocking(move || limits::bare_sqlite(&dir, batch, duration))
+            .await??;
+        let la = stats::load_average();
+        rows.push(Row(
+            "limit: SQLite FULL, batch 1".into(),
+            format!("{:.0} rows/s", one.rows_per_second),
+            format!("{:.0} commits/s", one.commits_per_second),
+            la.clone(),
+        ));
+        rows.push(Row(
+            format!("limit: SQLite FULL, batch {batch}"),
+            format!("{:.0} rows/s", many.rows_per_second),
+            format!("{:.0} commits/s", many.commits_per_second),
+            la.clone(),
+        ));
+        out.insert(
+            "limit_sqlite".into(),
+            json!({ "batch_1": one, "batch_c": many, "load_average": la }),
+        );
+        sqlite_limit = Some(many.rows_per_second);
+    }
+    let fraction = |x: f64, limit: Option<f64>| match limit {
+        Some(l) if l > 0.0 => format!("{:.0}% of limit", 100.0 * x / l),
+        _ => String::new(),
+    };
+
+    if wants(Scenario::Ingest) {
+        let target = cli.start()?;
+        let r = scenarios::ingest(&target, cli.concurrency, duration).await?;
+        let limit = match (http_limit, sqlite_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        rows.push(Row(
+            format!("ingest POST /events c={}", cli.concurrency),
+            format!("{:.0} events/s", r.load.per_second),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
+                r.load.latency.p50_ms,
+                r.load.latency.p99_ms,
+                r.load.errors,
+                fraction(r.load.per_second, limit)
+            ),
+            r.load_average.clone(),
+        ));
+        if let Some(pid) = target.pid() {
+            out.insert(
+                "ingest_peak_rss_mib".into(),
+                json!(stats::memory_of(pid).map(|m| m.0)),
+            );
+        }
+        out.insert("ingest".into(), json!(r));
+    }
+    if wants(Scenario::Deliver) {
+        let target = cli.start()?;
+        let r = scenarios::deliver(
+            &target,
+            cli.concurrency,
+            cli.webhooks,
+            cli.events,
+            cli.rate,
+            duration,
+        )
+        .await?;
+        rows.push(Row(
+            format!("deliver {} events x {} webhooks", r.events, r.webhooks),
+            format!("{:.0} deliveries/s", r.deliveries_per_second),
+            format!(
+                "{} of {} delivered in {:.1}s; publish {:.0}/s; {}",
+                r.deliveries,
+                r.events * r.webhooks as u64,
+                r.seconds,
+                r.publish_per_second,
+                fraction(r.deliveries_per_second, http_limit)
+            ),
+            r.load_average.clone(),
+        ));
+        rows.push(Row(
+            format!("end-to-end at {} events/s", r.latency_rate),
+            format!("p99 {:.1} ms", r.end_to_end.p99_ms),
+            format!(
+                "p50 {:.1} ms, max {:.1} ms; {} of {} sent, achieved {:.0}/s",
+                r.end_to_end.p50_ms,
+                r.end_to_end.max_ms,
+                r.latency_delivered,
+                r.latency_sent,
+                r.latency_achieved_rate
+            ),
+            r.latency_load_average.clone(),
+        ));
+        out.insert("deliver".into(), json!(r));
+    }
+    if wants(Scenario::Lro) {
+        let target = cli.start()?;
+        let r = scenarios::lro(
+            &target,
+            cli.concurrency,
+            cli.workers,
+            cli.operations,
+            duration,
+        )
+        .await?;
+        rows.push(Row(
+            format!("lro trigger+claim+complete, {} workers", cli.workers),
+            format!("{:.0} operations/s", r.operations_per_second),
+            format!("{} operations in {:.1}s", r.operations, r.seconds),
+            r.load_average.clone(),
+        ));
+        rows.push(Row(
+            format!("GET /operations/{{id}} c={}", cli.concurrency),
+            format!("{:.0} req/s", r.get.per_second),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
+                r.get.latency.p50_ms,
+                r.get.latency.p99_ms,
+                r.get.errors,
+                fraction(r.get.per_second, http_limit)
+            ),
+            r.get_load_average.clone(),
+        ));
+        out.insert("lro".into(), json!(r));
+    }
+    if wants(Scenario::Backlog) {
+        let target = cli.start()?;
+        let r =
+            scenarios::backlog(&target, cli.concurrency, cli.webhooks, cli.backlog_events).await?;
+        rows.push(Row(
+            format!(
+                "backlog {} deliveries ({} events x {})",
+                r.deliveries, r.events, r.webhooks
+            ),
+            format!("{:.0} deliveries/s", r.drain_per_second),
+            format!(
+                "drained {} in {:.1}s (first after {:.1}s; last 99% at {:.0}/s); peak RSS {}",
+                r.delivered,
+                r.drain_seconds,
+                r.first_delivery_after_seconds,
+                r.bulk_drain_per_second,
+                r.peak_rss_mib
+                    .map(|m| format!("{m:.0} MiB"))
+                    .unwrap_or_else(|| "n/a".into())
+            ),
+            r.load_average.clone(),
+        ));
+        out.insert("backlog".into(), json!(r));
+    }
+
+    println!();
+    println!(
+        "{:<44} {:>20}  {:<70} load",
+        "measurement", "figure", "detail"
+    );
+    for Row(name, figure, detail, la) in &rows {
+        println!("{name:<44} {figure:>20}  {detail:<70} {la}");
+    }
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(out))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
+}
