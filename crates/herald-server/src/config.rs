@@ -24,6 +24,9 @@ pub struct Config {
     pub event_types: Vec<EventTypeConfig>,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// Per-key request rate limits (off unless set).
+    #[serde(default)]
+    pub limits: LimitSettings,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             operation_types: vec![],
             event_types: vec![],
             webhooks: WebhookSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -146,6 +150,21 @@ fn default_in_flight() -> usize {
 }
 fn default_per_webhook() -> u32 {
     16
+}
+
+/// Per-key rate limits: a token bucket per API key (the config admin key counts as
+/// one key). Off by default (`requests_per_second = 0`), so that one admin key may
+/// push a benchmark's 20,000 requests a second; turn it on for keys you hand out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained requests a second per key; 0 turns rate limiting off (the default).
+    #[serde(default)]
+    pub requests_per_second: u32,
+    /// Requests a key may send at once above the sustained rate (default: one
+    /// second's worth, `requests_per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +304,9 @@ impl Config {
         }
         if self.webhooks.timeout < Duration::from_millis(100) {
             return invalid("webhooks.timeout must be at least 100ms".into());
+        }
+        if self.limits.burst == Some(0) {
+            return invalid("limits.burst must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024".into());

@@ -36,6 +36,8 @@ pub struct AppState {
     /// The admin key from config or env, accepted beside stored keys.
     pub admin_key: Option<Arc<str>>,
     pub keys: Arc<auth::KeyCache>,
+    /// Per-key rate limits, `None` when `[limits]` leaves them off.
+    pub rate_limits: Option<Arc<auth::RateLimits>>,
     pub in_flight: body::InFlight,
     /// Compiled JSON Schemas of registered event types.
     pub schemas: Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>,
@@ -59,6 +61,7 @@ impl AppState {
             admin_key: admin_key
                 .or_else(|| config.admin_key.clone())
                 .map(Arc::from),
+            rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
             clock,
             keys: Default::default(),
