@@ -27,6 +27,9 @@ pub struct Config {
     /// Per-key request rate limits (off unless set).
     #[serde(default)]
     pub limits: LimitSettings,
+    /// How long settled events, their deliveries and attempts are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             event_types: vec![],
             webhooks: WebhookSettings::default(),
             limits: LimitSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -165,6 +169,56 @@ pub struct LimitSettings {
     /// second's worth, `requests_per_second`).
     #[serde(default)]
     pub burst: Option<u32>,
+}
+
+/// Event retention. Events no delivery still owes (every delivery succeeded or is
+/// dead) are purged with their deliveries and attempts once older than `events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Default 30d; `"off"` keeps events for ever. At least 1d, the time an
+    /// `Idempotency-Key` answers retries.
+    #[serde(
+        default = "default_event_retention",
+        deserialize_with = "retention_text"
+    )]
+    pub events: Option<Duration>,
+    /// Events removed per write (default 500): small, so requests never wait long.
+    #[serde(default = "default_retention_batch")]
+    pub batch: u32,
+    /// Pause between passes once nothing more is due (default 1m).
+    #[serde(default = "default_retention_interval", with = "serde_text")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            events: default_event_retention(),
+            batch: default_retention_batch(),
+            interval: default_retention_interval(),
+        }
+    }
+}
+
+fn default_event_retention() -> Option<Duration> {
+    Some(Duration::from_secs(30 * 86400))
+}
+fn default_retention_batch() -> u32 {
+    500
+}
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn retention_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    duration::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +359,12 @@ impl Config {
         if self.webhooks.timeout < Duration::from_millis(100) {
             return invalid("webhooks.timeout must be at least 100ms".into());
         }
+        if matches!(self.retention.events, Some(d) if d < Duration::from_secs(86400)) {
+            return invalid("retention.events must be at least 1d (or \"off\")".into());
+        }
+        if self.retention.batch == 0 || self.retention.batch > 10_000 {
+            return invalid("retention.batch must be between 1 and 10000".into());
+        }
         if self.limits.burst == Some(0) {
             return invalid("limits.burst must be at least 1".into());
         }
@@ -351,6 +411,13 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
         assert_eq!(t.retention, Duration::from_secs(30 * 86400));
         assert_eq!(c.webhooks.schedule.len(), 10);
         assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.retention.events, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            c.limits.requests_per_second, 0,
+            "rate limits are off by default"
+        );
+        let off = Config::parse("[retention]\nevents = \"off\"").unwrap();
+        assert_eq!(off.retention.events, None);
     }
 
     #[test]
@@ -373,6 +440,9 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
                 "declared twice",
             ),
             ("bogus = 1", "unknown field"),
+            ("[retention]\nevents = \"1h\"", "at least 1d"),
+            ("[retention]\nevents = \"soon\"", "not a duration"),
+            ("[limits]\nburst = 0", "burst"),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

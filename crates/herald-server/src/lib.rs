@@ -14,6 +14,7 @@ pub mod contract;
 pub mod embedded;
 pub mod error;
 mod reaper;
+mod retention;
 mod routes;
 pub mod telemetry;
 
@@ -89,6 +90,12 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.clock.clone(),
         shutdown.clone(),
     ));
+    let retention = tokio::spawn(retention::run(
+        state.store.clone(),
+        state.clock.clone(),
+        state.config.retention.clone(),
+        shutdown.clone(),
+    ));
     let webhooks = &state.config.webhooks;
     let dispatcher = herald_dispatch::Dispatcher::new(
         state.store.clone(),
@@ -110,6 +117,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         .await?;
     shutdown.cancel();
     let _ = reaper.await;
+    let _ = retention.await;
     let _ = dispatch.await;
     Ok(())
 }

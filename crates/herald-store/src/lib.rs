@@ -135,6 +135,20 @@ pub trait Store: Send + Sync + 'static {
     /// Redeliver every delivery of `webhook` whose event falls in the range (and status, if given).
     async fn replay(&self, replay: Replay) -> StoreResult<u64>;
 
+    // --- retention
+
+    /// Removes up to `limit` events created before `older_than` that no delivery still
+    /// owes (none `pending`), with their deliveries and attempts, in one short write.
+    /// Callers loop over small batches so the writer is never stalled. Per-key event
+    /// sequences are kept. The default purges nothing, so a backend can land without it.
+    async fn purge_settled_events(
+        &self,
+        _older_than: Timestamp,
+        _limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        Ok(PurgeReport::default())
+    }
+
     // --- observability (defaults so that a backend can land without them)
 
     /// Operations and deliveries per state, for `/metrics` gauges and the dashboard.
