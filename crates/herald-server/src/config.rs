@@ -15,6 +15,10 @@ pub struct Config {
     /// An admin key to accept (besides keys stored in the database). `HERALD_ADMIN_KEY` overrides.
     #[serde(default)]
     pub admin_key: Option<String>,
+    /// Encrypts webhook signing secrets at rest: 32 bytes, base64 (AES-256-GCM).
+    /// `HERALD_SECRET_KEY` overrides. Never shown by `Debug`.
+    #[serde(default)]
+    pub secret_key: Option<Redacted>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -36,6 +40,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             admin_key: None,
+            secret_key: None,
             max_body_bytes: default_max_body(),
             operation_types: vec![],
             event_types: vec![],
@@ -48,6 +53,17 @@ impl Default for Config {
 
 fn default_max_body() -> usize {
     1024 * 1024
+}
+
+/// A config value that must never be printed (keys): `Debug` shows `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +383,11 @@ impl Config {
         }
         if self.limits.burst == Some(0) {
             return invalid("limits.burst must be at least 1".into());
+        }
+        if let Some(key) = &self.secret_key {
+            if let Err(e) = herald_store::encrypted::SecretKey::parse(&key.0) {
+                return invalid(format!("secret_key: {e}"));
+            }
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024".into());

@@ -57,6 +57,14 @@ impl AppState {
         admin_key: Option<String>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // Webhook secrets are sealed at rest when a key is configured, whatever the backend.
+        let store: Arc<dyn Store> = match &config.secret_key {
+            Some(key) => Arc::new(herald_store::encrypted::EncryptedSecrets::new(
+                store,
+                herald_store::encrypted::SecretKey::parse(&key.0)?,
+            )),
+            None => store,
+        };
         let state = Self {
             store,
             admin_key: admin_key

@@ -5,6 +5,7 @@
 //! Every method that changes state returns only after the change is on disk, and
 //! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
 
+pub mod encrypted;
 pub mod model;
 pub mod signals;
 pub mod sqlite;
