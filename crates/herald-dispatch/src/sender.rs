@@ -844,6 +844,104 @@ pub(crate) mod tests {
         assert!(error.contains("loopback"), "{error}");
     }
 
+    /// A loopback listener that counts the connections it accepts (and answers 200).
+    async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    read_request(&mut sock).await;
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        (port, count)
+    }
+
+    /// DNS rebinding: a name is checked against the addresses the connection really
+    /// uses, at send time. `localhost` stands in for a name that now resolves to
+    /// loopback: with private destinations refused, no connection is even opened.
+    #[tokio::test]
+    async fn the_connection_uses_the_guarded_resolver() {
+        let (port, accepted) = counting_listener().await;
+        let url = format!("http://localhost:{port}/");
+        let strict = build_client(Duration::from_secs(5), false).unwrap();
+        let result = send(
+            &strict,
+            &job(&url, SignatureFormat::Herald),
+            1,
+            T0,
+            Duration::from_secs(5),
+            false,
+        )
+        .await;
+        let error = result.error.unwrap();
+        assert!(error.contains("loopback"), "{error}");
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a refused name was connected to"
+        );
+        // The control: allowed, the same name reaches the same listener.
+        let lenient = build_client(Duration::from_secs(5), true).unwrap();
+        let result = send(
+            &lenient,
+            &job(&url, SignatureFormat::Herald),
+            1,
+            T0,
+            Duration::from_secs(5),
+            true,
+        )
+        .await;
+        assert!(result.is_success(), "{result:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A redirect is reported, never followed: its target sees no request, even when
+    /// the target would be allowed.
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        let (target_port, accepted) = counting_listener().await;
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
+            let location = format!("Location: http://127.0.0.1:{target_port}/next\r\n");
+            let (base, _r) = serve(response(status, &location, b"")).await;
+            let client = build_client(Duration::from_secs(5), true).unwrap();
+            let result = send(
+                &client,
+                &job(&base, SignatureFormat::Herald),
+                1,
+                T0,
+                Duration::from_secs(5),
+                true,
+            )
+            .await;
+            assert!(!result.is_success());
+            let error = result.error.unwrap();
+            assert!(
+                error.starts_with(&format!("redirect ({})", &status[..3])),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a redirect was followed"
+        );
+    }
+
     #[tokio::test]
     async fn a_silent_endpoint_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
