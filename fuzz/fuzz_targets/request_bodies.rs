@@ -66,7 +66,16 @@ fn harness() -> &'static Harness {
             )
             .await
             .unwrap();
-            herald_server::router(state)
+            let router = herald_server::router(state);
+            // The key is accepted: the fuzzing reaches the handlers, not just auth.
+            let probe = Request::post("/tenants")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"name":"probe"}"#))
+                .unwrap();
+            let status = router.clone().oneshot(probe).await.unwrap().status();
+            assert_eq!(status.as_u16(), 201, "the fuzz harness cannot create a tenant");
+            router
         });
         Harness {
             runtime,
@@ -91,10 +100,13 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     // Long polls (`:claim` with `wait`, `:wait`) may legitimately hold the answer: give
     // each request two seconds, and judge only the ones that answered.
-    let answered = h.runtime.block_on(tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        h.router.clone().oneshot(request),
-    ));
+    let answered = h.runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            h.router.clone().oneshot(request),
+        )
+        .await
+    });
     let Ok(response) = answered else {
         return;
     };
