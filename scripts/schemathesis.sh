@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs schemathesis against the /openapi.json of a running Herald (admin key, fresh
 # SQLite database) and fails on any 5xx. Gated: does nothing unless
-# HERALD_TEST_SCHEMATHESIS=1. Bounded: SCHEMATHESIS_SECONDS (default 120) of testing.
+# HERALD_TEST_SCHEMATHESIS=1. Bounded: SCHEMATHESIS_SECONDS (default 120) of testing; give it
+# at least 60 (the spec's long-poll examples, `:claim` with `wait`, take ~20 s of it).
 # schemathesis is installed (PyPI) into a venv outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,7 +29,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/tenants/tnt_01HX0000000000000000000000/keys"),
     ("POST", "/operations"),
     ("POST", "/operations:claim"),
-    ("POST", "/operations/op_01HX0000000000000000000000:heartbeat"),
+    (
+        "POST",
+        "/operations/op_01HX0000000000000000000000:heartbeat",
+    ),
     ("POST", "/operations/op_01HX0000000000000000000000:complete"),
     ("POST", "/operations/op_01HX0000000000000000000000:fail"),
     ("POST", "/operations/op_01HX0000000000000000000000:wait"),
@@ -74,7 +77,11 @@ fn harness() -> &'static Harness {
                 .body(Body::from(r#"{"name":"probe"}"#))
                 .unwrap();
             let status = router.clone().oneshot(probe).await.unwrap().status();
-            assert_eq!(status.as_u16(), 201, "the fuzz harness cannot create a tenant");
+            assert_eq!(
+                status.as_u16(),
+                201,
+                "the fuzz harness cannot create a tenant"
+            );
             router
         });
         Harness {
