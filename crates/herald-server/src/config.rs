@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct Config {
     /// An admin key to accept (besides keys stored in the database). `HERALD_ADMIN_KEY` overrides.
     #[serde(default)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Redacted>,
     /// Encrypts webhook signing secrets at rest: 32 bytes, base64 (AES-256-GCM).
     /// `HERALD_SECRET_KEY` overrides. Never shown by `Debug`.
     #[serde(default)]

@@ -68,7 +68,7 @@ impl AppState {
         let state = Self {
             store,
             admin_key: admin_key
-                .or_else(|| config.admin_key.clone())
+                .or_else(|| config.admin_key.as_ref().map(|k| k.0.clone()))
                 .map(Arc::from),
             rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
