@@ -122,7 +122,8 @@ impl WebhookVerifier {
     }
 
     fn check_skew(&self, timestamp: i64, now: i64) -> Result<(), VerifyError> {
-        let skew = now - timestamp;
+        // Saturating: a hostile `webhook-timestamp` of i64::MIN must not overflow.
+        let skew = now.saturating_sub(timestamp);
         if skew.unsigned_abs() > self.tolerance.as_secs() {
             return Err(VerifyError::OutsideTolerance {
                 skew_seconds: skew,
@@ -222,6 +223,29 @@ mod tests {
 
     const TS: &str = "2026-04-10T15:20:00Z";
     const TS_UNIX: i64 = 1775834400;
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        let v = WebhookVerifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        for (ts, now) in [
+            (i64::MIN.to_string(), TS_UNIX),
+            (i64::MAX.to_string(), -TS_UNIX),
+            ("0".to_owned(), i64::MIN),
+        ] {
+            let headers = h(&[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", "v1,AAAA"),
+            ]);
+            assert!(
+                matches!(
+                    v.verify_at(&headers, b"{}", now),
+                    Err(VerifyError::OutsideTolerance { .. })
+                ),
+                "{ts} at {now}"
+            );
+        }
+    }
 
     #[test]
     fn herald_format_accepts_any_of_several_signatures_and_secrets() {

@@ -119,8 +119,9 @@ pub struct SendResult {
 }
 
 impl SendResult {
+    /// A 2xx whose response arrived whole (up to the excerpt) within the timeout.
     pub fn is_success(&self) -> bool {
-        matches!(self.status_code, Some(c) if (200..300).contains(&c))
+        matches!(self.status_code, Some(c) if (200..300).contains(&c)) && self.error.is_none()
     }
 
     fn failed(error: String, started: Instant) -> Self {
@@ -183,10 +184,14 @@ pub(crate) async fn send(
     } else {
         None
     };
-    let excerpt = read_excerpt(&mut response).await;
+    let (excerpt, body_error) = read_excerpt(&mut response).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let error = match status {
-        200..=299 => None,
+        // The status line said yes, but the response broke (reset, timeout) before its
+        // first bytes were in: the receiver may not have finished, so try again.
+        200..=299 => {
+            body_error.map(|e| format!("response failed: {}", describe_error(&e, timeout)))
+        }
         300..=399 => Some(match location {
             Some(loc) => format!("redirect ({status}) not followed: Location {loc}"),
             None => format!("redirect ({status}) not followed"),
@@ -203,23 +208,32 @@ pub(crate) async fn send(
 }
 
 /// Reads at most [`EXCERPT_LIMIT`] bytes of the body, chunk by chunk; the rest is
-/// never read. A body that fails midway keeps what arrived.
-async fn read_excerpt(response: &mut reqwest::Response) -> Option<String> {
+/// never read (dropping the response closes the connection). A body that fails before
+/// the limit keeps what arrived, and the failure is handed back.
+async fn read_excerpt(
+    response: &mut reqwest::Response,
+) -> (Option<String>, Option<reqwest::Error>) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut failure = None;
     while buf.len() < EXCERPT_LIMIT {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 let take = chunk.len().min(EXCERPT_LIMIT - buf.len());
                 buf.extend_from_slice(&chunk[..take]);
             }
-            Ok(None) | Err(_) => break,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
     }
-    if buf.is_empty() {
+    let excerpt = if buf.is_empty() {
         None
     } else {
         Some(String::from_utf8_lossy(&buf).into_owned())
-    }
+    };
+    (excerpt, failure)
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -262,11 +276,40 @@ pub(crate) fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
         innermost = err.to_string();
         source = err.source();
     }
+    if is_tls_failure(e) {
+        return format!("TLS handshake failed: {innermost}");
+    }
     if e.is_connect() {
         format!("connection failed: {innermost}")
     } else {
         format!("request failed: {innermost}")
     }
+}
+
+/// Whether a connect error came from TLS (rustls names its errors in their text;
+/// it is not a dependency here, so the chain is searched by message).
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string().to_ascii_lowercase();
+        if [
+            "tls",
+            "certificate",
+            "handshake",
+            "corrupt message",
+            "invalid peer",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (a date in the past is a zero wait).
@@ -799,6 +842,104 @@ pub(crate) mod tests {
             "{error}"
         );
         assert!(error.contains("loopback"), "{error}");
+    }
+
+    /// A loopback listener that counts the connections it accepts (and answers 200).
+    async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    read_request(&mut sock).await;
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        (port, count)
+    }
+
+    /// DNS rebinding: a name is checked against the addresses the connection really
+    /// uses, at send time. `localhost` stands in for a name that now resolves to
+    /// loopback: with private destinations refused, no connection is even opened.
+    #[tokio::test]
+    async fn the_connection_uses_the_guarded_resolver() {
+        let (port, accepted) = counting_listener().await;
+        let url = format!("http://localhost:{port}/");
+        let strict = build_client(Duration::from_secs(5), false).unwrap();
+        let result = send(
+            &strict,
+            &job(&url, SignatureFormat::Herald),
+            1,
+            T0,
+            Duration::from_secs(5),
+            false,
+        )
+        .await;
+        let error = result.error.unwrap();
+        assert!(error.contains("loopback"), "{error}");
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a refused name was connected to"
+        );
+        // The control: allowed, the same name reaches the same listener.
+        let lenient = build_client(Duration::from_secs(5), true).unwrap();
+        let result = send(
+            &lenient,
+            &job(&url, SignatureFormat::Herald),
+            1,
+            T0,
+            Duration::from_secs(5),
+            true,
+        )
+        .await;
+        assert!(result.is_success(), "{result:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A redirect is reported, never followed: its target sees no request, even when
+    /// the target would be allowed.
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        let (target_port, accepted) = counting_listener().await;
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
+            let location = format!("Location: http://127.0.0.1:{target_port}/next\r\n");
+            let (base, _r) = serve(response(status, &location, b"")).await;
+            let client = build_client(Duration::from_secs(5), true).unwrap();
+            let result = send(
+                &client,
+                &job(&base, SignatureFormat::Herald),
+                1,
+                T0,
+                Duration::from_secs(5),
+                true,
+            )
+            .await;
+            assert!(!result.is_success());
+            let error = result.error.unwrap();
+            assert!(
+                error.starts_with(&format!("redirect ({})", &status[..3])),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a redirect was followed"
+        );
     }
 
     #[tokio::test]

@@ -81,7 +81,58 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 ApiError::unauthorized("The Authorization header must be `Bearer <key>`.")
             })?;
-        authenticate(state, presented).await
+        let principal = authenticate(state, presented).await?;
+        if let Some(limiter) = &state.rate_limits {
+            limiter.check(&principal)?;
+        }
+        Ok(principal)
+    }
+}
+
+/// Per-key token buckets (GCRA, from `governor`). Only authenticated keys get a
+/// bucket, so the map grows with the number of keys, not with traffic.
+pub struct RateLimits {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    clock: governor::clock::DefaultClock,
+}
+
+impl RateLimits {
+    /// `None` when the config turns limits off.
+    pub fn from_config(limits: &crate::config::LimitSettings) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(limits.requests_per_second)?;
+        let burst = limits
+            .burst
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(rate);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Some(Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            clock: governor::clock::DefaultClock::default(),
+        })
+    }
+
+    /// Admits one request from `principal`, or answers 429 with `Retry-After`.
+    pub fn check(&self, principal: &Principal) -> ApiResult<()> {
+        use governor::clock::Clock as _;
+        let key = match principal.key_id {
+            Some(id) => id.to_string(),
+            None => "admin-key-from-config".to_owned(),
+        };
+        match self.limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                // Whole seconds, rounded up: a client that waits this long gets in.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut err = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "This key sent more requests than its rate limit allows; retry after the time in Retry-After.",
+                );
+                err.retry_after = Some(secs.max(1));
+                Err(err)
+            }
+        }
     }
 }
 

@@ -14,7 +14,11 @@ use std::time::Duration;
 pub struct Config {
     /// An admin key to accept (besides keys stored in the database). `HERALD_ADMIN_KEY` overrides.
     #[serde(default)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Redacted>,
+    /// Encrypts webhook signing secrets at rest: 32 bytes, base64 (AES-256-GCM).
+    /// `HERALD_SECRET_KEY` overrides. Never shown by `Debug`.
+    #[serde(default)]
+    pub secret_key: Option<Redacted>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -24,22 +28,42 @@ pub struct Config {
     pub event_types: Vec<EventTypeConfig>,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// Per-key request rate limits (off unless set).
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// How long settled events, their deliveries and attempts are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             admin_key: None,
+            secret_key: None,
             max_body_bytes: default_max_body(),
             operation_types: vec![],
             event_types: vec![],
             webhooks: WebhookSettings::default(),
+            limits: LimitSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
 
 fn default_max_body() -> usize {
     1024 * 1024
+}
+
+/// A config value that must never be printed (keys): `Debug` shows `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +170,71 @@ fn default_in_flight() -> usize {
 }
 fn default_per_webhook() -> u32 {
     16
+}
+
+/// Per-key rate limits: a token bucket per API key (the config admin key counts as
+/// one key). Off by default (`requests_per_second = 0`), so that one admin key may
+/// push a benchmark's 20,000 requests a second; turn it on for keys you hand out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained requests a second per key; 0 turns rate limiting off (the default).
+    #[serde(default)]
+    pub requests_per_second: u32,
+    /// Requests a key may send at once above the sustained rate (default: one
+    /// second's worth, `requests_per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// Event retention. Events no delivery still owes (every delivery succeeded or is
+/// dead) are purged with their deliveries and attempts once older than `events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Default 30d; `"off"` keeps events for ever. At least 1d, the time an
+    /// `Idempotency-Key` answers retries.
+    #[serde(
+        default = "default_event_retention",
+        deserialize_with = "retention_text"
+    )]
+    pub events: Option<Duration>,
+    /// Events removed per write (default 500): small, so requests never wait long.
+    #[serde(default = "default_retention_batch")]
+    pub batch: u32,
+    /// Pause between passes once nothing more is due (default 1m).
+    #[serde(default = "default_retention_interval", with = "serde_text")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            events: default_event_retention(),
+            batch: default_retention_batch(),
+            interval: default_retention_interval(),
+        }
+    }
+}
+
+fn default_event_retention() -> Option<Duration> {
+    Some(Duration::from_secs(30 * 86400))
+}
+fn default_retention_batch() -> u32 {
+    500
+}
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn retention_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    duration::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +375,20 @@ impl Config {
         if self.webhooks.timeout < Duration::from_millis(100) {
             return invalid("webhooks.timeout must be at least 100ms".into());
         }
+        if matches!(self.retention.events, Some(d) if d < Duration::from_secs(86400)) {
+            return invalid("retention.events must be at least 1d (or \"off\")".into());
+        }
+        if self.retention.batch == 0 || self.retention.batch > 10_000 {
+            return invalid("retention.batch must be between 1 and 10000".into());
+        }
+        if self.limits.burst == Some(0) {
+            return invalid("limits.burst must be at least 1".into());
+        }
+        if let Some(key) = &self.secret_key {
+            if let Err(e) = herald_store::encrypted::SecretKey::parse(&key.0) {
+                return invalid(format!("secret_key: {e}"));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024".into());
         }
@@ -329,6 +432,13 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
         assert_eq!(t.retention, Duration::from_secs(30 * 86400));
         assert_eq!(c.webhooks.schedule.len(), 10);
         assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.retention.events, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            c.limits.requests_per_second, 0,
+            "rate limits are off by default"
+        );
+        let off = Config::parse("[retention]\nevents = \"off\"").unwrap();
+        assert_eq!(off.retention.events, None);
     }
 
     #[test]
@@ -351,6 +461,9 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
                 "declared twice",
             ),
             ("bogus = 1", "unknown field"),
+            ("[retention]\nevents = \"1h\"", "at least 1d"),
+            ("[retention]\nevents = \"soon\"", "not a duration"),
+            ("[limits]\nburst = 0", "burst"),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

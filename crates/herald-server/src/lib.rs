@@ -14,6 +14,7 @@ pub mod contract;
 pub mod embedded;
 pub mod error;
 mod reaper;
+mod retention;
 mod routes;
 pub mod telemetry;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     /// The admin key from config or env, accepted beside stored keys.
     pub admin_key: Option<Arc<str>>,
     pub keys: Arc<auth::KeyCache>,
+    /// Per-key rate limits, `None` when `[limits]` leaves them off.
+    pub rate_limits: Option<Arc<auth::RateLimits>>,
     pub in_flight: body::InFlight,
     /// Compiled JSON Schemas of registered event types.
     pub schemas: Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>,
@@ -54,11 +57,20 @@ impl AppState {
         admin_key: Option<String>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // Webhook secrets are sealed at rest when a key is configured, whatever the backend.
+        let store: Arc<dyn Store> = match &config.secret_key {
+            Some(key) => Arc::new(herald_store::encrypted::EncryptedSecrets::new(
+                store,
+                herald_store::encrypted::SecretKey::parse(&key.0)?,
+            )),
+            None => store,
+        };
         let state = Self {
             store,
             admin_key: admin_key
-                .or_else(|| config.admin_key.clone())
+                .or_else(|| config.admin_key.as_ref().map(|k| k.0.clone()))
                 .map(Arc::from),
+            rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
             clock,
             keys: Default::default(),
@@ -86,6 +98,12 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.clock.clone(),
         shutdown.clone(),
     ));
+    let retention = tokio::spawn(retention::run(
+        state.store.clone(),
+        state.clock.clone(),
+        state.config.retention.clone(),
+        shutdown.clone(),
+    ));
     let webhooks = &state.config.webhooks;
     let dispatcher = herald_dispatch::Dispatcher::new(
         state.store.clone(),
@@ -107,6 +125,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         .await?;
     shutdown.cancel();
     let _ = reaper.await;
+    let _ = retention.await;
     let _ = dispatch.await;
     Ok(())
 }

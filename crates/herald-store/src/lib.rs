@@ -6,6 +6,7 @@
 //! Every method that changes state returns only after the change is on disk, and
 //! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
 
+pub mod encrypted;
 pub mod model;
 pub mod postgres;
 pub mod signals;
@@ -136,6 +137,20 @@ pub trait Store: Send + Sync + 'static {
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
     /// Redeliver every delivery of `webhook` whose event falls in the range (and status, if given).
     async fn replay(&self, replay: Replay) -> StoreResult<u64>;
+
+    // --- retention
+
+    /// Removes up to `limit` events created before `older_than` that no delivery still
+    /// owes (none `pending`), with their deliveries and attempts, in one short write.
+    /// Callers loop over small batches so the writer is never stalled. Per-key event
+    /// sequences are kept. The default purges nothing, so a backend can land without it.
+    async fn purge_settled_events(
+        &self,
+        _older_than: Timestamp,
+        _limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        Ok(PurgeReport::default())
+    }
 
     // --- observability (defaults so that a backend can land without them)
 

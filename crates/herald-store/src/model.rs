@@ -121,6 +121,14 @@ pub struct ReapReport {
     pub purged: u64,
 }
 
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: EventId,

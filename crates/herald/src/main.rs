@@ -356,10 +356,17 @@ async fn serve(
     store_args: StoreArgs,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let config = match &config_path {
+    let mut config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if let Some(key) = std::env::var("HERALD_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        config.secret_key = Some(herald_server::config::Redacted(key));
+        config.validate()?;
+    }
     let store = open_store(&store_args).await?;
     let admin_key = std::env::var("HERALD_ADMIN_KEY")
         .ok()

@@ -135,6 +135,9 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
 "#,
     // The dashboard's charts read attempts by time.
     "CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts(at);",
+    // Retention purges settled events oldest first, with their deliveries.
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events(created_at); \
+     CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_id);",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

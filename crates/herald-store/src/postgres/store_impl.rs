@@ -338,10 +338,23 @@ macro_rules! in_tx {
         let $tx = client.transaction().await?;
         #[allow(unused_mut)]
         let mut $wake = Wake::default();
-        let out = $body;
-        $tx.commit().await?;
-        $wake.fire($self.signals_arc(), $self.notes());
-        out
+        // An error (`?` or `return Err`) in the body ends this block, so the transaction is
+        // rolled back here, before the connection goes back to the pool. Dropped instead, it
+        // would roll back later in the background, and meanwhile its row locks would make
+        // `SKIP LOCKED` claims on other connections pass those rows over.
+        #[allow(clippy::needless_question_mark)]
+        let out: StoreResult<_> = async { Ok($body) }.await;
+        match out {
+            Ok(value) => {
+                $tx.commit().await?;
+                $wake.fire($self.signals_arc(), $self.notes());
+                value
+            }
+            Err(e) => {
+                let _ = $tx.rollback().await;
+                return Err(e);
+            }
+        }
     }};
 }
 
@@ -582,7 +595,7 @@ impl Store for PgStore {
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
             if ids.is_empty() {
-                return Ok(vec![]);
+                return Ok(Ok(vec![]));
             }
             let tokens: Vec<String> = ids.iter().map(|_| lease_token()).collect();
             let expires = claim.now.plus(claim.lease);
@@ -783,7 +796,7 @@ impl Store for PgStore {
             let id = event.id.to_string();
             if let Some(idem) = &idem {
                 if let Some(existing) = claim_idempotency(&tx, idem, &id, event.created_at).await? {
-                    return Ok(Created::Existing(get_event_row(&tx, &existing).await?));
+                    return Ok(Ok(Created::Existing(get_event_row(&tx, &existing).await?)));
                 }
             }
             // Two nodes given the same event id at once: the second waits here, then finds it.
@@ -799,7 +812,7 @@ impl Store for PgStore {
                 if prior.try_get::<_, String>(0)? != event.request_hash {
                     return Err(StoreError::IdempotencyMismatch);
                 }
-                return Ok(Created::Existing(get_event_row(&tx, &id).await?));
+                return Ok(Ok(Created::Existing(get_event_row(&tx, &id).await?)));
             }
             let (stored, fanned) = insert_event_row(&tx, &event).await?;
             wake.due = fanned > 0;
@@ -978,7 +991,7 @@ impl Store for PgStore {
                 rows::delivery,
             )?;
             if deliveries.is_empty() {
-                return Ok(vec![]);
+                return Ok(Ok(vec![]));
             }
             deliveries.sort_by_key(|d| (d.next_attempt_at, d.id.to_string()));
             let webhook_ids: Vec<String> = deliveries
@@ -1142,6 +1155,48 @@ impl Store for PgStore {
             .await?;
             wake.due = true;
             Ok(n)
+        })
+    }
+
+    async fn purge_settled_events(
+        &self,
+        older_than: Timestamp,
+        limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        in_tx!(self, |tx, wake| {
+            // The batch's ids, oldest first; an event some delivery still owes is skipped.
+            let ids: Vec<String> = query(
+                &tx,
+                "SELECT e.id FROM events e WHERE e.created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+                 ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&older_than.0, &(limit.clamp(1, 10_000) as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(Ok(PurgeReport::default()));
+            }
+            let attempts = tx
+                .execute(
+                    "DELETE FROM attempts WHERE delivery_id IN \
+                     (SELECT id FROM deliveries WHERE event_id = ANY($1))",
+                    &[&ids],
+                )
+                .await?;
+            let deliveries = tx
+                .execute("DELETE FROM deliveries WHERE event_id = ANY($1)", &[&ids])
+                .await?;
+            let events = tx
+                .execute("DELETE FROM events WHERE id = ANY($1)", &[&ids])
+                .await?;
+            Ok(PurgeReport {
+                events,
+                deliveries,
+                attempts,
+            })
         })
     }
 

@@ -130,6 +130,11 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
     r#"
 CREATE INDEX attempts_by_time ON attempts(at);
 "#,
+    // 3: retention finds old events by time and their deliveries by event.
+    r#"
+CREATE INDEX events_by_time ON events(created_at);
+CREATE INDEX deliveries_by_event ON deliveries(event_id);
+"#,
 ];
 
 /// The schema version this build writes and expects.

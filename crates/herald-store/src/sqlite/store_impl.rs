@@ -31,6 +31,17 @@ fn opt_text<T: ToString>(s: Option<T>) -> Sql {
 }
 
 /// Lease tokens only need to be unique and hard to guess; a ULID carries 80 random bits.
+/// Retention: the batch of settled events older than ?1, at most ?2 of them.
+const PURGE_PICK: &str = "SELECT e.id FROM events e WHERE e.created_at < ?1 \
+     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+     ORDER BY e.created_at LIMIT ?2";
+/// ?1 is a JSON array of event ids.
+const PURGE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id IN \
+     (SELECT d.id FROM deliveries d WHERE d.event_id IN (SELECT value FROM json_each(?1)))";
+const PURGE_DELIVERIES: &str =
+    "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?1))";
+const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))";
+
 fn lease_token() -> String {
     format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
@@ -769,6 +780,35 @@ impl Store for SqliteStore {
             self.signals.deliveries_due.notify_waiters();
         }
         Ok(created)
+    }
+
+    async fn purge_settled_events(
+        &self,
+        older_than: Timestamp,
+        limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        self.write(move |conn| {
+            // The batch's ids, oldest first; an event some delivery still owes is skipped.
+            let ids: Vec<String> = conn
+                .prepare_cached(PURGE_PICK)?
+                .query_map(params![older_than.0, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(PurgeReport::default());
+            }
+            let ids = serde_json::to_string(&ids)?;
+            let attempts = conn.prepare_cached(PURGE_ATTEMPTS)?.execute(params![ids])? as u64;
+            let deliveries = conn
+                .prepare_cached(PURGE_DELIVERIES)?
+                .execute(params![ids])? as u64;
+            let events = conn.prepare_cached(PURGE_EVENTS)?.execute(params![ids])? as u64;
+            Ok(PurgeReport {
+                events,
+                deliveries,
+                attempts,
+            })
+        })
+        .await
     }
 
     async fn get_event(&self, id: EventId) -> StoreResult<Event> {
