@@ -1,6 +1,7 @@
 //! Test harness: the real server on port 0 over a fresh SQLite file, spoken to over HTTP.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod receiver;
 
 use herald_core::{Clock, ManualClock, SystemClock};
