@@ -61,6 +61,13 @@ pub(crate) fn xadd(message: &BrokerMessage, maxlen: Option<u64>) -> redis::Cmd {
     cmd
 }
 
+/// Errors the server answers for this command and these arguments: `ERR …` (bad arguments)
+/// and `WRONGTYPE` (the key holds something other than a stream). Others (`OOM`, `LOADING`,
+/// `READONLY`, connection trouble) pass.
+fn is_refusal(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::ResponseError || e.code() == Some("WRONGTYPE")
+}
+
 impl Publisher for RedisPublisher {
     fn kind(&self) -> BrokerKind {
         BrokerKind::Redis
@@ -79,12 +86,7 @@ impl Publisher for RedisPublisher {
             match result {
                 Ok(_) => Ok(()),
                 // WRONGTYPE and other command errors come back the same however often we try.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        redis::ErrorKind::TypeError | redis::ErrorKind::ResponseError
-                    ) =>
-                {
+                Err(e) if is_refusal(&e) => {
                     Err(PublishError::Refused(format!("Redis refused XADD: {e}")))
                 }
                 Err(e) => {
