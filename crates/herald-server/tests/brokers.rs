@@ -12,15 +12,23 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::time::Duration;
 
 const KEYS: [&str; 3] = ["pay_1", "pay_2", "pay_3"];
+
+/// NATS tests share the server; the one that restarts it runs alone.
+static NATS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn broker_env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
         _ => {
-            println!("skipped: {var} is not set, so this test has no broker to talk to (scripts/ci-brokers.sh sets it)");
+            // Straight to stderr, past the test harness's capture, so CI logs show the skip.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {var} is not set, so this test has no broker to talk to (scripts/ci-brokers.sh sets it)"
+            );
             None
         }
     }
@@ -209,6 +217,7 @@ async fn nats_gets_every_event_in_key_order_with_its_msg_id() {
     let Some(url) = broker_env("HERALD_TEST_NATS_URL") else {
         return;
     };
+    let _shared = NATS.read().await;
     let topic = fresh("herald.test.");
     let app = spawn_app(&config(
         "nats",
@@ -230,6 +239,7 @@ async fn nats_going_away_mid_stream_loses_nothing() {
     let Some(url) = broker_env("HERALD_TEST_NATS_URL") else {
         return;
     };
+    let _shared = NATS.read().await;
     let target = url.trim_start_matches("nats://").to_owned();
     let proxy = Proxy::start(target).await;
     let topic = fresh("herald.test.");
@@ -685,4 +695,89 @@ async fn kafka_gets_every_event_in_key_order_on_its_keys_partition() {
     }
     check_arrivals(&posted, &got);
     check_delivery_log(&app, "kafka", &topic).await;
+}
+
+// ---------------------------------------------------------------- a real broker restart
+
+/// The start command of the machine's NATS service (see the machine notes), and a stop
+/// that ends the one process listening on 4222, by its pid.
+const NATS_START: &str =
+    "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log";
+const NATS_STOP: &str = "pid=$(ss -ltnpH 'sport = :4222' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2); \
+     [ -n \"$pid\" ] && kill -TERM \"$pid\" && while kill -0 \"$pid\" 2>/dev/null; do sleep 0.1; done";
+
+fn sh(script: &str) {
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
+    assert!(status.success(), "`{script}` failed");
+}
+
+async fn nats_listening() -> bool {
+    tokio::net::TcpStream::connect("127.0.0.1:4222")
+        .await
+        .is_ok()
+}
+
+/// Starts NATS again however the test ends, so the machine's service is left running.
+struct RestartNatsOnDrop;
+
+impl Drop for RestartNatsOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{NATS_START}; for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && exit 0; sleep 0.1; done"
+            ))
+            .status();
+    }
+}
+
+/// Stops the real NATS server mid-stream and starts it again. It restarts a service the
+/// whole machine uses, so it runs only when `HERALD_TEST_RESTART_NATS=1` as well.
+#[tokio::test]
+async fn nats_server_restarted_mid_stream_loses_nothing() {
+    let Some(url) = broker_env("HERALD_TEST_NATS_URL") else {
+        return;
+    };
+    if std::env::var("HERALD_TEST_RESTART_NATS").as_deref() != Ok("1") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: HERALD_TEST_RESTART_NATS is not 1 (this test stops and starts the machine's NATS server)"
+        );
+        return;
+    }
+    let _alone = NATS.write().await;
+    let topic = fresh("herald.test.");
+    let app = spawn_app(&config(
+        "nats",
+        &topic,
+        &format!("[brokers.nats]\nurl = \"{url}\""),
+    ))
+    .await;
+    let mut posted = post_events(&app, 4, 0).await;
+    all_published(&app, posted.len()).await;
+
+    let _guard = RestartNatsOnDrop;
+    sh(NATS_STOP);
+    assert!(!nats_listening().await, "NATS stopped");
+    posted.extend(post_events(&app, 4, 4).await);
+    app.eventually("a failed attempt while NATS is down", || async {
+        route_deliveries(&app)
+            .await
+            .iter()
+            .any(|d| d["status"] == "pending" && d["last_error"].is_string())
+    })
+    .await;
+    sh(NATS_START);
+    app.eventually("NATS to listen again", nats_listening).await;
+    posted.extend(post_events(&app, 2, 8).await);
+    all_published(&app, posted.len()).await;
+
+    let got = read_nats(&url, &topic, posted.len()).await;
+    assert_eq!(got.len(), posted.len());
+    check_arrivals(&posted, &got);
 }
