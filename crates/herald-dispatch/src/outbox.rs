@@ -13,11 +13,13 @@ use herald_store::{Attempt, AttemptOutcome, AttemptRecord, BrokerJob, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// At most this many deliveries claimed (and published concurrently) at once.
-const MAX_CLAIM: u32 = 256;
+/// At most this many deliveries claimed at once.
+const MAX_CLAIM: usize = 256;
+/// At most this many publishes in flight (or waiting to be recorded).
+const MAX_IN_FLIGHT: usize = 512;
 /// The longest the loop sleeps on the real clock, so expired leases are picked up.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
@@ -93,8 +95,8 @@ impl BrokerDispatcher {
         }
     }
 
-    /// Runs until `shutdown`; publishes in flight then finish (each within the timeout)
-    /// and are recorded before it returns.
+    /// Runs until `shutdown`; publishes in flight then get the timeout (plus a second) to
+    /// finish and be recorded before it returns. Any cut short go again when their leases end.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         {
@@ -107,22 +109,55 @@ impl BrokerDispatcher {
                 }
             });
         }
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_loop(this.store.clone(), records_rx));
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        this.claim_loop(&slots, &records_tx, &shutdown).await;
+
+        // Every slot back: every publish finished and its result is queued for the store.
+        let grace = this.config.timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, slots.acquire_many(MAX_IN_FLIGHT as u32))
+            .await
+            .is_err()
+        {
+            tracing::warn!("broker dispatcher stopping with publishes in flight; they go again when their leases expire");
+        }
+        drop(records_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
+    }
+
+    /// Claims heads of lines while slots are free; each publish runs in its own task, so a
+    /// slow or dead broker holds up only its own lines.
+    async fn claim_loop(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        records: &mpsc::UnboundedSender<(AttemptRecord, OwnedSemaphorePermit)>,
+        shutdown: &CancellationToken,
+    ) {
         // A publish may take the whole timeout; the lease outlives it by a margin, so a
         // delivery is never claimed twice while its first publish can still land.
-        let lease = this.config.timeout * 3 + Duration::from_secs(10);
+        let lease = self.config.timeout * 3 + Duration::from_secs(10);
         loop {
-            let notified = this.store.signals().deliveries_due.notified();
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            // Listen before looking, so a delivery that becomes due meanwhile is not missed.
+            let notified = self.store.signals().deliveries_due.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = this.clock.now();
-            let jobs = match this
+            let limit = (1 + slots.available_permits()).min(MAX_CLAIM) as u32;
+            let now = self.clock.now();
+            let jobs = match self
                 .store
-                .claim_due_broker_deliveries(now, MAX_CLAIM, lease)
+                .claim_due_broker_deliveries(now, limit, lease)
                 .await
             {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming broker deliveries failed; retrying in 1s");
+                    drop(first);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -131,41 +166,43 @@ impl BrokerDispatcher {
                 }
             };
             if !jobs.is_empty() {
-                // Each job heads its own line, so they can all go at once.
-                let mut tasks = JoinSet::new();
+                let mut first = Some(first);
                 for job in jobs {
-                    let this = this.clone();
-                    tasks.spawn(async move { this.publish(job).await });
-                }
-                let mut records = Vec::new();
-                while let Some(done) = tasks.join_next().await {
-                    if let Ok(record) = done {
-                        records.push(record);
-                    }
-                }
-                this.record(records).await;
-                if shutdown.is_cancelled() {
-                    return;
+                    let slot = match first.take() {
+                        Some(p) => p,
+                        // Only this loop takes slots, so those counted above are still free.
+                        None => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let this = self.clone();
+                    let records = records.clone();
+                    tokio::spawn(async move {
+                        let record = this.publish(job).await;
+                        let _ = records.send((record, slot));
+                    });
                 }
                 continue;
             }
-            let next = match this.store.next_broker_delivery_due().await {
+            drop(first);
+            let next = match self.store.next_broker_delivery_due().await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the next due broker delivery failed");
-                    Some(this.clock.now().plus(MAX_IDLE))
+                    Some(self.clock.now().plus(MAX_IDLE))
                 }
             };
-            let cap = this
+            let cap = self
                 .clock
                 .moved()
                 .is_none()
-                .then(|| this.clock.now().plus(MAX_IDLE));
+                .then(|| self.clock.now().plus(MAX_IDLE));
             let deadline = match (next, cap) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let clock = this.clock.clone();
+            let clock = self.clock.clone();
             let sleep = async move {
                 match deadline {
                     Some(t) => sleep_until(&*clock, t).await,
@@ -176,21 +213,6 @@ impl BrokerDispatcher {
                 _ = shutdown.cancelled() => return,
                 _ = &mut notified => {}
                 _ = sleep => {}
-            }
-        }
-    }
-
-    async fn record(&self, records: Vec<AttemptRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        for tries in 1..=3u64 {
-            match self.store.record_attempts(records.clone()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, count = records.len(), tries, "recording broker publishes failed");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                }
             }
         }
     }
@@ -256,6 +278,29 @@ impl BrokerDispatcher {
             outcome,
             disable_webhook: None,
         }
+    }
+}
+
+/// Writes results as they come, batching whatever is queued into one call; a result's
+/// slot is freed once it is written, so the claim loop never sees a stale head.
+async fn record_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(AttemptRecord, OwnedSemaphorePermit)>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_CLAIM).await > 0 {
+        let records: Vec<AttemptRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        for tries in 1..=3u64 {
+            match store.record_attempts(records.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, count = records.len(), tries,
+                        "recording broker publishes failed; unrecorded ones go again when their leases expire");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+            }
+        }
+        batch.clear();
     }
 }
 
