@@ -539,6 +539,45 @@ async fn redis_going_away_mid_stream_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_broker_unreachable_at_start_is_not_fatal_and_is_retried() {
+    let Some(url) = broker_env("HERALD_TEST_REDIS_URL") else {
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(6379)
+    );
+    let proxy = Proxy::start(target).await;
+    proxy.down();
+    let mut via_proxy = parsed.clone();
+    via_proxy.set_host(Some("127.0.0.1")).unwrap();
+    via_proxy.set_port(Some(proxy.port)).unwrap();
+    let stream = fresh("herald:test:");
+    // Starts and takes events although the broker cannot be reached.
+    let app = spawn_app(&config(
+        "redis",
+        &stream,
+        &format!("[brokers.redis]\nurl = \"{via_proxy}\""),
+    ))
+    .await;
+    let posted = post_events(&app, 2, 0).await;
+    app.eventually("a failed attempt to reach the broker", || async {
+        route_deliveries(&app).await.iter().any(|d| {
+            d["status"] == "pending"
+                && d["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Redis"))
+        })
+    })
+    .await;
+    proxy.up();
+    all_published(&app, posted.len()).await;
+    check_arrivals(&posted, &read_redis(&url, &stream).await);
+}
+
+#[tokio::test]
 async fn redis_refusing_a_message_dead_letters_it_and_redeliver_sends_it() {
     let Some(url) = broker_env("HERALD_TEST_REDIS_URL") else {
         return;
