@@ -272,6 +272,65 @@ async fn nats_going_away_mid_stream_loses_nothing() {
     check_arrivals(&posted, &got);
 }
 
+#[tokio::test]
+async fn nats_refusing_an_oversized_message_dead_letters_it_and_keeps_the_line_moving() {
+    let Some(url) = broker_env("HERALD_TEST_NATS_URL") else {
+        return;
+    };
+    let _shared = NATS.read().await;
+    let topic = fresh("herald.test.");
+    let config = format!(
+        "max_body_bytes = 4194304\n{}",
+        config("nats", &topic, &format!("[brokers.nats]\nurl = \"{url}\""))
+    );
+    let app = spawn_app(&config).await;
+    // Over the server's max_payload (1 MiB by default): refused however often it is sent.
+    let big = "x".repeat(1_200_000);
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.updated", "data": { "payment_id": "pay_1", "n": 0, "blob": big } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let small = post_events(&app, 1, 1).await;
+    app.eventually(
+        "the big one dead-lettered and the rest published",
+        || async {
+            let d = route_deliveries(&app).await;
+            d.len() == 4
+                && d.iter().filter(|d| d["status"] == "failed").count() == 1
+                && d.iter().filter(|d| d["status"] == "succeeded").count() == 3
+        },
+    )
+    .await;
+    let dead = app
+        .get("/deliveries?route=test-route&status=failed", ADMIN)
+        .await
+        .body["deliveries"][0]
+        .clone();
+    assert_eq!(dead["event_id"], r.body["id"]);
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("payload"),
+        "{dead}"
+    );
+    // `:redeliver` tries it again (and the broker refuses it again).
+    let path = format!("/deliveries/{}:redeliver", dead["id"].as_str().unwrap());
+    assert_eq!(
+        app.post(&path, ADMIN, json!({})).await.status,
+        StatusCode::ACCEPTED
+    );
+    let one = format!("/deliveries/{}", dead["id"].as_str().unwrap());
+    app.eventually("a second refusal", || async {
+        let d = app.get(&one, ADMIN).await.body;
+        d["status"] == "failed" && d["attempt_log"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let got = read_nats(&url, &topic, small.len()).await;
+    check_arrivals(&small, &got);
+}
+
 // ---------------------------------------------------------------- RabbitMQ
 
 struct AmqpReader {
