@@ -49,11 +49,12 @@ herald_brokers_main() {
     if [ -x "$tansu" ]; then
       mkdir -p "$tansu_data"
       echo "ci-brokers: starting tansu on 127.0.0.1:9092"
-      nohup "$tansu" broker \
+      # tansu reads the path after sqlite:// as relative to its working directory.
+      (cd "$tansu_data" && nohup "$tansu" broker \
         --listener-url tcp://127.0.0.1:9092 \
         --advertised-listener-url tcp://127.0.0.1:9092 \
-        --storage-engine "sqlite://$tansu_data/tansu.db" \
-        > /tmp/tansu.log 2>&1 &
+        --storage-engine sqlite://tansu.db \
+        > /tmp/tansu.log 2>&1 &)
       wait_up 9092 30 || { echo "ci-brokers: tansu did not start:"; tail -20 /tmp/tansu.log; }
     fi
   fi
