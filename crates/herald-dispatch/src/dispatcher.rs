@@ -984,8 +984,9 @@ mod tests {
         assert_eq!(seen, 2);
         eventually("the healthy webhook's delivery", || async {
             let d = deliveries(&*r.store, good.id).await;
-            d.iter()
-                .any(|d| d.webhook_id == good.id && d.status == DeliveryStatus::Succeeded)
+            d.iter().any(|d| {
+                d.destination.webhook() == Some(good.id) && d.status == DeliveryStatus::Succeeded
+            })
         })
         .await;
         r.stop().await;

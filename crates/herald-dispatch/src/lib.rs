@@ -11,13 +11,19 @@
 //! addresses, at registration ([`ssrf::check_destination`]) and again at connect
 //! time, against the addresses actually resolved.
 //!
+//! [`outbox`] publishes broker deliveries (the same delivery log) through the
+//! [`brokers`] publishers: NATS JetStream, RabbitMQ, Redis Streams and Kafka.
+//!
 //! The wire format (headers, signatures, retry rules) is DESIGN.md's "Webhooks".
 
+pub mod brokers;
 mod dispatcher;
+pub mod outbox;
 mod sender;
 pub mod ssrf;
 
 pub use dispatcher::{AttemptObserver, DispatchError, Dispatcher, DispatcherConfig};
+pub use outbox::{BrokerDispatcher, BrokerRoute, OutboxConfig};
 pub use sender::{
     decide, delivery_headers, parse_retry_after, traceparent, SendResult, Verdict, EXCERPT_LIMIT,
     USER_AGENT,

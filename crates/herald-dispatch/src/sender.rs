@@ -380,7 +380,7 @@ pub(crate) mod tests {
     use herald_core::event::Event;
     use herald_core::ids::*;
     use herald_core::signing::verify_herald;
-    use herald_store::{Delivery, DeliveryStatus, Webhook};
+    use herald_store::{Delivery, DeliveryStatus, Destination, Webhook};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -427,7 +427,8 @@ pub(crate) mod tests {
         let delivery = Delivery {
             id: DeliveryId::generate(),
             event_id: event.id,
-            webhook_id: webhook.id,
+            destination: Destination::Webhook(webhook.id),
+            ordering_key: None,
             tenant: None,
             event_type: event.event_type.clone(),
             status: DeliveryStatus::Pending,

@@ -2,7 +2,7 @@
 //! types, webhook delivery settings and limits. Checked once at start with clear errors.
 
 use herald_core::duration::{self, serde_text, serde_text_opt, serde_text_vec};
-use herald_core::pattern::is_event_type;
+use herald_core::pattern::{is_event_type, EventPattern};
 use herald_core::retry::RetrySchedule;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -34,6 +34,12 @@ pub struct Config {
     /// How long settled events, their deliveries and attempts are kept.
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// Event routes to message brokers (DESIGN.md "Broker routes").
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Connection settings of each broker, with the defaults of DESIGN.md.
+    #[serde(default)]
+    pub brokers: BrokersConfig,
 }
 
 impl Default for Config {
@@ -47,6 +53,8 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             limits: LimitSettings::default(),
             retention: RetentionSettings::default(),
+            routes: vec![],
+            brokers: BrokersConfig::default(),
         }
     }
 }
@@ -217,6 +225,77 @@ impl Default for RetentionSettings {
     }
 }
 
+/// `[[routes]]`: events matching `events` are published on `broker` under `topic`, keyed by
+/// the value at the JSON pointer `key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Names the route in the delivery log; default `<broker>:<topic>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub events: Vec<String>,
+    pub broker: String,
+    /// Optional here so a missing topic gets a clear message from `validate`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// JSON pointer into the event (`/data/payment_id`); default `/key`, the event's own key.
+    #[serde(default = "default_route_key")]
+    pub key: String,
+}
+
+fn default_route_key() -> String {
+    "/key".into()
+}
+
+impl RouteConfig {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                self.broker,
+                self.topic.as_deref().unwrap_or_default()
+            )
+        })
+    }
+    pub fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or_default()
+    }
+}
+
+/// `[brokers]`: one table per broker, and the publishing limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokersConfig {
+    /// How long a publish may take, the broker's acknowledgement included.
+    #[serde(default = "default_timeout", with = "serde_text")]
+    pub timeout: Duration,
+    /// The longest wait between retries while a broker is unreachable (messages are never
+    /// dropped for that; the wait doubles from 500ms up to this).
+    #[serde(default = "default_max_backoff", with = "serde_text")]
+    pub max_backoff: Duration,
+    #[serde(default)]
+    pub nats: NatsConfig,
+    #[serde(default)]
+    pub rabbitmq: RabbitMqConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+}
+
+impl Default for BrokersConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            max_backoff: default_max_backoff(),
+            nats: Default::default(),
+            rabbitmq: Default::default(),
+            redis: Default::default(),
+            kafka: Default::default(),
+        }
+    }
+}
+
 fn default_event_retention() -> Option<Duration> {
     Some(Duration::from_secs(30 * 86400))
 }
@@ -235,6 +314,118 @@ fn retention_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Durat
     duration::parse(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: default_nats_url(),
+        }
+    }
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqConfig {
+    #[serde(default = "default_amqp_url")]
+    pub url: String,
+}
+
+impl Default for RabbitMqConfig {
+    fn default() -> Self {
+        Self {
+            url: default_amqp_url(),
+        }
+    }
+}
+
+fn default_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Trim each stream to about this many entries (`XADD MAXLEN ~`); unset keeps all.
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: default_redis_url(),
+            maxlen: None,
+        }
+    }
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: String,
+    /// Partitions of a topic Herald creates because it was missing.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: i16,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: default_bootstrap(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+        }
+    }
+}
+
+fn default_bootstrap() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i16 {
+    1
+}
+
+/// A JSON pointer (RFC 6901): empty, or `/`-separated tokens where `~` only starts `~0` or `~1`.
+fn is_json_pointer(text: &str) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let Some(rest) = text.strip_prefix('/') else {
+        return false;
+    };
+    let bytes = rest.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b != b'~' || matches!(bytes.get(i + 1), Some(b'0' | b'1')))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,10 +580,94 @@ impl Config {
                 return invalid(format!("secret_key: {e}"));
             }
         }
+        self.validate_routes()?;
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024".into());
         }
         Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if herald_dispatch::brokers::BrokerKind::parse(&r.broker).is_none() {
+                return invalid(format!(
+                    "{at}: unknown broker `{}`; use nats, rabbitmq, redis or kafka",
+                    r.broker
+                ));
+            }
+            let topic = match r.topic.as_deref().map(str::trim) {
+                None | Some("") => return invalid(format!("{at}: `topic` is missing")),
+                Some(t) => t,
+            };
+            if r.events.is_empty() {
+                return invalid(format!("{at}: `events` lists no event type"));
+            }
+            for p in &r.events {
+                if let Err(e) = EventPattern::parse(p) {
+                    return invalid(format!("{at}: {e}"));
+                }
+            }
+            if !is_json_pointer(&r.key) {
+                return invalid(format!(
+                    "{at}: key `{}` is not a JSON pointer (like \"/data/payment_id\")",
+                    r.key
+                ));
+            }
+            let topic_ok = match r.broker.as_str() {
+                "nats" => {
+                    !topic.starts_with('.')
+                        && !topic.ends_with('.')
+                        && !topic.contains("..")
+                        && !topic.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                }
+                "kafka" => {
+                    topic.len() <= 249
+                        && topic
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                }
+                _ => !topic.contains(char::is_whitespace) || r.broker == "redis",
+            };
+            if !topic_ok {
+                return invalid(format!(
+                    "{at}: topic `{topic}` is not a valid {} topic",
+                    r.broker
+                ));
+            }
+            if !names.insert(r.name()) {
+                return invalid(format!(
+                    "{at}: route name `{}` is used twice; give each route its own `name`",
+                    r.name()
+                ));
+            }
+        }
+        if self.brokers.timeout < Duration::from_millis(100) {
+            return invalid("brokers.timeout must be at least 100ms".into());
+        }
+        if self.brokers.max_backoff < Duration::from_millis(500) {
+            return invalid("brokers.max_backoff must be at least 500ms".into());
+        }
+        if self.brokers.kafka.partitions < 1 || self.brokers.kafka.replication_factor < 1 {
+            return invalid(
+                "brokers.kafka: partitions and replication_factor must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The broker kinds some route publishes to.
+    pub fn brokers_in_use(&self) -> Vec<herald_dispatch::brokers::BrokerKind> {
+        herald_dispatch::brokers::BrokerKind::ALL
+            .into_iter()
+            .filter(|k| self.routes.iter().any(|r| r.broker == k.as_str()))
+            .collect()
+    }
+
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name() == name)
     }
 
     pub fn operation_type(&self, name: &str) -> Option<&OperationType> {
@@ -442,6 +717,38 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
     }
 
     #[test]
+    fn parses_routes_and_broker_defaults() {
+        let c = Config::parse(
+            r#"
+[[routes]]
+events = ["payment.*"]
+broker = "nats"
+topic = "payments.events"
+key = "/data/payment_id"
+
+[brokers.redis]
+maxlen = 1000
+"#,
+        )
+        .unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.name(), "nats:payments.events");
+        assert_eq!(r.key, "/data/payment_id");
+        assert_eq!(c.brokers.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            c.brokers.rabbitmq.url,
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(c.brokers.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(c.brokers.redis.maxlen, Some(1000));
+        assert_eq!(c.brokers.kafka.bootstrap, "127.0.0.1:9092");
+        assert_eq!(
+            c.brokers_in_use(),
+            vec![herald_dispatch::brokers::BrokerKind::Nats]
+        );
+    }
+
+    #[test]
     fn rejects_bad_config_with_a_clear_message() {
         for (text, needle) in [
             (
@@ -464,6 +771,30 @@ schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
             ("[retention]\nevents = \"1h\"", "at least 1d"),
             ("[retention]\nevents = \"soon\"", "not a duration"),
             ("[limits]\nburst = 0", "burst"),
+            (
+                "[[routes]]\nevents = [\"payment.*\"]\nbroker = \"kafkaa\"\ntopic = \"t\"",
+                "unknown broker `kafkaa`",
+            ),
+            (
+                "[[routes]]\nevents = [\"payment.*\"]\nbroker = \"nats\"",
+                "`topic` is missing",
+            ),
+            (
+                "[[routes]]\nevents = [\"payment.*\"]\nbroker = \"redis\"\ntopic = \"t\"\nkey = \"data.payment_id\"",
+                "not a JSON pointer",
+            ),
+            (
+                "[[routes]]\nevents = [\"payment.*\"]\nbroker = \"redis\"\ntopic = \"t\"\nkey = \"/data/~2\"",
+                "not a JSON pointer",
+            ),
+            (
+                "[[routes]]\nevents = [\"pay*\"]\nbroker = \"redis\"\ntopic = \"t\"",
+                "not an event type pattern",
+            ),
+            (
+                "[[routes]]\nevents = [\"a\"]\nbroker = \"nats\"\ntopic = \"a.*\"",
+                "not a valid nats topic",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

@@ -2,7 +2,8 @@
 //! clock, key cache); [`router`] maps the wire contract of DESIGN.md onto handlers,
 //! one module per resource under `routes/` (the operator dashboard and its `/stats`
 //! among them); [`telemetry`] holds metrics and the request-id layer; [`start`] runs
-//! the API with its background loops (lease reaper, webhook dispatcher) until shutdown.
+//! the API with its background loops (lease reaper, retention, webhook dispatcher,
+//! broker dispatcher) until shutdown.
 
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
@@ -65,6 +66,8 @@ impl AppState {
             )),
             None => store,
         };
+        // Before any request: every event stored from now on fans out to these routes.
+        store.set_routes(outbox_routes(&config)?);
         let state = Self {
             store,
             admin_key: admin_key
@@ -83,6 +86,77 @@ impl AppState {
         routes::event_types::load(&state).await?;
         Ok(state)
     }
+}
+
+/// The routes of `config` as the store fans events out to them.
+fn outbox_routes(config: &Config) -> anyhow::Result<Vec<herald_store::OutboxRoute>> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            Ok(herald_store::OutboxRoute {
+                name: r.name(),
+                events: r
+                    .events
+                    .iter()
+                    .map(|p| herald_core::pattern::EventPattern::parse(p))
+                    .collect::<Result<_, _>>()?,
+                key: r.key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The broker dispatcher for the configured routes, with a publisher per broker in use.
+fn broker_dispatcher(state: &AppState) -> herald_dispatch::BrokerDispatcher {
+    use herald_dispatch::brokers::*;
+    let config = &state.config;
+    let b = &config.brokers;
+    let publishers: Vec<Arc<dyn Publisher>> = config
+        .brokers_in_use()
+        .into_iter()
+        .map(|kind| -> Arc<dyn Publisher> {
+            match kind {
+                BrokerKind::Nats => Arc::new(NatsPublisher::new(NatsSettings {
+                    url: b.nats.url.clone(),
+                })),
+                BrokerKind::RabbitMq => Arc::new(RabbitMqPublisher::new(RabbitMqSettings {
+                    url: b.rabbitmq.url.clone(),
+                })),
+                BrokerKind::Redis => Arc::new(RedisPublisher::new(RedisSettings {
+                    url: b.redis.url.clone(),
+                    maxlen: b.redis.maxlen,
+                })),
+                BrokerKind::Kafka => Arc::new(KafkaPublisher::new(KafkaSettings {
+                    bootstrap: b.kafka.bootstrap.clone(),
+                    partitions: b.kafka.partitions,
+                    replication_factor: b.kafka.replication_factor,
+                })),
+            }
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .filter_map(|r| {
+            Some(herald_dispatch::BrokerRoute {
+                name: r.name(),
+                broker: BrokerKind::parse(&r.broker)?,
+                topic: r.topic().to_owned(),
+            })
+        })
+        .collect();
+    herald_dispatch::BrokerDispatcher::new(
+        state.store.clone(),
+        state.clock.clone(),
+        herald_dispatch::OutboxConfig {
+            timeout: b.timeout,
+            max_backoff: b.max_backoff,
+            ..Default::default()
+        },
+        routes,
+        publishers,
+    )
 }
 
 pub fn router(state: AppState) -> Router {
@@ -119,6 +193,9 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     )?
     .with_observer(state.metrics.clone());
     let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
+    // Runs even with no routes: deliveries left by routes since removed from the config
+    // stay listed with an error instead of vanishing.
+    let brokers = tokio::spawn(broker_dispatcher(&state).run(shutdown.clone()));
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -127,5 +204,6 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let _ = reaper.await;
     let _ = retention.await;
     let _ = dispatch.await;
+    let _ = brokers.await;
     Ok(())
 }

@@ -310,6 +310,22 @@ impl Store for EncryptedSecrets {
     async fn schema_version(&self) -> StoreResult<SchemaVersion> {
         self.inner.schema_version().await
     }
+    fn set_routes(&self, routes: Vec<OutboxRoute>) {
+        self.inner.set_routes(routes)
+    }
+    async fn claim_due_broker_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<BrokerJob>> {
+        self.inner
+            .claim_due_broker_deliveries(now, limit, lease)
+            .await
+    }
+    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.inner.next_broker_delivery_due().await
+    }
 }
 
 #[cfg(test)]

@@ -122,7 +122,25 @@ pub trait Store: Send + Sync + 'static {
     async fn update_webhook(&self, webhook: Webhook, now: Timestamp) -> StoreResult<Webhook>;
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()>;
 
+    // --- broker routes (the outbox)
+    /// The broker routes events fan out to, from config; replaces any set before. Events
+    /// stored from then on get one delivery per matching route, in their own transaction.
+    fn set_routes(&self, routes: Vec<OutboxRoute>);
+    /// Claims (leases) due broker deliveries, at most one per (route, ordering key): only the
+    /// oldest pending delivery of its line, so a key's later event never overtakes an earlier
+    /// one, retries included. Deliveries with no key are not ordered.
+    async fn claim_due_broker_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<BrokerJob>>;
+    /// When the next claimable broker delivery falls due (heads of lines only).
+    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
+
     // --- deliveries
+    /// Claims due webhook deliveries (broker deliveries are claimed by
+    /// [`Store::claim_due_broker_deliveries`]).
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -130,6 +148,7 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>>;
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()>;
+    /// When the next webhook delivery (or its lease) falls due.
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
     async fn list_deliveries(&self, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)>;

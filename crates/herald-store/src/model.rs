@@ -254,11 +254,37 @@ impl DeliveryStatus {
     }
 }
 
+/// Where a delivery goes: a webhook's URL, or a broker route of the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Webhook(WebhookId),
+    /// The route's name (see [`OutboxRoute`]); the broker and topic come from config.
+    Route(String),
+}
+
+impl Destination {
+    pub fn webhook(&self) -> Option<WebhookId> {
+        match self {
+            Destination::Webhook(id) => Some(*id),
+            Destination::Route(_) => None,
+        }
+    }
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            Destination::Webhook(_) => None,
+            Destination::Route(name) => Some(name),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub id: DeliveryId,
     pub event_id: EventId,
-    pub webhook_id: WebhookId,
+    pub destination: Destination,
+    /// The broker key (a route's JSON pointer into the event); deliveries of one route and
+    /// key are published one after another, in the order they were created.
+    pub ordering_key: Option<String>,
     pub tenant: Option<TenantId>,
     pub event_type: String,
     pub status: DeliveryStatus,
@@ -292,6 +318,41 @@ pub struct DeliveryJob {
     pub webhook: Webhook,
 }
 
+/// A broker route as the store fans events out to it: events matching `events` get a
+/// delivery to the route, in the same transaction as the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRoute {
+    /// Unique among routes; deliveries name their route by it.
+    pub name: String,
+    pub events: Vec<EventPattern>,
+    /// JSON pointer into the event body (`/data/payment_id`) that gives the ordering key.
+    pub key: String,
+}
+
+impl OutboxRoute {
+    /// The ordering key of `event` on this route: the value at the pointer (strings as
+    /// they are, numbers and booleans as text, other JSON as compact JSON); `None` when
+    /// the pointer finds nothing or `null`.
+    pub fn key_of(&self, event: &herald_core::event::Event) -> Option<String> {
+        match event.to_body().pointer(&self.key)? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// A claimed broker delivery: the head of its (route, key) line, with its event.
+#[derive(Debug, Clone)]
+pub struct BrokerJob {
+    pub delivery: Delivery,
+    pub event: herald_core::event::Event,
+    /// The route's name.
+    pub route: String,
+}
+
 /// What happens to a delivery after an attempt (or a decision not to try).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -317,6 +378,10 @@ pub struct AttemptRecord {
 pub struct DeliveryFilter {
     pub tenant: Option<TenantId>,
     pub webhook: Option<WebhookId>,
+    /// Only deliveries to this broker route.
+    pub route: Option<String>,
+    /// Leave out broker deliveries (tenant keys see webhook deliveries only).
+    pub webhooks_only: bool,
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
     pub since: Option<Timestamp>,

@@ -1014,7 +1014,10 @@ async fn fan_out_only_to_matching_enabled_webhooks_of_the_tenant(s: &dyn Store) 
 
     let e = emit(s, event(Some(a), "payment.succeeded", Some("p1"), at(1))).await;
     let made = deliveries_of(s, DeliveryFilter::default()).await;
-    let mut targets: Vec<WebhookId> = made.iter().map(|d| d.webhook_id).collect();
+    let mut targets: Vec<WebhookId> = made
+        .iter()
+        .filter_map(|d| d.destination.webhook())
+        .collect();
     targets.sort();
     let mut expected = vec![all_payments.id, succeeded.id];
     expected.sort();
@@ -1036,7 +1039,10 @@ async fn fan_out_only_to_matching_enabled_webhooks_of_the_tenant(s: &dyn Store) 
     )
     .await;
     assert_eq!(
-        failed.iter().map(|d| d.webhook_id).collect::<Vec<_>>(),
+        failed
+            .iter()
+            .filter_map(|d| d.destination.webhook())
+            .collect::<Vec<_>>(),
         vec![all_payments.id]
     );
     assert!(deliveries_of(

@@ -12,16 +12,16 @@ use axum::Json;
 use herald_core::auth::Role;
 use herald_core::ids::{DeliveryId, TenantId, WebhookId};
 use herald_core::Timestamp;
-use herald_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus};
+use herald_store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, Destination};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub fn delivery_json(d: &Delivery) -> Value {
-    json!({
+    let mut out = json!({
         "id": d.id,
         "event_id": d.event_id,
         "event_type": d.event_type,
-        "webhook_id": d.webhook_id,
+        "webhook_id": d.destination.webhook(),
         "tenant": d.tenant,
         "status": d.status.as_str(),
         "attempts": d.attempts,
@@ -30,7 +30,22 @@ pub fn delivery_json(d: &Delivery) -> Value {
         "last_error": d.last_error,
         "created_at": d.created_at.to_rfc3339(),
         "updated_at": d.updated_at.to_rfc3339(),
-    })
+    });
+    if let Destination::Route(route) = &d.destination {
+        out["route"] = json!(route);
+        out["key"] = json!(d.ordering_key);
+    }
+    out
+}
+
+/// A broker delivery also names its broker and topic, from the config in force.
+fn with_broker(state: &AppState, d: &Delivery) -> Value {
+    let mut out = delivery_json(d);
+    if let Some(route) = d.destination.route().and_then(|r| state.config.route(r)) {
+        out["broker"] = json!(route.broker);
+        out["topic"] = json!(route.topic());
+    }
+    out
 }
 
 fn attempt_json(a: &Attempt) -> Value {
@@ -47,6 +62,7 @@ fn attempt_json(a: &Attempt) -> Value {
 #[derive(Deserialize)]
 pub struct ListQuery {
     webhook: Option<String>,
+    route: Option<String>,
     status: Option<String>,
     event_type: Option<String>,
     since: Option<String>,
@@ -77,6 +93,8 @@ pub async fn list(
         Role::Tenant(t) => Some(t),
         _ => q.tenant,
     };
+    // Broker routes are the API owner's plumbing: tenant keys see webhook deliveries only.
+    let tenant_view = matches!(principal.role, Role::Tenant(_));
     let webhook = q
         .webhook
         .as_deref()
@@ -99,6 +117,8 @@ pub async fn list(
     let filter = DeliveryFilter {
         tenant,
         webhook,
+        route: q.route,
+        webhooks_only: tenant_view,
         status,
         event_type: q.event_type,
         since: time_param("since", q.since.as_deref())?,
@@ -109,7 +129,7 @@ pub async fn list(
     let mut deliveries = state.store.list_deliveries(filter).await?;
     let token = next_page_token(&mut deliveries, size, |d| d.id.to_string());
     Ok(Json(
-        json!({ "deliveries": deliveries.iter().map(delivery_json).collect::<Vec<_>>(), "next_page_token": token }),
+        json!({ "deliveries": deliveries.iter().map(|d| with_broker(&state, d)).collect::<Vec<_>>(), "next_page_token": token }),
     ))
 }
 
@@ -125,7 +145,8 @@ async fn visible_delivery(
         .get_delivery(id)
         .await
         .map_err(|e| ApiError::from_store(e, "The delivery"))?;
-    if !principal.can_see(d.tenant) {
+    let tenant_view = matches!(principal.role, Role::Tenant(_));
+    if !principal.can_see(d.tenant) || (tenant_view && d.destination.route().is_some()) {
         return Err(ApiError::not_found("The delivery"));
     }
     Ok((d, attempts))
@@ -137,7 +158,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (d, attempts) = visible_delivery(&state, &principal, &id).await?;
-    let mut out = delivery_json(&d);
+    let mut out = with_broker(&state, &d);
     out["attempt_log"] = json!(attempts.iter().map(attempt_json).collect::<Vec<_>>());
     Ok(Json(out))
 }
@@ -158,5 +179,5 @@ pub async fn custom_method(
         .redeliver(d.id, state.clock.now())
         .await
         .map_err(|e| ApiError::from_store(e, "The delivery"))?;
-    Ok((StatusCode::ACCEPTED, Json(delivery_json(&d))))
+    Ok((StatusCode::ACCEPTED, Json(with_broker(&state, &d))))
 }

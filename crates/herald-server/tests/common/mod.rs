@@ -3,6 +3,7 @@
 //! PostgreSQL database instead (made through that URL, dropped after).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod receiver;
 
 use herald_core::{Clock, ManualClock, SystemClock};

@@ -138,6 +138,16 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
     // Retention purges settled events oldest first, with their deliveries.
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(created_at); \
      CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_id);",
+    // Broker routes share the delivery log: a delivery goes to a webhook or to a route, with
+    // the ordering key that lines route deliveries up, in `line_seq` order.
+    "ALTER TABLE deliveries ALTER COLUMN webhook_id DROP NOT NULL; \
+     ALTER TABLE deliveries ADD COLUMN route TEXT; \
+     ALTER TABLE deliveries ADD COLUMN ordering_key TEXT; \
+     ALTER TABLE deliveries ADD COLUMN line_seq BIGSERIAL; \
+     ALTER TABLE deliveries ADD CONSTRAINT deliveries_one_destination CHECK ((webhook_id IS NULL) <> (route IS NULL)); \
+     CREATE INDEX deliveries_route_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND route IS NOT NULL; \
+     CREATE INDEX deliveries_route_lines ON deliveries(route, ordering_key, line_seq) WHERE status = 'pending' AND route IS NOT NULL; \
+     CREATE INDEX deliveries_by_route ON deliveries(route, id) WHERE route IS NOT NULL;",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

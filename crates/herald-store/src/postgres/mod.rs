@@ -38,6 +38,8 @@ pub struct PgStore {
     /// Turns other nodes' notifications into local wake-ups; stopped when the store drops.
     listener: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
+    /// Broker routes from config, read by every write that may store an event.
+    pub(crate) routes: std::sync::RwLock<Arc<Vec<crate::OutboxRoute>>>,
 }
 
 impl Drop for PgStore {
@@ -190,7 +192,16 @@ impl PgStore {
             notes,
             listener,
             notifier,
+            routes: Default::default(),
         })
+    }
+
+    /// The broker routes in force now.
+    pub(crate) fn routes(&self) -> Arc<Vec<crate::OutboxRoute>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A server setting as this store's connections see it (`synchronous_commit`, say).

@@ -162,7 +162,12 @@ async fn claim_idempotency(
 
 /// Ends an operation (already in its final `state`), sets its purge time, and raises its
 /// final event in the same transaction. Returns how many deliveries that event made.
-async fn finish_row(tx: &Transaction<'_>, op: &Operation, now: Timestamp) -> StoreResult<usize> {
+async fn finish_row(
+    tx: &Transaction<'_>,
+    routes: &[OutboxRoute],
+    op: &Operation,
+    now: Timestamp,
+) -> StoreResult<usize> {
     let (response, code, message) = match &op.state {
         OperationState::Done(Outcome::Response(r)) => (Some(serde_json::to_string(r)?), None, None),
         OperationState::Done(Outcome::Error(e)) => {
@@ -201,13 +206,17 @@ async fn finish_row(tx: &Transaction<'_>, op: &Operation, now: Timestamp) -> Sto
             data: op.to_resource(),
             created_at: now,
         };
-        fanned = insert_event_row(tx, &event).await?.1;
+        fanned = insert_event_row(tx, routes, &event).await?.1;
     }
     Ok(fanned)
 }
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
-async fn insert_event_row(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<(Event, usize)> {
+async fn insert_event_row(
+    tx: &Transaction<'_>,
+    routes: &[OutboxRoute],
+    e: &NewEvent,
+) -> StoreResult<(Event, usize)> {
     let tenant = e.tenant.map(|t| t.to_string());
     let sequence: Option<i64> = match &e.key {
         // The row lock on (tenant, key) is held to commit, so sequences commit in order.
@@ -240,7 +249,6 @@ async fn insert_event_row(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<(Ev
         ],
     )
     .await?;
-    let fanned = fan_out(tx, e).await?;
     let event = Event {
         id: e.id,
         tenant: e.tenant,
@@ -250,6 +258,7 @@ async fn insert_event_row(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<(Ev
         data: e.data.clone(),
         created_at: e.created_at,
     };
+    let fanned = fan_out(tx, e).await? + fan_out_to_routes(tx, routes, &event).await?;
     Ok((event, fanned))
 }
 
@@ -298,6 +307,46 @@ async fn fan_out(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<usize> {
     .await?;
     Ok(webhook_ids.len())
 }
+
+/// The outbox: one delivery per broker route the event matches, in the event's transaction.
+/// `line_seq` (a sequence) orders a key's deliveries across nodes: the event's per-key row
+/// lock is held to commit, so a later event of the key always draws a larger number.
+async fn fan_out_to_routes(
+    tx: &Transaction<'_>,
+    routes: &[OutboxRoute],
+    e: &Event,
+) -> StoreResult<usize> {
+    let mut count = 0;
+    for route in routes {
+        if !herald_core::pattern::any_matches(&route.events, &e.event_type) {
+            continue;
+        }
+        execute(
+            tx,
+            "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, \
+             status, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $7, $7, $7)",
+            &[
+                &DeliveryId::generate().to_string(),
+                &e.id.to_string(),
+                &route.name,
+                &route.key_of(e),
+                &e.tenant.map(|t| t.to_string()),
+                &e.event_type,
+                &e.created_at.0,
+            ],
+        )
+        .await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A pending route delivery is claimable when no older pending delivery shares its route and key.
+const HEAD_OF_LINE: &str =
+    "(d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier \
+     WHERE earlier.route = d.route AND earlier.ordering_key = d.ordering_key \
+     AND earlier.status = 'pending' AND earlier.line_seq < d.line_seq))";
 
 async fn get_event_row(tx: &Transaction<'_>, id: &str) -> StoreResult<Event> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
@@ -535,6 +584,7 @@ impl Store for PgStore {
     }
 
     async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<Operation> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, id, true).await?;
             match op.state {
@@ -545,7 +595,7 @@ impl Store for PgStore {
                         "The operation was cancelled before it started.",
                     )));
                     op.updated_at = now;
-                    wake.due = finish_row(&tx, &op, now).await? > 0;
+                    wake.due = finish_row(&tx, &routes, &op, now).await? > 0;
                 }
                 OperationState::Running { .. } => {
                     execute(
@@ -657,6 +707,7 @@ impl Store for PgStore {
     }
 
     async fn finish_operation(&self, finish: Finish) -> StoreResult<Operation> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, finish.id, true).await?;
             match &op.state {
@@ -670,7 +721,7 @@ impl Store for PgStore {
                 FinishAs::Complete(response) => {
                     op.metadata.insert("progress_percent".into(), 100.into());
                     op.state = OperationState::Done(Outcome::Response(response));
-                    wake.due = finish_row(&tx, &op, finish.now).await? > 0;
+                    wake.due = finish_row(&tx, &routes, &op, finish.now).await? > 0;
                 }
                 FinishAs::Fail { error, retryable }
                     if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
@@ -688,7 +739,7 @@ impl Store for PgStore {
                 }
                 FinishAs::Fail { error, .. } => {
                     op.state = OperationState::Done(Outcome::Error(error));
-                    wake.due = finish_row(&tx, &op, finish.now).await? > 0;
+                    wake.due = finish_row(&tx, &routes, &op, finish.now).await? > 0;
                 }
             }
             wake.changed.push(finish.id);
@@ -697,6 +748,7 @@ impl Store for PgStore {
     }
 
     async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let mut report = ReapReport::default();
             // SKIP LOCKED: several nodes reap at once, each takes different rows.
@@ -712,7 +764,7 @@ impl Store for PgStore {
                         codes::CANCELLED,
                         "The operation was cancelled while running.",
                     )));
-                    wake.due |= finish_row(&tx, &op, now).await? > 0;
+                    wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 } else if op.attempt < op.max_attempts {
                     execute(
@@ -732,7 +784,7 @@ impl Store for PgStore {
                             op.attempt
                         ),
                     )));
-                    wake.due |= finish_row(&tx, &op, now).await? > 0;
+                    wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 }
                 wake.changed.push(op.id);
@@ -748,7 +800,7 @@ impl Store for PgStore {
                     codes::DEADLINE_EXCEEDED,
                     "The operation did not finish before its deadline.",
                 )));
-                wake.due |= finish_row(&tx, &op, now).await? > 0;
+                wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                 report.deadline_exceeded += 1;
                 wake.changed.push(op.id);
             }
@@ -792,6 +844,7 @@ impl Store for PgStore {
         event: NewEvent,
         idem: Option<Idempotency>,
     ) -> StoreResult<Created<Event>> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let id = event.id.to_string();
             if let Some(idem) = &idem {
@@ -814,7 +867,7 @@ impl Store for PgStore {
                 }
                 return Ok(Ok(Created::Existing(get_event_row(&tx, &id).await?)));
             }
-            let (stored, fanned) = insert_event_row(&tx, &event).await?;
+            let (stored, fanned) = insert_event_row(&tx, &routes, &event).await?;
             wake.due = fanned > 0;
             Ok(Created::New(stored))
         })
@@ -976,7 +1029,7 @@ impl Store for PgStore {
         in_tx!(self, |tx, wake| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
-                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= $2 \
                    AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
                    FOR UPDATE SKIP LOCKED) \
                  RETURNING {DELIVERY_COLUMNS}"
@@ -996,7 +1049,7 @@ impl Store for PgStore {
             deliveries.sort_by_key(|d| (d.next_attempt_at, d.id.to_string()));
             let webhook_ids: Vec<String> = deliveries
                 .iter()
-                .map(|d| d.webhook_id.to_string())
+                .filter_map(|d| d.destination.webhook().map(|w| w.to_string()))
                 .collect();
             let event_ids: Vec<String> =
                 deliveries.iter().map(|d| d.event_id.to_string()).collect();
@@ -1029,7 +1082,8 @@ impl Store for PgStore {
             let mut jobs = Vec::with_capacity(deliveries.len());
             let mut orphans = Vec::new();
             for d in deliveries {
-                match (webhooks.get(&d.webhook_id), events.get(&d.event_id)) {
+                let webhook = d.destination.webhook().and_then(|w| webhooks.get(&w));
+                match (webhook, events.get(&d.event_id)) {
                     (Some(w), Some(e)) => jobs.push(DeliveryJob {
                         webhook: w.clone(),
                         event: e.clone(),
@@ -1061,7 +1115,7 @@ impl Store for PgStore {
             query(
                 &tx,
                 "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
-                 WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
                 &[],
             )
             .await?[0]
@@ -1077,6 +1131,12 @@ impl Store for PgStore {
         }
         if let Some(wh) = f.webhook {
             w.add("webhook_id = ?", Box::new(wh.to_string()));
+        }
+        if let Some(r) = &f.route {
+            w.add("route = ?", Box::new(r.clone()));
+        }
+        if f.webhooks_only {
+            w.fixed("webhook_id IS NOT NULL");
         }
         if let Some(s) = f.status {
             w.add("status = ?", Box::new(s.as_str().to_owned()));
@@ -1116,8 +1176,11 @@ impl Store for PgStore {
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
         in_tx!(self, |tx, wake| {
             let d = get_delivery_row(&tx, &id.to_string()).await?;
-            let webhook = get_webhook_row(&tx, &d.webhook_id.to_string(), false).await?;
-            let next = if webhook.disabled { None } else { Some(now.0) };
+            let paused = match d.destination.webhook() {
+                Some(w) => get_webhook_row(&tx, &w.to_string(), false).await?.disabled,
+                None => false,
+            };
+            let next = if paused { None } else { Some(now.0) };
             execute(
                 &tx,
                 "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
@@ -1198,6 +1261,64 @@ impl Store for PgStore {
                 attempts,
             })
         })
+    }
+
+    fn set_routes(&self, routes: Vec<OutboxRoute>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+
+    async fn claim_due_broker_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<BrokerJob>> {
+        in_tx!(self, |tx, wake| {
+            // Heads of their (route, key) lines only; SKIP LOCKED keeps two nodes off one row,
+            // and the lease keeps the line's next delivery waiting until this one is settled.
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                   SELECT d.id FROM deliveries d WHERE d.status = 'pending' AND d.route IS NOT NULL \
+                   AND d.next_attempt_at <= $2 AND (d.lease_until IS NULL OR d.lease_until <= $2) \
+                   AND {HEAD_OF_LINE} ORDER BY d.next_attempt_at, d.line_seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {DELIVERY_COLUMNS}, line_seq"
+            );
+            let rows = query(
+                &tx,
+                &sql,
+                &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
+            )
+            .await?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seq: i64 = row.try_get("line_seq")?;
+                claimed.push((seq, rows::delivery(row)?));
+            }
+            claimed.sort_by_key(|(seq, _)| *seq);
+            let mut jobs = Vec::with_capacity(claimed.len());
+            for (_, d) in claimed {
+                let Some(route) = d.destination.route().map(str::to_owned) else {
+                    continue;
+                };
+                let event = get_event_row(&tx, &d.event_id.to_string()).await?;
+                jobs.push(BrokerJob {
+                    delivery: d,
+                    event,
+                    route,
+                });
+            }
+            Ok(jobs)
+        })
+    }
+
+    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        let sql = format!(
+            "SELECT MIN(GREATEST(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM deliveries d \
+             WHERE d.status = 'pending' AND d.route IS NOT NULL AND d.next_attempt_at IS NOT NULL AND {HEAD_OF_LINE}"
+        );
+        let client = self.client().await?;
+        let t: Option<i64> = client.query_one(&sql, &[]).await?.try_get(0)?;
+        Ok(t.map(Timestamp))
     }
 
     async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {

@@ -135,6 +135,45 @@ CREATE INDEX attempts_by_time ON attempts(at);
 CREATE INDEX events_by_time ON events(created_at);
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 "#,
+    // 4: broker routes share the delivery log. A delivery goes to a webhook or to a route
+    // (`webhook_id` NULL, `route` set), with the ordering key that lines route deliveries up.
+    // SQLite cannot drop NOT NULL in place, so the table is rebuilt, rowids and all.
+    r#"
+CREATE TABLE deliveries_v2 (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    webhook_id TEXT,
+    route TEXT,
+    ordering_key TEXT,
+    tenant_id TEXT,
+    event_type TEXT NOT NULL,
+    event_created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    window_attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    lease_until INTEGER,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    CHECK ((webhook_id IS NULL) != (route IS NULL))
+);
+INSERT INTO deliveries_v2 (rowid, id, event_id, webhook_id, tenant_id, event_type, event_created_at, status,
+    attempts, window_attempts, next_attempt_at, lease_until, last_status_code, last_error, created_at, updated_at)
+SELECT rowid, id, event_id, webhook_id, tenant_id, event_type, event_created_at, status,
+    attempts, window_attempts, next_attempt_at, lease_until, last_status_code, last_error, created_at, updated_at
+FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v2 RENAME TO deliveries;
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND route IS NULL;
+CREATE INDEX deliveries_by_webhook ON deliveries(webhook_id, event_created_at) WHERE webhook_id IS NOT NULL;
+CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
+CREATE INDEX deliveries_by_route ON deliveries(route, id) WHERE route IS NOT NULL;
+CREATE INDEX deliveries_route_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND route IS NOT NULL;
+CREATE INDEX deliveries_route_lines ON deliveries(route, ordering_key, id) WHERE status = 'pending' AND route IS NOT NULL;
+CREATE INDEX deliveries_by_event ON deliveries(event_id);
+"#,
 ];
 
 /// The schema version this build writes and expects.
@@ -154,4 +193,43 @@ pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_migration_keeps_webhook_deliveries() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        conn.execute(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, event_created_at, status, \
+             next_attempt_at, created_at, updated_at) VALUES ('dlv_1', 'evt_1', 'wh_1', 'a.b', 5, 'pending', 5, 5, 5)",
+            [],
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        let row: (String, Option<String>, Option<String>, i64) = conn
+            .query_row(
+                "SELECT webhook_id, route, ordering_key, next_attempt_at FROM deliveries WHERE id = 'dlv_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("wh_1".into(), None, None, 5));
+        // A delivery names exactly one destination.
+        assert!(conn
+            .execute(
+                "INSERT INTO deliveries (id, event_id, event_type, event_created_at, status, created_at, updated_at) \
+                 VALUES ('dlv_2', 'evt_1', 'a.b', 5, 'pending', 5, 5)",
+                [],
+            )
+            .is_err());
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
 }

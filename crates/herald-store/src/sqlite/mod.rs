@@ -9,11 +9,11 @@ mod migrations;
 pub(crate) mod rows;
 mod store_impl;
 
-use crate::{Signals, StoreError, StoreResult};
+use crate::{OutboxRoute, Signals, StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
@@ -29,6 +29,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
     signals: Arc<Signals>,
+    /// Broker routes from config, read by every write that may store an event.
+    routes: Arc<RwLock<Arc<Vec<OutboxRoute>>>>,
 }
 
 struct ReaderPool {
@@ -127,7 +129,16 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             signals: Arc::new(Signals::default()),
+            routes: Arc::default(),
         })
+    }
+
+    /// The broker routes in force now.
+    fn routes(&self) -> Arc<Vec<OutboxRoute>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `f` in the writer's next transaction; returns once that transaction is on disk.

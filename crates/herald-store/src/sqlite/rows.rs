@@ -164,18 +164,25 @@ pub fn patterns_json(p: &[EventPattern]) -> String {
 
 pub const DELIVERY_COLUMNS: &str =
     "id, event_id, webhook_id, tenant_id, event_type, status, attempts, \
-     window_attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
+     window_attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, route, ordering_key";
 
 pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
     let id: String = row.get(0)?;
     let event_id: String = row.get(1)?;
-    let webhook_id: String = row.get(2)?;
+    let webhook_id: Option<String> = row.get(2)?;
+    let route: Option<String> = row.get(13)?;
+    let destination = match (webhook_id, route) {
+        (Some(w), None) => Destination::Webhook(parse_id(&w, WebhookId::parse)?),
+        (None, Some(r)) => Destination::Route(r),
+        _ => return Err(bad("delivery", "needs exactly one of webhook_id and route")),
+    };
     let tenant: Option<String> = row.get(3)?;
     let status: String = row.get(5)?;
     Ok(Delivery {
         id: parse_id(&id, DeliveryId::parse)?,
         event_id: parse_id(&event_id, EventId::parse)?,
-        webhook_id: parse_id(&webhook_id, WebhookId::parse)?,
+        destination,
+        ordering_key: row.get(14)?,
         tenant: tenant
             .as_deref()
             .map(|t| parse_id(t, TenantId::parse))

@@ -87,7 +87,12 @@ fn record_idempotency(
 
 /// Ends an operation with `outcome` (already in `state`), sets its purge time, and
 /// raises its final event in the same transaction.
-fn finish_row(conn: &Connection, op: &Operation, now: Timestamp) -> StoreResult<()> {
+fn finish_row(
+    conn: &Connection,
+    routes: &[OutboxRoute],
+    op: &Operation,
+    now: Timestamp,
+) -> StoreResult<()> {
     let (response, code, message) = match &op.state {
         OperationState::Done(herald_core::operation::Outcome::Response(r)) => {
             (Some(serde_json::to_string(r)?), None, None)
@@ -126,14 +131,18 @@ fn finish_row(conn: &Connection, op: &Operation, now: Timestamp) -> StoreResult<
             data,
             created_at: now,
         };
-        insert_event_row(conn, &event)?;
+        insert_event_row(conn, routes, &event)?;
     }
     Ok(())
 }
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
 /// Returns the event and how many deliveries it made.
-fn insert_event_row(conn: &Connection, e: &NewEvent) -> StoreResult<(Event, usize)> {
+fn insert_event_row(
+    conn: &Connection,
+    routes: &[OutboxRoute],
+    e: &NewEvent,
+) -> StoreResult<(Event, usize)> {
     let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
     let sequence: Option<i64> = match &e.key {
         Some(key) => Some(
@@ -160,7 +169,6 @@ fn insert_event_row(conn: &Connection, e: &NewEvent) -> StoreResult<(Event, usiz
         e.request_hash,
         e.created_at.0
     ])?;
-    let fanned = fan_out(conn, e)?;
     let event = Event {
         id: e.id,
         tenant: e.tenant,
@@ -170,6 +178,7 @@ fn insert_event_row(conn: &Connection, e: &NewEvent) -> StoreResult<(Event, usiz
         data: e.data.clone(),
         created_at: e.created_at,
     };
+    let fanned = fan_out(conn, e)? + fan_out_to_routes(conn, routes, &event)?;
     Ok((event, fanned))
 }
 
@@ -240,6 +249,37 @@ fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
     }
     Ok(count)
 }
+
+/// The outbox: one delivery per broker route the event matches, in the event's transaction.
+fn fan_out_to_routes(conn: &Connection, routes: &[OutboxRoute], e: &Event) -> StoreResult<usize> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, status, \
+         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7, ?7, ?7)",
+    )?;
+    let mut count = 0;
+    for route in routes {
+        if !herald_core::pattern::any_matches(&route.events, &e.event_type) {
+            continue;
+        }
+        insert.execute(params![
+            DeliveryId::generate().to_string(),
+            e.id.to_string(),
+            route.name,
+            route.key_of(e),
+            e.tenant.map(|t| t.to_string()),
+            e.event_type,
+            e.created_at.0
+        ])?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A pending route delivery is claimable when no older pending delivery shares its route and key.
+const HEAD_OF_LINE: &str =
+    "(ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier \
+     WHERE earlier.route = deliveries.route AND earlier.ordering_key = deliveries.ordering_key \
+     AND earlier.status = 'pending' AND earlier.id < deliveries.id))";
 
 fn get_event_row(conn: &Connection, id: &str) -> StoreResult<Event> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
@@ -491,6 +531,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<Operation> {
+        let routes = self.routes();
         let op = self
             .write(move |conn| {
                 let mut op = get_operation_row(conn, id)?;
@@ -502,7 +543,7 @@ impl Store for SqliteStore {
                             "The operation was cancelled before it started.",
                         )));
                         op.updated_at = now;
-                        finish_row(conn, &op, now)?;
+                        finish_row(conn, &routes, &op, now)?;
                     }
                     OperationState::Running { .. } => {
                         conn.execute(
@@ -607,6 +648,7 @@ impl Store for SqliteStore {
 
     async fn finish_operation(&self, finish: Finish) -> StoreResult<Operation> {
         let id = finish.id;
+        let routes = self.routes();
         let op = self
             .write(move |conn| {
                 let mut op = get_operation_row(conn, finish.id)?;
@@ -620,7 +662,7 @@ impl Store for SqliteStore {
                     FinishAs::Complete(response) => {
                         op.metadata.insert("progress_percent".into(), 100.into());
                         op.state = OperationState::Done(herald_core::operation::Outcome::Response(response));
-                        finish_row(conn, &op, finish.now)?;
+                        finish_row(conn, &routes, &op, finish.now)?;
                     }
                     FinishAs::Fail { error, retryable }
                         if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
@@ -635,7 +677,7 @@ impl Store for SqliteStore {
                     }
                     FinishAs::Fail { error, .. } => {
                         op.state = OperationState::Done(herald_core::operation::Outcome::Error(error));
-                        finish_row(conn, &op, finish.now)?;
+                        finish_row(conn, &routes, &op, finish.now)?;
                     }
                 }
                 Ok(op)
@@ -650,6 +692,7 @@ impl Store for SqliteStore {
     }
 
     async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
+        let routes = self.routes();
         let (report, changed) = self
             .write(move |conn| {
                 let mut report = ReapReport::default();
@@ -668,7 +711,7 @@ impl Store for SqliteStore {
                             codes::CANCELLED,
                             "The operation was cancelled while running.",
                         )));
-                        finish_row(conn, &op, now)?;
+                        finish_row(conn, &routes, &op, now)?;
                         report.worker_lost += 1;
                     } else if op.attempt < op.max_attempts {
                         conn.execute(
@@ -682,7 +725,7 @@ impl Store for SqliteStore {
                             codes::WORKER_LOST,
                             format!("The worker's lease expired on each of {} attempts.", op.attempt),
                         )));
-                        finish_row(conn, &op, now)?;
+                        finish_row(conn, &routes, &op, now)?;
                         report.worker_lost += 1;
                     }
                     changed.push(op.id);
@@ -700,7 +743,7 @@ impl Store for SqliteStore {
                         codes::DEADLINE_EXCEEDED,
                         "The operation did not finish before its deadline.",
                     )));
-                    finish_row(conn, &op, now)?;
+                    finish_row(conn, &routes, &op, now)?;
                     report.deadline_exceeded += 1;
                     changed.push(op.id);
                 }
@@ -749,6 +792,7 @@ impl Store for SqliteStore {
         event: NewEvent,
         idem: Option<Idempotency>,
     ) -> StoreResult<Created<Event>> {
+        let routes = self.routes();
         let (created, fanned) = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
@@ -769,7 +813,7 @@ impl Store for SqliteStore {
                         0,
                     ));
                 }
-                let (stored, fanned) = insert_event_row(conn, &event)?;
+                let (stored, fanned) = insert_event_row(conn, &routes, &event)?;
                 if let Some(idem) = &idem {
                     record_idempotency(conn, idem, &stored.id.to_string(), event.created_at)?;
                 }
@@ -992,6 +1036,56 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn set_routes(&self, routes: Vec<OutboxRoute>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+
+    async fn claim_due_broker_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<BrokerJob>> {
+        self.write(move |conn| {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND route IS NOT NULL AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) AND {HEAD_OF_LINE} \
+                   ORDER BY next_attempt_at, id LIMIT ?3) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let deliveries = query_all(
+                conn,
+                &sql,
+                vec![Sql::Integer(now.plus(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
+                rows::delivery,
+            )?;
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let Some(route) = d.destination.route().map(str::to_owned) else {
+                    continue;
+                };
+                let event = get_event_row(conn, &d.event_id.to_string())?;
+                jobs.push(BrokerJob { delivery: d, event, route });
+            }
+            jobs.sort_by_key(|j| j.delivery.id);
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+                 WHERE status = 'pending' AND route IS NOT NULL AND next_attempt_at IS NOT NULL AND {HEAD_OF_LINE}"
+            );
+            let t: Option<i64> = conn.query_row(&sql, [], |r| r.get(0))?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -1001,7 +1095,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= ?2 \
                    AND (lease_until IS NULL OR lease_until <= ?2) ORDER BY next_attempt_at LIMIT ?3) \
                  RETURNING {DELIVERY_COLUMNS}"
             );
@@ -1014,11 +1108,14 @@ impl Store for SqliteStore {
             let mut webhooks: HashMap<WebhookId, Webhook> = HashMap::new();
             let mut jobs = Vec::with_capacity(deliveries.len());
             for d in deliveries {
-                let webhook = match webhooks.get(&d.webhook_id) {
+                let Some(webhook_id) = d.destination.webhook() else {
+                    continue;
+                };
+                let webhook = match webhooks.get(&webhook_id) {
                     Some(w) => w.clone(),
                     None => {
-                        let w = get_webhook_row(conn, &d.webhook_id.to_string())?;
-                        webhooks.insert(d.webhook_id, w.clone());
+                        let w = get_webhook_row(conn, &webhook_id.to_string())?;
+                        webhooks.insert(webhook_id, w.clone());
                         w
                     }
                 };
@@ -1103,7 +1200,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let t: Option<i64> = conn.query_row(
                 "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
-                 WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
                 [],
                 |r| r.get(0),
             )?;
@@ -1120,6 +1217,12 @@ impl Store for SqliteStore {
             }
             if let Some(wh) = f.webhook {
                 w.add("webhook_id = ?", text(wh));
+            }
+            if let Some(r) = &f.route {
+                w.add("route = ?", text(r));
+            }
+            if f.webhooks_only {
+                w.fixed("webhook_id IS NOT NULL");
             }
             if let Some(s) = f.status {
                 w.add("status = ?", text(s.as_str()));
@@ -1162,8 +1265,11 @@ impl Store for SqliteStore {
         let d = self
             .write(move |conn| {
                 let d = get_delivery_row(conn, &id.to_string())?;
-                let webhook = get_webhook_row(conn, &d.webhook_id.to_string())?;
-                let next = if webhook.disabled { None } else { Some(now.0) };
+                let paused = match d.destination.webhook() {
+                    Some(webhook) => get_webhook_row(conn, &webhook.to_string())?.disabled,
+                    None => false,
+                };
+                let next = if paused { None } else { Some(now.0) };
                 conn.execute(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
                      lease_until = NULL, updated_at = ?3 WHERE id = ?1",

@@ -1,0 +1,154 @@
+//! RabbitMQ: a durable topic exchange named after the topic, routing key = the key,
+//! persistent messages with `message_id` = event id, and publisher confirms.
+
+use super::{BrokerKind, BrokerMessage, PublishError, PublishFuture, Publisher};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::HashSet;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct RabbitMqSettings {
+    pub url: String,
+}
+
+pub struct RabbitMqPublisher {
+    settings: RabbitMqSettings,
+    state: Mutex<Option<Connected>>,
+}
+
+struct Connected {
+    /// Kept so the connection lives as long as its channel.
+    _connection: Connection,
+    channel: Channel,
+    exchanges: HashSet<String>,
+}
+
+impl RabbitMqPublisher {
+    pub fn new(settings: RabbitMqSettings) -> Self {
+        Self {
+            settings,
+            state: Mutex::new(None),
+        }
+    }
+
+    async fn open(&self) -> Result<Connected, PublishError> {
+        let unavailable =
+            |e: lapin::Error| PublishError::Unavailable(format!("cannot connect to RabbitMQ: {e}"));
+        let connection = Connection::connect(&self.settings.url, ConnectionProperties::default())
+            .await
+            .map_err(unavailable)?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        Ok(Connected {
+            _connection: connection,
+            channel,
+            exchanges: HashSet::new(),
+        })
+    }
+
+    async fn try_publish(
+        connected: &mut Connected,
+        message: &BrokerMessage,
+    ) -> Result<(), PublishError> {
+        let failed = |e: lapin::Error| classify(&e);
+        if !connected.exchanges.contains(&message.topic) {
+            connected
+                .channel
+                .exchange_declare(
+                    message.topic.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failed)?;
+            connected.exchanges.insert(message.topic.clone());
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message.event_id.as_str().into())
+            .with_type(message.event_type.as_str().into());
+        let confirm = connected
+            .channel
+            .basic_publish(
+                message.topic.as_str().into(),
+                message.key.as_deref().unwrap_or("").into(),
+                BasicPublishOptions::default(),
+                &message.payload,
+                properties,
+            )
+            .await
+            .map_err(failed)?
+            .await
+            .map_err(failed)?;
+        match confirm {
+            Confirmation::Ack(_) => Ok(()),
+            Confirmation::Nack(_) => Err(PublishError::Unavailable(
+                "RabbitMQ did not confirm the message (nack)".into(),
+            )),
+            Confirmation::NotRequested => Err(PublishError::Unavailable(
+                "RabbitMQ channel is not in confirm mode".into(),
+            )),
+        }
+    }
+}
+
+/// A channel-level 406 PRECONDITION_FAILED for the message itself (say, over the broker's
+/// max message size) is for good; everything else is worth retrying.
+fn classify(e: &lapin::Error) -> PublishError {
+    let text = e.to_string();
+    if text.contains("message size") || text.contains("larger than configured max size") {
+        PublishError::Refused(format!("RabbitMQ refused the message: {text}"))
+    } else {
+        PublishError::Unavailable(format!("RabbitMQ publish failed: {text}"))
+    }
+}
+
+impl Publisher for RabbitMqPublisher {
+    fn kind(&self) -> BrokerKind {
+        BrokerKind::RabbitMq
+    }
+
+    fn connect(&self) -> PublishFuture<'_> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            if state.is_none() {
+                *state = Some(self.open().await?);
+            }
+            Ok(())
+        })
+    }
+
+    fn publish<'a>(&'a self, message: &'a BrokerMessage) -> PublishFuture<'a> {
+        Box::pin(async move {
+            // One channel, one publish at a time: confirms come back in order and a broken
+            // channel is replaced before the next message.
+            let mut state = self.state.lock().await;
+            if state
+                .as_ref()
+                .is_some_and(|c| !c.channel.status().connected())
+            {
+                *state = None;
+            }
+            if state.is_none() {
+                *state = Some(self.open().await?);
+            }
+            let result = Self::try_publish(state.as_mut().expect("opened above"), message).await;
+            if result.is_err() {
+                // A failed publish may have closed the channel; start afresh next time.
+                *state = None;
+            }
+            result
+        })
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Makes the brokers of the broker-route tests reachable on loopback and exports the
+# variables that turn those tests on. Source it (`. scripts/ci-brokers.sh`) from CI, or run
+# it with a command to run under those variables (`scripts/ci-brokers.sh cargo test ...`).
+#
+# Idempotent: services already listening are left alone; tansu (a Kafka-API broker) is
+# installed outside the checkout only when missing, and started only when 9092 is free.
+# If tansu cannot be installed or started, HERALD_TEST_KAFKA_BOOTSTRAP stays unset and the
+# Kafka tests print "skipped: ..." instead of failing the run.
+
+herald_brokers_main() {
+  local tools="${HERALD_TOOLS:-/var/cache/herald-tools}"
+  local tansu="$tools/bin/tansu"
+  local tansu_data="${HERALD_TANSU_DATA:-/var/cache/herald-tansu}"
+
+  up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+  wait_up() { local i; for i in $(seq 1 "${2:-60}"); do up "$1" && return 0; sleep 1; done; return 1; }
+
+  # ensure NAME PORT START-COMMAND: start it when nothing listens on PORT.
+  ensure() {
+    local name=$1 port=$2 start=$3
+    if ! up "$port"; then
+      echo "ci-brokers: $name is not listening on $port; starting it"
+      bash -c "$start" || echo "ci-brokers: starting $name failed"
+      wait_up "$port" 60 || { echo "ci-brokers: $name is still down on $port"; return 1; }
+    fi
+  }
+
+  ensure NATS 4222 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log' \
+    && export HERALD_TEST_NATS_URL="${HERALD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+  ensure RabbitMQ 5672 'rabbitmq-server -detached' \
+    && export HERALD_TEST_RABBITMQ_URL="${HERALD_TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+  ensure Redis 6379 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log' \
+    && export HERALD_TEST_REDIS_URL="${HERALD_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+  # CI has the machine to itself: let the test that stops and starts the real NATS server run.
+  if [ "${CI:-}" = "true" ] && [ -n "${HERALD_TEST_NATS_URL:-}" ]; then
+    export HERALD_TEST_RESTART_NATS="${HERALD_TEST_RESTART_NATS:-1}"
+  fi
+
+  if ! up 9092; then
+    if [ ! -x "$tansu" ]; then
+      echo "ci-brokers: installing tansu into $tools (about 11 minutes on 2 cores)"
+      CARGO_TARGET_DIR="${HERALD_TANSU_BUILD:-/var/cache/tansu-build}" \
+        cargo install --root "$tools" tansu --features dynostore,libsql \
+        > /tmp/tansu-install.log 2>&1 \
+        || { echo "ci-brokers: installing tansu failed (see /tmp/tansu-install.log):"; tail -20 /tmp/tansu-install.log; }
+    fi
+    if [ -x "$tansu" ]; then
+      mkdir -p "$tansu_data"
+      echo "ci-brokers: starting tansu on 127.0.0.1:9092"
+      # tansu reads the path after sqlite:// as relative to its working directory.
+      (cd "$tansu_data" && nohup "$tansu" broker \
+        --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine sqlite://tansu.db \
+        > /tmp/tansu.log 2>&1 &)
+      wait_up 9092 30 || { echo "ci-brokers: tansu did not start:"; tail -20 /tmp/tansu.log; }
+    fi
+  fi
+  if up 9092; then
+    export HERALD_TEST_KAFKA_BOOTSTRAP="${HERALD_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
+  else
+    echo "ci-brokers: no Kafka-API broker on 9092; the Kafka tests will skip"
+  fi
+  echo "ci-brokers: NATS=${HERALD_TEST_NATS_URL:-unset} RabbitMQ=${HERALD_TEST_RABBITMQ_URL:-unset} Redis=${HERALD_TEST_REDIS_URL:-unset} Kafka=${HERALD_TEST_KAFKA_BOOTSTRAP:-unset}"
+}
+
+herald_brokers_main
+unset -f herald_brokers_main
+
+# Run as a command: run the rest of the arguments under the exported variables.
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "$#" -gt 0 ]; then
+  exec "$@"
+fi
