@@ -113,3 +113,104 @@ pub fn bare_sqlite(
         commits_per_second: commits as f64 / seconds,
     })
 }
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PostgresLimit {
+    pub connections: usize,
+    pub batch: usize,
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub commits_per_second: f64,
+}
+
+/// Inserts 1 KiB event rows into a table of a fresh database (created through
+/// `admin_url`, dropped after) from `connections` connections at once, `batch` rows per
+/// transaction, `synchronous_commit=on`, for `duration`. With several connections and
+/// batch 1 this is Herald's pattern (one transaction per request, commits of concurrent
+/// requests sharing a WAL flush).
+pub async fn bare_postgres(
+    admin_url: &str,
+    connections: usize,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<PostgresLimit> {
+    let name = format!(
+        "herald_bench_limit_{}_{}",
+        std::process::id(),
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let url = crate::target::postgres_admin(admin_url, name.clone(), true)?
+        .ok_or_else(|| anyhow::anyhow!("no URL for the limit database"))?;
+    let result = postgres_loop(&url, connections, batch, duration).await;
+    crate::target::postgres_admin(admin_url, name, false)?;
+    result
+}
+
+async fn postgres_loop(
+    url: &str,
+    connections: usize,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<PostgresLimit> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.options("-c synchronous_commit=on");
+    let connect = |config: tokio_postgres::Config| async move {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        anyhow::Ok(client)
+    };
+    connect(config.clone())
+        .await?
+        .batch_execute(
+            "CREATE TABLE events (id TEXT PRIMARY KEY, tenant_id TEXT, type TEXT NOT NULL, \
+             data TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        )
+        .await?;
+    let data = payload_1k(0).to_string();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let mut client = connect(config.clone()).await?;
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            let insert = client
+                .prepare(
+                    "INSERT INTO events (id, tenant_id, type, data, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await?;
+            let (mut rows, mut commits) = (0u64, 0u64);
+            while start.elapsed() < duration {
+                let tx = client.transaction().await?;
+                for _ in 0..batch {
+                    let id = format!("evt_{}", ulid::Ulid::new());
+                    tx.execute(
+                        &insert,
+                        &[&id, &"tnt_bench", &"order.paid", &data, &(rows as i64)],
+                    )
+                    .await?;
+                    rows += 1;
+                }
+                tx.commit().await?;
+                commits += 1;
+            }
+            anyhow::Ok((rows, commits))
+        }));
+    }
+    let (mut rows, mut commits) = (0u64, 0u64);
+    for task in tasks {
+        let (r, c) = task.await??;
+        rows += r;
+        commits += c;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(PostgresLimit {
+        connections,
+        batch,
+        rows,
+        seconds,
+        rows_per_second: rows as f64 / seconds,
+        commits_per_second: commits as f64 / seconds,
+    })
+}

@@ -41,6 +41,14 @@ struct Cli {
     /// Database URL for the Herald the bench starts (default: a temp SQLite file).
     #[arg(long)]
     database: Option<String>,
+    /// With a PostgreSQL `--database`: use that database as it is, instead of creating a
+    /// fresh `herald_bench_…` database through it for each Herald started (and dropping it).
+    #[arg(long)]
+    no_fresh_database: bool,
+    /// Connections of the PostgreSQL limit loop with one row per transaction (Herald's
+    /// pool size by default).
+    #[arg(long, default_value_t = herald_store::postgres::DEFAULT_POOL_SIZE)]
+    pg_connections: usize,
     /// The herald binary (default: next to this one, i.e. target/release/herald).
     #[arg(long)]
     herald_bin: Option<PathBuf>,
@@ -86,7 +94,7 @@ impl Cli {
             Some(b) => b.clone(),
             None => std::env::current_exe()?.with_file_name("herald"),
         };
-        Target::spawn(&bin, self.database.as_deref())
+        Target::spawn(&bin, self.database.as_deref(), !self.no_fresh_database)
     }
 }
 
@@ -140,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut http_limit = None;
-    let mut sqlite_limit = None;
+    let mut store_limit = None;
 
     let needs_limits = wants(Scenario::Limits) || wants(Scenario::Ingest);
     if needs_limits {
@@ -160,6 +168,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json!({ "result": http, "load_average": la }),
         );
         http_limit = Some(http.per_second);
+    }
+    let postgres = cli
+        .database
+        .as_deref()
+        .filter(|u| herald_store::postgres::is_postgres_url(u));
+    if let (true, Some(admin_url)) = (needs_limits, postgres) {
+        let batch = cli.concurrency;
+        let one = limits::bare_postgres(admin_url, 1, 1, Duration::from_secs(3)).await?;
+        let many = limits::bare_postgres(admin_url, 1, batch, duration).await?;
+        let conns = cli.pg_connections;
+        let group = limits::bare_postgres(admin_url, conns, 1, duration).await?;
+        let la = stats::load_average();
+        for (name, r) in [
+            ("limit: PostgreSQL sync commit, batch 1".to_owned(), &one),
+            (
+                format!("limit: PostgreSQL sync commit, batch {batch}"),
+                &many,
+            ),
+            (
+                format!("limit: PostgreSQL sync commit, {conns} conns x batch 1"),
+                &group,
+            ),
+        ] {
+            rows.push(Row(
+                name,
+                format!("{:.0} rows/s", r.rows_per_second),
+                format!("{:.0} commits/s", r.commits_per_second),
+                la.clone(),
+            ));
+        }
+        out.insert(
+            "limit_postgres".into(),
+            json!({ "batch_1": one, "batch_c": many, "connections_batch_1": group, "load_average": la }),
+        );
+        // Herald on PostgreSQL commits one transaction per request from its pool.
+        store_limit = Some(group.rows_per_second);
+    } else if needs_limits {
         let dir = std::env::temp_dir();
         let batch = cli.concurrency;
         let one = tokio::task::spawn_blocking({
@@ -186,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "limit_sqlite".into(),
             json!({ "batch_1": one, "batch_c": many, "load_average": la }),
         );
-        sqlite_limit = Some(many.rows_per_second);
+        store_limit = Some(many.rows_per_second);
     }
     let fraction = |x: f64, limit: Option<f64>| match limit {
         Some(l) if l > 0.0 => format!("{:.0}% of limit", 100.0 * x / l),
@@ -196,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if wants(Scenario::Ingest) {
         let target = cli.start()?;
         let r = scenarios::ingest(&target, cli.concurrency, duration).await?;
-        let limit = match (http_limit, sqlite_limit) {
+        let limit = match (http_limit, store_limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

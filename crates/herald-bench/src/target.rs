@@ -1,5 +1,9 @@
 //! The Herald under test: a child `herald serve` on 127.0.0.1 port 0 with a temp
 //! database and a config allowing loopback destinations, or one already running at `--url`.
+//!
+//! With a PostgreSQL URL, each child gets a database of its own (`herald_bench_…`,
+//! created through that URL and dropped when the child is gone), so no run sees another's
+//! rows, unless `--no-fresh-database` asks to use the URL as it is.
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
@@ -31,6 +35,8 @@ pub struct Target {
     /// The child, when the bench started Herald itself.
     child: Option<Child>,
     dir: Option<PathBuf>,
+    /// The fresh PostgreSQL database (admin URL, name) to drop once the child is gone.
+    fresh: Option<(String, String)>,
 }
 
 /// Only loopback: the load generator must never point at another machine.
@@ -57,11 +63,16 @@ impl Target {
             admin_key: admin_key.to_owned(),
             child: None,
             dir: None,
+            fresh: None,
         })
     }
 
     /// Starts `herald serve` and waits for its "listening" line.
-    pub fn spawn(binary: &PathBuf, database: Option<&str>) -> anyhow::Result<Self> {
+    pub fn spawn(
+        binary: &PathBuf,
+        database: Option<&str>,
+        fresh_database: bool,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "herald-bench-{}-{}",
             std::process::id(),
@@ -70,12 +81,32 @@ impl Target {
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("herald.toml");
         std::fs::write(&config, CONFIG)?;
+        let mut fresh = None;
         let database = match database {
+            Some(url) if fresh_database && herald_store::postgres::is_postgres_url(url) => {
+                let name = format!(
+                    "herald_bench_{}_{}",
+                    std::process::id(),
+                    ulid::Ulid::new().to_string().to_lowercase()
+                );
+                let fresh_url = postgres_admin(url, name.clone(), true)?
+                    .context("creating the fresh database gave no URL")?;
+                fresh = Some((url.to_owned(), name));
+                fresh_url
+            }
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}", dir.join("herald.db").display()),
         };
+        // From here on, dropping `guard` drops the fresh database if we fail to start.
+        let mut guard = Self {
+            url: String::new(),
+            admin_key: String::new(),
+            child: None,
+            dir: Some(dir),
+            fresh,
+        };
         let admin_key = format!("bench-admin-{}", ulid::Ulid::new());
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
             .arg("--config")
             .arg(&config)
@@ -93,6 +124,7 @@ impl Target {
                     binary.display()
                 )
             })?;
+        let child = guard.child.insert(child);
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -104,19 +136,40 @@ impl Target {
         });
         let url = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("herald did not report its address within 20s");
-            }
+            Err(_) => bail!("herald did not report its address within 20s"),
         };
         check_loopback(&url)?;
-        Ok(Self {
-            url,
-            admin_key,
-            child: Some(child),
-            dir: Some(dir),
-        })
+        guard.url = url;
+        guard.admin_key = admin_key;
+        Ok(guard)
     }
+}
+
+/// Creates (`create`) or drops the database `name` through `admin_url`, on a runtime of
+/// its own in a thread of its own, so it can be called from `Drop` and from async code.
+pub fn postgres_admin(
+    admin_url: &str,
+    name: String,
+    create: bool,
+) -> anyhow::Result<Option<String>> {
+    let admin_url = admin_url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<Option<String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            if create {
+                Ok(Some(
+                    herald_store::postgres::create_database(&admin_url, &name).await?,
+                ))
+            } else {
+                herald_store::postgres::drop_database(&admin_url, &name).await?;
+                Ok(None)
+            }
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the PostgreSQL admin thread panicked"))?
 }
 
 impl Drop for Target {
@@ -127,6 +180,11 @@ impl Drop for Target {
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin_url, name)) = self.fresh.take() {
+            if let Err(e) = postgres_admin(&admin_url, name.clone(), false) {
+                eprintln!("herald-bench: could not drop database {name}: {e:#}");
+            }
         }
     }
 }
