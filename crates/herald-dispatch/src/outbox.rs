@@ -311,6 +311,11 @@ pub fn message_for(job: &BrokerJob, route: &BrokerRoute) -> BrokerMessage {
         key: job.delivery.ordering_key.clone(),
         event_id: job.event.id.to_string(),
         event_type: job.event.event_type.clone(),
+        traceparent: crate::sender::traceparent_for(
+            job.event.id,
+            job.delivery.id,
+            job.delivery.attempts + 1,
+        ),
         payload: serde_json::to_vec(&job.event.to_body()).unwrap_or_default(),
     }
 }

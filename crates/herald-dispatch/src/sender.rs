@@ -98,8 +98,18 @@ pub fn delivery_headers(
 /// the low 64 bits of the delivery id XOR the attempt number, so it is unique per
 /// attempt and the headers stay a pure function of their inputs.
 pub fn traceparent(job: &DeliveryJob, attempt_number: u32) -> String {
-    let trace_id = job.event.id.as_u128();
-    let span_id = match (job.delivery.id.as_u128() as u64) ^ u64::from(attempt_number) {
+    traceparent_for(job.event.id, job.delivery.id, attempt_number)
+}
+
+/// The W3C `traceparent` of one try of a delivery, webhook or broker: the trace is the
+/// event (its id's 128 bits), the span the delivery and attempt.
+pub fn traceparent_for(
+    event: herald_core::ids::EventId,
+    delivery: herald_core::ids::DeliveryId,
+    attempt_number: u32,
+) -> String {
+    let trace_id = event.as_u128();
+    let span_id = match (delivery.as_u128() as u64) ^ u64::from(attempt_number) {
         0 => 1, // all-zero ids are invalid
         id => id,
     };

@@ -201,6 +201,13 @@ async fn read_nats(url: &str, topic: &str, expected: usize) -> Vec<(String, Valu
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map(|v| v.to_string())
             .expect("Nats-Msg-Id header");
+        let trace = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.to_string())
+            .expect("traceparent header");
+        assert_trace_of(&trace, &id);
         let body: Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(
             m.subject.as_str(),
@@ -506,6 +513,8 @@ async fn read_redis(url: &str, stream: &str) -> Vec<(String, Value)> {
         .iter()
         .map(|entry| {
             let id: String = entry.get("id").expect("id field");
+            let trace: String = entry.get("traceparent").expect("traceparent field");
+            assert_trace_of(&trace, &id);
             let event: String = entry.get("event").expect("event field");
             let key: String = entry.get("key").expect("key field");
             let body: Value = serde_json::from_str(&event).unwrap();
@@ -781,6 +790,10 @@ async fn kafka_gets_every_event_in_key_order_on_its_keys_partition() {
         for r in records {
             let record = r.record;
             let id = String::from_utf8(record.headers["herald-event-id"].clone()).unwrap();
+            assert_trace_of(
+                &String::from_utf8(record.headers["traceparent"].clone()).unwrap(),
+                &id,
+            );
             let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
             let body: Value = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
             assert_eq!(
@@ -878,4 +891,18 @@ async fn nats_server_restarted_mid_stream_loses_nothing() {
     let got = read_nats(&url, &topic, posted.len()).await;
     assert_eq!(got.len(), posted.len());
     check_arrivals(&posted, &got);
+}
+
+/// A W3C `traceparent` whose trace id is the event id's 128 bits, as on webhook deliveries.
+fn assert_trace_of(traceparent: &str, event_id: &str) {
+    let id = herald_core::ids::EventId::parse(event_id).unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], format!("{:032x}", id.as_u128()), "{traceparent}");
+    assert!(
+        parts[2].len() == 16 && parts[2] != "0000000000000000",
+        "{traceparent}"
+    );
+    assert_eq!(parts[3], "01");
 }

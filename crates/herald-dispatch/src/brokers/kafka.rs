@@ -210,6 +210,10 @@ impl Publisher for KafkaPublisher {
                 "herald-event-type".to_owned(),
                 message.event_type.as_bytes().to_vec(),
             );
+            headers.insert(
+                "traceparent".to_owned(),
+                message.traceparent.as_bytes().to_vec(),
+            );
             let record = Record {
                 key: message.key.as_ref().map(|k| k.as_bytes().to_vec()),
                 value: Some(message.payload.clone()),

@@ -63,6 +63,9 @@ pub struct BrokerMessage {
     /// The event id, which consumers and brokers dedupe on.
     pub event_id: String,
     pub event_type: String,
+    /// W3C trace context, the same trace as the event's webhook deliveries
+    /// (header `traceparent`, or a stream field for Redis).
+    pub traceparent: String,
     /// The event JSON.
     pub payload: Vec<u8>,
 }

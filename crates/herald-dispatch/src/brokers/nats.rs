@@ -138,6 +138,7 @@ impl Publisher for NatsPublisher {
                 message.event_id.as_str(),
             );
             headers.insert("Herald-Event-Type", message.event_type.as_str());
+            headers.insert("traceparent", message.traceparent.as_str());
             let js = connected.jetstream.clone();
             drop(state);
             let ack = js

@@ -77,7 +77,15 @@ impl RabbitMqPublisher {
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message.event_id.as_str().into())
-            .with_type(message.event_type.as_str().into());
+            .with_type(message.event_type.as_str().into())
+            .with_headers({
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "traceparent".into(),
+                    lapin::types::AMQPValue::LongString(message.traceparent.as_str().into()),
+                );
+                headers
+            });
         let confirm = connected
             .channel
             .basic_publish(

@@ -57,6 +57,7 @@ pub(crate) fn xadd(message: &BrokerMessage, maxlen: Option<u64>) -> redis::Cmd {
     if let Some(key) = &message.key {
         cmd.arg("key").arg(key);
     }
+    cmd.arg("traceparent").arg(&message.traceparent);
     cmd.arg("event").arg(&message.payload);
     cmd
 }
