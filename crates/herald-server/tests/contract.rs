@@ -38,6 +38,12 @@ allow_private_destinations = true
 timeout = "7s"
 schedule = ["0s", "7s", "3m"]
 rotation_grace = "12h"
+
+[[routes]]
+events = ["payment.*"]
+broker = "nats"
+topic = "payments.events"
+key = "/data/payment_id"
 "#;
 
 fn config() -> Config {
@@ -82,9 +88,20 @@ fn markdown_contract_is_filled_from_the_settings_in_force() {
         "webhook-signature: v1,BASE64",
         "\"payment_id\"",
         "**allowed** by this configuration",
+        "**Broker route `nats:payments.events`:** published on nats `payments.events`, keyed by the event's `/data/payment_id`",
+        "**in order per key**",
     ] {
         assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
+    // The AsyncAPI document has the route as a channel on a NATS server, carrying payment events.
+    let doc = contract::asyncapi(&config(), "http://127.0.0.1:8288");
+    let channel = &doc["channels"]["route_nats_payments_events"];
+    assert_eq!(channel["address"], "payments.events.{key}", "{doc}");
+    assert!(
+        channel["messages"].get("payment_refunded").is_some(),
+        "{channel}"
+    );
+    assert_eq!(doc["servers"]["nats"]["protocol"], "nats");
     // The type without a trigger says how it is created instead.
     assert!(md.contains("POST /operations { \"type\": \"reindex\""));
     // Defaults are printed when the config sets nothing.
@@ -182,7 +199,9 @@ fn asyncapi_has_a_channel_and_a_send_operation_per_event_type() {
     let doc = contract::asyncapi(&config(), "http://127.0.0.1:8288");
     assert_eq!(doc["asyncapi"], "3.0.0");
     let channels = doc["channels"].as_object().unwrap();
-    assert_eq!(channels.len(), 3 * 3 + 1);
+    // One per event type (three final events of each of three operation types, one
+    // declared type), and one for the broker route.
+    assert_eq!(channels.len(), 3 * 3 + 1 + 1);
     assert!(channels.contains_key("reindex.failed"));
     let op = &doc["operations"]["send_payment_refunded"];
     assert_eq!(op["action"], "send");

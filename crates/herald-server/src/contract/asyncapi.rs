@@ -89,25 +89,107 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
             }),
         );
     }
+    // Broker routes: one channel per route, on a server per broker in use.
+    let mut servers = Map::new();
+    servers.insert(
+        "subscriber".into(),
+        json!({
+            "host": "subscriber.example.com",
+            "protocol": "https",
+            "description": "Your webhook endpoint: Herald POSTs to the URL you registered.",
+            "security": [ { "$ref": "#/components/securitySchemes/heraldSignature" } ]
+        }),
+    );
+    for route in &config.routes {
+        let (protocol, url) = match route.broker.as_str() {
+            "nats" => ("nats", config.brokers.nats.url.clone()),
+            "rabbitmq" => ("amqp", config.brokers.rabbitmq.url.clone()),
+            "redis" => ("redis", config.brokers.redis.url.clone()),
+            _ => ("kafka", config.brokers.kafka.bootstrap.clone()),
+        };
+        let host = url
+            .split("://")
+            .last()
+            .unwrap_or(&url)
+            .rsplit('@')
+            .next()
+            .unwrap_or(&url)
+            .split('/')
+            .next()
+            .unwrap_or(&url)
+            .to_owned();
+        servers.insert(route.broker.clone(), json!({ "host": host, "protocol": protocol, "description": format!("The {} broker Herald publishes routes to.", route.broker) }));
+        let topic = route.topic.clone().unwrap_or_default();
+        let carried: Vec<String> = event_types(config)
+            .into_iter()
+            .filter(|e| {
+                super::routes_for(config, e)
+                    .iter()
+                    .any(|r| r.name() == route.name())
+            })
+            .collect();
+        let mut route_messages = Map::new();
+        for event in &carried {
+            let id = message_id(event);
+            route_messages.insert(
+                id.clone(),
+                json!({ "$ref": format!("#/components/messages/{id}") }),
+            );
+        }
+        let channel_id = format!("route_{}", message_id(&route.name().replace(':', "_")));
+        let address = if route.broker == "nats" {
+            format!("{topic}.{{key}}")
+        } else {
+            topic.clone()
+        };
+        channels.insert(
+            channel_id.clone(),
+            json!({
+                "address": address,
+                "title": route.name(),
+                "description": format!(
+                    "Events matching {} published on {} `{topic}`; the key is the event's `{}` (NATS: subject suffix, RabbitMQ: routing key, Kafka: record key, Redis: a stream field).",
+                    route.events.join(", "), route.broker, route.key
+                ),
+                "servers": [ { "$ref": format!("#/servers/{}", route.broker) } ],
+                "messages": route_messages
+            }),
+        );
+        let refs: Vec<Value> = carried
+            .iter()
+            .map(|e| json!({ "$ref": format!("#/channels/{channel_id}/messages/{}", message_id(e)) }))
+            .collect();
+        operations.insert(
+            format!("publish_{channel_id}"),
+            json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{channel_id}") },
+                "summary": format!("Herald publishes to `{topic}` on {}.", route.broker),
+                "description": "At-least-once, in order per key (a key's later event never goes before its earlier one, retries included), through Herald's durable outbox: a broker that is down delays messages and loses none. The event id travels with each message for dedupe.",
+                "messages": refs
+            }),
+        );
+    }
+    let routes_note = if config.routes.is_empty() {
+        "No broker routes are configured.".to_owned()
+    } else {
+        format!(
+            "{} broker route(s) are configured; see the `route_*` channels.",
+            config.routes.len()
+        )
+    };
     json!({
         "asyncapi": "3.0.0",
         "info": {
-            "title": "Herald webhook events",
+            "title": "Herald webhook and broker events",
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
-                "Events Herald POSTs to registered webhooks. Herald format: `X-Signature: sha256=HEX` = HMAC-SHA256(secret, X-Timestamp + \".\" + raw body), several space-separated while a rotated secret is in its {} grace period. Standard Webhooks format: `webhook-signature: v1,BASE64` over `id.timestamp.body`. Receivers should refuse timestamps more than 5 minutes from now. Herald's HTTP API: {server_url} (see /openapi.json). No broker routes are configured.",
+                "Events Herald POSTs to registered webhooks. Herald format: `X-Signature: sha256=HEX` = HMAC-SHA256(secret, X-Timestamp + \".\" + raw body), several space-separated while a rotated secret is in its {} grace period. Standard Webhooks format: `webhook-signature: v1,BASE64` over `id.timestamp.body`. Receivers should refuse timestamps more than 5 minutes from now. Herald's HTTP API: {server_url} (see /openapi.json). {routes_note}",
                 human(w.rotation_grace)
             )
         },
         "defaultContentType": "application/json",
-        "servers": {
-            "subscriber": {
-                "host": "subscriber.example.com",
-                "protocol": "https",
-                "description": "Your webhook endpoint: Herald POSTs to the URL you registered.",
-                "security": [ { "$ref": "#/components/securitySchemes/heraldSignature" } ]
-            }
-        },
+        "servers": servers,
         "channels": channels,
         "operations": operations,
         "components": {

@@ -255,10 +255,25 @@ fn write_event(out: &mut String, config: &Config, name: &str) {
     );
     let _ = writeln!(out, "### 3. Delivery guarantees\n");
     webhook_delivery(out, config);
-    let _ = writeln!(
-        out,
-        "- **Broker routes:** none configured; webhooks and `GET /events` are the ways to receive it.\n"
-    );
+    let routes = super::routes_for(config, name);
+    if routes.is_empty() {
+        let _ = writeln!(
+            out,
+            "- **Broker routes:** none configured for it; webhooks and `GET /events` are the ways to receive it.\n"
+        );
+    } else {
+        for r in routes {
+            let topic = r.topic.as_deref().unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "- **Broker route `{}`:** published on {} `{topic}`, keyed by the event's `{}`; at-least-once (the message carries the event id for dedupe: JetStream `Nats-Msg-Id`, AMQP `message_id`, a Redis `id` field, a Kafka `herald-event-id` header) and **in order per key**: a key's later event is never published before its earlier one, retries included. A broker that is down delays messages and loses none; a message it refuses for good is `failed` in the delivery log, for `:redeliver`.",
+                r.name(),
+                r.broker,
+                r.key
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "### 4. Failure handling\n");
     let _ = writeln!(
         out,
