@@ -77,6 +77,20 @@ pub(crate) fn human(d: Duration) -> String {
         .join(" ")
 }
 
+/// How each configured broker route treats an event type, for the contract pages:
+/// `(route name, broker, topic, key pointer)` of every route whose patterns match it.
+pub fn routes_for<'a>(config: &'a Config, event_type: &str) -> Vec<&'a crate::config::RouteConfig> {
+    config
+        .routes
+        .iter()
+        .filter(|r| {
+            r.events.iter().any(|p| {
+                herald_core::pattern::EventPattern::parse(p).is_ok_and(|p| p.matches(event_type))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,18 +106,4 @@ mod tests {
         assert_eq!(h(3 * 86400 + 3 * 3600 + 35 * 60 + 5), "3d 3h 35m 5s");
         assert_eq!(human(Duration::from_millis(1500)), "1s 500ms");
     }
-}
-
-/// How each configured broker route treats an event type, for the contract pages:
-/// `(route name, broker, topic, key pointer)` of every route whose patterns match it.
-pub fn routes_for<'a>(config: &'a Config, event_type: &str) -> Vec<&'a crate::config::RouteConfig> {
-    config
-        .routes
-        .iter()
-        .filter(|r| {
-            r.events.iter().any(|p| {
-                herald_core::pattern::EventPattern::parse(p).is_ok_and(|p| p.matches(event_type))
-            })
-        })
-        .collect()
 }
