@@ -23,7 +23,7 @@ mod sender;
 pub mod ssrf;
 
 pub use dispatcher::{AttemptObserver, DispatchError, Dispatcher, DispatcherConfig};
-pub use outbox::{BrokerDispatcher, BrokerRoute, OutboxConfig};
+pub use outbox::{BrokerDispatcher, BrokerRoute, OutboxConfig, PublishObserver};
 pub use sender::{
     decide, delivery_headers, parse_retry_after, traceparent, SendResult, Verdict, EXCERPT_LIMIT,
     USER_AGENT,

@@ -57,6 +57,14 @@ pub struct BrokerDispatcher {
     config: OutboxConfig,
     routes: HashMap<String, BrokerRoute>,
     publishers: HashMap<BrokerKind, Arc<dyn Publisher>>,
+    /// Told of every publish outcome (metrics).
+    observer: Option<Arc<dyn PublishObserver>>,
+}
+
+/// Told of each publish as it is judged (`broker` is `nats`, `rabbitmq`, `redis` or `kafka`;
+/// `outcome` is `published`, `refused` or `unavailable`). Must be cheap and not block.
+pub trait PublishObserver: Send + Sync + 'static {
+    fn publish_judged(&self, broker: &str, outcome: &str);
 }
 
 impl BrokerDispatcher {
@@ -73,6 +81,7 @@ impl BrokerDispatcher {
             config,
             routes: routes.into_iter().map(|r| (r.name.clone(), r)).collect(),
             publishers: publishers.into_iter().map(|p| (p.kind(), p)).collect(),
+            observer: None,
         }
     }
 
@@ -97,6 +106,12 @@ impl BrokerDispatcher {
 
     /// Runs until `shutdown`; publishes in flight then get the timeout (plus a second) to
     /// finish and be recorded before it returns. Any cut short go again when their leases end.
+    /// Reports every publish outcome to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn PublishObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         {
@@ -248,6 +263,14 @@ impl BrokerDispatcher {
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let done = self.clock.now();
+        if let (Some(observer), Some(route)) = (&self.observer, self.routes.get(&job.route)) {
+            let outcome = match &result {
+                Ok(()) => "published",
+                Err(PublishError::Refused(_)) => "refused",
+                Err(PublishError::Unavailable(_)) => "unavailable",
+            };
+            observer.publish_judged(route.broker.as_str(), outcome);
+        }
         let (outcome, error) = match result {
             Ok(()) => (AttemptOutcome::Succeeded, None),
             Err(PublishError::Refused(e)) => {

@@ -195,7 +195,11 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
     // Runs even with no routes: deliveries left by routes since removed from the config
     // stay listed with an error instead of vanishing.
-    let brokers = tokio::spawn(broker_dispatcher(&state).run(shutdown.clone()));
+    let brokers = tokio::spawn(
+        broker_dispatcher(&state)
+            .with_observer(state.metrics.clone())
+            .run(shutdown.clone()),
+    );
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

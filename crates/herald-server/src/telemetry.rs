@@ -8,7 +8,7 @@ use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_dispatch::{AttemptObserver, SendResult};
+use herald_dispatch::{AttemptObserver, PublishObserver, SendResult};
 use herald_store::{AttemptOutcome, StateCounts, Store};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -125,7 +125,7 @@ impl Metrics {
             deliveries.with_label_values(&[outcome]);
         }
         for broker in BROKERS {
-            for outcome in ["published", "failed"] {
+            for outcome in ["published", "refused", "unavailable"] {
                 broker_publish.with_label_values(&[broker, outcome]);
             }
         }
@@ -204,6 +204,14 @@ impl AttemptObserver for Metrics {
         }
         self.attempt_duration
             .observe(result.latency_ms as f64 / 1000.0);
+    }
+}
+
+impl PublishObserver for Metrics {
+    fn publish_judged(&self, broker: &str, outcome: &str) {
+        self.broker_publish
+            .with_label_values(&[broker, outcome])
+            .inc();
     }
 }
 

@@ -541,6 +541,25 @@ async fn redis_gets_every_event_in_key_order_with_its_id_field() {
     let got = read_redis(&url, &stream).await;
     check_arrivals(&posted, &got);
     check_delivery_log(&app, "redis", &stream).await;
+    // Each publish is counted in /metrics.
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let published: u64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("herald_broker_publish_total{broker=\"redis\",outcome=\"published\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the redis publish counter");
+    assert_eq!(published, posted.len() as u64, "{text}");
 }
 
 #[tokio::test]
