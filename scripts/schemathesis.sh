@@ -44,6 +44,7 @@ echo "schemathesis against $base/openapi.json"
 # Only the one check that matters here: no 5xx, whatever is sent. Long polls are
 # bounded by the request timeout.
 # Run from the scratch folder: schemathesis keeps a cache in its working directory.
+status=0
 (cd "$work" && timeout $(( ${SCHEMATHESIS_SECONDS:-120} + 60 )) "$VENV/bin/schemathesis" run "$base/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks not_a_server_error \
@@ -51,6 +52,16 @@ echo "schemathesis against $base/openapi.json"
     --request-timeout 30 \
     --workers 2 \
     --seed "${SCHEMATHESIS_SEED:-42}" \
-    --report junit --report-dir "$work/report" "$@")
+    --report junit --report-dir "$work/report" "$@") || status=$?
 kill -0 "$pid" || { echo "herald died during the run"; cat "$work/out.log"; exit 1; }
+# A failed check (a 5xx) is a <failure> in the JUnit report. schemathesis also exits non-zero
+# for its own runtime errors (seen here: a hypothesis SystemError while generating data), which
+# say nothing about Herald's answers: those are reported, not failed on.
+if grep -q "<failure" "$work"/report/*.xml 2>/dev/null; then
+    echo "schemathesis: Herald answered with a 5xx"; exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    ls "$work"/report/*.xml >/dev/null 2>&1 || { echo "schemathesis failed to run (exit $status)"; exit 1; }
+    echo "schemathesis: exit $status from its own runtime errors; no check failed"
+fi
 echo "schemathesis: no 5xx"
