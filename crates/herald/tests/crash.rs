@@ -9,9 +9,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -31,52 +29,12 @@ timeout = "2s"
 schedule = ["0s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
 
-struct Herald {
-    child: Child,
-    base: String,
-}
+mod common;
 
-impl Herald {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("herald.toml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--database")
-            .arg(format!("sqlite://{}", dir.join("herald.db").display()))
-            .arg("--config")
-            .arg(&config)
-            .env("HERALD_ADMIN_KEY", ADMIN)
-            .env("HERALD_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("herald exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("herald listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Herald { child, base }
-    }
+use common::Herald;
 
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_herald(dir: &Path) -> Herald {
+    Herald::start(dir, CONFIG, ADMIN, "error")
 }
 
 /// xorshift64*: enough randomness for kill moments, reproducible from the seed.
@@ -161,7 +119,7 @@ async fn random_sigkills_under_load_lose_nothing_acknowledged() {
         .unwrap();
     let (hook_url, seen) = counting_receiver().await;
 
-    let mut herald = Herald::start(dir.path());
+    let mut herald = start_herald(dir.path());
     let base: Base = Arc::new(RwLock::new(herald.base.clone()));
     let (_, t) = post(&http, &base, "/tenants", &json!({ "name": "acme" }), ADMIN)
         .await
@@ -282,7 +240,7 @@ async fn random_sigkills_under_load_lose_nothing_acknowledged() {
         herald.kill9();
         let events = acked_events.lock().unwrap().len();
         println!("kill {} after {events} acknowledged events", k + 1);
-        herald = Herald::start(dir.path());
+        herald = start_herald(dir.path());
         *base.write().unwrap() = herald.base.clone();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

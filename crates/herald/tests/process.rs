@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "process-test-admin";
@@ -24,54 +24,12 @@ timeout = "2s"
 schedule = ["0s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
 
-struct Herald {
-    child: Child,
-    base: String,
-}
+mod common;
 
-impl Herald {
-    /// Starts `herald serve` on port 0 over `dir/herald.db` and waits until it listens.
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("herald.toml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--database")
-            .arg(format!("sqlite://{}", dir.join("herald.db").display()))
-            .arg("--config")
-            .arg(&config)
-            .env("HERALD_ADMIN_KEY", ADMIN)
-            .env("HERALD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("herald exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("herald listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Herald { child, base }
-    }
+use common::Herald;
 
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_herald(dir: &Path) -> Herald {
+    Herald::start(dir, CONFIG, ADMIN, "warn")
 }
 
 async fn call(
@@ -143,7 +101,7 @@ async fn tenant_and_worker(http: &reqwest::Client, base: &str) -> (String, Strin
 async fn sigkill_and_restart_loses_no_acknowledged_operation_or_change() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let herald = Herald::start(dir.path());
+    let herald = start_herald(dir.path());
     let base = herald.base.clone();
     let (tenant, worker) = tenant_and_worker(&http, &base).await;
 
@@ -256,7 +214,7 @@ async fn sigkill_and_restart_loses_no_acknowledged_operation_or_change() {
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "the load ran before the kill");
 
-    let herald = Herald::start(dir.path());
+    let herald = start_herald(dir.path());
     let base = herald.base.clone();
     for (id, body) in &expected {
         let (s, now) = get(&http, &base, &format!("/operations/{id}"), &tenant).await;
@@ -319,7 +277,7 @@ fn this_test_binary() -> PathBuf {
 async fn a_killed_worker_process_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let herald = Herald::start(dir.path());
+    let herald = start_herald(dir.path());
     let base = herald.base.clone();
     let (tenant, worker) = tenant_and_worker(&http, &base).await;
     let (_, op) = post(
@@ -431,7 +389,7 @@ async fn sigkill_mid_delivery_still_delivers_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let (url, seen) = counting_receiver().await;
-    let herald = Herald::start(dir.path());
+    let herald = start_herald(dir.path());
     let base = herald.base.clone();
     let (_, t) = post(&http, &base, "/tenants", ADMIN, json!({ "name": "acme" })).await;
     let tenant = t["id"].as_str().unwrap().to_owned();
@@ -484,7 +442,7 @@ async fn sigkill_mid_delivery_still_delivers_every_acknowledged_event() {
         "the kill came while deliveries were still owed"
     );
 
-    let herald = Herald::start(dir.path());
+    let herald = start_herald(dir.path());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let missing = {
@@ -514,7 +472,7 @@ async fn sigkill_mid_delivery_still_delivers_every_acknowledged_event() {
 #[tokio::test]
 async fn a_second_process_on_the_same_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Herald::start(dir.path());
+    let first = start_herald(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--database")
@@ -538,7 +496,7 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
 async fn sigterm_answers_long_polls_and_exits_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let mut herald = Herald::start(dir.path());
+    let mut herald = start_herald(dir.path());
     let base = herald.base.clone();
     let (_, worker) = tenant_and_worker(&http, &base).await;
     let poll = {

@@ -1,0 +1,58 @@
+//! The real `herald serve` in a child process, on port 0 over `dir/herald.db`, for the
+//! process-level tests (crash, restart, signals).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub struct Herald {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Herald {
+    /// Writes `config` beside the database, starts Herald with `admin` as its admin key,
+    /// and waits until it listens.
+    pub fn start(dir: &Path, config: &str, admin: &str, log: &str) -> Self {
+        let config_path = dir.join("herald.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--database")
+            .arg(format!("sqlite://{}", dir.join("herald.db").display()))
+            .arg("--config")
+            .arg(&config_path)
+            .env("HERALD_ADMIN_KEY", admin)
+            .env("HERALD_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("herald exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("herald listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Herald { child, base }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
