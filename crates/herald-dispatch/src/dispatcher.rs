@@ -207,6 +207,12 @@ struct Shared {
     webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
     records: mpsc::UnboundedSender<RecordMsg>,
     observer: Option<Arc<dyn AttemptObserver>>,
+    /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
+    /// leases back at once.
+    shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace ends: sends still running are cut short and
+    /// their leases handed back, so another node (or the next start) sends them at once.
+    hard_stop: CancellationToken,
 }
 
 /// Decrements a webhook's pending count however its task ends.
@@ -276,9 +282,11 @@ impl Dispatcher {
         self
     }
 
-    /// Runs until `shutdown` is cancelled; then stops claiming, waits (at most the
-    /// request timeout plus a second) for in-flight sends and their records, and returns.
-    /// Sends still running then are abandoned: their leases expire and they go again.
+    /// Runs until `shutdown` is cancelled; then stops claiming, hands back the leases of
+    /// claimed deliveries not yet being sent, waits (at most the request timeout plus a
+    /// second) for in-flight sends and their records, and returns. Sends still running
+    /// then are cut short and their leases handed back too: nothing claimed waits for a
+    /// lease to expire after a graceful stop.
     pub async fn run(self, shutdown: CancellationToken) {
         let Dispatcher {
             store,
@@ -300,17 +308,19 @@ impl Dispatcher {
             webhooks: Mutex::new(HashMap::new()),
             records: tx,
             observer,
+            shutdown: shutdown.clone(),
+            hard_stop: hard_stop.clone(),
         });
         tracing::debug!("dispatcher started");
 
-        claim_loop(&shared, &slots, &hard_stop, &shutdown).await;
+        claim_loop(&shared, &slots, &shutdown).await;
 
         // Stop: every slot back means every send finished and its result is recorded.
         let total = shared.config.max_in_flight as u32;
         let drained = tokio::time::timeout(grace, slots.clone().acquire_many_owned(total)).await;
         if drained.is_err() {
             let left = shared.config.max_in_flight - slots.available_permits();
-            tracing::warn!(in_flight = left, "dispatcher stopping with sends still in flight; they will be retried when their leases expire");
+            tracing::warn!(in_flight = left, "dispatcher stopping with sends still in flight; they are cut short and handed back for another attempt");
             hard_stop.cancel();
         }
         drop(shared);
@@ -321,12 +331,7 @@ impl Dispatcher {
     }
 }
 
-async fn claim_loop(
-    shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    hard_stop: &CancellationToken,
-    shutdown: &CancellationToken,
-) {
+async fn claim_loop(shared: &Arc<Shared>, slots: &Arc<Semaphore>, shutdown: &CancellationToken) {
     let lease = shared.config.timeout * 4 + Duration::from_secs(30);
     let store = shared.store.clone();
     let clock = shared.clock.clone();
@@ -371,7 +376,7 @@ async fn claim_loop(
                         },
                     },
                 };
-                dispatch(shared, job, slot, hard_stop);
+                dispatch(shared, job, slot);
             }
             continue;
         }
@@ -407,12 +412,7 @@ async fn claim_loop(
 
 /// Routes one claimed delivery: deferred at once (circuit open, webhook saturated)
 /// or queued in its own task.
-fn dispatch(
-    shared: &Arc<Shared>,
-    job: DeliveryJob,
-    slot: OwnedSemaphorePermit,
-    hard_stop: &CancellationToken,
-) {
+fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) {
     let now = shared.clock.now();
     let webhook = job.webhook.id;
     if job.webhook.disabled {
@@ -462,15 +462,16 @@ fn dispatch(
         webhook,
     };
     let shared = shared.clone();
-    let hard_stop = hard_stop.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        tokio::select! {
-            biased;
-            _ = hard_stop.cancelled() => {}
-            _ = deliver(&shared, job, semaphore, slot) => {}
-        }
+        deliver(&shared, job, semaphore, slot).await
     });
+}
+
+/// Releases a claimed delivery without counting an attempt: due now, lease cleared.
+fn hand_back(shared: &Shared, job: &DeliveryJob, slot: OwnedSemaphorePermit) {
+    tracing::debug!(delivery = %job.delivery.id, "stopping; delivery lease handed back");
+    defer(shared, job, shared.clock.now(), slot);
 }
 
 fn defer(shared: &Shared, job: &DeliveryJob, until: Timestamp, slot: OwnedSemaphorePermit) {
@@ -494,8 +495,14 @@ async fn deliver(
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
 ) {
-    let Ok(_permit) = semaphore.acquire_owned().await else {
-        return;
+    let _permit = tokio::select! {
+        biased;
+        // Stopping: not sent yet, so hand the lease back instead of sending.
+        _ = shared.shutdown.cancelled() => return hand_back(shared, &job, slot),
+        permit = semaphore.acquire_owned() => match permit {
+            Ok(p) => p,
+            Err(_) => return,
+        },
     };
     let config = &shared.config;
     let webhook = job.webhook.id;
@@ -517,15 +524,21 @@ async fn deliver(
         Admission::Go => false,
     };
     let attempt_number = job.delivery.attempts.saturating_add(1);
-    let result = sender::send(
+    let send = sender::send(
         &shared.client,
         &job,
         attempt_number,
         at,
         config.timeout,
         config.allow_private_destinations,
-    )
-    .await;
+    );
+    let result = tokio::select! {
+        biased;
+        // The shutdown grace is over: cut the send short. The endpoint may have received
+        // it, so the next attempt can be a duplicate (at least once), never a loss.
+        _ = shared.hard_stop.cancelled() => return hand_back(shared, &job, slot),
+        result = send => result,
+    };
     let done = shared.clock.now();
 
     let opened = {
@@ -632,7 +645,7 @@ async fn record_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Reco
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp(1_775_834_400_000);
@@ -990,6 +1003,77 @@ mod tests {
         })
         .await;
         r.stop().await;
+    }
+
+    /// A graceful stop leaves nothing leased: the delivery being sent (to an endpoint
+    /// that never answers) ends within the grace as a timed-out attempt with its retry
+    /// scheduled, and the two waiting for the webhook's one slot hand their leases back
+    /// at once, claimable again right after the stop with no attempt counted.
+    #[tokio::test]
+    async fn a_graceful_stop_leaves_no_claimed_delivery_leased() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                read_request(&mut sock).await;
+                let _ = seen_tx.send(());
+                held.push(sock); // never answered
+            }
+        });
+        let r = start(DispatcherConfig {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let wh = r
+            .store
+            .create_webhook(webhook(&url, r.clock.now(), Some(1)))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            publish(&*r.store, r.clock.now()).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("the first delivery was sent")
+            .unwrap();
+        let store = r.store.clone();
+        let now = r.clock.now();
+        let lease = Duration::from_secs(600);
+        assert!(
+            store
+                .claim_due_deliveries(now, 10, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "all three are claimed by the running dispatcher"
+        );
+        r.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), r.handle)
+            .await
+            .expect("the dispatcher stopped within its grace")
+            .unwrap();
+        let again = store.claim_due_deliveries(now, 10, lease).await.unwrap();
+        assert_eq!(again.len(), 2, "the two waiting were handed back");
+        for job in &again {
+            assert_eq!(job.webhook.id, wh.id);
+            assert_eq!(
+                job.delivery.attempts, 0,
+                "a handed-back delivery is not an attempt"
+            );
+        }
+        assert!(seen.try_recv().is_err(), "the waiting two were never sent");
+        let sent: Vec<_> = deliveries(&*store, wh.id)
+            .await
+            .into_iter()
+            .filter(|d| d.attempts > 0)
+            .collect();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].status, DeliveryStatus::Pending);
+        assert!(sent[0].next_attempt_at.is_some(), "its retry is scheduled");
+        let error = sent[0].last_error.clone().unwrap_or_default();
+        assert!(error.contains("timed out"), "{error}");
     }
 
     pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {

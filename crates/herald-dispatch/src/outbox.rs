@@ -104,14 +104,16 @@ impl BrokerDispatcher {
         }
     }
 
-    /// Runs until `shutdown`; publishes in flight then get the timeout (plus a second) to
-    /// finish and be recorded before it returns. Any cut short go again when their leases end.
     /// Reports every publish outcome to `observer` (metrics).
     pub fn with_observer(mut self, observer: Arc<dyn PublishObserver>) -> Self {
         self.observer = Some(observer);
         self
     }
 
+    /// Runs until `shutdown`; publishes in flight then get the timeout (plus a second) to
+    /// finish and be recorded before it returns. Every publish is bounded by the timeout,
+    /// so each ends as a recorded attempt (published, or a retry due after its backoff)
+    /// and after a graceful stop no line waits for a lease to expire.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         {
@@ -368,5 +370,102 @@ mod tests {
         assert_eq!(backoff(&c, 3, 0.0), Duration::from_secs(4));
         assert_eq!(backoff(&c, 50, 0.0), Duration::from_secs(30));
         assert!(backoff(&c, 50, 0.99) >= Duration::from_secs(24));
+    }
+
+    /// A graceful stop waits for a publish the broker never acknowledges (here a TCP
+    /// endpoint posing as Redis that accepts and never answers) to time out and records
+    /// it, so its line's head is due again after its short backoff instead of being
+    /// held by a lease (3 × timeout + 10 s) after the stop.
+    #[tokio::test]
+    async fn a_graceful_stop_records_a_publish_in_flight_and_leaves_no_lease() {
+        use herald_core::ids::EventId;
+        use herald_core::pattern::EventPattern;
+        use herald_store::{NewEvent, OutboxRoute};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                let _ = seen_tx.send(());
+                held.push(sock); // never answered
+            }
+        });
+
+        let (store, _dir) = crate::dispatcher::tests::test_store();
+        store.set_routes(vec![OutboxRoute {
+            name: "payments".into(),
+            events: vec![EventPattern::parse("payment.*").unwrap()],
+            key: "/data/payment_id".into(),
+        }]);
+        let store: Arc<dyn Store> = Arc::new(store);
+        let clock: Arc<dyn Clock> = Arc::new(herald_core::SystemClock);
+        let id = EventId::generate();
+        let event = NewEvent {
+            id,
+            tenant: None,
+            event_type: "payment.succeeded".into(),
+            key: None,
+            data: serde_json::json!({ "payment_id": "pay_42" }),
+            created_at: clock.now(),
+            request_hash: id.to_string(),
+        };
+        store.insert_event(event, None).await.unwrap();
+
+        let publisher = crate::brokers::RedisPublisher::new(crate::brokers::RedisSettings {
+            url,
+            maxlen: None,
+        });
+        let dispatcher = BrokerDispatcher::new(
+            store.clone(),
+            clock.clone(),
+            OutboxConfig {
+                timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            vec![BrokerRoute {
+                name: "payments".into(),
+                broker: BrokerKind::Redis,
+                topic: "payments".into(),
+            }],
+            vec![Arc::new(publisher)],
+        );
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(dispatcher.run(shutdown.clone()));
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("the publisher connected")
+            .unwrap();
+        let lease = Duration::from_secs(600);
+        // Give the claim loop a moment past the connect: the publish is in flight.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            store
+                .claim_due_broker_deliveries(clock.now(), 10, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the running dispatcher holds the delivery"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the dispatcher stopped within its grace")
+            .unwrap();
+        // The first retry's backoff is at most `min_backoff` (500 ms).
+        let soon = clock.now().plus(Duration::from_secs(1));
+        let again = store
+            .claim_due_broker_deliveries(soon, 10, lease)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "nothing is left leased");
+        assert_eq!(again[0].event.id, id);
+        assert_eq!(
+            again[0].delivery.attempts, 1,
+            "the timed-out publish is recorded"
+        );
+        let error = again[0].delivery.last_error.clone().unwrap_or_default();
+        assert!(error.contains("did not acknowledge within 2s"), "{error}");
     }
 }

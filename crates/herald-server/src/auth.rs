@@ -81,7 +81,34 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 ApiError::unauthorized("The Authorization header must be `Bearer <key>`.")
             })?;
-        let principal = authenticate(state, presented).await?;
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let principal = match (&state.failed_auth, client) {
+            (Some(guard), Some(ip)) => {
+                // A client that keeps presenting wrong keys is held off before any look-up;
+                // keys this node already knows are still let in.
+                if let Some(wait) = guard.blocked(ip) {
+                    match authenticate_from_memory(state, presented) {
+                        Some(p) => p,
+                        None => return Err(FailedAuthLimits::refusal(wait)),
+                    }
+                } else {
+                    match authenticate(state, presented).await {
+                        Ok(p) => p,
+                        Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
+                            return Err(match guard.failed(ip) {
+                                Some(wait) => FailedAuthLimits::refusal(wait),
+                                None => e,
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            _ => authenticate(state, presented).await?,
+        };
         if let Some(limiter) = &state.rate_limits {
             limiter.check(&principal)?;
         }
@@ -134,6 +161,92 @@ impl RateLimits {
             }
         }
     }
+}
+
+/// Wrong keys per client address (GCRA buckets from `governor`): each request whose key
+/// is refused spends one; a client whose bucket is empty is answered 429 with
+/// `Retry-After`, without a store look-up, until it refills, except for keys this node
+/// holds in memory (the config admin key, keys used in the last few seconds).
+pub struct FailedAuthLimits {
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    clock: governor::clock::DefaultClock,
+    /// Addresses whose bucket ran dry, with when it has room again.
+    blocked: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+}
+
+/// At most this many addresses are remembered; beyond it, forgotten ones start afresh.
+const FAILED_AUTH_TRACKED: usize = 10_000;
+
+impl FailedAuthLimits {
+    /// `None` when the config turns it off.
+    pub fn from_config(limits: &crate::config::LimitSettings) -> Option<Self> {
+        let per_minute = std::num::NonZeroU32::new(limits.failed_auth_per_minute)?;
+        let quota = governor::Quota::per_minute(per_minute);
+        Some(Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            clock: governor::clock::DefaultClock::default(),
+            blocked: Default::default(),
+        })
+    }
+
+    /// How long `ip` is still held off, if it is.
+    fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *blocked.get(&ip)?;
+        let now = std::time::Instant::now();
+        if until <= now {
+            blocked.remove(&ip);
+            return None;
+        }
+        Some(until - now)
+    }
+
+    /// Counts one refused key from `ip`; `Some(wait)` when that used up its allowance.
+    fn failed(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        use governor::clock::Clock as _;
+        if self.limiter.len() > FAILED_AUTH_TRACKED {
+            self.limiter.retain_recent();
+        }
+        let not_until = self.limiter.check_key(&ip).err()?;
+        let wait = not_until.wait_time_from(self.clock.now());
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.len() > FAILED_AUTH_TRACKED {
+            let now = std::time::Instant::now();
+            blocked.retain(|_, until| *until > now);
+        }
+        blocked.insert(ip, std::time::Instant::now() + wait);
+        Some(wait)
+    }
+
+    fn refusal(wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut err = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests from this address had a wrong key; retry after the time in Retry-After.",
+        );
+        err.retry_after = Some(secs.max(1));
+        err
+    }
+}
+
+/// Authenticates from what this node holds in memory only (no store read): the config
+/// admin key, or a key in the cache whose secret matches.
+fn authenticate_from_memory(state: &AppState, presented: &str) -> Option<Principal> {
+    if let Some(configured) = &state.admin_key {
+        if static_key_matches(presented, configured) {
+            return Some(Principal {
+                key_id: None,
+                role: Role::Admin,
+            });
+        }
+    }
+    let (id, secret) = split_key(presented)?;
+    let key = state.keys.get(id)?;
+    (!key.revoked && secret_matches(secret, &key.hash)).then_some(Principal {
+        key_id: Some(id),
+        role: key.role,
+    })
 }
 
 async fn authenticate(state: &AppState, presented: &str) -> ApiResult<Principal> {

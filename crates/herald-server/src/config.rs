@@ -183,7 +183,7 @@ fn default_per_webhook() -> u32 {
 /// Per-key rate limits: a token bucket per API key (the config admin key counts as
 /// one key). Off by default (`requests_per_second = 0`), so that one admin key may
 /// push a benchmark's 20,000 requests a second; turn it on for keys you hand out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Sustained requests a second per key; 0 turns rate limiting off (the default).
@@ -193,6 +193,25 @@ pub struct LimitSettings {
     /// second's worth, `requests_per_second`).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Requests with a wrong or unknown key that one client address may send a minute
+    /// (also its burst) before it is answered 429 without a look-up; 0 turns it off.
+    /// On by default (60): a wrong key is never a benchmark's load.
+    #[serde(default = "default_failed_auth_per_minute")]
+    pub failed_auth_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: None,
+            failed_auth_per_minute: default_failed_auth_per_minute(),
+        }
+    }
+}
+
+fn default_failed_auth_per_minute() -> u32 {
+    60
 }
 
 /// Event retention. Events no delivery still owes (every delivery succeeded or is

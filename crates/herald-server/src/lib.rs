@@ -40,6 +40,8 @@ pub struct AppState {
     pub keys: Arc<auth::KeyCache>,
     /// Per-key rate limits, `None` when `[limits]` leaves them off.
     pub rate_limits: Option<Arc<auth::RateLimits>>,
+    /// Wrong keys per client address (on unless `limits.failed_auth_per_minute = 0`).
+    pub failed_auth: Option<Arc<auth::FailedAuthLimits>>,
     pub in_flight: body::InFlight,
     /// Compiled JSON Schemas of registered event types.
     pub schemas: Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>,
@@ -74,6 +76,7 @@ impl AppState {
                 .or_else(|| config.admin_key.as_ref().map(|k| k.0.clone()))
                 .map(Arc::from),
             rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
+            failed_auth: auth::FailedAuthLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
             clock,
             keys: Default::default(),
@@ -201,9 +204,12 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             .run(shutdown.clone()),
     );
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
     shutdown.cancel();
     let _ = reaper.await;
     let _ = retention.await;

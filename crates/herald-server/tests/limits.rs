@@ -1,5 +1,5 @@
 //! Abuse limits: per-key rate limits answered 429 with `Retry-After` (off by default),
-//! and size limits on every route that takes a body and on request headers.
+//! wrong keys limited per client address (on by default), and size limits on every route that takes a body and on request headers.
 
 mod common;
 
@@ -48,6 +48,50 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     // Unauthenticated routes are not limited.
     assert_eq!(app.get("/healthz", "").await.status, StatusCode::OK);
+}
+
+/// Wrong keys are limited per client address: after `failed_auth_per_minute` refusals
+/// (401), the address is answered 429 with `Retry-After` before any look-up, even for a
+/// valid key this node has not seen lately; keys it holds in memory (the config admin
+/// key, a key just used) still get in.
+#[tokio::test]
+async fn an_address_sending_wrong_keys_is_held_off_and_known_keys_still_work() {
+    let app = spawn_app("[limits]\nfailed_auth_per_minute = 5\n").await;
+    let worker = app.worker_key().await;
+    // Used once, so this node holds it in memory.
+    let r = app.get("/operations", &worker).await;
+    assert_ne!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let (_, tenant_key) = app.tenant("acme").await; // never used: not in memory
+
+    let wrong = "hrk_01JD000000000000000000000A_0000000000000000000000000000000000000000";
+    for i in 0..5 {
+        let r = app.get("/operations", wrong).await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+        assert!(r.headers.get("retry-after").is_none(), "refusal {i}");
+    }
+    let r = app.get("/operations", wrong).await;
+    assert_problem(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    let retry_after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=13).contains(&retry_after), "{retry_after}");
+    // Held off: a valid key that would need a look-up waits too...
+    let r = app.get("/operations", &tenant_key).await;
+    assert_problem(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    // ...but keys held in memory are let in.
+    assert_eq!(app.get("/operations", ADMIN).await.status, StatusCode::OK);
+    let r = app.get("/operations", &worker).await;
+    assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
+    assert_ne!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn wrong_keys_are_only_refused_when_the_failed_auth_limit_is_off() {
+    let app = spawn_app("[limits]\nfailed_auth_per_minute = 0\n").await;
+    let wrong = "hrk_01JD000000000000000000000A_0000000000000000000000000000000000000000";
+    for _ in 0..100 {
+        let r = app.get("/operations", wrong).await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    }
+    assert_eq!(app.get("/operations", ADMIN).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -15,9 +15,24 @@ impl Herald {
     /// Writes `config` beside the database, starts Herald with `admin` as its admin key,
     /// and waits until it listens.
     pub fn start(dir: &Path, config: &str, admin: &str, log: &str) -> Self {
+        Self::start_under(&[], dir, config, admin, log)
+    }
+
+    /// The same, run by `wrapper` (a command that ends by running the rest of its
+    /// arguments, such as `unshare --mount sh -c '…; exec "$@"' sh`).
+    pub fn start_under(wrapper: &[&str], dir: &Path, config: &str, admin: &str, log: &str) -> Self {
         let config_path = dir.join("herald.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let herald = env!("CARGO_BIN_EXE_herald");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(herald),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(herald);
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--database")
             .arg(format!("sqlite://{}", dir.join("herald.db").display()))
