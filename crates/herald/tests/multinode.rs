@@ -9,12 +9,13 @@ use herald_core::ids::EventId;
 use herald_store::postgres::{create_database, drop_database};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::Herald;
 
 const ADMIN: &str = "multinode-test-admin";
 const NODES: usize = 3;
@@ -35,45 +36,6 @@ timeout = "1s"
 schedule = ["0s", "1s", "2s", "5s", "10s", "30s", "60s"]
 per_webhook_concurrency = 32
 "#;
-
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    fn start(database: &str, config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .arg("--config")
-            .arg(config)
-            .env("HERALD_ADMIN_KEY", ADMIN)
-            .env("HERALD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("herald exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("herald listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Node { child, base }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What the webhook receiver saw: per (webhook, event id) how many times, and per
 /// (webhook, key) which sequences.
@@ -160,10 +122,10 @@ async fn run(database: &str) {
     let starting: Vec<_> = (0..NODES)
         .map(|_| {
             let (database, config) = (database.to_owned(), config.clone());
-            std::thread::spawn(move || Node::start(&database, &config))
+            std::thread::spawn(move || Herald::start_on(&[], &database, &config, ADMIN, "warn"))
         })
         .collect();
-    let nodes: Vec<Node> = starting.into_iter().map(|t| t.join().unwrap()).collect();
+    let nodes: Vec<Herald> = starting.into_iter().map(|t| t.join().unwrap()).collect();
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let nodes = Arc::new(Mutex::new(nodes.into_iter().map(Some).collect::<Vec<_>>()));
     let alive: Arc<Vec<AtomicBool>> = Arc::new((0..NODES).map(|_| AtomicBool::new(true)).collect());

@@ -1,5 +1,5 @@
-//! The real `herald serve` in a child process, on port 0 over `dir/herald.db`, for the
-//! process-level tests (crash, restart, signals).
+//! The real `herald serve` in a child process, on port 0 over `dir/herald.db` (or a
+//! PostgreSQL database), for the process-level tests (crash, restart, signals, nodes).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -23,6 +23,19 @@ impl Herald {
     pub fn start_under(wrapper: &[&str], dir: &Path, config: &str, admin: &str, log: &str) -> Self {
         let config_path = dir.join("herald.toml");
         std::fs::write(&config_path, config).unwrap();
+        let database = format!("sqlite://{}", dir.join("herald.db").display());
+        Self::start_on(wrapper, &database, &config_path, admin, log)
+    }
+
+    /// Starts Herald on `database` (a `sqlite://` path or a PostgreSQL URL) with the
+    /// config file at `config_path`, run by `wrapper` when it is not empty.
+    pub fn start_on(
+        wrapper: &[&str],
+        database: &str,
+        config_path: &Path,
+        admin: &str,
+        log: &str,
+    ) -> Self {
         let herald = env!("CARGO_BIN_EXE_herald");
         let mut command = match wrapper.split_first() {
             None => Command::new(herald),
@@ -33,11 +46,9 @@ impl Herald {
             }
         };
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--database")
-            .arg(format!("sqlite://{}", dir.join("herald.db").display()))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .env("HERALD_ADMIN_KEY", admin)
             .env("HERALD_LOG", log)
             .stdout(Stdio::piped())
