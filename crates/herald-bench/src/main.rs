@@ -8,6 +8,7 @@
 mod limits;
 mod load;
 mod receiver;
+mod retention;
 mod scenarios;
 mod stats;
 mod target;
@@ -25,6 +26,8 @@ enum Scenario {
     Deliver,
     Lro,
     Backlog,
+    /// Ingest with and without a background purge of old events (not part of `all`).
+    Retention,
     Limits,
     All,
 }
@@ -76,6 +79,9 @@ struct Cli {
     /// Events published while the receiver is down (deliveries = this × webhooks).
     #[arg(long, default_value_t = 25_000)]
     backlog_events: u64,
+    /// Settled events, three days old, seeded before the retention scenario.
+    #[arg(long, default_value_t = 200_000)]
+    retention_events: u64,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -357,6 +363,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             r.load_average.clone(),
         ));
         out.insert("backlog".into(), json!(r));
+    }
+    if cli.scenario == Scenario::Retention {
+        if cli.url.is_some() || cli.database.is_some() {
+            anyhow::bail!(
+                "the retention scenario seeds a SQLite file of its own: drop --url and --database"
+            );
+        }
+        let bin = match &cli.herald_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("herald"),
+        };
+        let r = retention::retention(&bin, cli.concurrency, duration, cli.retention_events).await?;
+        for (name, run) in [
+            ("ingest, retention off", &r.baseline),
+            ("ingest, retention purging", &r.purging),
+        ] {
+            rows.push(Row(
+                format!("{name} (c={})", run.concurrency),
+                format!("{:.0} events/s", run.load.per_second),
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms; {} errors",
+                    run.load.latency.p50_ms, run.load.latency.p99_ms, run.load.errors
+                ),
+                run.load_average.clone(),
+            ));
+        }
+        rows.push(Row(
+            format!("purged during that load (of {} seeded)", r.seeded_events),
+            format!("{} events", r.purged_during_load),
+            format!(
+                "{} purged by the end; seeding took {:.1}s",
+                r.purged_total, r.seed_seconds
+            ),
+            String::new(),
+        ));
+        out.insert("retention".into(), json!(r));
     }
 
     println!();

@@ -73,6 +73,26 @@ impl Target {
         database: Option<&str>,
         fresh_database: bool,
     ) -> anyhow::Result<Self> {
+        Self::launch(binary, database, fresh_database, "", |_| Ok(()))
+    }
+
+    /// The same on a temp SQLite file, with `extra_config` appended to the bench config
+    /// and `prepare` run on the directory (which will hold `herald.db`) before Herald starts.
+    pub fn spawn_with(
+        binary: &PathBuf,
+        extra_config: &str,
+        prepare: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        Self::launch(binary, None, false, extra_config, prepare)
+    }
+
+    fn launch(
+        binary: &PathBuf,
+        database: Option<&str>,
+        fresh_database: bool,
+        extra_config: &str,
+        prepare: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "herald-bench-{}-{}",
             std::process::id(),
@@ -80,7 +100,11 @@ impl Target {
         ));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("herald.toml");
-        std::fs::write(&config, CONFIG)?;
+        std::fs::write(&config, format!("{CONFIG}\n{extra_config}"))?;
+        if let Err(e) = prepare(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let mut fresh = None;
         let database = match database {
             Some(url) if fresh_database && herald_store::postgres::is_postgres_url(url) => {

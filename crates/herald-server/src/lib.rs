@@ -179,6 +179,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.store.clone(),
         state.clock.clone(),
         state.config.retention.clone(),
+        state.metrics.clone(),
         shutdown.clone(),
     ));
     let webhooks = &state.config.webhooks;

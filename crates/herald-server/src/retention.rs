@@ -15,6 +15,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: RetentionSettings,
+    metrics: Arc<crate::telemetry::Metrics>,
     shutdown: CancellationToken,
 ) {
     let Some(keep) = settings.events else {
@@ -22,7 +23,11 @@ pub async fn run(
     };
     while !shutdown.is_cancelled() {
         let cutoff = herald_core::Timestamp(clock.now().0 - keep.as_millis() as i64);
-        let pause = match store.purge_settled_events(cutoff, settings.batch).await {
+        let purged = store.purge_settled_events(cutoff, settings.batch).await;
+        if let Ok(report) = &purged {
+            metrics.retention_purged(report);
+        }
+        let pause = match purged {
             Ok(report) if report.events >= u64::from(settings.batch) => {
                 tracing::debug!(?report, "retention: purged a batch; more to go");
                 BETWEEN_BATCHES

@@ -38,9 +38,22 @@ pub struct Metrics {
     operations: IntGaugeVec,
     /// `herald_broker_publish_total{broker, outcome}`; publishers increment it.
     pub broker_publish: IntCounterVec,
+    /// `herald_retention_purged_total{kind}`: rows removed by retention.
+    retention_purged: IntCounterVec,
 }
 
 impl Metrics {
+    /// Counts what one retention pass removed.
+    pub fn retention_purged(&self, report: &herald_store::PurgeReport) {
+        for (kind, n) in [
+            ("events", report.events),
+            ("deliveries", report.deliveries),
+            ("attempts", report.attempts),
+        ] {
+            self.retention_purged.with_label_values(&[kind]).inc_by(n);
+        }
+    }
+
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
@@ -116,7 +129,18 @@ impl Metrics {
         registry.register(Box::new(backlog.clone()))?;
         registry.register(Box::new(deliveries_by_status.clone()))?;
         registry.register(Box::new(operations.clone()))?;
+        let retention_purged = IntCounterVec::new(
+            Opts::new(
+                "herald_retention_purged_total",
+                "Rows removed by event retention, by kind (events, deliveries, attempts).",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(broker_publish.clone()))?;
+        registry.register(Box::new(retention_purged.clone()))?;
+        for kind in ["events", "deliveries", "attempts"] {
+            retention_purged.with_label_values(&[kind]);
+        }
         // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ["succeeded", "retrying", "failed"] {
             attempts.with_label_values(&[outcome]);
@@ -130,6 +154,7 @@ impl Metrics {
             }
         }
         Ok(Self {
+            retention_purged,
             registry,
             http_requests,
             http_duration,

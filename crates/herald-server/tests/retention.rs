@@ -65,4 +65,22 @@ async fn delivered_events_past_retention_are_purged_in_the_background() {
     assert!(left.iter().all(|d| d["event_id"] == ids[1]), "{left:?}");
     let status = app.get(&owed, ADMIN).await.status;
     assert_eq!(status, StatusCode::OK);
+
+    // What was purged is counted in /metrics: one event, its delivery and its attempt.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["events", "deliveries", "attempts"] {
+        let line = format!("herald_retention_purged_total{{kind=\"{kind}\"}} 1");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
 }
