@@ -176,7 +176,12 @@ impl KafkaPublisher {
     /// after a fatal error librdkafka refuses every record, and a broker that does not accept
     /// librdkafka's own epoch bump (tansu answers `ProducerFenced` from then on) would refuse
     /// them all too. A new producer gets a new producer id and starts its sequences afresh.
-    async fn failed(&self, connected: &Arc<Connected>, error: KafkaError) -> PublishError {
+    async fn failed(
+        &self,
+        connected: &Arc<Connected>,
+        topic: &str,
+        error: KafkaError,
+    ) -> PublishError {
         use RDKafkaErrorCode::*;
         let fatal = connected.producer.client().fatal_error();
         let code = error.rdkafka_error_code();
@@ -202,6 +207,10 @@ impl KafkaPublisher {
             return PublishError::Unavailable(format!(
                 "Kafka did not take the record ({reason}); the producer is replaced"
             ));
+        }
+        if matches!(code, Some(UnknownTopicOrPartition | UnknownTopic)) {
+            // Deleted since Herald saw it: look again (and create it) on the next attempt.
+            connected.topics.lock().await.remove(topic);
         }
         match code {
             Some(code) => judge(code, &error.to_string()),
@@ -287,15 +296,69 @@ impl Publisher for KafkaPublisher {
             // report comes once the broker has acknowledged it to acks=all, or it failed.
             let delivery = match connected.producer.send_result(record) {
                 Ok(delivery) => delivery,
-                Err((e, _)) => return Err(self.failed(&connected, e).await),
+                Err((e, _)) => return Err(self.failed(&connected, &message.topic, e).await),
             };
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(self.failed(&connected, e).await),
+                Ok(Err((e, _))) => Err(self.failed(&connected, &message.topic, e).await),
                 Err(_) => Err(PublishError::Unavailable(
                     "the Kafka producer closed before it reported the record".into(),
                 )),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_refused_for_good_are_dead_lettered_and_the_rest_retried() {
+        use RDKafkaErrorCode::*;
+        for code in [
+            MessageSizeTooLarge,
+            InvalidRecord,
+            InvalidMessage,
+            TopicAuthorizationFailed,
+            PolicyViolation,
+        ] {
+            assert!(
+                matches!(judge(code, "x"), PublishError::Refused(_)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            MessageTimedOut,
+            AllBrokersDown,
+            BrokerTransportFailure,
+            QueueFull,
+            NotLeaderForPartition,
+            UnknownTopicOrPartition,
+            RequestTimedOut,
+        ] {
+            assert!(
+                matches!(judge(code, "x"), PublishError::Unavailable(_)),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn librdkafka_gives_up_before_the_outbox_does() {
+        // brokers.timeout is at least 100ms (checked at start).
+        for ms in [100, 3_000, 10_000, 600_000] {
+            let settings = KafkaSettings {
+                bootstrap: "127.0.0.1:9092".into(),
+                partitions: 3,
+                replication_factor: 1,
+                publish_timeout: Duration::from_millis(ms),
+            };
+            let t = settings.message_timeout();
+            assert!(
+                t > Duration::ZERO && t < settings.publish_timeout,
+                "{ms}ms: {t:?}"
+            );
+        }
     }
 }
