@@ -63,7 +63,7 @@ impl KafkaSettings {
 
 pub struct KafkaPublisher {
     settings: KafkaSettings,
-    /// Made on first use and remade after librdkafka reports a fatal error.
+    /// Made on first use; replaced when the producer loses its idempotence state.
     state: Mutex<Option<Arc<Connected>>>,
 }
 
