@@ -58,12 +58,17 @@ herald_brokers_main() {
       wait_up 9092 30 || { echo "ci-brokers: tansu did not start:"; tail -20 /tmp/tansu.log; }
     fi
   fi
+  # Kafka tests that stage faults (lost acknowledgements, a broker that goes away, records
+  # it refuses) start a tansu of their own, in memory, from this binary.
+  if [ -x "$tansu" ]; then
+    export HERALD_TEST_TANSU="${HERALD_TEST_TANSU:-$tansu}"
+  fi
   if up 9092; then
     export HERALD_TEST_KAFKA_BOOTSTRAP="${HERALD_TEST_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
   else
     echo "ci-brokers: no Kafka-API broker on 9092; the Kafka tests will skip"
   fi
-  echo "ci-brokers: NATS=${HERALD_TEST_NATS_URL:-unset} RabbitMQ=${HERALD_TEST_RABBITMQ_URL:-unset} Redis=${HERALD_TEST_REDIS_URL:-unset} Kafka=${HERALD_TEST_KAFKA_BOOTSTRAP:-unset}"
+  echo "ci-brokers: NATS=${HERALD_TEST_NATS_URL:-unset} RabbitMQ=${HERALD_TEST_RABBITMQ_URL:-unset} Redis=${HERALD_TEST_REDIS_URL:-unset} Kafka=${HERALD_TEST_KAFKA_BOOTSTRAP:-unset} tansu=${HERALD_TEST_TANSU:-unset}"
 }
 
 herald_brokers_main

@@ -432,6 +432,19 @@ fn default_replication() -> i16 {
     1
 }
 
+/// `host:port` with a non-empty host (no scheme) and a port number.
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains("://")
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
 /// A JSON pointer (RFC 6901): empty, or `/`-separated tokens where `~` only starts `~0` or `~1`.
 fn is_json_pointer(text: &str) -> bool {
     if text.is_empty() {
@@ -669,6 +682,18 @@ impl Config {
         if self.brokers.max_backoff < Duration::from_millis(500) {
             return invalid("brokers.max_backoff must be at least 500ms".into());
         }
+        if let Some(bad) = self
+            .brokers
+            .kafka
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .find(|server| !is_host_port(server))
+        {
+            return invalid(format!(
+                "brokers.kafka.bootstrap: `{bad}` is not host:port (a comma-separated list, like \"127.0.0.1:9092\")"
+            ));
+        }
         if self.brokers.kafka.partitions < 1 || self.brokers.kafka.replication_factor < 1 {
             return invalid(
                 "brokers.kafka: partitions and replication_factor must be at least 1".into(),
@@ -813,6 +838,14 @@ maxlen = 1000
             (
                 "[[routes]]\nevents = [\"a\"]\nbroker = \"nats\"\ntopic = \"a.*\"",
                 "not a valid nats topic",
+            ),
+            (
+                "[brokers.kafka]\nbootstrap = \"kafka://127.0.0.1:9092\"",
+                "`kafka://127.0.0.1:9092` is not host:port",
+            ),
+            (
+                "[brokers.kafka]\nbootstrap = \"127.0.0.1:9092, 127.0.0.2\"",
+                "`127.0.0.2` is not host:port",
             ),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -134,6 +134,7 @@ fn broker_dispatcher(state: &AppState) -> herald_dispatch::BrokerDispatcher {
                     bootstrap: b.kafka.bootstrap.clone(),
                     partitions: b.kafka.partitions,
                     replication_factor: b.kafka.replication_factor,
+                    publish_timeout: b.timeout,
                 })),
             }
         })

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::kafka::PrivateTansu;
 use common::proxy::Proxy;
 use common::*;
 use reqwest::StatusCode;
@@ -109,6 +110,22 @@ async fn all_published(app: &TestApp, count: usize) -> Vec<Value> {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not all {count} deliveries were published: {d:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most 60 s) until the route's deliveries satisfy `check`; shows them if they never do.
+async fn deliveries_until(app: &TestApp, what: &str, check: impl Fn(&[Value]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = route_deliveries(app).await;
+        if check(&d) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}: {d:#?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -489,6 +506,212 @@ async fn rabbitmq_going_away_mid_stream_loses_nothing() {
     check_arrivals(&posted, &got);
 }
 
+/// A channel of the test's own, for setting the broker up the way a test needs it.
+async fn amqp_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// An exchange of the wrong kind under the topic's name is a refusal for good (RabbitMQ
+/// answers 406 PRECONDITION_FAILED however often Herald asks): the delivery is dead-lettered
+/// with that error; once the exchange is fixed, `:redeliver` sends it.
+#[tokio::test]
+async fn rabbitmq_refusing_a_message_dead_letters_it_and_redeliver_sends_it_once_fixed() {
+    use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions};
+    let Some(url) = broker_env("HERALD_TEST_RABBITMQ_URL") else {
+        return;
+    };
+    let exchange = fresh("herald.test.");
+    let (_conn, ch) = amqp_channel(&url).await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let app = spawn_app(&config(
+        "rabbitmq",
+        &exchange,
+        &format!("[brokers.rabbitmq]\nurl = \"{url}\""),
+    ))
+    .await;
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.updated", "key": "pay_1", "data": { "payment_id": "pay_1", "n": 0 } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let event_id = r.body["id"].as_str().unwrap().to_owned();
+    app.eventually("the delivery to be dead-lettered", || async {
+        route_deliveries(&app)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == "failed")
+    })
+    .await;
+    let d = route_deliveries(&app).await.remove(0);
+    let error = d["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("PRECONDITION_FAILED") && error.contains("inequivalent arg 'type'"),
+        "{d}"
+    );
+    let failed = app
+        .get("/deliveries?status=failed&route=test-route", ADMIN)
+        .await;
+    assert_eq!(failed.body["deliveries"].as_array().unwrap().len(), 1);
+
+    // Fixed on the broker's side (the wrong exchange goes; a consumer binds to a topic
+    // exchange of that name), then redelivered by hand: it goes through.
+    ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut reader = amqp_reader(&url, &exchange).await;
+    let r = app
+        .post(
+            &format!("/deliveries/{}:redeliver", d["id"].as_str().unwrap()),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    all_published(&app, 1).await;
+    let got = read_amqp(&mut reader, 1).await;
+    assert_eq!(got[0].0, event_id);
+    let one = app
+        .get(&format!("/deliveries/{}", d["id"].as_str().unwrap()), ADMIN)
+        .await;
+    assert_eq!(one.body["attempt_log"].as_array().unwrap().len(), 2);
+}
+
+/// A nack (here from a full queue with `x-overflow = reject-publish`) is back-pressure, not
+/// a refusal for good: the delivery stays pending, keeps its line, and goes out once the
+/// queue has room.
+#[tokio::test]
+async fn rabbitmq_nack_from_a_full_queue_is_retried_not_dead_lettered() {
+    use lapin::options::*;
+    use lapin::types::{AMQPValue, FieldTable};
+    let Some(url) = broker_env("HERALD_TEST_RABBITMQ_URL") else {
+        return;
+    };
+    let exchange = fresh("herald.test.");
+    let (_conn, ch) = amqp_channel(&url).await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().as_str().into(),
+        exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let app = spawn_app(&config(
+        "rabbitmq",
+        &exchange,
+        &format!("[brokers.rabbitmq]\nurl = \"{url}\""),
+    ))
+    .await;
+    let mut posted = Vec::new();
+    for n in 0..2 {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({ "type": "payment.updated", "key": "pay_1", "data": { "payment_id": "pay_1", "n": n } }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        posted.push(Posted {
+            id: r.body["id"].as_str().unwrap().to_owned(),
+            key: "pay_1".into(),
+            n,
+        });
+    }
+    // The first fills the queue; the second is nacked, and retried.
+    app.eventually("the second event to be nacked", || async {
+        route_deliveries(&app).await.iter().any(|d| {
+            d["event_id"] == posted[1].id.as_str()
+                && d["status"] == "pending"
+                && d["last_error"].as_str().is_some_and(|e| e.contains("nack"))
+        })
+    })
+    .await;
+    assert!(
+        route_deliveries(&app)
+            .await
+            .iter()
+            .all(|d| d["status"] != "failed"),
+        "a nack is not a dead letter"
+    );
+    // A consumer makes room: the retried message goes in.
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nacked message never arrived: {got:?}"
+        );
+        match ch
+            .basic_get(q.name().as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(m) => {
+                let id = m.properties.message_id().as_ref().unwrap().to_string();
+                got.push((
+                    id,
+                    serde_json::from_slice::<Value>(&m.delivery.data).unwrap(),
+                ));
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    check_arrivals(&posted, &got);
+    let d = all_published(&app, 2).await;
+    let second = d
+        .iter()
+        .find(|d| d["event_id"] == posted[1].id.as_str())
+        .unwrap();
+    assert!(second["attempts"].as_u64().unwrap() >= 2, "{second}");
+}
+
 // ---------------------------------------------------------------- Redis Streams
 
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
@@ -769,62 +992,401 @@ async fn tenant_keys_do_not_see_broker_deliveries() {
 
 // ---------------------------------------------------------------- Kafka
 
-#[tokio::test]
-async fn kafka_gets_every_event_in_key_order_on_its_keys_partition() {
-    use rskafka::client::partition::UnknownTopicHandling;
-    let Some(bootstrap) = broker_env("HERALD_TEST_KAFKA_BOOTSTRAP") else {
-        return;
-    };
-    let topic = fresh("herald-test-");
-    let app = spawn_app(&config(
-        "kafka",
-        &topic,
-        &format!("[brokers.kafka]\nbootstrap = \"{bootstrap}\"\npartitions = 3"),
-    ))
-    .await;
-    let posted = post_events(&app, 8, 0).await;
-    all_published(&app, posted.len()).await;
+/// One record as a consumer reads it.
+struct KafkaRecord {
+    partition: i32,
+    key: Option<String>,
+    /// The `herald-event-id` header.
+    event_id: String,
+    body: Value,
+}
 
-    let client = rskafka::client::ClientBuilder::new(vec![bootstrap])
+/// Every record of every partition of `topic`, read from offset 0 by a real client
+/// (rskafka), partition by partition, each in its offset order.
+async fn read_kafka(bootstrap: &str, topic: &str) -> Vec<KafkaRecord> {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let client = rskafka::client::ClientBuilder::new(vec![bootstrap.to_owned()])
         .build()
         .await
         .unwrap();
-    let partitions = client
+    let mut partitions = client
         .list_topics()
         .await
         .unwrap()
         .into_iter()
         .find(|t| t.name == topic)
-        .expect("Herald created the topic")
-        .partitions;
-    assert_eq!(partitions.len(), 3);
-    let mut partition_of_key: HashMap<String, i32> = HashMap::new();
-    let mut got = Vec::new();
+        .expect("the topic exists")
+        .partitions
+        .into_iter()
+        .collect::<Vec<_>>();
+    partitions.sort();
+    let mut out = Vec::new();
     for p in partitions {
         let pc = client
-            .partition_client(topic.clone(), p, UnknownTopicHandling::Retry)
+            .partition_client(topic.to_owned(), p, UnknownTopicHandling::Retry)
             .await
             .unwrap();
-        let (records, _) = pc.fetch_records(0, 1..10_000_000, 1_000).await.unwrap();
-        for r in records {
-            let record = r.record;
-            let id = String::from_utf8(record.headers["herald-event-id"].clone()).unwrap();
-            assert_trace_of(
-                &String::from_utf8(record.headers["traceparent"].clone()).unwrap(),
-                &id,
-            );
-            let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
-            let body: Value = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
-            assert_eq!(
-                *partition_of_key.entry(key.clone()).or_insert(p),
-                p,
-                "one key, one partition"
-            );
-            got.push((id, body));
+        let mut offset = 0;
+        loop {
+            let (records, high_watermark) = pc
+                .fetch_records(offset, 1..10_000_000, 1_000)
+                .await
+                .unwrap();
+            for r in &records {
+                let record = &r.record;
+                let event_id =
+                    String::from_utf8(record.headers["herald-event-id"].clone()).unwrap();
+                assert_trace_of(
+                    &String::from_utf8(record.headers["traceparent"].clone()).unwrap(),
+                    &event_id,
+                );
+                out.push(KafkaRecord {
+                    partition: p,
+                    key: record
+                        .key
+                        .as_ref()
+                        .map(|k| String::from_utf8(k.clone()).unwrap()),
+                    event_id,
+                    body: serde_json::from_slice(record.value.as_ref().unwrap()).unwrap(),
+                });
+            }
+            offset = records.last().map_or(offset, |r| r.offset + 1);
+            if offset >= high_watermark || records.is_empty() {
+                break;
+            }
         }
     }
-    check_arrivals(&posted, &got);
+    out
+}
+
+fn kafka_arrivals(records: &[KafkaRecord]) -> Vec<(String, Value)> {
+    records
+        .iter()
+        .map(|r| (r.event_id.clone(), r.body.clone()))
+        .collect()
+}
+
+/// Each event id once, at most: what the idempotent producer promises for its own retries.
+fn assert_no_duplicates(records: &[KafkaRecord]) {
+    let mut seen = HashSet::new();
+    for r in records {
+        assert!(
+            seen.insert(r.event_id.clone()),
+            "event {} is in the topic twice",
+            r.event_id
+        );
+    }
+}
+
+/// MurmurHash2 as in Kafka's Java `Utils.murmur2` (seed 0x9747b28c), written out here so
+/// the test checks the partitioner Herald's producer uses against the Java client's.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition the Java client's default partitioner picks for a key.
+fn java_partition(key: &str, partitions: i32) -> i32 {
+    ((murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+#[test]
+fn murmur2_matches_kafkas_java_client() {
+    // Values from Kafka's UtilsTest.testMurmur2.
+    assert_eq!(murmur2(b"21") as i32, -973932308);
+    assert_eq!(murmur2(b"foobar") as i32, -790332482);
+    assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+    assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+    assert_eq!(
+        murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+        -58897971
+    );
+    assert_eq!(murmur2(b"abc") as i32, 479470107);
+}
+
+fn kafka_table(bootstrap: &str) -> String {
+    format!("[brokers.kafka]\nbootstrap = \"{bootstrap}\"\npartitions = 3")
+}
+
+/// The tansu binary, for tests that start a broker of their own.
+fn tansu_bin() -> Option<String> {
+    broker_env("HERALD_TEST_TANSU")
+}
+
+#[tokio::test]
+async fn kafka_gets_every_event_in_key_order_on_its_keys_partition() {
+    let Some(bootstrap) = broker_env("HERALD_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let topic = fresh("herald-test-");
+    let app = spawn_app(&config("kafka", &topic, &kafka_table(&bootstrap))).await;
+    let posted = post_events(&app, 8, 0).await;
+    all_published(&app, posted.len()).await;
+
+    let records = read_kafka(&bootstrap, &topic).await;
+    let partitions: HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert!(
+        partitions.iter().all(|p| (0..3).contains(p)),
+        "{partitions:?}"
+    );
+    for r in &records {
+        let key = r.key.as_deref().expect("a record key");
+        assert_eq!(
+            key, r.body["data"]["payment_id"],
+            "the key is the route's key"
+        );
+        assert_eq!(
+            r.partition,
+            java_partition(key, 3),
+            "key {key} is on the partition Java's murmur2 partitioner picks"
+        );
+    }
+    check_arrivals(&posted, &kafka_arrivals(&records));
     check_delivery_log(&app, "kafka", &topic).await;
+}
+
+#[tokio::test]
+async fn kafka_refusing_an_oversized_record_dead_letters_it_and_keeps_the_line_moving() {
+    let Some(bootstrap) = broker_env("HERALD_TEST_KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    let topic = fresh("herald-test-");
+    let config = format!(
+        "max_body_bytes = 4194304\n{}",
+        config("kafka", &topic, &kafka_table(&bootstrap))
+    );
+    let app = spawn_app(&config).await;
+    // Over the producer's message.max.bytes (1 000 000, as a Kafka broker's default):
+    // refused before it is sent, however often it is sent.
+    let big = "x".repeat(1_200_000);
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.updated", "key": "pay_1",
+                    "data": { "payment_id": "pay_1", "n": 0, "blob": big } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    // Later events of the same key (and of others) go out after the dead letter.
+    let small = post_events(&app, 1, 1).await;
+    deliveries_until(
+        &app,
+        "the big one dead-lettered and the rest published",
+        |d| {
+            d.len() == 4
+                && d.iter().filter(|d| d["status"] == "failed").count() == 1
+                && d.iter().filter(|d| d["status"] == "succeeded").count() == 3
+        },
+    )
+    .await;
+    let dead = app
+        .get("/deliveries?route=test-route&status=failed", ADMIN)
+        .await
+        .body["deliveries"][0]
+        .clone();
+    assert_eq!(dead["event_id"], r.body["id"]);
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("MessageSizeTooLarge"),
+        "{dead}"
+    );
+    let path = format!("/deliveries/{}:redeliver", dead["id"].as_str().unwrap());
+    assert_eq!(
+        app.post(&path, ADMIN, json!({})).await.status,
+        StatusCode::ACCEPTED
+    );
+    let one = format!("/deliveries/{}", dead["id"].as_str().unwrap());
+    app.eventually("a second refusal", || async {
+        let d = app.get(&one, ADMIN).await.body;
+        d["status"] == "failed" && d["attempt_log"].as_array().unwrap().len() == 2
+    })
+    .await;
+    check_arrivals(
+        &small,
+        &kafka_arrivals(&read_kafka(&bootstrap, &topic).await),
+    );
+}
+
+#[tokio::test]
+async fn kafka_refusing_an_invalid_record_dead_letters_it_and_redeliver_sends_it_once_fixed() {
+    let Some(tansu) = tansu_bin() else {
+        return;
+    };
+    let broker = PrivateTansu::start(&tansu).await;
+    let topic = fresh("herald-test-");
+    // tansu validates each record's value against `<topic>.json`: amounts must be integers.
+    let schema = broker.schema_dir.join(format!("{topic}.json"));
+    std::fs::write(
+        &schema,
+        json!({ "type": "object", "properties": { "value": {
+            "type": "object",
+            "properties": { "data": { "type": "object",
+                "properties": { "amount": { "type": "integer" } } } } } } })
+        .to_string(),
+    )
+    .unwrap();
+    let app = spawn_app(&config("kafka", &topic, &kafka_table(&broker.bootstrap))).await;
+    let bad = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.updated", "key": "pay_1",
+                    "data": { "payment_id": "pay_1", "n": 0, "amount": "lots" } }),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::ACCEPTED, "{:?}", bad.body);
+    let good = post_events(&app, 1, 1).await;
+    deliveries_until(
+        &app,
+        "the invalid one dead-lettered and the rest published",
+        |d| {
+            d.len() == 4
+                && d.iter().filter(|d| d["status"] == "failed").count() == 1
+                && d.iter().filter(|d| d["status"] == "succeeded").count() == 3
+        },
+    )
+    .await;
+    let dead = app
+        .get("/deliveries?route=test-route&status=failed", ADMIN)
+        .await
+        .body["deliveries"][0]
+        .clone();
+    assert_eq!(dead["event_id"], bad.body["id"]);
+    let error = dead["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("refused") && error.contains("InvalidRecord"),
+        "{dead}"
+    );
+
+    // The schema is fixed on the broker's side, then the dead letter is redelivered by hand.
+    std::fs::write(
+        &schema,
+        json!({ "type": "object", "properties": { "value": { "type": "object" } } }).to_string(),
+    )
+    .unwrap();
+    let r = app
+        .post(
+            &format!("/deliveries/{}:redeliver", dead["id"].as_str().unwrap()),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    all_published(&app, 4).await;
+    let one = app
+        .get(
+            &format!("/deliveries/{}", dead["id"].as_str().unwrap()),
+            ADMIN,
+        )
+        .await;
+    let log = one.body["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[1]["error"].is_null(), "{log:?}");
+
+    let records = read_kafka(&broker.bootstrap, &topic).await;
+    let ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
+    assert!(ids.contains(&bad.body["id"].as_str().unwrap()), "{ids:?}");
+    check_arrivals(
+        &good,
+        &kafka_arrivals(
+            &records
+                .into_iter()
+                .filter(|r| r.body["data"]["n"] == 1)
+                .collect::<Vec<_>>(),
+        ),
+    );
+}
+
+/// The broker writes a batch but its acknowledgement is lost and the connection breaks:
+/// the idempotent producer sends the batch again with the same sequence numbers, the broker
+/// recognises it, and the topic holds each event once.
+#[tokio::test]
+async fn kafka_lost_acknowledgements_write_no_duplicates() {
+    let Some(tansu) = tansu_bin() else {
+        return;
+    };
+    let broker = PrivateTansu::start(&tansu).await;
+    let topic = fresh("herald-test-");
+    let app = spawn_app(
+        &config("kafka", &topic, &kafka_table(&broker.bootstrap))
+            .replace("timeout = \"3s\"", "timeout = \"20s\""),
+    )
+    .await;
+    let mut posted = post_events(&app, 2, 0).await;
+    all_published(&app, posted.len()).await;
+
+    broker.proxy.lose_produce_acks(3);
+    posted.extend(post_events(&app, 4, 2).await);
+    all_published(&app, posted.len()).await;
+    assert_eq!(
+        broker.proxy.lost_acks(),
+        3,
+        "three acknowledgements were lost"
+    );
+    // Each delivery needed one attempt: librdkafka's own retry got the broker's "already have it".
+    for d in route_deliveries(&app).await {
+        assert_eq!(d["attempts"], 1, "{d}");
+    }
+
+    let records = read_kafka(&broker.bootstrap, &topic).await;
+    assert_no_duplicates(&records);
+    check_arrivals(&posted, &kafka_arrivals(&records));
+}
+
+#[tokio::test]
+async fn kafka_going_away_mid_stream_loses_nothing() {
+    let Some(tansu) = tansu_bin() else {
+        return;
+    };
+    let broker = PrivateTansu::start(&tansu).await;
+    let topic = fresh("herald-test-");
+    let app = spawn_app(&config("kafka", &topic, &kafka_table(&broker.bootstrap))).await;
+    let mut posted = post_events(&app, 4, 0).await;
+    all_published(&app, posted.len()).await;
+
+    broker.proxy.down();
+    posted.extend(post_events(&app, 4, 4).await);
+    app.eventually("a failed attempt while the broker is away", || async {
+        route_deliveries(&app)
+            .await
+            .iter()
+            .any(|d| d["status"] == "pending" && d["last_error"].is_string())
+    })
+    .await;
+    broker.proxy.up();
+    posted.extend(post_events(&app, 2, 8).await);
+    all_published(&app, posted.len()).await;
+    check_arrivals(
+        &posted,
+        &kafka_arrivals(&read_kafka(&broker.bootstrap, &topic).await),
+    );
 }
 
 // ---------------------------------------------------------------- a real broker restart

@@ -101,8 +101,11 @@ impl RabbitMqPublisher {
             .map_err(failed)?;
         match confirm {
             Confirmation::Ack(_) => Ok(()),
+            // RabbitMQ nacks what a queue cannot take now (a full queue with
+            // `x-overflow = reject-publish`, say): back-pressure, so retry, keeping the line's order.
             Confirmation::Nack(_) => Err(PublishError::Unavailable(
-                "RabbitMQ did not confirm the message (nack)".into(),
+                "RabbitMQ did not take the message (nack): a queue bound to the exchange may be full (x-overflow = reject-publish); retrying"
+                    .into(),
             )),
             Confirmation::NotRequested => Err(PublishError::Unavailable(
                 "RabbitMQ channel is not in confirm mode".into(),
@@ -111,14 +114,34 @@ impl RabbitMqPublisher {
     }
 }
 
-/// A channel-level 406 PRECONDITION_FAILED for the message itself (say, over the broker's
-/// max message size) is for good; everything else is worth retrying.
+/// Which channel errors are the message's own and final, so retrying the same message
+/// cannot help until someone changes the broker:
+/// - 406 PRECONDITION_FAILED: the message is over the broker's `max_message_size`, or an
+///   exchange named like the topic exists with another type or durability (Herald wants a
+///   durable topic exchange);
+/// - 403 ACCESS_REFUSED: the user may not declare or write to this exchange;
+/// - 311 CONTENT_TOO_LARGE.
+///
+/// Everything else is retried: I/O, connection-level errors (a broker shutting down sends
+/// CONNECTION_FORCED), 404 NOT_FOUND (an exchange deleted after Herald declared it is
+/// declared again on the next channel), and a nack, see `try_publish`.
 fn classify(e: &lapin::Error) -> PublishError {
-    let text = e.to_string();
-    if text.contains("message size") || text.contains("larger than configured max size") {
-        PublishError::Refused(format!("RabbitMQ refused the message: {text}"))
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let for_good = match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::CONTENTTOOLARGE
+            )
+        ),
+        _ => false,
+    };
+    if for_good {
+        PublishError::Refused(format!("RabbitMQ refused the message for good: {e}"))
     } else {
-        PublishError::Unavailable(format!("RabbitMQ publish failed: {text}"))
+        PublishError::Unavailable(format!("RabbitMQ publish failed: {e}"))
     }
 }
 

@@ -3,6 +3,7 @@
 //! PostgreSQL database instead (made through that URL, dropped after).
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod proxy;
 pub mod receiver;
 
