@@ -127,14 +127,21 @@ async fn purged_events(target: &Target) -> anyhow::Result<u64> {
     Ok(line.rsplit(' ').next().unwrap_or("0").parse::<f64>()? as u64)
 }
 
-/// Copies the seeded SQLite file (and its WAL, if any) into a target's directory.
+/// Folds the seeded file's WAL into it, so the file alone holds every row.
+fn checkpoint(dir: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(dir.join("herald.db"))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let (busy, _, _): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    anyhow::ensure!(busy == 0, "the seeded database is still busy");
+    Ok(())
+}
+
+/// Copies the seeded SQLite file into a target's directory.
 fn copy_seed(from: &Path, to: &Path) -> anyhow::Result<()> {
-    for name in ["herald.db", "herald.db-wal"] {
-        let src = from.join(name);
-        if src.exists() {
-            std::fs::copy(&src, to.join(name))?;
-        }
-    }
+    std::fs::copy(from.join("herald.db"), to.join("herald.db"))?;
     Ok(())
 }
 
@@ -151,7 +158,14 @@ pub async fn retention(
     ));
     std::fs::create_dir_all(&template)?;
     let started = Instant::now();
-    let seeded = seed(&template, events).await;
+    let seeded = match seed(&template, events).await {
+        // The seeding store's writer closes in the background: wait for it to let go.
+        Ok(()) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            checkpoint(&template)
+        }
+        Err(e) => Err(e),
+    };
     let seed_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = seeded {
         let _ = std::fs::remove_dir_all(&template);

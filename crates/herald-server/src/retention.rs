@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Pause between two full batches: other writes get the writer in between.
+/// The shortest pause between two full batches (the pause is at least four times the
+/// last batch's time): other writes get the writer in between.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
 
 pub async fn run(
@@ -23,14 +24,18 @@ pub async fn run(
     };
     while !shutdown.is_cancelled() {
         let cutoff = herald_core::Timestamp(clock.now().0 - keep.as_millis() as i64);
+        let started = std::time::Instant::now();
         let purged = store.purge_settled_events(cutoff, settings.batch).await;
+        // Its time includes waiting for the writer: the busier Herald is, the longer the
+        // pause, so purging takes at most a fifth of the writer however busy it is.
+        let took = started.elapsed();
         if let Ok(report) = &purged {
             metrics.retention_purged(report);
         }
         let pause = match purged {
             Ok(report) if report.events >= u64::from(settings.batch) => {
-                tracing::debug!(?report, "retention: purged a batch; more to go");
-                BETWEEN_BATCHES
+                tracing::debug!(?report, ?took, "retention: purged a batch; more to go");
+                BETWEEN_BATCHES.max(took * 4)
             }
             Ok(report) => {
                 if report.events > 0 {
