@@ -7,6 +7,7 @@
 
 mod limits;
 mod load;
+mod raw;
 mod receiver;
 mod scenarios;
 mod stats;
@@ -76,6 +77,11 @@ struct Cli {
     /// Events published while the receiver is down (deliveries = this × webhooks).
     #[arg(long, default_value_t = 25_000)]
     backlog_events: u64,
+    /// The client of the ingest, `GET /operations/{id}` and bare-HTTP phases: `hyper`
+    /// (light: raw HTTP/1.1 connections, pre-serialized requests) or `reqwest` (the
+    /// generator of the earlier figures).
+    #[arg(long, value_enum, default_value_t = raw::Generator::Hyper)]
+    generator: raw::Generator,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -139,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "args".into(),
         json!(std::env::args().skip(1).collect::<Vec<_>>()),
     );
+    out.insert("generator".into(), json!(cli.generator));
     out.insert(
         "database".into(),
         json!(cli
@@ -152,10 +159,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let needs_limits = wants(Scenario::Limits) || wants(Scenario::Ingest);
     if needs_limits {
-        let http = limits::bare_http(cli.concurrency, duration).await?;
+        let http = limits::bare_http(cli.concurrency, duration, cli.generator).await?;
         let la = stats::load_average();
         rows.push(Row(
-            "limit: bare HTTP 202".into(),
+            format!("limit: bare HTTP 202 ({:?} client)", cli.generator),
             format!("{:.0} req/s", http.per_second),
             format!(
                 "p50 {:.2} ms, p99 {:.2} ms",
@@ -240,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     if wants(Scenario::Ingest) {
         let target = cli.start()?;
-        let r = scenarios::ingest(&target, cli.concurrency, duration).await?;
+        let r = scenarios::ingest(&target, cli.concurrency, duration, cli.generator).await?;
         let limit = match (http_limit, store_limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -312,6 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.workers,
             cli.operations,
             duration,
+            cli.generator,
         )
         .await?;
         rows.push(Row(
