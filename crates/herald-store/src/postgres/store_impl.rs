@@ -342,6 +342,27 @@ async fn fan_out_to_routes(
     Ok(count)
 }
 
+/// Runs a claim (`… ORDER BY next_attempt_at LIMIT n FOR UPDATE SKIP LOCKED`) with sorting
+/// made a last resort for this transaction, so the due-time index is walked in order and
+/// the scan stops after n rows. Left to its statistics, the planner sorts every pending
+/// delivery whenever it believes there are few of them (a young or never-analyzed table,
+/// e.g. the first minute of a burst): 85 ms per claim of 257 at 40,000 pending, spilling
+/// the sort to disk, against well under 10 ms by the index. The `SET` goes out in the
+/// same round trip as the claim (pipelined) and ends with the transaction.
+async fn claim_in_due_order(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> StoreResult<Vec<Row>> {
+    let no_sort = async {
+        tx.batch_execute("SET LOCAL enable_sort = off")
+            .await
+            .map_err(StoreError::from)
+    };
+    let (_, rows) = futures::try_join!(no_sort, query(tx, sql, params))?;
+    Ok(rows)
+}
+
 /// A pending route delivery is claimable when no older pending delivery shares its route and key.
 const HEAD_OF_LINE: &str =
     "(d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier \
@@ -1013,22 +1034,24 @@ impl Store for PgStore {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
         in_tx!(self, |tx, wake| {
+            // `= ANY(ARRAY(…))`, not `IN (…)`: the claimed ids become one array and each row is
+            // found by its key. With `IN`, the generic plan of this prepared statement was a
+            // hash semi-join over a sequential scan of all deliveries (spilling to temp files),
+            // so each claim cost time in proportion to the table, backlog and history included.
             let sql = format!(
-                "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                "UPDATE deliveries SET lease_until = $1 WHERE id = ANY(ARRAY( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= $2 \
                    AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
-                   FOR UPDATE SKIP LOCKED) \
+                   FOR UPDATE SKIP LOCKED)) \
                  RETURNING {DELIVERY_COLUMNS}"
             );
-            let mut deliveries = map_rows(
-                query(
-                    &tx,
-                    &sql,
-                    &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
-                )
-                .await?,
-                rows::delivery,
-            )?;
+            let claimed = claim_in_due_order(
+                &tx,
+                &sql,
+                &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
+            )
+            .await?;
+            let mut deliveries = map_rows(claimed, rows::delivery)?;
             if deliveries.is_empty() {
                 return Ok(Ok(vec![]));
             }
@@ -1260,13 +1283,13 @@ impl Store for PgStore {
             // Heads of their (route, key) lines only; SKIP LOCKED keeps two nodes off one row,
             // and the lease keeps the line's next delivery waiting until this one is settled.
             let sql = format!(
-                "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                "UPDATE deliveries SET lease_until = $1 WHERE id = ANY(ARRAY( \
                    SELECT d.id FROM deliveries d WHERE d.status = 'pending' AND d.route IS NOT NULL \
                    AND d.next_attempt_at <= $2 AND (d.lease_until IS NULL OR d.lease_until <= $2) \
-                   AND {HEAD_OF_LINE} ORDER BY d.next_attempt_at, d.line_seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                   AND {HEAD_OF_LINE} ORDER BY d.next_attempt_at, d.line_seq LIMIT $3 FOR UPDATE SKIP LOCKED)) \
                  RETURNING {DELIVERY_COLUMNS}, line_seq"
             );
-            let rows = query(
+            let rows = claim_in_due_order(
                 &tx,
                 &sql,
                 &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
