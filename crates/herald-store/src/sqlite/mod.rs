@@ -161,6 +161,17 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?
     }
 
+    /// Runs `f`, a read of a few rows by key, on a read connection right here on the async
+    /// thread. A WAL reader never waits for the writer, and such a read takes microseconds,
+    /// less than handing it to a blocking thread and back (which, for `GET
+    /// /operations/{id}`, was the largest cost: thread wake-ups and context switches).
+    fn read_now<R>(&self, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+        let conn = self.readers.get()?;
+        let result = f(&conn);
+        self.readers.put(conn);
+        result
+    }
+
     /// Runs `f` on a read connection, off the async threads.
     async fn read<R, F>(&self, f: F) -> StoreResult<R>
     where
