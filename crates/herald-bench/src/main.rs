@@ -77,9 +77,9 @@ struct Cli {
     /// Events published while the receiver is down (deliveries = this × webhooks).
     #[arg(long, default_value_t = 25_000)]
     backlog_events: u64,
-    /// The client of the ingest, `GET /operations/{id}` and bare-HTTP phases: `hyper`
-    /// (light: raw HTTP/1.1 connections, pre-serialized requests) or `reqwest` (the
-    /// generator of the earlier figures).
+    /// The client of the ingest, deliver-throughput publishing, `GET /operations/{id}` and
+    /// bare-HTTP phases: `hyper` (light: raw HTTP/1.1 connections, pre-serialized
+    /// requests) or `reqwest` (the generator of the earlier figures).
     #[arg(long, value_enum, default_value_t = raw::Generator::Hyper)]
     generator: raw::Generator,
     /// Write the results here as JSON.
@@ -283,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.events,
             cli.rate,
             duration,
+            cli.generator,
         )
         .await?;
         rows.push(Row(

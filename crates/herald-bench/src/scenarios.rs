@@ -198,6 +198,7 @@ pub async fn deliver(
     events: u64,
     rate: u64,
     duration: Duration,
+    generator: Generator,
 ) -> anyhow::Result<Deliver> {
     let api = Api::new(target, concurrency);
     let receiver = Receiver::start()?;
@@ -206,14 +207,34 @@ pub async fn deliver(
     let tenant: Arc<str> = api.tenant("bench-deliver").await?.into();
     api.webhooks(&tenant, &receiver, webhooks).await?;
     let start = Instant::now();
-    let published = closed_loop(concurrency, events, Duration::from_secs(300), {
-        let (api, tenant) = (api.clone(), tenant.clone());
-        move |n| {
-            let (api, tenant) = (api.clone(), tenant.clone());
-            async move { api.publish(&tenant, n).await.map(drop) }
+    let published = match generator {
+        Generator::Hyper => {
+            let requests = Requests::new(&target.url, Some(&target.admin_key))?;
+            let bodies = EventBodies::new(Some(&tenant));
+            raw::closed_loop(
+                &requests,
+                concurrency,
+                events,
+                Duration::from_secs(300),
+                StatusCode::ACCEPTED,
+                {
+                    let requests = requests.clone();
+                    move |n| requests.post("/events", bodies.body(n))
+                },
+            )
+            .await
         }
-    })
-    .await;
+        Generator::Reqwest => {
+            closed_loop(concurrency, events, Duration::from_secs(300), {
+                let (api, tenant) = (api.clone(), tenant.clone());
+                move |n| {
+                    let (api, tenant) = (api.clone(), tenant.clone());
+                    async move { api.publish(&tenant, n).await.map(drop) }
+                }
+            })
+            .await
+        }
+    };
     let want = published.ok * webhooks as u64;
     if !wait_for(&receiver, want, Duration::from_secs(300)).await {
         eprintln!(
