@@ -2,13 +2,18 @@
 //! endpoint that stores nothing, and a SQLite commit loop batching like Herald's writer.
 
 use crate::load::{client, closed_loop, payload_1k, LoadResult};
+use crate::raw::{EventBodies, Generator, Requests};
 use axum::routing::post;
 use rusqlite::{params, Connection};
 use std::time::{Duration, Instant};
 
 /// `POST /events` answered 202 after reading the body, on its own 2-thread runtime
 /// (Herald also gets a runtime of its own in its own process).
-pub async fn bare_http(concurrency: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+pub async fn bare_http(
+    concurrency: usize,
+    duration: Duration,
+    generator: Generator,
+) -> anyhow::Result<LoadResult> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -35,19 +40,39 @@ pub async fn bare_http(concurrency: usize, duration: Duration) -> anyhow::Result
                 .await;
         });
     });
-    let http = client(concurrency);
-    let url = format!("http://{addr}/events");
-    let result = closed_loop(concurrency, u64::MAX, duration, move |n| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let body = serde_json::json!({ "type": "order.paid", "data": payload_1k(n) });
-            let r = http.post(&url).json(&body).send().await?;
-            anyhow::ensure!(r.status() == 202, "status {}", r.status());
-            r.bytes().await?;
-            Ok(())
+    let result = match generator {
+        Generator::Hyper => {
+            let requests = Requests::new(&format!("http://{addr}"), None)?;
+            let bodies = EventBodies::new(None);
+            crate::raw::closed_loop(
+                &requests,
+                concurrency,
+                u64::MAX,
+                duration,
+                hyper::StatusCode::ACCEPTED,
+                {
+                    let requests = requests.clone();
+                    move |n| requests.post("/events", bodies.body(n))
+                },
+            )
+            .await
         }
-    })
-    .await;
+        Generator::Reqwest => {
+            let http = client(concurrency);
+            let url = format!("http://{addr}/events");
+            closed_loop(concurrency, u64::MAX, duration, move |n| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let body = serde_json::json!({ "type": "order.paid", "data": payload_1k(n) });
+                    let r = http.post(&url).json(&body).send().await?;
+                    anyhow::ensure!(r.status() == 202, "status {}", r.status());
+                    r.bytes().await?;
+                    Ok(())
+                }
+            })
+            .await
+        }
+    };
     let _ = stop.send(());
     let _ = server.join();
     Ok(result)

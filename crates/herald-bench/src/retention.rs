@@ -150,6 +150,7 @@ pub async fn retention(
     concurrency: usize,
     duration: Duration,
     events: u64,
+    generator: crate::raw::Generator,
 ) -> anyhow::Result<Retention> {
     let template = std::env::temp_dir().join(format!(
         "herald-bench-seed-{}-{}",
@@ -177,7 +178,7 @@ pub async fn retention(
             let target = Target::spawn_with(binary, "[retention]\nevents = \"off\"\n", |dir| {
                 copy_seed(&template, dir)
             })?;
-            ingest(&target, concurrency, duration).await?
+            ingest(&target, concurrency, duration, generator).await?
         };
         let target = Target::spawn_with(
             binary,
@@ -186,7 +187,7 @@ pub async fn retention(
         )?;
         // Counted across `ingest`'s warm-up (up to 5 s) and its timed phase.
         let before = purged_events(&target).await?;
-        let purging = ingest(&target, concurrency, duration).await?;
+        let purging = ingest(&target, concurrency, duration, generator).await?;
         let after = purged_events(&target).await?;
         anyhow::Ok(Retention {
             seeded_events: events,

@@ -1,10 +1,12 @@
 //! The scenarios of issue 5, each against a fresh Herald: `ingest`, `deliver`, `lro`, `backlog`.
 
 use crate::load::{client, closed_loop, payload_1k, LoadResult};
+use crate::raw::{self, EventBodies, Generator, Requests};
 use crate::receiver::Receiver;
 use crate::stats::{load_average, memory_of, Percentiles};
 use crate::target::{Target, BENCH_OP_TYPE, BENCH_TRIGGER};
 use anyhow::{bail, Context};
+use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -86,6 +88,7 @@ impl Api {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ingest {
     pub concurrency: usize,
+    pub generator: Generator,
     pub load: LoadResult,
     pub load_average: String,
 }
@@ -94,9 +97,47 @@ pub async fn ingest(
     target: &Target,
     concurrency: usize,
     duration: Duration,
+    generator: Generator,
 ) -> anyhow::Result<Ingest> {
     let api = Api::new(target, concurrency);
     let tenant: Arc<str> = api.tenant("bench-ingest").await?.into();
+    if generator == Generator::Hyper {
+        let requests = Requests::new(&target.url, Some(&target.admin_key))?;
+        let bodies = Arc::new(EventBodies::new(Some(&tenant)));
+        let publish = {
+            let requests = requests.clone();
+            move |n| requests.post("/events", bodies.body(n))
+        };
+        let publish = Arc::new(publish);
+        // Warm up connections and caches.
+        raw::closed_loop(
+            &requests,
+            concurrency,
+            2_000,
+            Duration::from_secs(5),
+            StatusCode::ACCEPTED,
+            {
+                let publish = publish.clone();
+                move |n| publish(n)
+            },
+        )
+        .await;
+        let load = raw::closed_loop(
+            &requests,
+            concurrency,
+            5_000_000,
+            duration,
+            StatusCode::ACCEPTED,
+            move |n| publish(n),
+        )
+        .await;
+        return Ok(Ingest {
+            concurrency,
+            generator,
+            load,
+            load_average: load_average(),
+        });
+    }
     // Warm up connections and caches.
     closed_loop(concurrency, 2_000, Duration::from_secs(5), {
         let (api, tenant) = (api.clone(), tenant.clone());
@@ -113,6 +154,7 @@ pub async fn ingest(
     .await;
     Ok(Ingest {
         concurrency,
+        generator,
         load,
         load_average: load_average(),
     })
@@ -156,6 +198,7 @@ pub async fn deliver(
     events: u64,
     rate: u64,
     duration: Duration,
+    generator: Generator,
 ) -> anyhow::Result<Deliver> {
     let api = Api::new(target, concurrency);
     let receiver = Receiver::start()?;
@@ -164,14 +207,34 @@ pub async fn deliver(
     let tenant: Arc<str> = api.tenant("bench-deliver").await?.into();
     api.webhooks(&tenant, &receiver, webhooks).await?;
     let start = Instant::now();
-    let published = closed_loop(concurrency, events, Duration::from_secs(300), {
-        let (api, tenant) = (api.clone(), tenant.clone());
-        move |n| {
-            let (api, tenant) = (api.clone(), tenant.clone());
-            async move { api.publish(&tenant, n).await.map(drop) }
+    let published = match generator {
+        Generator::Hyper => {
+            let requests = Requests::new(&target.url, Some(&target.admin_key))?;
+            let bodies = EventBodies::new(Some(&tenant));
+            raw::closed_loop(
+                &requests,
+                concurrency,
+                events,
+                Duration::from_secs(300),
+                StatusCode::ACCEPTED,
+                {
+                    let requests = requests.clone();
+                    move |n| requests.post("/events", bodies.body(n))
+                },
+            )
+            .await
         }
-    })
-    .await;
+        Generator::Reqwest => {
+            closed_loop(concurrency, events, Duration::from_secs(300), {
+                let (api, tenant) = (api.clone(), tenant.clone());
+                move |n| {
+                    let (api, tenant) = (api.clone(), tenant.clone());
+                    async move { api.publish(&tenant, n).await.map(drop) }
+                }
+            })
+            .await
+        }
+    };
     let want = published.ok * webhooks as u64;
     if !wait_for(&receiver, want, Duration::from_secs(300)).await {
         eprintln!(
@@ -274,6 +337,7 @@ pub async fn lro(
     workers: usize,
     count: u64,
     duration: Duration,
+    generator: Generator,
 ) -> anyhow::Result<Lro> {
     let api = Api::new(target, concurrency + workers);
     let completed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -348,17 +412,41 @@ pub async fn lro(
     // Poll: every operation reads back done.
     let probe = api.get(&format!("/operations/{}", ids[0])).await?;
     anyhow::ensure!(probe["done"] == json!(true), "operation not done: {probe}");
-    let get = closed_loop(concurrency, 10_000_000, duration, {
-        let (api, ids) = (api.clone(), ids.clone());
-        move |n| {
-            let (api, ids) = (api.clone(), ids.clone());
-            async move {
-                let id = &ids[(n.wrapping_mul(2_654_435_761) % ids.len() as u64) as usize];
-                api.get(&format!("/operations/{id}")).await.map(drop)
-            }
+    let pick = |n: u64, len: usize| (n.wrapping_mul(2_654_435_761) % len as u64) as usize;
+    let get = match generator {
+        Generator::Hyper => {
+            let requests = Requests::new(&target.url, Some(&target.admin_key))?;
+            let paths: Vec<hyper::Uri> = ids
+                .iter()
+                .map(|id| format!("/operations/{id}").parse())
+                .collect::<Result<_, _>>()?;
+            raw::closed_loop(
+                &requests,
+                concurrency,
+                10_000_000,
+                duration,
+                StatusCode::OK,
+                {
+                    let requests = requests.clone();
+                    move |n| requests.get(paths[pick(n, paths.len())].clone())
+                },
+            )
+            .await
         }
-    })
-    .await;
+        Generator::Reqwest => {
+            closed_loop(concurrency, 10_000_000, duration, {
+                let (api, ids) = (api.clone(), ids.clone());
+                move |n| {
+                    let (api, ids) = (api.clone(), ids.clone());
+                    async move {
+                        let id = &ids[pick(n, ids.len())];
+                        api.get(&format!("/operations/{id}")).await.map(drop)
+                    }
+                }
+            })
+            .await
+        }
+    };
     Ok(Lro {
         operations: done,
         seconds,

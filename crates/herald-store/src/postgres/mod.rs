@@ -6,6 +6,7 @@
 //! for commits, the node's notifier sends a `NOTIFY` (batched, outside the data's
 //! transaction); a listener connection per node turns those into local [`Signals`].
 
+mod event_writer;
 mod migrations;
 mod rows;
 mod store_impl;
@@ -38,6 +39,9 @@ pub struct PgStore {
     /// Turns other nodes' notifications into local wake-ups; stopped when the store drops.
     listener: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
+    /// Group-commits `insert_event` calls (see [`event_writer`]).
+    pub(crate) events: event_writer::EventWriter,
+    writers: Vec<tokio::task::JoinHandle<()>>,
     /// Broker routes from config, read by every write that may store an event.
     pub(crate) routes: std::sync::RwLock<Arc<Vec<crate::OutboxRoute>>>,
 }
@@ -46,6 +50,9 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.notifier.abort();
+        for writer in &self.writers {
+            writer.abort();
+        }
     }
 }
 
@@ -186,12 +193,16 @@ impl PgStore {
         let _ = ready_rx.await;
         let (notes, queue) = mpsc::unbounded_channel();
         let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
+        let (events, writers) =
+            event_writer::EventWriter::start(pool.clone(), signals.clone(), notes.clone());
         Ok(Self {
             pool,
             signals,
             notes,
             listener,
             notifier,
+            events,
+            writers,
             routes: Default::default(),
         })
     }

@@ -488,7 +488,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
-        self.read(move |conn| {
+        self.read_now(move |conn| {
             // One statement: a deleted operation reads as missing.
             let sql =
                 format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1 AND deleted = 0");
@@ -499,7 +499,6 @@ impl Store for SqliteStore {
                 None => Err(StoreError::NotFound),
             }
         })
-        .await
     }
 
     async fn list_operations(&self, f: OperationFilter) -> StoreResult<Vec<Operation>> {
@@ -856,8 +855,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, id: EventId) -> StoreResult<Event> {
-        self.read(move |conn| get_event_row(conn, &id.to_string()))
-            .await
+        self.read_now(move |conn| get_event_row(conn, &id.to_string()))
     }
 
     async fn list_events(&self, f: EventFilter) -> StoreResult<Vec<Event>> {
@@ -948,8 +946,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        self.read(move |conn| get_webhook_row(conn, &id.to_string()))
-            .await
+        self.read_now(move |conn| get_webhook_row(conn, &id.to_string()))
     }
 
     async fn list_webhooks(&self, f: WebhookFilter) -> StoreResult<Vec<Webhook>> {
