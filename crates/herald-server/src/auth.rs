@@ -86,27 +86,7 @@ impl FromRequestParts<AppState> for Principal {
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
         let principal = match (&state.failed_auth, client) {
-            (Some(guard), Some(ip)) => {
-                // A client that keeps presenting wrong keys is held off before any look-up;
-                // keys this node already knows are still let in.
-                if let Some(wait) = guard.blocked(ip) {
-                    match authenticate_from_memory(state, presented) {
-                        Some(p) => p,
-                        None => return Err(FailedAuthLimits::refusal(wait)),
-                    }
-                } else {
-                    match authenticate(state, presented).await {
-                        Ok(p) => p,
-                        Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
-                            return Err(match guard.failed(ip) {
-                                Some(wait) => FailedAuthLimits::refusal(wait),
-                                None => e,
-                            });
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+            (Some(guard), Some(ip)) => guard.authenticate(state, presented, ip).await?,
             _ => authenticate(state, presented).await?,
         };
         if let Some(limiter) = &state.rate_limits {
@@ -189,6 +169,26 @@ impl FailedAuthLimits {
         })
     }
 
+    /// Authenticates `presented` from `ip`: a held-off address gets only keys held in
+    /// memory (else 429); otherwise a refused key spends one of its allowance, and the
+    /// refusal that empties it is a 429 instead of a 401.
+    async fn authenticate(
+        &self,
+        state: &AppState,
+        presented: &str,
+        ip: std::net::IpAddr,
+    ) -> ApiResult<Principal> {
+        if let Some(wait) = self.blocked(ip) {
+            return authenticate_from_memory(state, presented).ok_or_else(|| Self::refusal(wait));
+        }
+        match authenticate(state, presented).await {
+            Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
+                Err(self.failed(ip).map_or(e, Self::refusal))
+            }
+            other => other,
+        }
+    }
+
     /// How long `ip` is still held off, if it is.
     fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,34 +230,36 @@ impl FailedAuthLimits {
     }
 }
 
+/// The config admin key, when `presented` is it.
+fn admin_principal(state: &AppState, presented: &str) -> Option<Principal> {
+    let configured = state.admin_key.as_ref()?;
+    static_key_matches(presented, configured).then_some(Principal {
+        key_id: None,
+        role: Role::Admin,
+    })
+}
+
+/// The key's principal when `secret` is its secret and it is not revoked.
+fn key_principal(key: &herald_store::ApiKey, secret: &str) -> Option<Principal> {
+    (!key.revoked && secret_matches(secret, &key.hash)).then_some(Principal {
+        key_id: Some(key.id),
+        role: key.role,
+    })
+}
+
 /// Authenticates from what this node holds in memory only (no store read): the config
 /// admin key, or a key in the cache whose secret matches.
 fn authenticate_from_memory(state: &AppState, presented: &str) -> Option<Principal> {
-    if let Some(configured) = &state.admin_key {
-        if static_key_matches(presented, configured) {
-            return Some(Principal {
-                key_id: None,
-                role: Role::Admin,
-            });
-        }
-    }
-    let (id, secret) = split_key(presented)?;
-    let key = state.keys.get(id)?;
-    (!key.revoked && secret_matches(secret, &key.hash)).then_some(Principal {
-        key_id: Some(id),
-        role: key.role,
+    admin_principal(state, presented).or_else(|| {
+        let (id, secret) = split_key(presented)?;
+        key_principal(&state.keys.get(id)?, secret)
     })
 }
 
 async fn authenticate(state: &AppState, presented: &str) -> ApiResult<Principal> {
     let rejected = || ApiError::unauthorized("The key is not valid or has been revoked.");
-    if let Some(configured) = &state.admin_key {
-        if static_key_matches(presented, configured) {
-            return Ok(Principal {
-                key_id: None,
-                role: Role::Admin,
-            });
-        }
+    if let Some(admin) = admin_principal(state, presented) {
+        return Ok(admin);
     }
     let (id, secret) = split_key(presented).ok_or_else(rejected)?;
     let key = match state.keys.get(id) {
@@ -272,13 +274,7 @@ async fn authenticate(state: &AppState, presented: &str) -> ApiResult<Principal>
             key
         }
     };
-    if key.revoked || !secret_matches(secret, &key.hash) {
-        return Err(rejected());
-    }
-    Ok(Principal {
-        key_id: Some(id),
-        role: key.role,
-    })
+    key_principal(&key, secret).ok_or_else(rejected)
 }
 
 /// Keys recently read from the store, so a request costs no extra read. Revocation

@@ -598,8 +598,7 @@ impl Store for PgStore {
             w.sql(),
             clamp_limit(f.limit)
         );
-        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
-        map_rows(rows, rows::operation)
+        self.read_all(&sql, &refs(&w.args), rows::operation).await
     }
 
     async fn cancel_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<Operation> {
@@ -903,8 +902,7 @@ impl Store for PgStore {
             w.sql(),
             clamp_limit(f.limit)
         );
-        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
-        map_rows(rows, rows::event)
+        self.read_all(&sql, &refs(&w.args), rows::event).await
     }
 
     async fn put_event_type(&self, et: EventType) -> StoreResult<()> {
@@ -997,8 +995,7 @@ impl Store for PgStore {
             w.sql(),
             clamp_limit(f.limit)
         );
-        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
-        map_rows(rows, rows::webhook)
+        self.read_all(&sql, &refs(&w.args), rows::webhook).await
     }
 
     async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
@@ -1164,8 +1161,7 @@ impl Store for PgStore {
             w.sql(),
             clamp_limit(f.limit)
         );
-        let rows = in_tx!(self, |tx, wake| query(&tx, &sql, &refs(&w.args)).await?);
-        map_rows(rows, rows::delivery)
+        self.read_all(&sql, &refs(&w.args), rows::delivery).await
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
@@ -1455,6 +1451,18 @@ where
 impl PgStore {
     /// A read of one statement, outside any transaction (the statement is its own
     /// snapshot): one round trip instead of `BEGIN`, the query and `COMMIT`.
+    /// One `SELECT` of many rows, as `read_one`: no transaction around a single statement.
+    async fn read_all<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        map_rows(client.query(&stmt, params).await?, map)
+    }
+
     async fn read_one(&self, sql: &str, params: &[Param<'_>]) -> StoreResult<Option<Row>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await?;
