@@ -119,6 +119,7 @@ conformance!(
     operation_retryable_failure_requeues_until_max_attempts,
     operation_cancel_queued_and_running,
     operation_delete_hides_but_work_goes_on,
+    concurrent_gets_each_answer_their_own_operation,
     reap_requeues_expired_leases_then_worker_lost,
     reap_enforces_deadlines,
     reap_purges_after_retention,
@@ -708,6 +709,44 @@ async fn operation_delete_hides_but_work_goes_on(s: &dyn Store) {
         .len(),
         1
     );
+}
+
+/// Many look-ups at once (PostgreSQL answers them in shared batches): each gets its own
+/// operation, an operation asked for by several gets it every time, and deleted or unknown
+/// ids are not found.
+async fn concurrent_gets_each_answer_their_own_operation(s: &dyn Store) {
+    let mut live = Vec::new();
+    let mut gone = Vec::new();
+    for i in 0..30 {
+        let id = create(s, new_op(None, &format!("type{}", i % 3), 3)).await;
+        if i % 6 == 0 {
+            s.delete_operation(id, at(1)).await.unwrap();
+            gone.push(id);
+        } else {
+            live.push(id);
+        }
+    }
+    let unknown: Vec<OperationId> = (0..5).map(|_| OperationId::generate()).collect();
+    // Every id five times over, interleaved, all in flight together.
+    let mut asks: Vec<OperationId> = Vec::new();
+    for _ in 0..5 {
+        asks.extend(&live);
+        asks.extend(&gone);
+        asks.extend(&unknown);
+    }
+    let answers = futures::future::join_all(asks.iter().map(|&id| s.get_operation(id))).await;
+    for (id, answer) in asks.iter().zip(answers) {
+        if live.contains(id) {
+            let op = answer.unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert_eq!(op.id, *id);
+            assert_eq!(op.state, OperationState::Queued);
+        } else {
+            assert!(
+                matches!(answer, Err(StoreError::NotFound)),
+                "{id} should not be found: {answer:?}"
+            );
+        }
+    }
 }
 
 async fn reap_requeues_expired_leases_then_worker_lost(s: &dyn Store) {

@@ -8,6 +8,7 @@
 
 mod event_writer;
 mod migrations;
+mod point_reader;
 mod rows;
 mod store_impl;
 
@@ -41,6 +42,9 @@ pub struct PgStore {
     notifier: tokio::task::JoinHandle<()>,
     /// Group-commits `insert_event` calls (see [`event_writer`]).
     pub(crate) events: event_writer::EventWriter,
+    /// Batches `get_operation` look-ups (see [`point_reader`]).
+    pub(crate) operations: point_reader::OperationReader,
+    /// The event writer's and the operation reader's tasks.
     writers: Vec<tokio::task::JoinHandle<()>>,
     /// Broker routes from config, read by every write that may store an event.
     pub(crate) routes: std::sync::RwLock<Arc<Vec<crate::OutboxRoute>>>,
@@ -193,8 +197,10 @@ impl PgStore {
         let _ = ready_rx.await;
         let (notes, queue) = mpsc::unbounded_channel();
         let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
-        let (events, writers) =
+        let (events, mut writers) =
             event_writer::EventWriter::start(pool.clone(), signals.clone(), notes.clone());
+        let (operations, readers) = point_reader::OperationReader::start(pool.clone());
+        writers.extend(readers);
         Ok(Self {
             pool,
             signals,
@@ -202,6 +208,7 @@ impl PgStore {
             listener,
             notifier,
             events,
+            operations,
             writers,
             routes: Default::default(),
         })
