@@ -122,6 +122,7 @@ fn finish_row(
     ])?;
     if let Some(event_type) = op.final_event_type() {
         let data = op.to_resource();
+        let data_json = serde_json::to_string(&data)?;
         let event = NewEvent {
             id: EventId::generate(),
             tenant: op.tenant,
@@ -131,17 +132,19 @@ fn finish_row(
             data,
             created_at: now,
         };
-        insert_event_row(conn, routes, &event)?;
+        insert_event_row(conn, routes, event, &data_json)?;
     }
     Ok(())
 }
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
 /// Returns the event and how many deliveries it made.
+/// `data_json` is `e.data` serialised, done by the caller: off the writer thread where it can be.
 fn insert_event_row(
     conn: &Connection,
     routes: &[OutboxRoute],
-    e: &NewEvent,
+    e: NewEvent,
+    data_json: &str,
 ) -> StoreResult<(Event, usize)> {
     let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
     let sequence: Option<i64> = match &e.key {
@@ -165,20 +168,20 @@ fn insert_event_row(
         e.event_type,
         e.key,
         sequence,
-        serde_json::to_string(&e.data)?,
+        data_json,
         e.request_hash,
         e.created_at.0
     ])?;
     let event = Event {
         id: e.id,
         tenant: e.tenant,
-        event_type: e.event_type.clone(),
-        key: e.key.clone(),
+        event_type: e.event_type,
+        key: e.key,
         sequence,
-        data: e.data.clone(),
+        data: e.data,
         created_at: e.created_at,
     };
-    let fanned = fan_out(conn, e)? + fan_out_to_routes(conn, routes, &event)?;
+    let fanned = fan_out(conn, &event)? + fan_out_to_routes(conn, routes, &event)?;
     Ok((event, fanned))
 }
 
@@ -226,7 +229,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
     Ok(targets)
 }
 
-fn fan_out(conn: &Connection, e: &NewEvent) -> StoreResult<usize> {
+fn fan_out(conn: &Connection, e: &Event) -> StoreResult<usize> {
     let targets = fan_out_targets(conn, e.tenant)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
@@ -792,6 +795,8 @@ impl Store for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<Created<Event>> {
         let routes = self.routes();
+        // Serialised here, in the request's task, not on the single writer thread.
+        let data_json = serde_json::to_string(&event.data)?;
         let (created, fanned) = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
@@ -812,9 +817,10 @@ impl Store for SqliteStore {
                         0,
                     ));
                 }
-                let (stored, fanned) = insert_event_row(conn, &routes, &event)?;
+                let created_at = event.created_at;
+                let (stored, fanned) = insert_event_row(conn, &routes, event, &data_json)?;
                 if let Some(idem) = &idem {
-                    record_idempotency(conn, idem, &stored.id.to_string(), event.created_at)?;
+                    record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
                 }
                 Ok((Created::New(stored), fanned))
             })
