@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+/// Compiled JSON Schemas of registered event types, by name.
+pub type Schemas = Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>;
+
 /// Shared by every request. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -44,7 +47,7 @@ pub struct AppState {
     pub failed_auth: Option<Arc<auth::FailedAuthLimits>>,
     pub in_flight: body::InFlight,
     /// Compiled JSON Schemas of registered event types.
-    pub schemas: Arc<RwLock<HashMap<String, Arc<jsonschema::Validator>>>>,
+    pub schemas: Schemas,
     /// Tenants known to exist (they are never deleted), to spare a read per event.
     pub known_tenants: Arc<RwLock<std::collections::HashSet<herald_core::ids::TenantId>>>,
     pub shutdown: CancellationToken,

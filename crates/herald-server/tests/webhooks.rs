@@ -264,6 +264,60 @@ async fn events_are_accepted_deduplicated_and_numbered_per_key() {
     assert_eq!(ids.len(), 9);
 }
 
+/// Two nodes on one PostgreSQL database: a schema registered through either is enforced
+/// by the other within moments (its notification reloads the other's compiled schemas),
+/// not only after a restart.
+#[tokio::test]
+async fn a_schema_registered_on_one_node_is_enforced_by_the_others() {
+    let a = spawn_app("").await;
+    let Some(b) = a.second_node("").await else {
+        println!("skipped: needs PostgreSQL (HERALD_TEST_HTTP_DATABASE_URL); SQLite is one node");
+        return;
+    };
+    let bad = json!({ "type": "invoice.paid", "data": { "amount": "ten" } });
+    let good = json!({ "type": "invoice.paid", "data": { "amount": 10 } });
+    // No schema yet: node B takes anything.
+    publish(&b, bad.clone()).await;
+    let r = a
+        .call(
+            Method::PUT,
+            "/event-types/invoice.paid",
+            ADMIN,
+            Some(json!({ "schema": {
+                "type": "object",
+                "required": ["amount"],
+                "properties": { "amount": { "type": "integer" } }
+            } })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    b.eventually(
+        "node B refuses data against node A's new schema",
+        || async {
+            b.post("/events", ADMIN, bad.clone()).await.status == StatusCode::UNPROCESSABLE_ENTITY
+        },
+    )
+    .await;
+    let r = b.post("/events", ADMIN, bad.clone()).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "SCHEMA_VIOLATION");
+    publish(&b, good.clone()).await;
+
+    // And back the other way: B relaxes the schema, A follows.
+    let r = b
+        .call(
+            Method::PUT,
+            "/event-types/invoice.paid",
+            ADMIN,
+            Some(json!({ "schema": { "type": "object" } })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    a.eventually("node A takes data node B's schema now allows", || async {
+        a.post("/events", ADMIN, bad.clone()).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn event_schemas_from_the_api_and_config_refuse_bad_data() {
     let config = hooks_config("")

@@ -2,7 +2,7 @@
 //! polls in a loop. On PostgreSQL, other nodes' changes arrive here too (`LISTEN/NOTIFY`).
 
 use herald_core::ids::OperationId;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 #[derive(Debug)]
 pub struct Signals {
@@ -12,6 +12,9 @@ pub struct Signals {
     pub operations_queued: Notify,
     /// A delivery became due now (the dispatcher).
     pub deliveries_due: Notify,
+    /// Counts changes to the registered event types (their schemas), on this node or,
+    /// on PostgreSQL, on any node: whoever caches the schemas reloads them when it moves.
+    pub event_types: watch::Sender<u64>,
 }
 
 impl Default for Signals {
@@ -20,6 +23,7 @@ impl Default for Signals {
             operation_changed: broadcast::channel(4096).0,
             operations_queued: Notify::new(),
             deliveries_due: Notify::new(),
+            event_types: watch::channel(0).0,
         }
     }
 }
@@ -28,5 +32,10 @@ impl Signals {
     pub fn operation_changed(&self, id: OperationId) {
         // No receivers is fine: nobody is waiting.
         let _ = self.operation_changed.send(id);
+    }
+
+    /// An event type was stored (here or, on PostgreSQL, on another node).
+    pub fn event_types_changed(&self) {
+        self.event_types.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

@@ -5,11 +5,12 @@ use crate::auth::Principal;
 use crate::body::{parse_json, read_body};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use crate::Schemas;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::Json;
 use herald_core::pattern::is_event_type;
-use herald_store::EventType;
+use herald_store::{EventType, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -32,14 +33,50 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
             })
             .await?;
     }
-    let mut schemas = std::collections::HashMap::new();
-    for et in state.store.list_event_types().await? {
-        let validator = compile(&et.name, &et.schema).map_err(anyhow::Error::msg)?;
-        schemas.insert(et.name, validator);
-    }
-    *state.schemas.write().expect("schemas lock") = schemas;
+    reload(&state.store, &state.schemas).await?;
+    follow(state);
     Ok(())
 }
+
+/// Compiles every stored schema and swaps them in.
+async fn reload(store: &Arc<dyn Store>, schemas: &Schemas) -> anyhow::Result<()> {
+    let mut compiled = std::collections::HashMap::new();
+    for et in store.list_event_types().await? {
+        let validator = compile(&et.name, &et.schema).map_err(anyhow::Error::msg)?;
+        compiled.insert(et.name, validator);
+    }
+    *schemas.write().expect("schemas lock") = compiled;
+    Ok(())
+}
+
+/// Keeps this node's compiled schemas in step with the store: they are reloaded whenever
+/// an event type is stored, here or (PostgreSQL) on another node, whose notification
+/// arrives within moments; and every [`RELOAD_EVERY`] in case one was missed. Holds no
+/// strong reference, so it ends when the state and the store are gone.
+fn follow(state: &AppState) {
+    let store = Arc::downgrade(&state.store);
+    let schemas = Arc::downgrade(&state.schemas);
+    let mut changes = state.store.signals().event_types.subscribe();
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let (Some(store), Some(schemas)) = (store.upgrade(), schemas.upgrade()) else {
+                return;
+            };
+            if let Err(e) = reload(&store, &schemas).await {
+                tracing::warn!(error = %e, "reloading event type schemas failed; keeping the ones loaded");
+            }
+        }
+    });
+}
+
+/// How often a node reloads the event types' schemas without being told of a change.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Checks `data` against its type's schema, if the type has one.
 pub fn validate(state: &AppState, event_type: &str, data: &Value) -> ApiResult<()> {

@@ -42,6 +42,8 @@ impl TestApp {
 pub struct PgDatabase {
     admin_url: String,
     name: String,
+    /// The database itself, for a second node on it.
+    pub url: String,
 }
 
 impl Drop for PgDatabase {
@@ -74,7 +76,11 @@ async fn open_store(dir: &std::path::Path) -> (Arc<dyn Store>, Option<PgDatabase
                     .to_lowercase()
             );
             let url = create_database(&admin_url, &name).await.unwrap();
-            let db = PgDatabase { admin_url, name };
+            let db = PgDatabase {
+                admin_url,
+                name,
+                url: url.clone(),
+            };
             (Arc::new(PgStore::connect(&url).await.unwrap()), Some(db))
         }
         None => (
@@ -107,9 +113,29 @@ pub async fn spawn_app_with_manual_clock(config: &str) -> TestApp {
     spawn(config, Some(Arc::new(ManualClock::starting_now()))).await
 }
 
+impl TestApp {
+    /// Another node on this app's PostgreSQL database (its own pool, listener, dispatcher
+    /// and caches), as a second `herald serve` would be. `None` on SQLite.
+    pub async fn second_node(&self, config: &str) -> Option<TestApp> {
+        let url = self.postgres.as_ref()?.url.clone();
+        let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+        Some(spawn_on(store, None, config, None).await)
+    }
+}
+
 async fn spawn(config: &str, manual: Option<Arc<ManualClock>>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let (store, postgres) = open_store(dir.path()).await;
+    spawn_on(store, postgres, config, manual).await
+}
+
+async fn spawn_on(
+    store: Arc<dyn Store>,
+    postgres: Option<PgDatabase>,
+    config: &str,
+    manual: Option<Arc<ManualClock>>,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
     let config = Config::parse(config).unwrap();
     let clock: Arc<dyn Clock> = match &manual {
         Some(c) => c.clone(),

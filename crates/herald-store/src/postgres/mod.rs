@@ -30,6 +30,7 @@ pub(crate) mod channel {
     pub const OPERATION_CHANGED: &str = "herald_operation_changed";
     pub const OPERATIONS_QUEUED: &str = "herald_operations_queued";
     pub const DELIVERIES_DUE: &str = "herald_deliveries_due";
+    pub const EVENT_TYPES_CHANGED: &str = "herald_event_types_changed";
 }
 
 pub struct PgStore {
@@ -66,6 +67,7 @@ pub(crate) enum Note {
     Changed(OperationId),
     Queued,
     Due,
+    EventTypes,
 }
 
 /// Sends queued wake-ups as `NOTIFY`, everything queued at once, after the changes they
@@ -79,7 +81,7 @@ pub(crate) enum Note {
 async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
     while let Some(first) = notes.recv().await {
         let mut changed = std::collections::BTreeSet::new();
-        let (mut queued, mut due) = (false, false);
+        let (mut queued, mut due, mut event_types) = (false, false, false);
         let mut note = Some(first);
         while let Some(n) = note {
             match n {
@@ -88,6 +90,7 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                 }
                 Note::Queued => queued = true,
                 Note::Due => due = true,
+                Note::EventTypes => event_types = true,
             }
             note = notes.try_recv().ok();
         }
@@ -109,6 +112,12 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
             sql.push_str(&format!(
                 " SELECT pg_notify('{}', '');",
                 channel::DELIVERIES_DUE
+            ));
+        }
+        if event_types {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::EVENT_TYPES_CHANGED
             ));
         }
         sql.push_str(" COMMIT;");
@@ -274,10 +283,11 @@ async fn listen(
                 });
                 let listening = client
                     .batch_execute(&format!(
-                        "LISTEN {}; LISTEN {}; LISTEN {};",
+                        "LISTEN {}; LISTEN {}; LISTEN {}; LISTEN {};",
                         channel::OPERATION_CHANGED,
                         channel::OPERATIONS_QUEUED,
-                        channel::DELIVERIES_DUE
+                        channel::DELIVERIES_DUE,
+                        channel::EVENT_TYPES_CHANGED
                     ))
                     .await;
                 match listening {
@@ -288,6 +298,7 @@ async fn listen(
                         // Anything may have changed while we were not listening.
                         signals.operations_queued.notify_waiters();
                         signals.deliveries_due.notify_waiters();
+                        signals.event_types_changed();
                         while let Some(n) = rx.recv().await {
                             match n.channel() {
                                 channel::OPERATION_CHANGED => {
@@ -299,6 +310,7 @@ async fn listen(
                                     signals.operations_queued.notify_waiters()
                                 }
                                 channel::DELIVERIES_DUE => signals.deliveries_due.notify_waiters(),
+                                channel::EVENT_TYPES_CHANGED => signals.event_types_changed(),
                                 _ => {}
                             }
                         }

@@ -88,6 +88,7 @@ struct Wake {
     changed: Vec<OperationId>,
     queued: bool,
     due: bool,
+    event_types: bool,
 }
 
 impl Wake {
@@ -103,6 +104,10 @@ impl Wake {
         if self.due {
             signals.deliveries_due.notify_waiters();
             let _ = notes.send(Note::Due);
+        }
+        if self.event_types {
+            signals.event_types_changed();
+            let _ = notes.send(Note::EventTypes);
         }
     }
 }
@@ -918,7 +923,9 @@ impl Store for PgStore {
                  ON CONFLICT (name) DO UPDATE SET schema = excluded.schema",
                 &[&et.name, &serde_json::to_string(&et.schema)?],
             )
-            .await?
+            .await?;
+            // Every node's cached schemas are reloaded.
+            wake.event_types = true;
         });
         Ok(())
     }

@@ -898,7 +898,9 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
-        .await
+        .await?;
+        self.signals.event_types_changed();
+        Ok(())
     }
 
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
