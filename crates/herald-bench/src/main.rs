@@ -309,12 +309,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format!("end-to-end at {} events/s", r.latency_rate),
             format!("p99 {:.1} ms", r.end_to_end.p99_ms),
             format!(
-                "p50 {:.1} ms, max {:.1} ms; {} of {} sent, achieved {:.0}/s",
+                "p50 {:.1} ms, max {:.1} ms; {} of {} sent, achieved {:.0}/s; {} deferred; slowest at {}",
                 r.end_to_end.p50_ms,
                 r.end_to_end.max_ms,
                 r.latency_delivered,
                 r.latency_sent,
-                r.latency_achieved_rate
+                r.latency_achieved_rate,
+                r.latency_deferrals,
+                r.latency_slowest
+                    .iter()
+                    .take(3)
+                    .map(|(at, ms)| format!("{at:.1}s ({ms:.0} ms)"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             r.latency_load_average.clone(),
         ));

@@ -61,6 +61,22 @@ impl Api {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
+    /// The sum of every series of the counter `name` on `/metrics`.
+    pub async fn counter(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     pub async fn tenant(&self, name: &str) -> anyhow::Result<String> {
         let t = self.post("/tenants", &json!({ "name": name })).await?;
         Ok(t["id"].as_str().context("tenant id")?.to_owned())
@@ -177,6 +193,12 @@ pub struct Deliver {
     pub latency_sent: u64,
     pub end_to_end: Percentiles,
     pub latency_load_average: String,
+    /// Deliveries Herald put back unattempted during the latency phase
+    /// (`herald_delivery_deferrals_total`, all reasons).
+    pub latency_deferrals: u64,
+    /// The slowest deliveries of the latency phase: (seconds into the phase when the event
+    /// was acknowledged, end-to-end ms), slowest first, to tell a stall from a spread tail.
+    pub latency_slowest: Vec<(f64, f64)>,
 }
 
 /// Waits until `receiver` has `want` distinct deliveries or `limit` passes.
@@ -263,6 +285,7 @@ pub async fn deliver(
         &json!({ "url": receiver.url(hook_base), "events": ["order.*"], "tenant": &*tenant2 }),
     )
     .await?;
+    let deferrals_before = api.counter("herald_delivery_deferrals_total").await?;
     let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -292,17 +315,26 @@ pub async fn deliver(
     let achieved = sent as f64 / started.elapsed().as_secs_f64();
     let acked = acks.lock().expect("acks lock").len() as u64;
     wait_for(&receiver, delivered + acked, Duration::from_secs(60)).await;
+    let deferrals = api.counter("herald_delivery_deferrals_total").await? - deferrals_before;
     let mut latencies = Vec::new();
+    let mut timed = Vec::new();
     {
         let acks = acks.lock().expect("acks lock");
         let recorded = receiver.recorded.lock().expect("receiver lock");
         for a in recorded.arrivals.iter().filter(|a| a.hook == hook_base) {
             if let Some(acked_at) = acks.get(&a.event_id) {
                 // A delivery can land before the client has read the 202: count it as 0.
-                latencies.push(a.at.saturating_duration_since(*acked_at));
+                let latency = a.at.saturating_duration_since(*acked_at);
+                latencies.push(latency);
+                timed.push((
+                    acked_at.saturating_duration_since(started).as_secs_f64(),
+                    latency.as_secs_f64() * 1000.0,
+                ));
             }
         }
     }
+    timed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    timed.truncate(10);
     Ok(Deliver {
         webhooks,
         events: published.ok,
@@ -317,6 +349,8 @@ pub async fn deliver(
         latency_sent: sent,
         end_to_end: Percentiles::of(latencies),
         latency_load_average: load_average(),
+        latency_deferrals: deferrals.max(0.0) as u64,
+        latency_slowest: timed,
     })
 }
 

@@ -79,6 +79,32 @@ pub enum DispatchError {
 /// must be cheap and must not block.
 pub trait AttemptObserver: Send + Sync + 'static {
     fn attempt_judged(&self, result: &SendResult, outcome: &AttemptOutcome);
+    /// A claimed delivery was put back without an attempt, for `reason`.
+    fn deferred(&self, _reason: Deferral) {}
+}
+
+/// Why a claimed delivery went back to the store without an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Its webhook's circuit is open.
+    CircuitOpen,
+    /// Its webhook already has as many deliveries queued and in flight as it may.
+    Saturated,
+    /// Its webhook is disabled.
+    WebhookDisabled,
+    /// This node is stopping: the lease is handed back, due now.
+    Stopping,
+}
+
+impl Deferral {
+    pub fn label(self) -> &'static str {
+        match self {
+            Deferral::CircuitOpen => "circuit_open",
+            Deferral::Saturated => "saturated",
+            Deferral::WebhookDisabled => "webhook_disabled",
+            Deferral::Stopping => "stopping",
+        }
+    }
 }
 
 /// The webhook delivery engine. Build with [`Dispatcher::new`], then [`Dispatcher::run`].
@@ -419,7 +445,13 @@ fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) 
         // The store pauses a disabled webhook's deliveries; one can still slip through
         // when a result recorded after the disable rescheduled it. Never send it.
         tracing::debug!(delivery = %job.delivery.id, %webhook, "webhook disabled; delivery deferred");
-        defer(shared, &job, now.plus(DISABLED_DEFER), slot);
+        defer(
+            shared,
+            &job,
+            now.plus(DISABLED_DEFER),
+            Deferral::WebhookDisabled,
+            slot,
+        );
         return;
     }
     let concurrency = job
@@ -442,17 +474,20 @@ fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) 
             state.semaphore = Arc::new(Semaphore::new(concurrency as usize));
         }
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
-            Some(t)
+            Some((t, Deferral::CircuitOpen))
         } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
-            Some(now.plus(saturated_defer(state.last_latency_ms)))
+            Some((
+                now.plus(saturated_defer(state.last_latency_ms)),
+                Deferral::Saturated,
+            ))
         } else {
             state.pending += 1;
             None
         };
-        if let Some(t) = defer_until {
+        if let Some((t, reason)) = defer_until {
             drop(map);
-            tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), "delivery deferred");
-            defer(shared, &job, t, slot);
+            tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), reason = reason.label(), "delivery deferred");
+            defer(shared, &job, t, reason, slot);
             return;
         }
         state.semaphore.clone()
@@ -471,10 +506,19 @@ fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) 
 /// Releases a claimed delivery without counting an attempt: due now, lease cleared.
 fn hand_back(shared: &Shared, job: &DeliveryJob, slot: OwnedSemaphorePermit) {
     tracing::debug!(delivery = %job.delivery.id, "stopping; delivery lease handed back");
-    defer(shared, job, shared.clock.now(), slot);
+    defer(shared, job, shared.clock.now(), Deferral::Stopping, slot);
 }
 
-fn defer(shared: &Shared, job: &DeliveryJob, until: Timestamp, slot: OwnedSemaphorePermit) {
+fn defer(
+    shared: &Shared,
+    job: &DeliveryJob,
+    until: Timestamp,
+    reason: Deferral,
+    slot: OwnedSemaphorePermit,
+) {
+    if let Some(observer) = &shared.observer {
+        observer.deferred(reason);
+    }
     let record = AttemptRecord {
         delivery_id: job.delivery.id,
         attempt: None,
@@ -519,7 +563,7 @@ async fn deliver(
             .unwrap_or(Admission::Go)
     };
     let was_probe = match admission {
-        Admission::Defer(t) => return defer(shared, &job, t, slot),
+        Admission::Defer(t) => return defer(shared, &job, t, Deferral::CircuitOpen, slot),
         Admission::Probe => true,
         Admission::Go => false,
     };
@@ -812,9 +856,21 @@ pub(crate) mod tests {
         store.list_deliveries(filter).await.unwrap()
     }
 
+    /// Records the deferrals the dispatcher reports.
+    #[derive(Default)]
+    struct Deferrals(Mutex<Vec<Deferral>>);
+
+    impl AttemptObserver for Deferrals {
+        fn attempt_judged(&self, _: &SendResult, _: &AttemptOutcome) {}
+        fn deferred(&self, reason: Deferral) {
+            self.0.lock().unwrap().push(reason);
+        }
+    }
+
     struct Running {
         store: Arc<dyn Store>,
         clock: Arc<ManualClock>,
+        deferrals: Arc<Deferrals>,
         shutdown: CancellationToken,
         handle: tokio::task::JoinHandle<()>,
         _dir: tempfile::TempDir,
@@ -828,12 +884,16 @@ pub(crate) mod tests {
             allow_private_destinations: true,
             ..config
         };
-        let dispatcher = Dispatcher::new(store.clone(), clock.clone(), config).unwrap();
+        let deferrals = Arc::new(Deferrals::default());
+        let dispatcher = Dispatcher::new(store.clone(), clock.clone(), config)
+            .unwrap()
+            .with_observer(deferrals.clone());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(dispatcher.run(shutdown.clone()));
         Running {
             store,
             clock,
+            deferrals,
             shutdown,
             handle,
             _dir: dir,
@@ -995,6 +1055,11 @@ pub(crate) mod tests {
             seen += 1;
         }
         assert_eq!(seen, 2);
+        // Reported as such (the `herald_delivery_deferrals_total` metric).
+        assert_eq!(
+            *r.deferrals.0.lock().unwrap(),
+            vec![Deferral::CircuitOpen, Deferral::CircuitOpen]
+        );
         eventually("the healthy webhook's delivery", || async {
             let d = deliveries(&*r.store, good.id).await;
             d.iter().any(|d| {

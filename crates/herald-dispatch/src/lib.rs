@@ -22,7 +22,7 @@ pub mod outbox;
 mod sender;
 pub mod ssrf;
 
-pub use dispatcher::{AttemptObserver, DispatchError, Dispatcher, DispatcherConfig};
+pub use dispatcher::{AttemptObserver, Deferral, DispatchError, Dispatcher, DispatcherConfig};
 pub use outbox::{BrokerDispatcher, BrokerRoute, OutboxConfig, PublishObserver};
 pub use sender::{
     decide, delivery_headers, parse_retry_after, traceparent, SendResult, Verdict, EXCERPT_LIMIT,

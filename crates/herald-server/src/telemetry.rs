@@ -8,7 +8,7 @@ use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_dispatch::{AttemptObserver, PublishObserver, SendResult};
+use herald_dispatch::{AttemptObserver, Deferral, PublishObserver, SendResult};
 use herald_store::{AttemptOutcome, StateCounts, Store};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub broker_publish: IntCounterVec,
     /// `herald_retention_purged_total{kind}`: rows removed by retention.
     retention_purged: IntCounterVec,
+    /// `herald_delivery_deferrals_total{reason}`: claimed deliveries put back unattempted.
+    deferrals: IntCounterVec,
 }
 
 impl Metrics {
@@ -138,6 +140,22 @@ impl Metrics {
         )?;
         registry.register(Box::new(broker_publish.clone()))?;
         registry.register(Box::new(retention_purged.clone()))?;
+        let deferrals = IntCounterVec::new(
+            Opts::new(
+                "herald_delivery_deferrals_total",
+                "Claimed webhook deliveries put back without an attempt, by reason: circuit_open, saturated (the webhook's queue was full), webhook_disabled, stopping (handed back at shutdown).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(deferrals.clone()))?;
+        for reason in [
+            Deferral::CircuitOpen,
+            Deferral::Saturated,
+            Deferral::WebhookDisabled,
+            Deferral::Stopping,
+        ] {
+            deferrals.with_label_values(&[reason.label()]);
+        }
         for kind in ["events", "deliveries", "attempts"] {
             retention_purged.with_label_values(&[kind]);
         }
@@ -155,6 +173,7 @@ impl Metrics {
         }
         Ok(Self {
             retention_purged,
+            deferrals,
             registry,
             http_requests,
             http_duration,
@@ -229,6 +248,10 @@ impl AttemptObserver for Metrics {
         }
         self.attempt_duration
             .observe(result.latency_ms as f64 / 1000.0);
+    }
+
+    fn deferred(&self, reason: Deferral) {
+        self.deferrals.with_label_values(&[reason.label()]).inc();
     }
 }
 
