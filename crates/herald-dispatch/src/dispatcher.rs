@@ -202,10 +202,6 @@ struct WebhookState {
     last_latency_ms: u64,
 }
 
-/// How far a delivery is pushed back when its webhook's queue is full: about the time the
-/// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
-/// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
-/// not re-claimed in a busy loop.
 /// How many deliveries one webhook may have queued and in flight. Half the global slots at
 /// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
 /// global slots) instead of going back to the store, while the other half of the slots stays
@@ -214,6 +210,12 @@ fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
     (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
 }
 
+/// How far a delivery is pushed back when its webhook's queue is full: about the time the
+/// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
+/// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
+/// not re-claimed in a busy loop. Not shorter than 20 ms: deferring a fast endpoint's excess
+/// by its queue's drain time alone (~8 ms) was measured to make more deferrals, not fewer
+/// (docs/benchmarks.md, "The end-to-end tail").
 fn saturated_defer(last_latency_ms: u64) -> Duration {
     Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
         .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
