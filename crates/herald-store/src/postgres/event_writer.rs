@@ -84,20 +84,8 @@ async fn writer_loop(
     let mut held: Vec<EventJob> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut held);
-        {
-            let mut queue = jobs.lock().await;
-            if batch.is_empty() {
-                match queue.recv().await {
-                    Some(job) => batch.push(job),
-                    None => return,
-                }
-            }
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+        if !super::take_batch(&jobs, &mut batch, MAX_BATCH).await {
+            return;
         }
         let (batch, later) = split_repeats(batch);
         held = later;

@@ -136,6 +136,30 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
     }
 }
 
+/// Fills `batch` from a queue shared by several tasks: with `batch` empty, waits for one
+/// item first; then takes whatever else is queued, up to `max` in all, without waiting.
+/// False when the queue has closed (and `batch` was empty).
+pub(crate) async fn take_batch<T>(
+    queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>,
+    batch: &mut Vec<T>,
+    max: usize,
+) -> bool {
+    let mut queue = queue.lock().await;
+    if batch.is_empty() {
+        match queue.recv().await {
+            Some(item) => batch.push(item),
+            None => return false,
+        }
+    }
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {

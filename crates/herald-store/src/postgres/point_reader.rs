@@ -60,18 +60,8 @@ async fn reader_loop(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<(Operat
         format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ANY($1) AND NOT deleted");
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut queue = jobs.lock().await;
-            match queue.recv().await {
-                Some(job) => batch.push(job),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+        if !super::take_batch(&jobs, &mut batch, MAX_BATCH).await {
+            return;
         }
         let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
         match fetch(&pool, &sql, &ids).await {
