@@ -119,23 +119,25 @@ impl TestApp {
     pub async fn second_node(&self, config: &str) -> Option<TestApp> {
         let url = self.postgres.as_ref()?.url.clone();
         let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
-        Some(spawn_on(store, None, config, None).await)
+        let dir = tempfile::tempdir().unwrap();
+        Some(spawn_on(dir, store, None, config, None).await)
     }
 }
 
 async fn spawn(config: &str, manual: Option<Arc<ManualClock>>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let (store, postgres) = open_store(dir.path()).await;
-    spawn_on(store, postgres, config, manual).await
+    spawn_on(dir, store, postgres, config, manual).await
 }
 
+/// `dir` holds the app's files (its SQLite database, if any) and lives as long as the app.
 async fn spawn_on(
+    dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     postgres: Option<PgDatabase>,
     config: &str,
     manual: Option<Arc<ManualClock>>,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
     let config = Config::parse(config).unwrap();
     let clock: Arc<dyn Clock> = match &manual {
         Some(c) => c.clone(),
