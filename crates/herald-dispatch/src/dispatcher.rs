@@ -97,6 +97,13 @@ pub enum Deferral {
 }
 
 impl Deferral {
+    pub const ALL: [Deferral; 4] = [
+        Deferral::CircuitOpen,
+        Deferral::Saturated,
+        Deferral::WebhookDisabled,
+        Deferral::Stopping,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Deferral::CircuitOpen => "circuit_open",
@@ -818,7 +825,7 @@ pub(crate) mod tests {
         }
     }
 
-    async fn publish(store: &dyn Store, now: Timestamp) -> EventId {
+    pub(crate) async fn publish(store: &dyn Store, now: Timestamp) -> EventId {
         let id = EventId::generate();
         let event = NewEvent {
             id,

@@ -378,9 +378,8 @@ mod tests {
     /// held by a lease (3 × timeout + 10 s) after the stop.
     #[tokio::test]
     async fn a_graceful_stop_records_a_publish_in_flight_and_leaves_no_lease() {
-        use herald_core::ids::EventId;
         use herald_core::pattern::EventPattern;
-        use herald_store::{NewEvent, OutboxRoute};
+        use herald_store::OutboxRoute;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
@@ -401,17 +400,7 @@ mod tests {
         }]);
         let store: Arc<dyn Store> = Arc::new(store);
         let clock: Arc<dyn Clock> = Arc::new(herald_core::SystemClock);
-        let id = EventId::generate();
-        let event = NewEvent {
-            id,
-            tenant: None,
-            event_type: "payment.succeeded".into(),
-            key: None,
-            data: serde_json::json!({ "payment_id": "pay_42" }),
-            created_at: clock.now(),
-            request_hash: id.to_string(),
-        };
-        store.insert_event(event, None).await.unwrap();
+        let id = crate::dispatcher::tests::publish(&*store, clock.now()).await;
 
         let publisher = crate::brokers::RedisPublisher::new(crate::brokers::RedisSettings {
             url,

@@ -148,12 +148,7 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(deferrals.clone()))?;
-        for reason in [
-            Deferral::CircuitOpen,
-            Deferral::Saturated,
-            Deferral::WebhookDisabled,
-            Deferral::Stopping,
-        ] {
+        for reason in Deferral::ALL {
             deferrals.with_label_values(&[reason.label()]);
         }
         for kind in ["events", "deliveries", "attempts"] {

@@ -46,7 +46,7 @@ pub struct PgStore {
     /// Batches `get_operation` look-ups (see [`point_reader`]).
     pub(crate) operations: point_reader::OperationReader,
     /// The event writer's and the operation reader's tasks.
-    writers: Vec<tokio::task::JoinHandle<()>>,
+    batchers: Vec<tokio::task::JoinHandle<()>>,
     /// Broker routes from config, read by every write that may store an event.
     pub(crate) routes: std::sync::RwLock<Arc<Vec<crate::OutboxRoute>>>,
 }
@@ -55,8 +55,8 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.notifier.abort();
-        for writer in &self.writers {
-            writer.abort();
+        for task in &self.batchers {
+            task.abort();
         }
     }
 }
@@ -230,10 +230,10 @@ impl PgStore {
         let _ = ready_rx.await;
         let (notes, queue) = mpsc::unbounded_channel();
         let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
-        let (events, mut writers) =
+        let (events, mut batchers) =
             event_writer::EventWriter::start(pool.clone(), signals.clone(), notes.clone());
         let (operations, readers) = point_reader::OperationReader::start(pool.clone());
-        writers.extend(readers);
+        batchers.extend(readers);
         Ok(Self {
             pool,
             signals,
@@ -242,7 +242,7 @@ impl PgStore {
             notifier,
             events,
             operations,
-            writers,
+            batchers,
             routes: Default::default(),
         })
     }
