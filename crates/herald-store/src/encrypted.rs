@@ -214,6 +214,12 @@ impl Store for EncryptedSecrets {
     ) -> StoreResult<herald_core::operation::Operation> {
         self.inner.get_operation(id).await
     }
+    async fn get_operation_for_worker(
+        &self,
+        id: OperationId,
+    ) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.get_operation_for_worker(id).await
+    }
     async fn list_operations(
         &self,
         filter: OperationFilter,

@@ -76,6 +76,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: OperationId,
     ) -> StoreResult<herald_core::operation::Operation>;
+    /// The operation as the worker protocol sees it: like [`Store::get_operation`], but an
+    /// operation the client deleted is still found (DELETE hides it from the client; the
+    /// worker holding its lease goes on, heartbeats and finishes it).
+    async fn get_operation_for_worker(
+        &self,
+        id: OperationId,
+    ) -> StoreResult<herald_core::operation::Operation>;
     async fn list_operations(
         &self,
         filter: OperationFilter,

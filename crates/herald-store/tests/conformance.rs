@@ -689,6 +689,22 @@ async fn operation_delete_hides_but_work_goes_on(s: &dyn Store) {
         s.delete_operation(id, at(3)).await,
         Err(StoreError::NotFound)
     ));
+    // The worker-facing read still finds it, lease and all, and a heartbeat extends it.
+    let held = s.get_operation_for_worker(id).await.unwrap();
+    assert_eq!(held.state, c[0].state);
+    assert!(matches!(
+        s.get_operation_for_worker(OperationId::generate()).await,
+        Err(StoreError::NotFound)
+    ));
+    s.heartbeat(Heartbeat {
+        id,
+        lease_token: token(&c[0]),
+        metadata: None,
+        lease: LEASE,
+        now: at(3),
+    })
+    .await
+    .unwrap();
     // The worker can still finish it, and its final event is still raised.
     s.finish_operation(finish(
         id,

@@ -21,6 +21,18 @@ use std::time::Duration;
 
 /// Longest claim long poll accepted.
 const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// The leases a worker may ask for, on `:claim` and on `:heartbeat`.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+
+/// A `lease` the worker asked for: a duration from 1s to 1h.
+fn parse_lease(text: &str) -> ApiResult<Duration> {
+    let lease = request_duration("lease", text).map_err(ApiError::invalid)?;
+    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        return Err(ApiError::invalid("`lease` must be between 1s and 1h."));
+    }
+    Ok(lease)
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -56,13 +68,7 @@ pub async fn claim(
         }
         req.types.clone()
     };
-    let lease = match &req.lease {
-        Some(l) => Some(request_duration("lease", l).map_err(ApiError::invalid)?),
-        None => None,
-    };
-    if lease.is_some_and(|l| l < Duration::from_secs(1) || l > Duration::from_secs(3600)) {
-        return Err(ApiError::invalid("`lease` must be between 1s and 1h."));
-    }
+    let lease = req.lease.as_deref().map(parse_lease).transpose()?;
     let max = req.max.unwrap_or(1);
     if !(1..=100).contains(&max) {
         return Err(ApiError::invalid("`max` must be between 1 and 100."));
@@ -166,19 +172,21 @@ pub async fn heartbeat(
             ));
         }
     }
+    let lease = req.lease.as_deref().map(parse_lease).transpose()?;
+    // The worker-facing read: an operation the client deleted is still the worker's to
+    // heartbeat (DELETE does not cancel), so it must not read as missing here.
     let current = state
         .store
-        .get_operation(id)
+        .get_operation_for_worker(id)
         .await
         .map_err(|e| ApiError::from_store(e, "The operation"))?;
-    let lease = match &req.lease {
-        Some(l) => request_duration("lease", l).map_err(ApiError::invalid)?,
-        None => state
+    let lease = lease.unwrap_or_else(|| {
+        state
             .config
             .operation_type(&current.op_type)
             .map(|t| t.lease)
-            .unwrap_or(Duration::from_secs(30)),
-    };
+            .unwrap_or(Duration::from_secs(30))
+    });
     let op = state
         .store
         .heartbeat(Heartbeat {

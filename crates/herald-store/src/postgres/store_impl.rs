@@ -586,6 +586,15 @@ impl Store for PgStore {
         self.operations.get(id).await?.ok_or(StoreError::NotFound)
     }
 
+    async fn get_operation_for_worker(&self, id: OperationId) -> StoreResult<Operation> {
+        // Deleted or not: the client's DELETE does not take the operation from its worker.
+        let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1");
+        match self.read_one(&sql, &[&id.to_string()]).await? {
+            Some(row) => rows::operation(&row),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
     async fn list_operations(&self, f: OperationFilter) -> StoreResult<Vec<Operation>> {
         let mut w = Where::default();
         w.fixed("NOT deleted");

@@ -504,6 +504,11 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn get_operation_for_worker(&self, id: OperationId) -> StoreResult<Operation> {
+        // Deleted or not: the client's DELETE does not take the operation from its worker.
+        self.read_now(move |conn| get_operation_row(conn, id))
+    }
+
     async fn list_operations(&self, f: OperationFilter) -> StoreResult<Vec<Operation>> {
         self.read(move |conn| {
             let mut w = Where::default();
