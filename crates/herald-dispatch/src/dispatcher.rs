@@ -450,6 +450,16 @@ async fn claim_loop(shared: &Arc<Shared>, slots: &Arc<Semaphore>, shutdown: &Can
 fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) {
     let now = shared.clock.now();
     let webhook = job.webhook.id;
+    if let Some(reason) = job.unsendable.clone() {
+        // Not the endpoint's fault, so the breaker is left alone; the attempt is recorded
+        // as failed and the delivery follows its schedule like any other failure.
+        tracing::warn!(delivery = %job.delivery.id, %webhook, error = %reason, "delivery cannot be sent");
+        let result = SendResult {
+            error: Some(reason),
+            ..SendResult::default()
+        };
+        return record_result(shared, &job, now, now, result, slot);
+    }
     if job.webhook.disabled {
         // The store pauses a disabled webhook's deliveries; one can still slip through
         // when a result recorded after the disable rescheduled it. Never send it.
@@ -614,7 +624,25 @@ async fn deliver(
             "webhook failing repeatedly; circuit opened");
     }
 
-    let schedule = job.webhook.schedule.as_ref().unwrap_or(&config.schedule);
+    record_result(shared, &job, at, done, result, slot);
+}
+
+/// Judges an attempt made at `at` (its result known at `done`) against the retry
+/// schedule and hands the record to the recorder.
+fn record_result(
+    shared: &Shared,
+    job: &DeliveryJob,
+    at: Timestamp,
+    done: Timestamp,
+    result: SendResult,
+    slot: OwnedSemaphorePermit,
+) {
+    let webhook = job.webhook.id;
+    let schedule = job
+        .webhook
+        .schedule
+        .as_ref()
+        .unwrap_or(&shared.config.schedule);
     let verdict = sender::decide(
         &result,
         job.delivery.window_attempts,
@@ -622,7 +650,7 @@ async fn deliver(
         done,
         rand::random::<f64>(),
     );
-    log_attempt(&job, &result, &verdict.outcome);
+    log_attempt(job, &result, &verdict.outcome);
     if let Some(observer) = &shared.observer {
         observer.attempt_judged(&result, &verdict.outcome);
     }

@@ -454,6 +454,7 @@ pub(crate) mod tests {
             delivery,
             event,
             webhook,
+            unsendable: None,
         }
     }
 

@@ -133,6 +133,6 @@ pub fn page_size(requested: Option<u32>) -> ApiResult<u32> {
     match requested {
         None => Ok(50),
         Some(0) => Err(ApiError::invalid("`page_size` must be at least 1.")),
-        Some(n) => Ok(n.min(1000)),
+        Some(n) => Ok(n.min(herald_store::MAX_PAGE_SIZE)),
     }
 }

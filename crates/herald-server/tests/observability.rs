@@ -346,3 +346,39 @@ async fn the_dashboard_is_served_from_the_binary() {
         assert!(!r.text().await.unwrap().is_empty(), "{asset}");
     }
 }
+
+#[tokio::test]
+async fn stats_count_broker_route_attempts_beside_webhooks() {
+    // A broker delivery has no webhook: `/stats` answered 500 once one had an attempt.
+    // The route points at a closed port, so its attempts fail and are recorded.
+    let config = format!(
+        "{}[[routes]]\nname = \"ledger\"\nevents = [\"payment.*\"]\nbroker = \"nats\"\ntopic = \"ledger\"\n\
+         [brokers]\ntimeout = \"1s\"\n[brokers.nats]\nurl = \"nats://127.0.0.1:1\"\n",
+        hooks_config()
+    );
+    let app = spawn_app(&config).await;
+    let (t, key) = app.tenant("acme").await;
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.succeeded", "tenant": t, "data": {} }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    app.eventually("the route's first attempt to be recorded", || async {
+        let r = app.get("/deliveries?route=ledger", ADMIN).await;
+        r.body["deliveries"][0]["attempts"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let r = app.get("/stats", ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body["totals"]["failed"].as_u64().unwrap() >= 1, "{:?}", r.body);
+    assert_eq!(r.body["routes"][0]["id"], "ledger", "{:?}", r.body);
+    assert_eq!(r.body["webhooks"], json!([]));
+    // A tenant key sees its webhooks only, not the operator's routes.
+    let r = app.get("/stats", &key).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["routes"], json!([]));
+    assert_eq!(r.body["totals"]["attempts"], 0);
+}

@@ -134,3 +134,78 @@ fn a_bad_key_is_refused_at_start() {
     assert!(!shown.contains(KEY), "Debug shows the secret key");
     assert!(!shown.contains("adm-secret-1"), "Debug shows the admin key");
 }
+
+#[tokio::test]
+async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_no_others() {
+    // One webhook sealed with an old key (say `secret_key` was changed) is in the same
+    // claim batches as a healthy one. Its deliveries get a failed attempt saying why and
+    // follow their schedule; the healthy webhook's deliveries go out as usual.
+    let app = spawn_app(&format!("{}schedule = [\"0s\", \"1h\"]\n", config(KEY))).await;
+    let (tenant, _) = app.tenant("acme").await;
+    let tenant_id: herald_core::ids::TenantId = tenant.parse().unwrap();
+    let healthy = Receiver::start().await;
+    let r = app
+        .post(
+            "/webhooks",
+            ADMIN,
+            json!({ "url": healthy.url("/ok"), "events": ["payment.*"], "tenant": tenant }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // The same database, written by a node with another key.
+    let old_key = herald_store::encrypted::SecretKey::parse(
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    .unwrap();
+    let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
+    let stranded = Receiver::start().await;
+    let now = herald_core::Clock::now(&herald_core::SystemClock);
+    let sealed = herald_store::Store::create_webhook(
+        &old_node,
+        herald_store::Webhook {
+            id: herald_core::ids::WebhookId::generate(),
+            tenant: Some(tenant_id),
+            url: stranded.url("/old"),
+            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
+            format: herald_core::signing::SignatureFormat::Herald,
+            secret: "whsec_sealed_with_the_old_key".into(),
+            secret_version: 1,
+            previous_secret: None,
+            schedule: None,
+            max_concurrency: None,
+            disabled: false,
+            disabled_reason: None,
+            description: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({ "type": "payment.succeeded", "tenant": tenant, "data": {} }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    healthy.wait_for(5, Duration::from_secs(10)).await;
+    let path = format!("/deliveries?webhook={}", sealed.id);
+    app.eventually("each stranded delivery to record its failed attempt", || async {
+        let r = app.get(&path, ADMIN).await;
+        let list = r.body["deliveries"].as_array().cloned().unwrap_or_default();
+        list.len() == 5 && list.iter().all(|d| d["attempts"] == 1)
+    })
+    .await;
+    let r = app.get(&path, ADMIN).await;
+    for d in r.body["deliveries"].as_array().unwrap() {
+        assert_eq!(d["status"], "pending", "retried on its schedule: {d:?}");
+        let err = d["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("cannot be decrypted"), "{d:?}");
+        assert!(!err.contains("whsec"), "the secret is never shown: {err}");
+    }
+    assert_eq!(stranded.count(), 0, "never signed with an unopened secret");
+}

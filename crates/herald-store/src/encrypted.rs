@@ -159,11 +159,17 @@ impl Store for EncryptedSecrets {
             .map(|w| self.key.open_webhook(w))
             .collect()
     }
-    async fn update_webhook(&self, webhook: Webhook, now: Timestamp) -> StoreResult<Webhook> {
-        let stored = self
-            .inner
-            .update_webhook(self.key.seal_webhook(webhook)?, now)
-            .await?;
+    async fn update_webhook(
+        &self,
+        id: WebhookId,
+        mut change: WebhookChange,
+        now: Timestamp,
+    ) -> StoreResult<Webhook> {
+        // The new secret goes in sealed; the old one moves to `previous_secret` as stored.
+        if let Some(rotation) = change.rotate.as_mut() {
+            rotation.secret = self.key.seal(id, &rotation.secret)?;
+        }
+        let stored = self.inner.update_webhook(id, change, now).await?;
         self.key.open_webhook(stored)
     }
     async fn claim_due_deliveries(
@@ -173,12 +179,18 @@ impl Store for EncryptedSecrets {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let jobs = self.inner.claim_due_deliveries(now, limit, lease).await?;
-        jobs.into_iter()
+        // One webhook whose secret does not open (sealed with another key) must not fail
+        // the whole claim: its jobs go on marked unsendable, still sealed, never signed with.
+        Ok(jobs
+            .into_iter()
             .map(|mut job| {
-                job.webhook = self.key.open_webhook(job.webhook)?;
-                Ok(job)
+                match self.key.open_webhook(job.webhook.clone()) {
+                    Ok(w) => job.webhook = w,
+                    Err(e) => job.unsendable = Some(e.to_string()),
+                }
+                job
             })
-            .collect()
+            .collect())
     }
 
     // --- everything else goes straight through (keep in step with the trait)

@@ -125,8 +125,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook>;
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>>;
-    /// Replaces the webhook's settings; pauses or resumes its deliveries when `disabled` changes.
-    async fn update_webhook(&self, webhook: Webhook, now: Timestamp) -> StoreResult<Webhook>;
+    /// Applies `change` to the webhook as stored, in one write (see [`WebhookChange`]); pauses
+    /// or resumes its deliveries when `disabled` changes. A deleted webhook is `NotFound`.
+    async fn update_webhook(
+        &self,
+        id: WebhookId,
+        change: WebhookChange,
+        now: Timestamp,
+    ) -> StoreResult<Webhook>;
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()>;
 
     // --- broker routes (the outbox)

@@ -10,6 +10,16 @@ use herald_core::Timestamp;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
+/// The most items one page of a list holds. A list filter's `limit` may be one more (the
+/// API asks for a page and one row beyond it, to know whether another page follows), so
+/// the backends cap a list read at `MAX_PAGE_SIZE + 1`, never at the page size itself.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The cap on a list read's `limit`: a full page and the look-ahead row.
+pub fn list_limit(limit: u32) -> i64 {
+    limit.clamp(1, MAX_PAGE_SIZE + 1) as i64
+}
+
 /// Whether a creating call made something new or found what an earlier identical call made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created<T> {
@@ -218,6 +228,81 @@ impl Webhook {
     }
 }
 
+/// A change to a webhook's settings. The store applies it to the row as stored, inside
+/// the write that saves it, so two concurrent changes compose instead of one overwriting
+/// the other with what it read before (two rotations make two versions, a PATCH of the
+/// URL keeps a 410's auto-disable). Fields left `None` are kept as they are.
+#[derive(Clone, Default)]
+pub struct WebhookChange {
+    pub url: Option<String>,
+    pub events: Option<Vec<EventPattern>>,
+    /// Disabled "through the API", or enabled (which clears the reason).
+    pub disabled: Option<bool>,
+    pub description: Option<String>,
+    pub schedule: Option<RetrySchedule>,
+    pub max_concurrency: Option<u32>,
+    pub rotate: Option<Rotation>,
+}
+
+/// A new signing secret; the current one keeps signing until `grace_until` (none: stops at once).
+#[derive(Clone)]
+pub struct Rotation {
+    pub secret: String,
+    pub grace_until: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for WebhookChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookChange")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("disabled", &self.disabled)
+            .field("description", &self.description)
+            .field("schedule", &self.schedule)
+            .field("max_concurrency", &self.max_concurrency)
+            .field(
+                "rotate",
+                &self.rotate.as_ref().map(|r| ("<redacted>", r.grace_until)),
+            )
+            .finish()
+    }
+}
+
+impl WebhookChange {
+    /// The disabled reason a change through the API records.
+    pub const DISABLED_THROUGH_API: &'static str = "disabled through the API";
+
+    /// `webhook` with this change made at `now`.
+    pub fn apply(&self, mut webhook: Webhook, now: Timestamp) -> Webhook {
+        if let Some(url) = &self.url {
+            webhook.url = url.clone();
+        }
+        if let Some(events) = &self.events {
+            webhook.events = events.clone();
+        }
+        if let Some(disabled) = self.disabled {
+            webhook.disabled = disabled;
+            webhook.disabled_reason = disabled.then(|| Self::DISABLED_THROUGH_API.to_owned());
+        }
+        if let Some(description) = &self.description {
+            webhook.description = Some(description.clone());
+        }
+        if let Some(schedule) = &self.schedule {
+            webhook.schedule = Some(schedule.clone());
+        }
+        if let Some(n) = self.max_concurrency {
+            webhook.max_concurrency = Some(n);
+        }
+        if let Some(rotation) = &self.rotate {
+            let old = std::mem::replace(&mut webhook.secret, rotation.secret.clone());
+            webhook.previous_secret = rotation.grace_until.map(|until| (old, until));
+            webhook.secret_version += 1;
+        }
+        webhook.updated_at = now;
+        webhook
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct WebhookFilter {
     pub tenant: Option<TenantId>,
@@ -251,6 +336,21 @@ impl DeliveryStatus {
             "failed" => Some(Self::Failed),
             _ => None,
         }
+    }
+}
+
+/// A delivery's destination from its stored `webhook_id` and `route` columns (exactly one is set).
+pub fn destination_of(
+    webhook_id: Option<String>,
+    route: Option<String>,
+) -> crate::StoreResult<Destination> {
+    let bad = |detail: &str| crate::StoreError::Backend(format!("corrupt delivery row: {detail}"));
+    match (webhook_id, route) {
+        (Some(w), None) => WebhookId::parse(&w)
+            .map(Destination::Webhook)
+            .map_err(|e| bad(&e.to_string())),
+        (None, Some(r)) => Ok(Destination::Route(r)),
+        _ => Err(bad("needs exactly one of webhook_id and route")),
     }
 }
 
@@ -316,6 +416,11 @@ pub struct DeliveryJob {
     pub delivery: Delivery,
     pub event: herald_core::event::Event,
     pub webhook: Webhook,
+    /// Why this delivery cannot be sent as stored (its webhook's secret cannot be opened
+    /// with the configured key): the dispatcher records a failed attempt with this error
+    /// instead of sending, so the delivery follows its retry schedule, visibly, and the
+    /// other deliveries of its claim go out as usual.
+    pub unsendable: Option<String>,
 }
 
 /// A broker route as the store fans events out to it: events matching `events` get a
@@ -432,7 +537,8 @@ pub struct ActivityFilter {
 /// One attempt, reduced to what charts and webhook health need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptSample {
-    pub webhook_id: WebhookId,
+    /// The webhook or broker route the attempt went to.
+    pub destination: Destination,
     pub at: Timestamp,
     pub status_code: Option<u16>,
     pub latency_ms: u64,

@@ -1217,26 +1217,57 @@ async fn webhook_crud(s: &dyn Store) {
         .unwrap();
     assert_eq!(page[0].id, w2.id);
 
-    let mut changed = w1.clone();
-    changed.url = "http://127.0.0.1:9/other".into();
-    changed.secret = "whsec_new".into();
-    changed.secret_version = 2;
-    changed.previous_secret = Some(("whsec_test".into(), at(100)));
-    changed.format = SignatureFormat::StandardWebhooks;
-    changed.schedule = Some(
+    let schedule =
         herald_core::retry::RetrySchedule::new(vec![Duration::ZERO, Duration::from_secs(5)])
-            .unwrap(),
-    );
-    changed.max_concurrency = None;
-    let updated = s.update_webhook(changed.clone(), at(5)).await.unwrap();
-    assert_eq!(updated.updated_at, at(5));
-    assert_eq!(
-        s.get_webhook(w1.id).await.unwrap(),
-        Webhook {
-            updated_at: at(5),
-            ..changed
-        }
-    );
+            .unwrap();
+    let change = WebhookChange {
+        url: Some("http://127.0.0.1:9/other".into()),
+        schedule: Some(schedule.clone()),
+        max_concurrency: Some(7),
+        rotate: Some(Rotation {
+            secret: "whsec_new".into(),
+            grace_until: Some(at(100)),
+        }),
+        ..Default::default()
+    };
+    let updated = s.update_webhook(w1.id, change, at(5)).await.unwrap();
+    let expected = Webhook {
+        url: "http://127.0.0.1:9/other".into(),
+        secret: "whsec_new".into(),
+        secret_version: 2,
+        previous_secret: Some(("whsec_test".into(), at(100))),
+        schedule: Some(schedule),
+        max_concurrency: Some(7),
+        updated_at: at(5),
+        ..w1.clone()
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(s.get_webhook(w1.id).await.unwrap(), expected);
+    // A second rotation applies to the stored row, not to what a caller read before:
+    // it rotates version 2 (whose secret becomes the previous one), making version 3.
+    let again = s
+        .update_webhook(
+            w1.id,
+            WebhookChange {
+                rotate: Some(Rotation {
+                    secret: "whsec_third".into(),
+                    grace_until: Some(at(200)),
+                }),
+                ..Default::default()
+            },
+            at(6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.secret_version, 3);
+    assert_eq!(again.previous_secret, Some(("whsec_new".into(), at(200))));
+    assert_eq!(again.url, "http://127.0.0.1:9/other");
+    // A change to a webhook that does not exist is NotFound (deleted: see below).
+    assert!(matches!(
+        s.update_webhook(WebhookId::generate(), WebhookChange::default(), at(7))
+            .await,
+        Err(StoreError::NotFound)
+    ));
 
     emit(s, event(Some(b), "payment.succeeded", None, at(6))).await;
     s.delete_webhook(w3.id, at(7)).await.unwrap();
@@ -1275,6 +1306,11 @@ async fn webhook_crud(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+    assert!(matches!(
+        s.update_webhook(w3.id, WebhookChange::default(), at(9))
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn disabled_webhook_pauses_deliveries_and_enabling_resumes(s: &dyn Store) {
@@ -1286,16 +1322,20 @@ async fn disabled_webhook_pauses_deliveries_and_enabling_resumes(s: &dyn Store) 
     emit(s, event(Some(t), "payment.succeeded", None, at(1))).await;
     let off = s
         .update_webhook(
-            Webhook {
-                disabled: true,
-                disabled_reason: Some("paused".into()),
-                ..wh.clone()
+            wh.id,
+            WebhookChange {
+                disabled: Some(true),
+                ..Default::default()
             },
             at(2),
         )
         .await
         .unwrap();
     assert!(off.disabled);
+    assert_eq!(
+        off.disabled_reason.as_deref(),
+        Some(WebhookChange::DISABLED_THROUGH_API)
+    );
     let paused = deliveries_of(
         s,
         DeliveryFilter {
@@ -1328,10 +1368,10 @@ async fn disabled_webhook_pauses_deliveries_and_enabling_resumes(s: &dyn Store) 
     );
 
     s.update_webhook(
-        Webhook {
-            disabled: false,
-            disabled_reason: None,
-            ..off
+        off.id,
+        WebhookChange {
+            disabled: Some(false),
+            ..Default::default()
         },
         at(10),
     )

@@ -156,7 +156,7 @@ async fn counts_activity_and_schema_version() {
     assert!(acme_activity
         .attempts
         .iter()
-        .all(|a| a.webhook_id == acme_hook));
+        .all(|a| a.destination == Destination::Webhook(acme_hook)));
     assert_eq!(acme_activity.attempts[1].error.as_deref(), Some("HTTP 500"));
     assert_eq!(acme_activity.deliveries.len(), 2);
     let pending = acme_activity

@@ -10,7 +10,7 @@ use axum::Json;
 use herald_core::auth::Role;
 use herald_core::ids::{TenantId, WebhookId};
 use herald_core::Timestamp;
-use herald_store::{Activity, ActivityFilter, DeliveryStatus};
+use herald_store::{Activity, ActivityFilter, DeliveryStatus, Destination};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -74,6 +74,7 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
     let n = ((span_ms + bucket_ms - 1) / bucket_ms) as usize;
     let mut buckets: Vec<Bucket> = (0..n).map(|_| Bucket::default()).collect();
     let mut health: BTreeMap<WebhookId, Health> = BTreeMap::new();
+    let mut route_health: BTreeMap<&str, Health> = BTreeMap::new();
     let mut all_latencies = Vec::with_capacity(activity.attempts.len());
     let (mut total_ok, mut total_failed) = (0u64, 0u64);
     for a in &activity.attempts {
@@ -82,7 +83,10 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
         }
         let i = (((a.at.0 - since.0) / bucket_ms) as usize).min(n - 1);
         let b = &mut buckets[i];
-        let h = health.entry(a.webhook_id).or_default();
+        let h = match &a.destination {
+            Destination::Webhook(w) => health.entry(*w).or_default(),
+            Destination::Route(r) => route_health.entry(r.as_str()).or_default(),
+        };
         h.attempts += 1;
         h.last_attempt_at = Some(h.last_attempt_at.map_or(a.at, |t| t.max(a.at)));
         if a.succeeded() {
@@ -144,19 +148,24 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
         })
         .collect();
     all_latencies.sort_unstable();
+    let health_json = |id: Value, h: &Health| {
+        json!({
+            "id": id,
+            "attempts": h.attempts,
+            "succeeded": h.succeeded,
+            "success_rate": if h.attempts == 0 { Value::Null } else { json!(h.succeeded as f64 / h.attempts as f64) },
+            "last_attempt_at": h.last_attempt_at.map(|t| t.to_rfc3339()),
+            "last_error": h.last_error.as_ref().map(|(_, e)| e),
+            "last_error_at": h.last_error.as_ref().map(|(t, _)| t.to_rfc3339()),
+        })
+    };
     let webhooks: Vec<Value> = health
         .iter()
-        .map(|(id, h)| {
-            json!({
-                "id": id,
-                "attempts": h.attempts,
-                "succeeded": h.succeeded,
-                "success_rate": if h.attempts == 0 { Value::Null } else { json!(h.succeeded as f64 / h.attempts as f64) },
-                "last_attempt_at": h.last_attempt_at.map(|t| t.to_rfc3339()),
-                "last_error": h.last_error.as_ref().map(|(_, e)| e),
-                "last_error_at": h.last_error.as_ref().map(|(t, _)| t.to_rfc3339()),
-            })
-        })
+        .map(|(id, h)| health_json(json!(id), h))
+        .collect();
+    let routes: Vec<Value> = route_health
+        .iter()
+        .map(|(name, h)| health_json(json!(name), h))
         .collect();
     json!({
         "since": since.to_rfc3339(),
@@ -173,6 +182,7 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
             "p99_ms": percentile(&all_latencies, 0.99),
         },
         "webhooks": webhooks,
+        "routes": routes,
     })
 }
 
@@ -206,6 +216,13 @@ pub async fn stats(
             limit: ROW_LIMIT,
         })
         .await?;
+    let mut activity = activity;
+    if matches!(principal.role, Role::Tenant(_)) {
+        // Broker routes are the operator's config: a tenant key sees its webhooks only.
+        activity
+            .attempts
+            .retain(|a| matches!(a.destination, Destination::Webhook(_)));
+    }
     let counts = state.store.state_counts(tenant).await?;
     let mut out = summarize(&activity, since, until);
     let to_map = |pairs: &[(String, u64)]| -> Map<String, Value> {
@@ -233,7 +250,7 @@ mod tests {
 
     fn attempt(webhook: WebhookId, at_ms: i64, code: Option<u16>, latency: u64) -> AttemptSample {
         AttemptSample {
-            webhook_id: webhook,
+            destination: Destination::Webhook(webhook),
             at: Timestamp(T0.0 + at_ms),
             status_code: code,
             latency_ms: latency,
@@ -249,6 +266,10 @@ mod tests {
                 attempt(wh, 1_000, Some(500), 30),
                 attempt(wh, 2_000, Some(200), 10),
                 attempt(wh, 61_000, Some(200), 20),
+                AttemptSample {
+                    destination: Destination::Route("ledger".into()),
+                    ..attempt(wh, 62_000, None, 5)
+                },
             ],
             deliveries: vec![
                 // created before the window, done in the second minute
@@ -289,6 +310,11 @@ mod tests {
         assert_eq!(h["last_error"], "HTTP 500");
         assert!((h["success_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(out["totals"]["p90_ms"], 30);
+        // A broker route's attempt counts in the totals and has health of its own.
+        assert_eq!(out["totals"]["attempts"], 4);
+        assert_eq!(out["webhooks"].as_array().unwrap().len(), 1);
+        assert_eq!(out["routes"][0]["id"], "ledger");
+        assert_eq!(out["routes"][0]["attempts"], 1);
     }
 
     #[test]

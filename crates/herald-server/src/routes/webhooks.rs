@@ -19,7 +19,7 @@ use herald_core::pattern::EventPattern;
 use herald_core::retry::RetrySchedule;
 use herald_core::signing::{generate_secret, SignatureFormat};
 use herald_core::Timestamp;
-use herald_store::{DeliveryStatus, Replay, Webhook, WebhookFilter};
+use herald_store::{DeliveryStatus, Replay, Rotation, Webhook, WebhookChange, WebhookFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -270,25 +270,34 @@ pub async fn update(
             ));
         }
     }
-    if let Some(disabled) = req.disabled {
-        w.disabled = disabled;
-        w.disabled_reason = disabled.then(|| "disabled through the API".to_owned());
-    }
-    if req.description.is_some() {
-        w.description = req.description;
-    }
-    if req.schedule.is_some() {
-        w.schedule = parse_schedule(req.schedule)?;
-    }
-    if req.max_concurrency.is_some() {
-        w.max_concurrency = check_concurrency(req.max_concurrency)?;
-    }
-    let w = state
-        .store
-        .update_webhook(w, state.clock.now())
-        .await
-        .map_err(|e| ApiError::from_store(e, "The webhook"))?;
+    let change = WebhookChange {
+        url: match req.url {
+            Some(url) => Some(check_url(&state, &url).await?),
+            None => None,
+        },
+        events: req.events.as_deref().map(parse_patterns).transpose()?,
+        disabled: req.disabled,
+        description: req.description,
+        schedule: parse_schedule(req.schedule)?,
+        max_concurrency: check_concurrency(req.max_concurrency)?,
+        rotate: None,
+    };
+    let w = change_webhook(&state, w.id, change, state.clock.now()).await?;
     Ok(Json(webhook_json(&w)))
+}
+
+/// Applies `change` in the store's write; a webhook deleted meanwhile is 404.
+async fn change_webhook(
+    state: &AppState,
+    id: WebhookId,
+    change: WebhookChange,
+    now: Timestamp,
+) -> ApiResult<Webhook> {
+    state
+        .store
+        .update_webhook(id, change, now)
+        .await
+        .map_err(|e| ApiError::from_store(e, "The webhook"))
 }
 
 pub async fn delete(
@@ -319,10 +328,11 @@ pub async fn custom_method(
         Some("rotateSecret") => rotate(&state, w, &bytes).await,
         Some("replay") => replay(&state, w, &bytes).await,
         Some(m @ ("enable" | "disable")) => {
-            let mut w = w;
-            w.disabled = m == "disable";
-            w.disabled_reason = w.disabled.then(|| "disabled through the API".to_owned());
-            let w = state.store.update_webhook(w, state.clock.now()).await?;
+            let change = WebhookChange {
+                disabled: Some(m == "disable"),
+                ..WebhookChange::default()
+            };
+            let w = change_webhook(&state, w.id, change, state.clock.now()).await?;
             Ok(Json(webhook_json(&w)).into_response())
         }
         _ => Err(ApiError::not_found("No such webhook method")),
@@ -335,18 +345,21 @@ struct RotateBody {
     grace: Option<String>,
 }
 
-async fn rotate(state: &AppState, mut w: Webhook, body: &[u8]) -> ApiResult<Response> {
+async fn rotate(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
     let req: RotateBody = parse_json_or_default(body)?;
     let grace = match req.grace {
         Some(g) => request_duration("grace", &g).map_err(ApiError::invalid)?,
         None => state.config.webhooks.rotation_grace,
     };
     let now = state.clock.now();
-    let until = now.plus(grace);
-    let old = std::mem::replace(&mut w.secret, generate_secret(w.format));
-    w.previous_secret = (!grace.is_zero()).then_some((old, until));
-    w.secret_version += 1;
-    let w = state.store.update_webhook(w, now).await?;
+    let change = WebhookChange {
+        rotate: Some(Rotation {
+            secret: generate_secret(w.format),
+            grace_until: (!grace.is_zero()).then(|| now.plus(grace)),
+        }),
+        ..WebhookChange::default()
+    };
+    let w = change_webhook(state, w.id, change, now).await?;
     let mut out = webhook_json(&w);
     out["signing_secret"] = json!(w.secret);
     out["previous_secret_expires_at"] =

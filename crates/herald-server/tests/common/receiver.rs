@@ -15,6 +15,8 @@ pub enum Behavior {
     Status(u16),
     StatusWith(u16, Vec<(&'static str, String)>),
     Hang(Duration),
+    /// This status, after a delay (an endpoint that is slow and then fails).
+    Delayed(u16, Duration),
     Redirect(String),
 }
 
@@ -145,6 +147,10 @@ async fn respond(b: Behavior) -> Response {
         Behavior::Hang(d) => {
             tokio::time::sleep(d).await;
             (StatusCode::OK, "too late").into_response()
+        }
+        Behavior::Delayed(s, d) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::from_u16(s).unwrap(), "slow").into_response()
         }
         Behavior::Redirect(to) => {
             let mut r = StatusCode::MOVED_PERMANENTLY.into_response();

@@ -134,13 +134,7 @@ pub fn webhook(row: &Row) -> StoreResult<Webhook> {
 pub fn delivery(row: &Row) -> StoreResult<Delivery> {
     let id: String = row.try_get(0)?;
     let event_id: String = row.try_get(1)?;
-    let webhook_id: Option<String> = row.try_get(2)?;
-    let route: Option<String> = row.try_get(13)?;
-    let destination = match (webhook_id, route) {
-        (Some(w), None) => Destination::Webhook(parse_id(&w, WebhookId::parse)?),
-        (None, Some(r)) => Destination::Route(r),
-        _ => return Err(bad("delivery", "needs exactly one of webhook_id and route")),
-    };
+    let destination = destination_of(row.try_get(2)?, row.try_get(13)?)?;
     let status: String = row.try_get(5)?;
     Ok(Delivery {
         id: parse_id(&id, DeliveryId::parse)?,

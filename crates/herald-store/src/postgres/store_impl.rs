@@ -29,10 +29,6 @@ fn lease_token() -> String {
     format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-fn clamp_limit(limit: u32) -> i64 {
-    limit.clamp(1, 1000) as i64
-}
-
 async fn query(tx: &Transaction<'_>, sql: &str, params: &[Param<'_>]) -> StoreResult<Vec<Row>> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.query(&stmt, params).await?)
@@ -615,7 +611,7 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {OPERATION_COLUMNS} FROM operations {} ORDER BY id DESC LIMIT {}",
             w.sql(),
-            clamp_limit(f.limit)
+            list_limit(f.limit)
         );
         self.read_all(&sql, &refs(&w.args), rows::operation).await
     }
@@ -919,7 +915,7 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events {} ORDER BY id ASC LIMIT {}",
             w.sql(),
-            clamp_limit(f.limit)
+            list_limit(f.limit)
         );
         self.read_all(&sql, &refs(&w.args), rows::event).await
     }
@@ -1014,13 +1010,18 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks {} ORDER BY id ASC LIMIT {}",
             w.sql(),
-            clamp_limit(f.limit)
+            list_limit(f.limit)
         );
         self.read_all(&sql, &refs(&w.args), rows::webhook).await
     }
 
-    async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
-        retry_on_conflict(|| self.update_webhook_once(wh.clone(), now)).await
+    async fn update_webhook(
+        &self,
+        id: WebhookId,
+        change: WebhookChange,
+        now: Timestamp,
+    ) -> StoreResult<Webhook> {
+        retry_on_conflict(|| self.update_webhook_once(id, change.clone(), now)).await
     }
 
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
@@ -1111,6 +1112,7 @@ impl Store for PgStore {
                         webhook: w.clone(),
                         event: e.clone(),
                         delivery: d,
+                        unsendable: None,
                     }),
                     _ => orphans.push(d.id.to_string()),
                 }
@@ -1180,7 +1182,7 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries {} ORDER BY id DESC LIMIT {}",
             w.sql(),
-            clamp_limit(f.limit)
+            list_limit(f.limit)
         );
         self.read_all(&sql, &refs(&w.args), rows::delivery).await
     }
@@ -1387,7 +1389,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT d.webhook_id, a.at, a.status_code, a.latency_ms, a.error \
+                "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
                  FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
                  WHERE a.at >= $1 AND a.at < $2 AND ($3::TEXT IS NULL OR d.tenant_id = $3) \
                  ORDER BY a.at DESC LIMIT $4",
@@ -1397,15 +1399,12 @@ impl Store for PgStore {
         let mut attempts = rows
             .iter()
             .map(|r| {
-                let webhook: String = r.try_get(0)?;
                 Ok(AttemptSample {
-                    webhook_id: WebhookId::parse(&webhook).map_err(|e| {
-                        StoreError::Backend(format!("bad webhook id in store: {e}"))
-                    })?,
-                    at: Timestamp(r.try_get(1)?),
-                    status_code: r.try_get::<_, Option<i64>>(2)?.map(|c| c as u16),
-                    latency_ms: r.try_get::<_, i64>(3)?.max(0) as u64,
-                    error: r.try_get(4)?,
+                    destination: crate::model::destination_of(r.try_get(0)?, r.try_get(1)?)?,
+                    at: Timestamp(r.try_get(2)?),
+                    status_code: r.try_get::<_, Option<i64>>(3)?.map(|c| c as u16),
+                    latency_ms: r.try_get::<_, i64>(4)?.max(0) as u64,
+                    error: r.try_get(5)?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -1490,10 +1489,17 @@ impl PgStore {
         Ok(client.query_opt(&stmt, params).await?)
     }
 
-    async fn update_webhook_once(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
+    async fn update_webhook_once(
+        &self,
+        id: WebhookId,
+        change: WebhookChange,
+        now: Timestamp,
+    ) -> StoreResult<Webhook> {
         in_tx!(self, |tx, wake| {
-            let id = wh.id.to_string();
+            let id = id.to_string();
+            // FOR UPDATE: a concurrent change waits for this one and then applies to its result.
             let before = get_webhook_row(&tx, &id, true).await?;
+            let wh = change.apply(before.clone(), now);
             execute(
                 &tx,
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
@@ -1528,10 +1534,7 @@ impl PgStore {
                 .await?;
             }
             wake.due = !wh.disabled;
-            Ok(Webhook {
-                updated_at: now,
-                ..wh
-            })
+            Ok(wh)
         })
     }
 
@@ -1627,6 +1630,16 @@ impl PgStore {
             ).await
             };
             futures::try_join!(insert_attempts, update_deliveries)?;
+            // A result that arrives after its webhook was deleted (sent while the delete ran)
+            // must not leave the delivery pending: a deleted webhook owes nothing. A delete
+            // that commits after this statement fails the delivery itself.
+            execute(
+                &tx,
+                "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                 FROM webhooks w WHERE d.id = ANY($1) AND d.status = 'pending' AND w.id = d.webhook_id AND w.deleted",
+                &[&d_id],
+            )
+            .await?;
             if !disable.is_empty() {
                 let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
                 execute(

@@ -169,13 +169,7 @@ pub const DELIVERY_COLUMNS: &str =
 pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
     let id: String = row.get(0)?;
     let event_id: String = row.get(1)?;
-    let webhook_id: Option<String> = row.get(2)?;
-    let route: Option<String> = row.get(13)?;
-    let destination = match (webhook_id, route) {
-        (Some(w), None) => Destination::Webhook(parse_id(&w, WebhookId::parse)?),
-        (None, Some(r)) => Destination::Route(r),
-        _ => return Err(bad("delivery", "needs exactly one of webhook_id and route")),
-    };
+    let destination = destination_of(row.get(2)?, row.get(13)?)?;
     let tenant: Option<String> = row.get(3)?;
     let status: String = row.get(5)?;
     Ok(Delivery {

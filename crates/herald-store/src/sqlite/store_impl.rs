@@ -354,10 +354,6 @@ impl Where {
     }
 }
 
-fn clamp_limit(limit: u32) -> i64 {
-    limit.clamp(1, 1000) as i64
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn signals(&self) -> &Arc<Signals> {
@@ -530,7 +526,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {OPERATION_COLUMNS} FROM operations {} ORDER BY id DESC LIMIT {}",
                 w.sql(),
-                clamp_limit(f.limit)
+                list_limit(f.limit)
             );
             query_all(conn, &sql, w.args, rows::operation)
         })
@@ -887,7 +883,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events {} ORDER BY id ASC LIMIT {}",
                 w.sql(),
-                clamp_limit(f.limit)
+                list_limit(f.limit)
             );
             query_all(conn, &sql, w.args, rows::event)
         })
@@ -975,18 +971,23 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks {} ORDER BY id ASC LIMIT {}",
                 w.sql(),
-                clamp_limit(f.limit)
+                list_limit(f.limit)
             );
             query_all(conn, &sql, w.args, rows::webhook)
         })
         .await
     }
 
-    async fn update_webhook(&self, wh: Webhook, now: Timestamp) -> StoreResult<Webhook> {
-        let resumed = !wh.disabled;
+    async fn update_webhook(
+        &self,
+        id: WebhookId,
+        change: WebhookChange,
+        now: Timestamp,
+    ) -> StoreResult<Webhook> {
         let out = self
             .write(move |conn| {
-                let before = get_webhook_row(conn, &wh.id.to_string())?;
+                let before = get_webhook_row(conn, &id.to_string())?;
+                let wh = change.apply(before.clone(), now);
                 forget_fan_out_targets();
                 conn.execute(
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
@@ -1017,10 +1018,10 @@ impl Store for SqliteStore {
                         params![wh.id.to_string(), next, now.0],
                     )?;
                 }
-                Ok(Webhook { updated_at: now, ..wh })
+                Ok(wh)
             })
             .await?;
-        if resumed {
+        if !out.disabled {
             self.signals.deliveries_due.notify_waiters();
         }
         Ok(out)
@@ -1115,8 +1116,9 @@ impl Store for SqliteStore {
                 vec![Sql::Integer(now.plus(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
                 rows::delivery,
             )?;
-            let mut webhooks: HashMap<WebhookId, Webhook> = HashMap::new();
+            let mut webhooks: HashMap<WebhookId, Option<Webhook>> = HashMap::new();
             let mut jobs = Vec::with_capacity(deliveries.len());
+            let mut orphans = Vec::new();
             for d in deliveries {
                 let Some(webhook_id) = d.destination.webhook() else {
                     continue;
@@ -1124,13 +1126,35 @@ impl Store for SqliteStore {
                 let webhook = match webhooks.get(&webhook_id) {
                     Some(w) => w.clone(),
                     None => {
-                        let w = get_webhook_row(conn, &webhook_id.to_string())?;
+                        let w = match get_webhook_row(conn, &webhook_id.to_string()) {
+                            Ok(w) => Some(w),
+                            Err(StoreError::NotFound) => None,
+                            Err(e) => return Err(e),
+                        };
                         webhooks.insert(webhook_id, w.clone());
                         w
                     }
                 };
-                let event = get_event_row(conn, &d.event_id.to_string())?;
-                jobs.push(DeliveryJob { delivery: d, event, webhook });
+                let event = match get_event_row(conn, &d.event_id.to_string()) {
+                    Ok(e) => Some(e),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e),
+                };
+                match (webhook, event) {
+                    (Some(webhook), Some(event)) => {
+                        jobs.push(DeliveryJob { delivery: d, event, webhook, unsendable: None })
+                    }
+                    // Its webhook was deleted after it was made: nothing left to send to. One
+                    // such row must never fail the claim (that would stall every delivery).
+                    _ => orphans.push(d.id.to_string()),
+                }
+            }
+            for id in orphans {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, \
+                     last_error = 'webhook deleted', updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now.0])?;
             }
             Ok(jobs)
         })
@@ -1186,6 +1210,13 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![id, status, next])?;
                 }
+                // A result that arrives after its webhook was deleted (sent while the delete
+                // ran) must not make the delivery pending again: a deleted webhook owes nothing.
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                     WHERE id = ?1 AND status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE deleted = 1)",
+                )?
+                .execute(params![id])?;
                 if let Some((webhook, reason)) = r.disable_webhook {
                     forget_fan_out_targets();
                     conn.execute(
@@ -1252,7 +1283,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries {} ORDER BY id DESC LIMIT {}",
                 w.sql(),
-                clamp_limit(f.limit)
+                list_limit(f.limit)
             );
             query_all(conn, &sql, w.args, rows::delivery)
         })
@@ -1365,21 +1396,18 @@ impl Store for SqliteStore {
                 w.add("d.tenant_id = ?", text(t));
             }
             let sql = format!(
-                "SELECT d.webhook_id, a.at, a.status_code, a.latency_ms, a.error \
+                "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
                  FROM attempts a JOIN deliveries d ON d.id = a.delivery_id {} \
                  ORDER BY a.at DESC LIMIT {limit}",
                 w.sql()
             );
             let mut attempts = query_all(conn, &sql, w.args, |row| {
-                let webhook: String = row.get(0)?;
                 Ok(AttemptSample {
-                    webhook_id: WebhookId::parse(&webhook).map_err(|e| {
-                        StoreError::Backend(format!("bad webhook id in store: {e}"))
-                    })?,
-                    at: Timestamp(row.get(1)?),
-                    status_code: row.get::<_, Option<i64>>(2)?.map(|c| c as u16),
-                    latency_ms: row.get::<_, i64>(3)?.max(0) as u64,
-                    error: row.get(4)?,
+                    destination: crate::model::destination_of(row.get(0)?, row.get(1)?)?,
+                    at: Timestamp(row.get(2)?),
+                    status_code: row.get::<_, Option<i64>>(3)?.map(|c| c as u16),
+                    latency_ms: row.get::<_, i64>(4)?.max(0) as u64,
+                    error: row.get(5)?,
                 })
             })?;
             attempts.reverse();
