@@ -58,6 +58,15 @@ impl ApiError {
         )
     }
 
+    /// 503 `OVERLOADED` with `Retry-After: 1`: a store queue is full; the client may
+    /// retry shortly.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", detail)
+        }
+    }
+
     /// Maps a store error, naming the resource for a 404.
     pub fn from_store(err: StoreError, what: &str) -> Self {
         match err {
@@ -72,6 +81,9 @@ impl ApiError {
                 "The lease_token is not this operation's current lease (it expired or belongs to another claim); nothing was changed.",
             ),
             StoreError::AlreadyDone => Self::conflict("OPERATION_DONE", "The operation is already done; nothing was changed."),
+            StoreError::Overloaded => Self::overloaded(
+                "Herald's store has more requests queued than it takes; this one was refused and changed nothing. Retry after the Retry-After delay.",
+            ),
             StoreError::Backend(e) => Self::internal(e),
         }
     }

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// The operation has already finished.
     #[error("the operation is already done")]
     AlreadyDone,
+    /// The store's queue for this kind of request is full: refused at once, nothing
+    /// changed; the caller may retry shortly.
+    #[error("the store is overloaded; nothing was changed")]
+    Overloaded,
     #[error("storage failure: {0}")]
     Backend(String),
 }

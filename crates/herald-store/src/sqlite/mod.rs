@@ -2,8 +2,14 @@
 //!
 //! Writes go to a single writer thread that takes every job queued, runs each in its
 //! own savepoint (one job failing undoes only itself) and commits them together: one
-//! fsync for many requests (group commit). Reads use a small pool of read-only
-//! connections, which WAL lets run beside the writer.
+//! fsync for many requests (group commit). A job is answered success only once its
+//! transaction has committed, and an error only when its write is not in the database:
+//! when SQLite itself rolls back the whole transaction (`SQLITE_FULL`, `SQLITE_IOERR`…),
+//! every job of the batch so far is failed and the queued rest waits for the next
+//! transaction, and a transaction that cannot begin runs no job. The queue in front of
+//! the writer is bounded: past it a write is refused at once with
+//! [`StoreError::Overloaded`], having changed nothing. Reads use a small pool of
+//! read-only connections, which WAL lets run beside the writer.
 
 mod migrations;
 pub(crate) mod rows;
@@ -15,11 +21,24 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+/// Told once the job's transaction has ended: `Ok` if it committed.
 type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A queued write. Given the writer's connection, it runs in the open transaction;
+/// given `None`, it does not run at all (no transaction could begin).
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> Ran + Send>;
+
+/// What a job left behind: how to answer its caller, and its own failure, if any.
+struct Ran {
+    reply: Reply,
+    failed: Option<StoreError>,
+}
 
 /// How many queued jobs one commit takes at most.
 const MAX_BATCH: usize = 2048;
+/// Write jobs that may wait for the writer (besides the batch it is running) unless
+/// [`SqliteStore::open_with`] says otherwise; one more is refused with
+/// [`StoreError::Overloaded`]. Two full batches.
+pub const DEFAULT_WRITE_QUEUE: usize = 4096;
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 128;
 /// Read connections kept open for reuse.
@@ -28,7 +47,7 @@ const MAX_IDLE_READERS: usize = 8;
 pub struct SqliteStore {
     /// Held for the store's life: one process owns an SQLite database (see `open`).
     _lock: std::fs::File,
-    writer: mpsc::Sender<WriteJob>,
+    writer: mpsc::SyncSender<WriteJob>,
     readers: Arc<ReaderPool>,
     signals: Arc<Signals>,
     /// Broker routes from config, read by every write that may store an event.
@@ -76,6 +95,12 @@ pub fn path_from_url(url: &str) -> PathBuf {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// [`SqliteStore::open`] with at most `write_queue` writes (at least 1) waiting for
+    /// the writer thread; a write past that is answered [`StoreError::Overloaded`].
+    pub fn open_with(path: &Path, write_queue: usize) -> StoreResult<Self> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
                 std::fs::create_dir_all(parent).map_err(|e| {
@@ -122,7 +147,7 @@ impl SqliteStore {
         // process that died mid-send, so they are released now instead of waiting out the lease.
         conn.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
 
-        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let (tx, rx) = mpsc::sync_channel::<WriteJob>(write_queue.max(1));
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
@@ -148,21 +173,40 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the writer's next transaction; returns once that transaction is on disk.
+    /// `Ok` only if it committed; an error only if `f`'s changes are not in the database.
     async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: WriteJob = Box::new(move |conn: &Connection| {
-            let result = run_in_savepoint(conn, f);
-            Box::new(move |commit: StoreResult<()>| {
-                let _ = tx.send(commit.and(result));
-            })
+        let job: WriteJob = Box::new(move |conn: Option<&Connection>| match conn {
+            Some(conn) => {
+                let result = run_in_savepoint(conn, f);
+                let failed = result.as_ref().err().cloned();
+                Ran {
+                    reply: Box::new(move |commit: StoreResult<()>| {
+                        // Its own failure first: it undid itself whatever became of the batch.
+                        let _ = tx.send(result.and_then(|r| commit.map(|()| r)));
+                    }),
+                    failed,
+                }
+            }
+            None => Ran {
+                reply: Box::new(move |why: StoreResult<()>| {
+                    let _ = tx.send(Err(why
+                        .err()
+                        .unwrap_or_else(|| StoreError::Backend("the write was not run".into()))));
+                }),
+                failed: None,
+            },
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        self.writer.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => {
+                StoreError::Backend("the writer thread has stopped".into())
+            }
+        })?;
         rx.await
             .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?
     }
@@ -196,6 +240,10 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` in a savepoint of the open transaction: on error its changes are undone and
+/// the rest of the transaction stands. Should the savepoint itself fail to roll back or
+/// release, the whole transaction is rolled back, so a failed job's changes can never
+/// commit with the others (the writer sees the transaction gone and fails the batch).
 fn run_in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> StoreResult<R>,
@@ -204,38 +252,222 @@ fn run_in_savepoint<R>(
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|_| Err(StoreError::Backend("a store write panicked".into())));
+    if conn.is_autocommit() {
+        // SQLite rolled back the whole transaction, this savepoint with it.
+        store_impl::forget_fan_out_targets();
+        return result.and(Err(StoreError::Backend(
+            "the transaction was rolled back during this write".into(),
+        )));
+    }
+    let end = |sql: &str| -> StoreResult<()> {
+        match conn.prepare_cached(sql).and_then(|mut s| s.execute([])) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e.into())
+            }
+        }
+    };
     if result.is_err() {
         // What the job cached may describe rows it is about to undo.
         store_impl::forget_fan_out_targets();
-        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        if end("ROLLBACK TO job").is_err() {
+            return result;
+        }
     }
-    conn.prepare_cached("RELEASE job")?.execute([])?;
-    result
+    let released = end("RELEASE job");
+    // The job's own error first: it is the better answer, and its changes are undone.
+    result.and_then(|r| released.map(|()| r))
 }
 
+/// The writer thread: one transaction per batch of queued jobs, until the store drops.
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err: StoreError = e.into();
-            // The job never ran; tell its caller.
-            first(&conn)(Err(err));
+        if !conn.is_autocommit() {
+            // Left open by a failed COMMIT whose ROLLBACK failed too; start clean.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        if let Err(e) = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+        {
+            // The job does not run (outside a transaction it would commit on its own,
+            // whatever its caller was told): its caller gets the error, nothing changed.
+            (first(None).reply)(Err(e.into()));
             continue;
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(64);
-        replies.push(first(&conn));
-        while replies.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => replies.push(job(&conn)),
-                Err(_) => break,
+        let mut lost: Option<StoreError> = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            let ran = job(Some(&conn));
+            replies.push(ran.reply);
+            if conn.is_autocommit() {
+                // SQLite rolled back the whole transaction (disk full, I/O error…): every
+                // job of this batch so far is undone. The jobs still queued are not run
+                // here, where each would commit on its own; they wait for the next batch.
+                lost = Some(ran.failed.unwrap_or_else(|| {
+                    StoreError::Backend("the transaction was rolled back".into())
+                }));
+                break;
+            }
+            if replies.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let committed = match lost {
+            Some(cause) => Err(StoreError::Backend(format!(
+                "the write was rolled back with its batch after another write failed: {cause}"
+            ))),
+            None => conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map(|_| ())
+                .map_err(StoreError::from),
+        };
         if committed.is_err() {
             store_impl::forget_fan_out_targets();
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         for reply in replies {
             reply(committed.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, Tenant};
+    use herald_core::ids::TenantId;
+    use herald_core::Timestamp;
+
+    fn tenant(name: String) -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            name,
+            created_at: Timestamp(1_775_834_400_000),
+        }
+    }
+
+    /// Whether each tenant is in the database, read through a freshly opened store.
+    async fn stored_after_reopen(path: &Path, ids: &[TenantId]) -> Vec<bool> {
+        let store = SqliteStore::open(path).unwrap();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(match store.get_tenant(*id).await {
+                Ok(_) => true,
+                Err(StoreError::NotFound) => false,
+                Err(e) => panic!("reading {id} back: {e}"),
+            });
+        }
+        found
+    }
+
+    /// SQLite answers `SQLITE_FULL` mid-batch and rolls the whole transaction back: the
+    /// writes of that batch that ran before it are gone, those queued after it must not
+    /// run outside a transaction. Every caller told `Ok` finds its row after a reopen;
+    /// every caller told `Err` finds none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_disk_fails_exactly_the_writes_that_did_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        // Room for a few dozen more pages on the writer's connection, then SQLITE_FULL.
+        store
+            .write(|conn| {
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let max: i64 = conn.query_row(
+                    &format!("PRAGMA max_page_count = {}", pages + 30),
+                    [],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(max, pages + 30);
+                Ok(())
+            })
+            .await
+            .unwrap();
+
+        let mut outcomes: Vec<(TenantId, StoreResult<Tenant>)> = Vec::new();
+        for wave in 0..8 {
+            // Concurrent writers, so batches hold many jobs: big rows that soon do not
+            // fit, and small ones that may still fit in what is left.
+            let calls: Vec<_> = (0..64)
+                .map(|i| {
+                    let size = if (i + wave) % 3 == 0 { 20 } else { 1500 };
+                    let t = tenant("x".repeat(size));
+                    let id = t.id;
+                    let store = store.clone();
+                    (
+                        id,
+                        tokio::spawn(async move { store.create_tenant(t).await }),
+                    )
+                })
+                .collect();
+            for (id, call) in calls {
+                outcomes.push((id, call.await.unwrap()));
+            }
+        }
+        let ok = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+        let batch_rolled_back = outcomes
+            .iter()
+            .filter(|(_, r)| {
+                matches!(r, Err(StoreError::Backend(m)) if m.contains("rolled back with its batch"))
+            })
+            .count();
+        let full = outcomes
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(StoreError::Backend(m)) if m.contains("full")))
+            .count();
+        assert!(ok > 0, "some writes fit before the disk filled up");
+        assert!(full > 0, "some writes hit SQLITE_FULL");
+        assert!(
+            batch_rolled_back > 0,
+            "some writes were undone with their batch (ok {ok}, full {full})"
+        );
+        drop(store);
+
+        let ids: Vec<TenantId> = outcomes.iter().map(|(id, _)| *id).collect();
+        let found = stored_after_reopen(&path, &ids).await;
+        for ((id, result), found) in outcomes.iter().zip(found) {
+            match result {
+                Ok(_) => assert!(found, "{id} was acknowledged but is not stored"),
+                Err(e) => assert!(!found, "{id} was answered {e:?} but is stored"),
+            }
+        }
+    }
+
+    /// A transaction that cannot begin (another connection holds the write lock past the
+    /// busy timeout) runs no job: the caller gets the error and the write is not made;
+    /// once the lock is gone the writer carries on.
+    #[tokio::test]
+    async fn a_transaction_that_cannot_begin_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .write(|conn| Ok(conn.busy_timeout(std::time::Duration::from_millis(50))?))
+            .await
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = tenant("refused".into());
+        let err = store.create_tenant(refused.clone()).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains("locked")),
+            "{err:?}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        let accepted = tenant("accepted".into());
+        store.create_tenant(accepted.clone()).await.unwrap();
+        drop(store);
+        assert_eq!(
+            stored_after_reopen(&path, &[refused.id, accepted.id]).await,
+            [false, true]
+        );
     }
 }
