@@ -39,18 +39,21 @@ pub(crate) struct EventJob {
     pub reply: Reply,
 }
 
-/// The queue in front of the writer tasks; they stop when it is dropped.
+/// The queue in front of the writer tasks; they stop when it is dropped. It is bounded:
+/// a job past its bound is refused at once with [`StoreError::Overloaded`].
 pub(crate) struct EventWriter {
-    queue: mpsc::UnboundedSender<EventJob>,
+    queue: mpsc::Sender<EventJob>,
 }
 
 impl EventWriter {
+    /// `bound`: jobs that may wait (besides the batches being stored), at least 1.
     pub fn start(
         pool: Pool,
         signals: Arc<Signals>,
         notes: mpsc::UnboundedSender<Note>,
+        bound: usize,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, jobs) = mpsc::channel(bound.max(1));
         let jobs = Arc::new(Mutex::new(jobs));
         let tasks = (0..WRITERS)
             .map(|_| {
@@ -65,17 +68,21 @@ impl EventWriter {
         (Self { queue }, tasks)
     }
 
-    /// Queues `job`; its reply comes once its batch has committed (or failed).
+    /// Queues `job`; its reply comes once its batch has committed (or failed). A full
+    /// queue refuses it at once ([`StoreError::Overloaded`]): it never runs.
     pub fn submit(&self, job: EventJob) -> StoreResult<()> {
-        self.queue
-            .send(job)
-            .map_err(|_| StoreError::Backend("the event writer has stopped".into()))
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Backend("the event writer has stopped".into())
+            }
+        })
     }
 }
 
 async fn writer_loop(
     pool: Pool,
-    jobs: Arc<Mutex<mpsc::UnboundedReceiver<EventJob>>>,
+    jobs: Arc<Mutex<mpsc::Receiver<EventJob>>>,
     signals: Arc<Signals>,
     notes: mpsc::UnboundedSender<Note>,
 ) {

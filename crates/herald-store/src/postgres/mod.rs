@@ -23,6 +23,12 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 /// Connections each node keeps in its pool (plus one for `LISTEN`).
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// `insert_event` calls that may wait for the event writer tasks (besides the batches
+/// being stored) unless [`PgStore::connect_with_queues`] says otherwise; one more is
+/// refused with [`StoreError::Overloaded`].
+pub const DEFAULT_WRITE_QUEUE: usize = 4096;
+/// `get_operation` look-ups that may wait for the reader tasks, likewise.
+pub const DEFAULT_READ_QUEUE: usize = 4096;
 
 /// Notification channels, one per kind of wake-up in [`Signals`].
 pub(crate) mod channel {
@@ -140,7 +146,7 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
 /// item first; then takes whatever else is queued, up to `max` in all, without waiting.
 /// False when the queue has closed (and `batch` was empty).
 pub(crate) async fn take_batch<T>(
-    queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>,
+    queue: &tokio::sync::Mutex<mpsc::Receiver<T>>,
     batch: &mut Vec<T>,
     max: usize,
 ) -> bool {
@@ -208,6 +214,18 @@ impl PgStore {
     }
 
     pub async fn connect_with(url: &str, pool_size: usize) -> StoreResult<Self> {
+        Self::connect_with_queues(url, pool_size, DEFAULT_WRITE_QUEUE, DEFAULT_READ_QUEUE).await
+    }
+
+    /// [`PgStore::connect_with`], with at most `write_queue` events waiting for the event
+    /// writer and `read_queue` look-ups for the operation reader (each at least 1); past
+    /// that a call is answered [`StoreError::Overloaded`] and changes nothing.
+    pub async fn connect_with_queues(
+        url: &str,
+        pool_size: usize,
+        write_queue: usize,
+        read_queue: usize,
+    ) -> StoreResult<Self> {
         let config = parse_config(url)?;
         let manager = Manager::from_config(
             config.clone(),
@@ -230,9 +248,13 @@ impl PgStore {
         let _ = ready_rx.await;
         let (notes, queue) = mpsc::unbounded_channel();
         let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
-        let (events, mut batchers) =
-            event_writer::EventWriter::start(pool.clone(), signals.clone(), notes.clone());
-        let (operations, readers) = point_reader::OperationReader::start(pool.clone());
+        let (events, mut batchers) = event_writer::EventWriter::start(
+            pool.clone(),
+            signals.clone(),
+            notes.clone(),
+            write_queue,
+        );
+        let (operations, readers) = point_reader::OperationReader::start(pool.clone(), read_queue);
         batchers.extend(readers);
         Ok(Self {
             pool,

@@ -28,14 +28,16 @@ const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<StoreResult<Option<Operation>>>;
 
-/// The queue in front of the reader tasks; they stop when it is dropped.
+/// The queue in front of the reader tasks; they stop when it is dropped. It is bounded:
+/// a look-up past its bound is refused at once with [`StoreError::Overloaded`].
 pub(crate) struct OperationReader {
-    queue: mpsc::UnboundedSender<(OperationId, Reply)>,
+    queue: mpsc::Sender<(OperationId, Reply)>,
 }
 
 impl OperationReader {
-    pub fn start(pool: Pool) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (queue, jobs) = mpsc::unbounded_channel();
+    /// `bound`: look-ups that may wait (besides the batches being read), at least 1.
+    pub fn start(pool: Pool, bound: usize) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let (queue, jobs) = mpsc::channel(bound.max(1));
         let jobs = Arc::new(Mutex::new(jobs));
         let tasks = (0..READERS)
             .map(|_| tokio::spawn(reader_loop(pool.clone(), jobs.clone())))
@@ -46,16 +48,19 @@ impl OperationReader {
     /// The live (not deleted) operation `id`, if there is one.
     pub async fn get(&self, id: OperationId) -> StoreResult<Option<Operation>> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((id, reply))
-            .map_err(|_| StoreError::Backend("the operation reader has stopped".into()))?;
+        self.queue.try_send((id, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Backend("the operation reader has stopped".into())
+            }
+        })?;
         answer
             .await
             .map_err(|_| StoreError::Backend("the operation reader has stopped".into()))?
     }
 }
 
-async fn reader_loop(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<(OperationId, Reply)>>>) {
+async fn reader_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<(OperationId, Reply)>>>) {
     let sql =
         format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ANY($1) AND NOT deleted");
     let mut batch = Vec::with_capacity(MAX_BATCH);
