@@ -400,6 +400,24 @@ impl Client {
         Self::decode(a.body)
     }
 
+    /// `POST /keys` for a worker key scoped to operation `types` and `tenants` (an empty
+    /// list leaves that side unlimited).
+    pub async fn create_worker_key(
+        &self,
+        types: &[String],
+        tenants: &[String],
+    ) -> ClientResult<CreatedKey> {
+        let mut body = json!({ "role": "worker" });
+        if !types.is_empty() {
+            body["types"] = json!(types);
+        }
+        if !tenants.is_empty() {
+            body["tenants"] = json!(tenants);
+        }
+        let a = self.call(Method::POST, "/keys", Some(&body), None).await?;
+        Self::decode(a.body)
+    }
+
     /// `POST /webhooks`: `registration` is the body of the wire contract; the answer
     /// carries the `id` and the `signing_secret` (shown only now).
     pub async fn create_webhook(&self, registration: &Value) -> ClientResult<Value> {

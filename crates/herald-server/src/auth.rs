@@ -7,13 +7,16 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use herald_core::auth::{secret_matches, split_key, static_key_matches, Role};
 use herald_core::ids::{KeyId, TenantId};
-use herald_store::StoreError;
+use herald_store::{StoreError, WorkerScope};
 
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// `None` for the admin key given in config or env.
     pub key_id: Option<KeyId>,
     pub role: Role,
+    /// What a worker key may claim and finish (from the stored key, cached with it);
+    /// unscoped for every other key.
+    pub scope: WorkerScope,
 }
 
 impl Principal {
@@ -236,14 +239,16 @@ fn admin_principal(state: &AppState, presented: &str) -> Option<Principal> {
     static_key_matches(presented, configured).then_some(Principal {
         key_id: None,
         role: Role::Admin,
+        scope: WorkerScope::default(),
     })
 }
 
 /// The key's principal when `secret` is its secret and it is not revoked.
 fn key_principal(key: &herald_store::ApiKey, secret: &str) -> Option<Principal> {
-    (!key.revoked && secret_matches(secret, &key.hash)).then_some(Principal {
+    (!key.revoked && secret_matches(secret, &key.hash)).then(|| Principal {
         key_id: Some(key.id),
         role: key.role,
+        scope: key.scope.clone(),
     })
 }
 

@@ -62,6 +62,79 @@ pub struct ApiKey {
     pub role: Role,
     pub created_at: Timestamp,
     pub revoked: bool,
+    /// What a worker key may work on; unscoped (the default) for every other key.
+    pub scope: WorkerScope,
+}
+
+/// The operations a worker key may claim, heartbeat and finish: those of `types` (when
+/// set) that belong to one of `tenants` (when set). `None` puts no limit on that side, so
+/// the default (both `None`) is an unscoped key. A key scoped to tenants never gets an
+/// operation that belongs to no tenant. Set when the key is minted, never changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerScope {
+    pub types: Option<Vec<String>>,
+    pub tenants: Option<Vec<TenantId>>,
+}
+
+impl WorkerScope {
+    pub fn is_unscoped(&self) -> bool {
+        self.types.is_none() && self.tenants.is_none()
+    }
+
+    pub fn allows_type(&self, op_type: &str) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == op_type))
+    }
+
+    /// Whether an operation of `op_type` owned by `tenant` is in scope.
+    pub fn allows(&self, op_type: &str, tenant: Option<TenantId>) -> bool {
+        self.allows_type(op_type)
+            && self
+                .tenants
+                .as_ref()
+                .is_none_or(|tenants| tenant.is_some_and(|t| tenants.contains(&t)))
+    }
+
+    /// The scope as the store keeps it: each side a JSON array, or `NULL` when unlimited.
+    pub fn to_columns(&self) -> (Option<String>, Option<String>) {
+        let tenants = self
+            .tenants
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        (
+            self.types
+                .as_ref()
+                .map(|t| Value::from(t.clone()).to_string()),
+            tenants.map(|t| Value::from(t).to_string()),
+        )
+    }
+
+    /// The scope from the columns [`WorkerScope::to_columns`] wrote.
+    pub fn from_columns(
+        types: Option<String>,
+        tenants: Option<String>,
+    ) -> crate::StoreResult<Self> {
+        let types = types
+            .map(|t| serde_json::from_str::<Vec<String>>(&t))
+            .transpose()?;
+        let tenants = tenants
+            .map(|t| serde_json::from_str::<Vec<String>>(&t))
+            .transpose()?
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        TenantId::parse(t).map_err(|_| {
+                            crate::StoreError::Backend(format!(
+                                "api key scope: bad tenant id {t:?}"
+                            ))
+                        })
+                    })
+                    .collect::<crate::StoreResult<Vec<_>>>()
+            })
+            .transpose()?;
+        Ok(Self { types, tenants })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +164,9 @@ pub struct OperationFilter {
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub types: Vec<String>,
+    /// Only operations of these tenants (a worker key scoped to tenants); `None`: any
+    /// operation, of any tenant or of none. An empty list claims nothing.
+    pub tenants: Option<Vec<TenantId>>,
     pub max: u32,
     pub lease: Duration,
     pub now: Timestamp,

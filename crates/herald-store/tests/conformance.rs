@@ -12,7 +12,7 @@ use herald_store::postgres::{create_database, drop_database, PgStore};
 use herald_store::sqlite::SqliteStore;
 use herald_store::*;
 use serde_json::{json, Map};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,6 +124,7 @@ conformance!(
     reap_enforces_deadlines,
     reap_purges_after_retention,
     concurrent_claims_never_share_an_operation,
+    claims_filter_by_tenant,
     events_dedupe_by_id_and_idempotency_key,
     events_sequence_per_tenant_and_key,
     event_history_filters_and_cursor,
@@ -178,6 +179,7 @@ async fn claim(
 ) -> Vec<herald_core::operation::Operation> {
     s.claim_operations(ClaimRequest {
         types: types.iter().map(|t| t.to_string()).collect(),
+        tenants: None,
         max,
         lease: Duration::from_secs(10),
         now,
@@ -317,6 +319,7 @@ async fn tenants_and_keys(s: &dyn Store) {
         role: Role::Admin,
         created_at: T0,
         revoked: false,
+        scope: WorkerScope::default(),
     };
     let tenant_key = ApiKey {
         id: KeyId::generate(),
@@ -324,11 +327,40 @@ async fn tenants_and_keys(s: &dyn Store) {
         role: Role::Tenant(t),
         created_at: T0,
         revoked: false,
+        scope: WorkerScope::default(),
     };
     s.create_key(admin.clone()).await.unwrap();
     s.create_key(tenant_key.clone()).await.unwrap();
     assert_eq!(s.count_live_admin_keys().await.unwrap(), 1);
     assert_eq!(s.get_key(tenant_key.id).await.unwrap(), tenant_key);
+    // Worker keys keep their scope: types, tenants, both, or neither.
+    let other = tenant(s, "globex").await;
+    for scope in [
+        WorkerScope::default(),
+        WorkerScope {
+            types: Some(vec!["transcode".into(), "resize".into()]),
+            tenants: None,
+        },
+        WorkerScope {
+            types: None,
+            tenants: Some(vec![t, other]),
+        },
+        WorkerScope {
+            types: Some(vec!["transcode".into()]),
+            tenants: Some(vec![other]),
+        },
+    ] {
+        let worker = ApiKey {
+            id: KeyId::generate(),
+            hash: "h3".into(),
+            role: Role::Worker,
+            created_at: T0,
+            revoked: false,
+            scope,
+        };
+        s.create_key(worker.clone()).await.unwrap();
+        assert_eq!(s.get_key(worker.id).await.unwrap(), worker);
+    }
     s.revoke_key(admin.id, at(1)).await.unwrap();
     assert!(s.get_key(admin.id).await.unwrap().revoked);
     assert_eq!(s.count_live_admin_keys().await.unwrap(), 0);
@@ -844,6 +876,68 @@ async fn reap_purges_after_retention(s: &dyn Store) {
         Err(StoreError::NotFound)
     ));
     assert_eq!(s.next_operation_timer().await.unwrap(), None);
+}
+
+/// A tenant-scoped claim leases only those tenants' operations, oldest first, never
+/// another tenant's nor one of no tenant; an empty tenant list claims nothing.
+async fn claims_filter_by_tenant(s: &dyn Store) {
+    let (a, b, c) = (
+        tenant(s, "a").await,
+        tenant(s, "b").await,
+        tenant(s, "c").await,
+    );
+    let mut made = HashMap::new();
+    for (i, owner) in [Some(a), Some(b), None, Some(c), Some(a), Some(b)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut op = new_op(owner, "transcode", 3);
+        op.created_at = at(i as i64);
+        made.insert(create(s, op).await, owner);
+    }
+    let scoped = |tenants: Option<Vec<TenantId>>, max| ClaimRequest {
+        types: vec!["transcode".into()],
+        tenants,
+        max,
+        lease: LEASE,
+        now: at(10),
+    };
+    assert!(s
+        .claim_operations(scoped(Some(vec![]), 10))
+        .await
+        .unwrap()
+        .is_empty());
+    let first = s
+        .claim_operations(scoped(Some(vec![a, c]), 2))
+        .await
+        .unwrap();
+    let owners: Vec<_> = first.iter().map(|o| o.tenant).collect();
+    assert_eq!(
+        owners,
+        vec![Some(a), Some(c)],
+        "oldest first, in scope only"
+    );
+    let rest = s
+        .claim_operations(scoped(Some(vec![a, c]), 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|o| o.tenant).collect::<Vec<_>>(),
+        vec![Some(a)]
+    );
+    assert!(s
+        .claim_operations(scoped(Some(vec![a, c]), 10))
+        .await
+        .unwrap()
+        .is_empty());
+    for op in first.iter().chain(&rest) {
+        assert_eq!(made[&op.id], op.tenant);
+    }
+    // Unscoped, the rest: b's two and the one of no tenant.
+    let others = s.claim_operations(scoped(None, 10)).await.unwrap();
+    let mut owners: Vec<_> = others.iter().map(|o| o.tenant).collect();
+    owners.sort_by_key(|t| t.map(|t| t.to_string()));
+    assert_eq!(owners, vec![None, Some(b), Some(b)]);
 }
 
 async fn concurrent_claims_never_share_an_operation(s: &dyn Store) {

@@ -122,13 +122,19 @@ enum TenantsCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Mint a key and print it once. `tenant` keys need `--tenant`.
+    /// Mint a key and print it once. `tenant` keys need `--tenant`; `worker` keys may be
+    /// scoped with `--type` and `--tenant` (each repeatable).
     Create {
         #[arg(long, value_parser = ["admin", "worker", "tenant"])]
         role: String,
-        /// The tenant a `tenant` key belongs to.
-        #[arg(long, required_if_eq("role", "tenant"))]
-        tenant: Option<String>,
+        /// The tenant a `tenant` key belongs to; for a `worker` key, a tenant whose
+        /// operations it may work on (repeat for several; none: every tenant's).
+        #[arg(long = "tenant", required_if_eq("role", "tenant"))]
+        tenants: Vec<String>,
+        /// For a `worker` key: an operation type it may claim (repeat for several; none:
+        /// every type).
+        #[arg(long = "type")]
+        types: Vec<String>,
         /// Write an admin or worker key straight into the database, with no server running.
         #[arg(long)]
         offline: bool,
@@ -245,7 +251,20 @@ async fn main() -> anyhow::Result<()> {
                     store,
                 },
         } => {
+            let scoped = !types.is_empty() || (role == "worker" && !tenants.is_empty());
+            if role == "tenant" && tenants.len() != 1 {
+                bail!("a tenant key belongs to one tenant: pass --tenant once");
+            }
+            if role == "admin" && (!types.is_empty() || !tenants.is_empty()) {
+                bail!("only worker keys take --type and --tenant");
+            }
+            if role == "tenant" && !types.is_empty() {
+                bail!("only worker keys take --type");
+            }
             if offline {
+                if scoped {
+                    bail!("scoped worker keys are minted by a running Herald, which checks --type against its config and --tenant against its tenants: leave out --offline");
+                }
                 let role = match role.as_str() {
                     "admin" => Role::Admin,
                     "worker" => Role::Worker,
@@ -254,10 +273,13 @@ async fn main() -> anyhow::Result<()> {
                 let store = open_store(&store).await?;
                 let key = create_key(&*store, role).await?;
                 println!("{key}");
+            } else if scoped {
+                let key = remote.client()?.create_worker_key(&types, &tenants).await?;
+                println!("{}", key.key);
             } else {
                 let key = remote
                     .client()?
-                    .create_key(&role, tenant.as_deref())
+                    .create_key(&role, tenants.first().map(String::as_str))
                     .await?;
                 println!("{}", key.key);
             }
@@ -346,6 +368,7 @@ async fn create_key(store: &dyn Store, role: Role) -> anyhow::Result<String> {
             role,
             created_at: SystemClock.now(),
             revoked: false,
+            scope: Default::default(),
         })
         .await?;
     Ok(minted.plaintext)

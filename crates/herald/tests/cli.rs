@@ -1,5 +1,6 @@
 //! The CLI's client commands against a real Herald (in-process, port 0): `tenants
-//! create`, `keys create` (online and `--offline`), `verify` and `contract`.
+//! create`, `keys create` (online and `--offline`, scoped worker keys), `verify` and
+//! `contract`.
 
 use herald_core::signing::{herald_signature, standard_signature};
 use herald_server::embedded::EmbeddedHerald;
@@ -132,6 +133,94 @@ async fn tenants_and_keys_are_created_over_http_and_offline() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_create_mints_scoped_worker_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let config =
+        "[[operation_types]]\nname = \"transcode\"\n[[operation_types]]\nname = \"report\"\n";
+    let h = EmbeddedHerald::start(config, &db, "cli-admin")
+        .await
+        .unwrap();
+    let url = h.base_url.clone();
+    let http = reqwest::Client::new();
+    let tenant: serde_json::Value = http
+        .post(format!("{url}/tenants"))
+        .bearer_auth("cli-admin")
+        .json(&serde_json::json!({ "name": "acme" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tenant = tenant["id"].as_str().unwrap().to_owned();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = ["keys", "create", "--url", &url, "--key", "cli-admin"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            herald(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let k = run(&[
+        "--role",
+        "worker",
+        "--type",
+        "transcode",
+        "--tenant",
+        &tenant,
+    ])
+    .await
+    .unwrap();
+    assert!(k.status.success(), "{}", stderr(&k));
+    let worker = stdout(&k);
+    // The key is scoped: a report is outside it (403), a transcode is not.
+    let claim = |types: serde_json::Value| {
+        http.post(format!("{url}/operations:claim"))
+            .bearer_auth(&worker)
+            .json(&serde_json::json!({ "types": types }))
+            .send()
+    };
+    assert_eq!(
+        claim(serde_json::json!(["report"])).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        claim(serde_json::json!(["transcode"]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Herald's refusal of a bad scope reaches the user, with a non-zero exit.
+    let bad = run(&["--role", "worker", "--type", "nope"]).await.unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
+    // Flags that do not fit the role are refused before any request.
+    for args in [
+        vec!["--role", "admin", "--type", "transcode"],
+        vec![
+            "--role",
+            "tenant",
+            "--tenant",
+            &tenant,
+            "--type",
+            "transcode",
+        ],
+        vec!["--role", "tenant", "--tenant", &tenant, "--tenant", &tenant],
+        vec!["--role", "worker", "--type", "transcode", "--offline"],
+    ] {
+        let o = run(&args).await.unwrap();
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(!stderr(&o).is_empty());
+    }
     h.stop().await.unwrap();
 }
 

@@ -281,14 +281,24 @@ fn components() -> Value {
                 "type": "object", "required": ["id", "name"],
                 "properties": { "id": { "type": "string" }, "name": { "type": "string" }, "created_at": { "type": "string" } }
             },
+            "CreateTenantKey": {
+                "type": "object", "required": ["role"], "additionalProperties": false,
+                "properties": { "role": { "enum": ["tenant"] } }
+            },
             "CreateKey": {
                 "type": "object", "required": ["role"], "additionalProperties": false,
-                "properties": { "role": { "enum": ["admin", "worker", "tenant"] } }
+                "properties": { "role": { "enum": ["admin", "worker"] },
+                                "types": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "string" },
+                                           "description": "POST /keys, worker keys only: the operation types (declared in config) it may claim." },
+                                "tenants": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "string" },
+                                             "description": "POST /keys, worker keys only: the tenants (which must exist) whose operations it may claim." } }
             },
             "Key": {
                 "type": "object", "required": ["id", "key", "role"],
                 "properties": { "id": { "type": "string" }, "key": { "type": "string", "description": "Shown once." },
-                                "role": { "type": "string" }, "tenant": { "type": "string" } }
+                                "role": { "type": "string" }, "tenant": { "type": "string" },
+                                "types": { "type": "array", "items": { "type": "string" }, "description": "A scoped worker key's types." },
+                                "tenants": { "type": "array", "items": { "type": "string" }, "description": "A scoped worker key's tenants." } }
             },
             "Status": { "type": "object", "properties": { "status": { "type": "string" } } },
             "Document": { "type": "object", "description": "A JSON document (OpenAPI or AsyncAPI)." }
@@ -430,7 +440,7 @@ pub fn openapi(config: &Config, server_url: &str) -> Value {
     put(
         "/tenants/{id}/keys",
         json!({ "post": finish(op("Mint a tenant key (admin)", "keys", "createTenantKey"), vec![id()],
-        Some(json_body(schema_ref("CreateKey"))),
+        Some(json_body(schema_ref("CreateTenantKey"))),
         responses(vec![("201", ok("The key, shown once.", schema_ref("Key")))], &["404"])) }),
     );
     put(

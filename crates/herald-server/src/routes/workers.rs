@@ -1,5 +1,8 @@
 //! The worker protocol: `:claim` (a long poll), `:heartbeat`, `:complete`, `:fail`.
 //! A worker holds an operation only through its lease token; a stale token gets 409.
+//! It sees the operation whether or not the client deleted it (DELETE does not cancel).
+//! A worker key scoped to types and tenants claims only its scope's operations and gets
+//! 404 for any other, as if it did not exist.
 
 use crate::auth::Principal;
 use crate::body::{parse_json, parse_json_or_default, read_body};
@@ -13,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_core::ids::OperationId;
-use herald_core::operation::{OperationError, OperationState};
+use herald_core::operation::{Operation, OperationError, OperationState};
 use herald_store::{ClaimRequest, Finish, FinishAs, Heartbeat};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -34,6 +37,34 @@ fn parse_lease(text: &str) -> ApiResult<Duration> {
     Ok(lease)
 }
 
+/// `"a", "b"`: names for an error message.
+fn quoted<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{:?}", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The operation `id` as the worker protocol sees it (whether or not the client deleted
+/// it). A scoped worker key gets 404 for an operation outside its scope, as if it did not
+/// exist.
+async fn held_operation(
+    state: &AppState,
+    principal: &Principal,
+    id: OperationId,
+) -> ApiResult<Operation> {
+    let op = state
+        .store
+        .get_operation_for_worker(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "The operation"))?;
+    if !principal.scope.allows(&op.op_type, op.tenant) {
+        return Err(ApiError::not_found("The operation"));
+    }
+    Ok(op)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ClaimBody {
@@ -52,12 +83,14 @@ pub async fn claim(
     principal.require_worker()?;
     let req: ClaimBody =
         parse_json_or_default(&read_body(body, state.config.max_body_bytes).await?)?;
-    // No types named means every declared type.
+    let scope = &principal.scope;
+    // No types named means every declared type (of the key's scope, for a scoped key).
     let types: Vec<String> = if req.types.is_empty() {
         state
             .config
             .operation_types
             .iter()
+            .filter(|t| scope.allows_type(&t.name))
             .map(|t| t.name.clone())
             .collect()
     } else {
@@ -65,6 +98,22 @@ pub async fn claim(
             if state.config.operation_type(t).is_none() {
                 return Err(ApiError::invalid(format!("Unknown operation type {t:?}.")));
             }
+        }
+        // Naming a type outside the key's scope is a mistake worth hearing about (a worker
+        // that silently never gets that work would be worse), so it is refused, not ignored.
+        let outside: Vec<&str> = req
+            .types
+            .iter()
+            .filter(|t| !scope.allows_type(t))
+            .map(String::as_str)
+            .collect();
+        if !outside.is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "This worker key may claim only operations of type {}; {} {} outside its scope.",
+                quoted(scope.types.as_deref().unwrap_or_default()),
+                quoted(&outside),
+                if outside.len() == 1 { "is" } else { "are" },
+            )));
         }
         req.types.clone()
     };
@@ -101,6 +150,9 @@ pub async fn claim(
                 .store
                 .claim_operations(ClaimRequest {
                     types: vec![t.clone()],
+                    // A tenant-scoped key is filtered in the claim itself, so it never
+                    // leases another tenant's operation.
+                    tenants: scope.tenants.clone(),
                     max: left,
                     lease: lease.unwrap_or(type_lease),
                     now: state.clock.now(),
@@ -175,11 +227,7 @@ pub async fn heartbeat(
     let lease = req.lease.as_deref().map(parse_lease).transpose()?;
     // The worker-facing read: an operation the client deleted is still the worker's to
     // heartbeat (DELETE does not cancel), so it must not read as missing here.
-    let current = state
-        .store
-        .get_operation_for_worker(id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "The operation"))?;
+    let current = held_operation(state, principal, id).await?;
     let lease = lease.unwrap_or_else(|| {
         state
             .config
@@ -227,6 +275,9 @@ pub async fn complete(
 ) -> ApiResult<Response> {
     principal.require_worker()?;
     let req: CompleteBody = parse_json(body)?;
+    if !principal.scope.is_unscoped() {
+        held_operation(state, principal, id).await?;
+    }
     let op = state
         .store
         .finish_operation(Finish {
@@ -261,6 +312,9 @@ pub async fn fail(
         return Err(ApiError::invalid(
             "`error.code` must be 1 to 100 characters.",
         ));
+    }
+    if !principal.scope.is_unscoped() {
+        held_operation(state, principal, id).await?;
     }
     let outcome = FinishAs::Fail {
         error: req.error,

@@ -152,6 +152,9 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
     // no index holds, so with free space on the page it is a HOT update that writes no index
     // entries. Applies to pages filled from now on.
     "ALTER TABLE deliveries SET (fillfactor = 80);",
+    // Worker keys scoped to operation types and tenants (JSON arrays as text; NULL: no limit).
+    "ALTER TABLE api_keys ADD COLUMN scope_types TEXT; \
+     ALTER TABLE api_keys ADD COLUMN scope_tenants TEXT;",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

@@ -476,11 +476,21 @@ impl Store for PgStore {
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
         let (role, tenant) = role_columns(&key.role);
+        let (scope_types, scope_tenants) = key.scope.to_columns();
         in_tx!(self, |tx, wake| {
             execute(
                 &tx,
-                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&key.id.to_string(), &key.hash, &role, &tenant, &key.created_at.0],
+                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at, scope_types, scope_tenants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &key.id.to_string(),
+                    &key.hash,
+                    &role,
+                    &tenant,
+                    &key.created_at.0,
+                    &scope_types,
+                    &scope_tenants,
+                ],
             )
             .await?
         });
@@ -491,7 +501,8 @@ impl Store for PgStore {
         let row = in_tx!(self, |tx, wake| {
             query_opt(
                 &tx,
-                "SELECT hash, role, tenant_id, created_at, revoked_at FROM api_keys WHERE id = $1",
+                "SELECT hash, role, tenant_id, created_at, revoked_at, scope_types, scope_tenants \
+                 FROM api_keys WHERE id = $1",
                 &[&id.to_string()],
             )
             .await?
@@ -504,6 +515,7 @@ impl Store for PgStore {
             role: rows::role(&role, row.try_get(2)?)?,
             created_at: Timestamp(row.try_get(3)?),
             revoked: row.try_get::<_, Option<i64>>(4)?.is_some(),
+            scope: WorkerScope::from_columns(row.try_get(5)?, row.try_get(6)?)?,
         })
     }
 
@@ -663,15 +675,25 @@ impl Store for PgStore {
     }
 
     async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<Operation>> {
-        if claim.types.is_empty() || claim.max == 0 {
+        if claim.types.is_empty()
+            || claim.max == 0
+            || claim.tenants.as_ref().is_some_and(Vec::is_empty)
+        {
             return Ok(vec![]);
         }
+        // A tenant-scoped worker: only its tenants' operations (never one of no tenant).
+        // `$3` NULL places no limit.
+        let tenants: Option<Vec<String>> = claim
+            .tenants
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_string()).collect());
         in_tx!(self, |tx, wake| {
             let ids: Vec<String> = query(
                 &tx,
                 "SELECT id FROM operations WHERE state = 'queued' AND type = ANY($1) \
+                 AND ($3::text[] IS NULL OR tenant_id = ANY($3)) \
                  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&claim.types, &(claim.max.min(1000) as i64)],
+                &[&claim.types, &(claim.max.min(1000) as i64), &tenants],
             )
             .await?
             .iter()

@@ -174,6 +174,11 @@ CREATE INDEX deliveries_route_due ON deliveries(next_attempt_at) WHERE status = 
 CREATE INDEX deliveries_route_lines ON deliveries(route, ordering_key, id) WHERE status = 'pending' AND route IS NOT NULL;
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 "#,
+    // 5: worker keys scoped to operation types and tenants (JSON arrays; NULL: no limit).
+    r#"
+ALTER TABLE api_keys ADD COLUMN scope_types TEXT;
+ALTER TABLE api_keys ADD COLUMN scope_tenants TEXT;
+"#,
 ];
 
 /// The schema version this build writes and expects.

@@ -393,9 +393,11 @@ impl Store for SqliteStore {
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
         self.write(move |conn| {
             let (role, tenant) = role_columns(&key.role);
+            let (scope_types, scope_tenants) = key.scope.to_columns();
             conn.execute(
-                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.id.to_string(), key.hash, role, tenant, key.created_at.0],
+                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at, scope_types, scope_tenants) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.id.to_string(), key.hash, role, tenant, key.created_at.0, scope_types, scope_tenants],
             )?;
             Ok(())
         })
@@ -404,17 +406,25 @@ impl Store for SqliteStore {
 
     async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
         self.read(move |conn| {
-            let row: Option<(String, String, Option<String>, i64, Option<i64>)> = conn
-                .prepare_cached("SELECT hash, role, tenant_id, created_at, revoked_at FROM api_keys WHERE id = ?1")?
-                .query_row(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            type KeyRow = (String, String, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
+            let row: Option<KeyRow> = conn
+                .prepare_cached(
+                    "SELECT hash, role, tenant_id, created_at, revoked_at, scope_types, scope_tenants \
+                     FROM api_keys WHERE id = ?1",
+                )?
+                .query_row(params![id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })
                 .optional()?;
-            let (hash, role, tenant, created_at, revoked_at) = row.ok_or(StoreError::NotFound)?;
+            let (hash, role, tenant, created_at, revoked_at, scope_types, scope_tenants) =
+                row.ok_or(StoreError::NotFound)?;
             Ok(ApiKey {
                 id,
                 hash,
                 role: role_from(&role, tenant)?,
                 created_at: Timestamp(created_at),
                 revoked: revoked_at.is_some(),
+                scope: WorkerScope::from_columns(scope_types, scope_tenants)?,
             })
         })
         .await
@@ -583,18 +593,32 @@ impl Store for SqliteStore {
     }
 
     async fn claim_operations(&self, claim: ClaimRequest) -> StoreResult<Vec<Operation>> {
-        if claim.types.is_empty() || claim.max == 0 {
+        if claim.types.is_empty()
+            || claim.max == 0
+            || claim.tenants.as_ref().is_some_and(Vec::is_empty)
+        {
             return Ok(vec![]);
         }
         let claimed = self
             .write(move |conn| {
                 let placeholders: Vec<String> = (0..claim.types.len()).map(|i| format!("?{}", i + 2)).collect();
+                // A tenant-scoped worker: only its tenants' operations (never one of no tenant).
+                let tenant_clause = match &claim.tenants {
+                    Some(tenants) => {
+                        let first = claim.types.len() + 2;
+                        let marks: Vec<String> = (first..first + tenants.len()).map(|i| format!("?{i}")).collect();
+                        format!(" AND tenant_id IN ({})", marks.join(", "))
+                    }
+                    None => String::new(),
+                };
                 let sql = format!(
-                    "SELECT id FROM operations WHERE state = 'queued' AND type IN ({}) ORDER BY created_at LIMIT ?1",
+                    "SELECT id FROM operations WHERE state = 'queued' AND type IN ({}){tenant_clause} \
+                     ORDER BY created_at LIMIT ?1",
                     placeholders.join(", ")
                 );
                 let mut args: Vec<Sql> = vec![Sql::Integer(claim.max.min(1000) as i64)];
                 args.extend(claim.types.iter().map(text));
+                args.extend(claim.tenants.iter().flatten().map(text));
                 let ids: Vec<String> = conn
                     .prepare_cached(&sql)?
                     .query_map(params_from_iter(args), |r| r.get(0))?
