@@ -107,7 +107,7 @@ async fn readiness_fails_when_the_schema_is_behind() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.body["status"], "migrations not applied");
     assert_eq!(r.body["schema"]["applied"], 1);
-    assert_eq!(r.body["schema"]["expected"], 4);
+    assert_eq!(r.body["schema"]["expected"], 5);
 }
 
 #[tokio::test]

@@ -181,5 +181,5 @@ async fn counts_activity_and_schema_version() {
 
     let v = store.schema_version().await.unwrap();
     assert!(v.is_current(), "{v:?}");
-    assert_eq!(v.expected, 4);
+    assert_eq!(v.expected, 5);
 }
