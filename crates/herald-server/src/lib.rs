@@ -179,6 +179,13 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.clock.clone(),
         shutdown.clone(),
     ));
+    let gauges = tokio::spawn(telemetry::refresh_state_gauges(
+        state.metrics.clone(),
+        state.store.clone(),
+        state.clock.clone(),
+        state.config.metrics.refresh,
+        shutdown.clone(),
+    ));
     let retention = tokio::spawn(retention::run(
         state.store.clone(),
         state.clock.clone(),
@@ -217,6 +224,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     .await?;
     shutdown.cancel();
     let _ = reaper.await;
+    let _ = gauges.await;
     let _ = retention.await;
     let _ = dispatch.await;
     let _ = brokers.await;

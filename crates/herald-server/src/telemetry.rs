@@ -1,20 +1,27 @@
 //! Metrics and request tracing. [`Metrics`] owns a Prometheus registry (one per
 //! server, no global state) fed by the HTTP layer [`track_request`] and by the
-//! dispatcher (as its [`AttemptObserver`]); store-backed gauges are refreshed on scrape.
+//! dispatcher (as its [`AttemptObserver`]); store-backed gauges are refreshed in the
+//! background by [`refresh_state_gauges`] every `[metrics] refresh`, so a scrape only
+//! encodes what is in memory and costs the store nothing.
 
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use herald_core::Clock;
 use herald_dispatch::{AttemptObserver, Deferral, PublishObserver, SendResult};
 use herald_store::{AttemptOutcome, StateCounts, Store};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,6 +43,9 @@ pub struct Metrics {
     backlog: IntGauge,
     deliveries_by_status: IntGaugeVec,
     operations: IntGaugeVec,
+    /// `herald_state_gauges_updated_timestamp_seconds`: when the gauges above were last
+    /// read from the store (0 until the first read), so staleness can be alerted on.
+    state_updated: Gauge,
     /// `herald_broker_publish_total{broker, outcome}`; publishers increment it.
     pub broker_publish: IntCounterVec,
     /// `herald_retention_purged_total{kind}`: rows removed by retention.
@@ -100,21 +110,25 @@ impl Metrics {
         )?;
         let backlog = IntGauge::new(
             "herald_delivery_backlog",
-            "Deliveries pending (waiting for an attempt or a retry), read from the store at scrape.",
+            "Deliveries pending (waiting for an attempt or a retry), as last read from the store.",
         )?;
         let deliveries_by_status = IntGaugeVec::new(
             Opts::new(
                 "herald_deliveries",
-                "Deliveries in the store by status, read at scrape.",
+                "Deliveries in the store by status, as last read from the store.",
             ),
             &["status"],
         )?;
         let operations = IntGaugeVec::new(
             Opts::new(
                 "herald_operations",
-                "Operations in the store by state (deleted ones excluded), read at scrape.",
+                "Operations in the store by state (deleted ones excluded), as last read from the store.",
             ),
             &["state"],
+        )?;
+        let state_updated = Gauge::new(
+            "herald_state_gauges_updated_timestamp_seconds",
+            "When herald_operations, herald_deliveries and herald_delivery_backlog were last read from the store (Unix time; 0: not yet).",
         )?;
         let broker_publish = IntCounterVec::new(
             Opts::new(
@@ -131,6 +145,7 @@ impl Metrics {
         registry.register(Box::new(backlog.clone()))?;
         registry.register(Box::new(deliveries_by_status.clone()))?;
         registry.register(Box::new(operations.clone()))?;
+        registry.register(Box::new(state_updated.clone()))?;
         let retention_purged = IntCounterVec::new(
             Opts::new(
                 "herald_retention_purged_total",
@@ -178,6 +193,7 @@ impl Metrics {
             backlog,
             deliveries_by_status,
             operations,
+            state_updated,
             broker_publish,
         })
     }
@@ -191,14 +207,21 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Reads the store-backed gauges, then renders every metric as Prometheus text.
-    /// A store that cannot count leaves the gauges as they were (and is logged): the
-    /// counters and histograms are still worth scraping.
-    pub async fn render(&self, store: &dyn Store) -> Result<String, String> {
+    /// Reads the store-backed gauges once (one grouped count over operations and one over
+    /// deliveries). A store that cannot count leaves the gauges as they were, and their
+    /// timestamp too, so the staleness shows; the error is logged.
+    pub async fn refresh_state(&self, store: &dyn Store, clock: &dyn Clock) {
         match store.state_counts(None).await {
-            Ok(counts) => self.set_state_gauges(&counts),
+            Ok(counts) => {
+                self.set_state_gauges(&counts);
+                self.state_updated.set(clock.now().0 as f64 / 1000.0);
+            }
             Err(e) => tracing::warn!(error = %e, "metrics: could not read state counts"),
         }
+    }
+
+    /// Renders every metric as Prometheus text, from memory only: no store read.
+    pub fn render(&self) -> Result<String, String> {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -258,10 +281,58 @@ impl PublishObserver for Metrics {
     }
 }
 
-/// `GET /metrics`: Prometheus text format. Unauthenticated, like most exporters, and
-/// holds no tenant's data (counts only); keep it off the public network.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.render(state.store.as_ref()).await {
+/// Re-reads the store-backed gauges at once and then every `every`, until `shutdown`.
+/// Scrapes never touch the store: they encode what this loop last read.
+pub async fn refresh_state_gauges(
+    metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        metrics.refresh_state(store.as_ref(), clock.as_ref()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// With `[metrics] require_key`: the scraper's `token`, or an admin key (authenticated as
+/// any request is, wrong-key limits included); 401 without a key, 403 for other roles.
+async fn authorize_scrape(state: &AppState, request: Request) -> ApiResult<()> {
+    let (mut parts, _) = request.into_parts();
+    if let Some(token) = &state.config.metrics.token {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        if presented.is_some_and(|p| herald_core::auth::static_key_matches(p, &token.0)) {
+            return Ok(());
+        }
+    }
+    let principal = Principal::from_request_parts(&mut parts, state).await?;
+    principal.require_admin().map_err(|_| {
+        ApiError::forbidden("`/metrics` needs an admin key (or the `[metrics] token`).")
+    })
+}
+
+/// `GET /metrics`: Prometheus text format, encoded from memory (the store-backed gauges
+/// are refreshed in the background). No key is needed unless `[metrics] require_key`;
+/// it holds no tenant's data (counts only), but keep it off the public network.
+pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    if state.config.metrics.require_key {
+        if let Err(e) = authorize_scrape(&state, request).await {
+            return e.into_response();
+        }
+    }
+    match state.metrics.render() {
         Ok(text) => (
             [(
                 CONTENT_TYPE,

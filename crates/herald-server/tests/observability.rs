@@ -137,9 +137,45 @@ async fn request_ids_are_kept_or_made_and_echoed() {
     assert_ne!(r.headers()["x-request-id"], "has spaces in it");
 }
 
+/// `GET /metrics` with `key` (none: no `Authorization`): status and body.
+async fn scrape_with(app: &TestApp, key: Option<&str>) -> (StatusCode, String) {
+    let mut req = app.http.get(format!("{}/metrics", app.base));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let (status, text) = scrape_with(app, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    text
+}
+
+/// Scrapes until `check` holds for the text (the gauges refresh in the background), for
+/// at most 10 s of real time; the text.
+async fn scrape_until(app: &TestApp, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(app).await;
+        if check(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The gauges re-read the store this often in these tests.
+const FAST_GAUGES: &str = "[metrics]\nrefresh = \"100ms\"\n";
+
 #[tokio::test]
 async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
-    let app = spawn_app(&hooks_config()).await;
+    let app = spawn_app(&format!("{}{FAST_GAUGES}", hooks_config())).await;
     let (_, _, id, _, _receiver) = failed_then_redelivered(&app).await;
     let r = app
         .http
@@ -152,7 +188,9 @@ async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
         .to_str()
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
-    let text = r.text().await.unwrap();
+    // The store-backed gauges catch up at their next background refresh.
+    let succeeded = r#"herald_deliveries{status="succeeded"}"#;
+    let text = scrape_until(&app, succeeded, |t| sample(t, succeeded) == 1.0).await;
     assert_eq!(
         sample(&text, r#"herald_delivery_attempts_total{outcome="failed"}"#),
         1.0
@@ -211,22 +249,107 @@ async fn metrics_count_attempts_deliveries_requests_and_read_gauges() {
 
 #[tokio::test]
 async fn backlog_and_operation_gauges_follow_the_store() {
-    let app = spawn_app(&transcode_config("")).await;
+    let app = spawn_app(&transcode_config(FAST_GAUGES)).await;
     let (_, key) = app.tenant("acme").await;
     for _ in 0..2 {
         let r = app.post("/videos", &key, json!({ "src": "a.mp4" })).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     }
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(sample(&text, r#"herald_operations{state="queued"}"#), 2.0);
+    let queued = r#"herald_operations{state="queued"}"#;
+    let text = scrape_until(&app, queued, |t| sample(t, queued) == 2.0).await;
+    assert!(sample(&text, "herald_state_gauges_updated_timestamp_seconds") > 0.0);
+}
+
+#[tokio::test]
+async fn scrapes_never_read_the_store() {
+    // Gauges refreshed once, at start, and not again for an hour.
+    let app = spawn_app(&transcode_config("[metrics]\nrefresh = \"1h\"\n")).await;
+    let updated = "herald_state_gauges_updated_timestamp_seconds";
+    let first = scrape_until(&app, "the first refresh", |t| sample(t, updated) > 0.0).await;
+    let refreshed_at = sample(&first, updated);
+    let (_, key) = app.tenant("acme").await;
+    for _ in 0..2 {
+        let r = app.post("/videos", &key, json!({})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    // However often it is scraped, the scrape encodes what was read at start: a scrape
+    // that counted in the store would see the two queued operations.
+    for _ in 0..200 {
+        let text = scrape(&app).await;
+        assert_eq!(sample(&text, r#"herald_operations{state="queued"}"#), 0.0);
+        assert_eq!(sample(&text, updated), refreshed_at);
+    }
+    // The store itself has them, as the next refresh would.
+    let counts = app.store.state_counts(None).await.unwrap();
+    assert!(counts.operations.contains(&("queued".to_owned(), 2)));
+}
+
+#[tokio::test]
+async fn metrics_can_require_an_admin_key_or_its_token() {
+    let token = "scrape-token-0123456789";
+    let app = spawn_app(&format!(
+        "[metrics]\nrequire_key = true\ntoken = \"{token}\"\n"
+    ))
+    .await;
+    let (_, tenant) = app.tenant("acme").await;
+    let worker = app.worker_key().await;
+    for (key, status, code) in [
+        (None, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+        (Some("wrong"), StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+        (
+            Some("scrape-token-012345678"),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+        ),
+        (Some(tenant.as_str()), StatusCode::FORBIDDEN, "FORBIDDEN"),
+        (Some(worker.as_str()), StatusCode::FORBIDDEN, "FORBIDDEN"),
+    ] {
+        let mut req = app.http.get(format!("{}/metrics", app.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let r = into_reply(req.send().await.unwrap()).await;
+        assert_problem(&r, status, code);
+    }
+    for key in [ADMIN, token] {
+        let (status, text) = scrape_with(&app, Some(key)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("herald_http_requests_total"), "{text}");
+    }
+    // The token opens /metrics and nothing else.
+    assert_problem(
+        &app.get("/operations", token).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+    );
+    // Without require_key, no key is needed (the default).
+    let open = spawn_app("").await;
+    assert_eq!(scrape_with(&open, None).await.0, StatusCode::OK);
+}
+
+#[test]
+fn metrics_settings_are_checked() {
+    use herald_server::Config;
+    for bad in [
+        "[metrics]\nrefresh = \"10ms\"\n",
+        "[metrics]\nrefresh = \"soon\"\n",
+        "[metrics]\ntoken = \"scrape-token-0123456789\"\n",
+        "[metrics]\nrequire_key = true\ntoken = \"short\"\n",
+        "[metrics]\nrequire_key = true\ntoken = \" scrape-token-0123456789\"\n",
+        "[metrics]\nrequire_keys = true\n",
+    ] {
+        let e = Config::parse(bad).expect_err(bad).to_string();
+        assert!(e.contains("metrics") || e.contains("refresh"), "{bad}: {e}");
+        assert!(!e.contains("scrape-token"), "the token leaked: {e}");
+    }
+    let c = Config::parse("[metrics]\nrefresh = \"5s\"\nrequire_key = true\n").unwrap();
+    assert_eq!(c.metrics.refresh, Duration::from_secs(5));
+    assert!(c.metrics.require_key && c.metrics.token.is_none());
+    assert_eq!(
+        Config::default().metrics.refresh,
+        Duration::from_secs(10),
+        "the default"
+    );
 }
 
 #[tokio::test]

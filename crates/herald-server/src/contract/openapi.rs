@@ -380,10 +380,23 @@ pub fn openapi(config: &Config, server_url: &str) -> Value {
     );
 
     let text = |description: &str, media: &str| json!({ "description": description, "content": { media: { "schema": { "type": "string" } } } });
+    let metrics = finish(
+        op("Prometheus metrics", "observability", "getMetrics"),
+        vec![],
+        None,
+        json!({ "200": text("Prometheus text exposition format.", "text/plain") }),
+    );
     put(
         "/metrics",
-        json!({ "get": public(finish(op("Prometheus metrics", "observability", "getMetrics"), vec![], None,
-        json!({ "200": text("Prometheus text exposition format.", "text/plain") }))) }),
+        // `[metrics] require_key`: an admin key or the metrics token; otherwise open.
+        if config.metrics.require_key {
+            let mut metrics = metrics;
+            metrics["responses"]["401"] = json!({ "$ref": "#/components/responses/Problem401" });
+            metrics["responses"]["403"] = json!({ "$ref": "#/components/responses/Problem403" });
+            json!({ "get": metrics })
+        } else {
+            json!({ "get": public(metrics) })
+        },
     );
     put(
         "/stats",
