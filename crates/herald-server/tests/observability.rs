@@ -496,7 +496,11 @@ async fn stats_count_broker_route_attempts_beside_webhooks() {
     .await;
     let r = app.get("/stats", ADMIN).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert!(r.body["totals"]["failed"].as_u64().unwrap() >= 1, "{:?}", r.body);
+    assert!(
+        r.body["totals"]["failed"].as_u64().unwrap() >= 1,
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["routes"][0]["id"], "ledger", "{:?}", r.body);
     assert_eq!(r.body["webhooks"], json!([]));
     // A tenant key sees its webhooks only, not the operator's routes.

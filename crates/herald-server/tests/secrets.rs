@@ -153,10 +153,9 @@ async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_n
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     // The same database, written by a node with another key.
-    let old_key = herald_store::encrypted::SecretKey::parse(
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-    )
-    .unwrap();
+    let old_key =
+        herald_store::encrypted::SecretKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .unwrap();
     let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
     let stranded = Receiver::start().await;
     let now = herald_core::Clock::now(&herald_core::SystemClock);
@@ -194,11 +193,14 @@ async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_n
     }
     healthy.wait_for(5, Duration::from_secs(10)).await;
     let path = format!("/deliveries?webhook={}", sealed.id);
-    app.eventually("each stranded delivery to record its failed attempt", || async {
-        let r = app.get(&path, ADMIN).await;
-        let list = r.body["deliveries"].as_array().cloned().unwrap_or_default();
-        list.len() == 5 && list.iter().all(|d| d["attempts"] == 1)
-    })
+    app.eventually(
+        "each stranded delivery to record its failed attempt",
+        || async {
+            let r = app.get(&path, ADMIN).await;
+            let list = r.body["deliveries"].as_array().cloned().unwrap_or_default();
+            list.len() == 5 && list.iter().all(|d| d["attempts"] == 1)
+        },
+    )
     .await;
     let r = app.get(&path, ADMIN).await;
     for d in r.body["deliveries"].as_array().unwrap() {

@@ -1729,7 +1729,11 @@ async fn deleting_a_webhook_mid_send_never_stalls_other_deliveries() {
         json!({ "url": healthy.url("/ok"), "events": ["payment.*"], "tenant": b }),
     )
     .await;
-    publish(&app, json!({ "type": "payment.succeeded", "tenant": a, "data": {} })).await;
+    publish(
+        &app,
+        json!({ "type": "payment.succeeded", "tenant": a, "data": {} }),
+    )
+    .await;
     slow.wait_for(1, Duration::from_secs(5)).await;
     let r = app
         .call(Method::DELETE, &format!("/webhooks/{doomed}"), ADMIN, None)
@@ -1746,18 +1750,25 @@ async fn deleting_a_webhook_mid_send_never_stalls_other_deliveries() {
     // Well past its retry time, another tenant's webhook still gets its events.
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..3 {
-        publish(&app, json!({ "type": "payment.succeeded", "tenant": b, "data": {} })).await;
+        publish(
+            &app,
+            json!({ "type": "payment.succeeded", "tenant": b, "data": {} }),
+        )
+        .await;
     }
     healthy.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(slow.count(), 1, "nothing is sent to a deleted webhook");
     let d = delivery(&app, &d).await;
     assert_eq!(d["status"], "failed", "{d:?}");
-    app.eventually("the healthy webhook's three deliveries to be recorded", || async {
-        deliveries(&app, &format!("webhook={other}&status=succeeded"))
-            .await
-            .len()
-            == 3
-    })
+    app.eventually(
+        "the healthy webhook's three deliveries to be recorded",
+        || async {
+            deliveries(&app, &format!("webhook={other}&status=succeeded"))
+                .await
+                .len()
+                == 3
+        },
+    )
     .await;
 }
 
@@ -1775,10 +1786,9 @@ async fn concurrent_rotations_each_make_a_version_and_every_answered_secret_sign
     )
     .await;
     let path = format!("/webhooks/{id}:rotateSecret");
-    let answers = futures::future::join_all(
-        (0..10).map(|_| app.post(&path, &key, json!({ "grace": "1h" }))),
-    )
-    .await;
+    let answers =
+        futures::future::join_all((0..10).map(|_| app.post(&path, &key, json!({ "grace": "1h" }))))
+            .await;
     let mut by_version: Vec<(u64, String)> = answers
         .iter()
         .map(|r| {
@@ -1791,10 +1801,18 @@ async fn concurrent_rotations_each_make_a_version_and_every_answered_secret_sign
         .collect();
     by_version.sort();
     let versions: Vec<u64> = by_version.iter().map(|(v, _)| *v).collect();
-    assert_eq!(versions, (2..=11).collect::<Vec<u64>>(), "no rotation was lost");
+    assert_eq!(
+        versions,
+        (2..=11).collect::<Vec<u64>>(),
+        "no rotation was lost"
+    );
     let r = app.get(&format!("/webhooks/{id}"), &key).await;
     assert_eq!(r.body["signing_secret_version"], 11);
-    publish(&app, json!({ "type": "payment.succeeded", "tenant": t, "data": {} })).await;
+    publish(
+        &app,
+        json!({ "type": "payment.succeeded", "tenant": t, "data": {} }),
+    )
+    .await;
     let got = receiver.wait_for(1, Duration::from_secs(5)).await[0].clone();
     assert_eq!(signature_values(&got).len(), 2);
     assert_signed_by(&got, &by_version[9].1);
@@ -1802,36 +1820,46 @@ async fn concurrent_rotations_each_make_a_version_and_every_answered_secret_sign
 }
 
 #[tokio::test]
-async fn a_patch_keeps_an_auto_disable_it_did_not_ask_about() {
-    // The 410 auto-disable lands between a PATCH's read and its write in the old code;
-    // a PATCH now changes only the fields it names, applied to the stored row.
+async fn concurrent_patches_of_different_fields_all_take_effect() {
+    // Each PATCH changes only the fields it names, applied to the stored row inside the
+    // write; read-modify-write in the route let the last writer put back what the
+    // others had changed (as it did with the 410 auto-disable).
     let app = spawn_app(&hooks_config("")).await;
-    let (t, key) = app.tenant("acme").await;
-    let receiver = Receiver::start().await;
-    receiver.set_fallback(Behavior::Status(410));
-    let (id, _) = register(
-        &app,
-        &key,
-        json!({ "url": receiver.url("/h"), "events": ["payment.*"] }),
-    )
-    .await;
-    publish(&app, json!({ "type": "payment.succeeded", "tenant": t, "data": {} })).await;
-    app.eventually("the 410 to disable the webhook", || async {
-        app.get(&format!("/webhooks/{id}"), &key).await.body["disabled"] == true
-    })
-    .await;
-    let r = app
-        .call(
-            Method::PATCH,
-            &format!("/webhooks/{id}"),
+    let (_, key) = app.tenant("acme").await;
+    for round in 0..5 {
+        let (id, _) = register(
+            &app,
             &key,
-            Some(json!({ "description": "renamed" })),
+            json!({ "url": "http://127.0.0.1:9/h", "events": ["payment.*"] }),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["disabled"], true, "{:?}", r.body);
-    assert_eq!(r.body["disabled_reason"], "endpoint answered 410 Gone");
-    assert_eq!(r.body["description"], "renamed");
+        let path = format!("/webhooks/{id}");
+        let description = format!("round {round}");
+        let patches = [
+            json!({ "description": description }),
+            json!({ "max_concurrency": 7 }),
+            json!({ "events": ["refund.*"] }),
+            json!({ "schedule": ["0s", "5s"] }),
+            json!({ "disabled": true }),
+            json!({ "url": "http://127.0.0.1:9/other" }),
+        ];
+        let answers = futures::future::join_all(
+            patches
+                .iter()
+                .map(|p| app.call(Method::PATCH, &path, &key, Some(p.clone()))),
+        )
+        .await;
+        for r in &answers {
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+        let w = app.get(&path, &key).await.body;
+        assert_eq!(w["description"], description.as_str(), "{w:?}");
+        assert_eq!(w["max_concurrency"], 7, "{w:?}");
+        assert_eq!(w["events"], json!(["refund.*"]), "{w:?}");
+        assert_eq!(w["schedule"], json!(["0s", "5s"]), "{w:?}");
+        assert_eq!(w["disabled"], true, "{w:?}");
+        assert_eq!(w["url"], "http://127.0.0.1:9/other", "{w:?}");
+    }
 }
 
 #[tokio::test]
@@ -1861,19 +1889,23 @@ async fn lists_page_past_a_full_page_of_the_largest_size() {
     }
     for (path, field) in [
         (format!("/events?tenant={t}&page_size=1000"), "events"),
-        (format!("/deliveries?webhook={hook}&page_size=1000"), "deliveries"),
+        (
+            format!("/deliveries?webhook={hook}&page_size=1000"),
+            "deliveries",
+        ),
     ] {
         app.eventually("all 1,050 to be listed", || async {
             let r = app.get(&path, ADMIN).await;
             r.body[field].as_array().map(Vec::len) == Some(1000)
-                && !r.body["next_page_token"].as_str().unwrap_or_default().is_empty()
+                && !r.body["next_page_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
         })
         .await;
         let first = app.get(&path, ADMIN).await;
         let token = first.body["next_page_token"].as_str().unwrap();
-        let second = app
-            .get(&format!("{path}&page_token={token}"), ADMIN)
-            .await;
+        let second = app.get(&format!("{path}&page_token={token}"), ADMIN).await;
         assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
         assert_eq!(second.body[field].as_array().unwrap().len(), 50, "{path}");
         assert_eq!(second.body["next_page_token"], "");
