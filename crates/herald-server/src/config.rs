@@ -22,6 +22,13 @@ pub struct Config {
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// How long a request may take before it is answered 503 `REQUEST_TIMEOUT` (default
+    /// 30s). The long polls `:claim` and `:wait` get this on top of their own wait.
+    #[serde(default = "default_request_timeout", with = "serde_text")]
+    pub request_timeout: Duration,
+    /// Bounds of the store's queues (read when the store is opened).
+    #[serde(default)]
+    pub store: StoreSettings,
     #[serde(default)]
     pub operation_types: Vec<OperationType>,
     #[serde(default)]
@@ -51,6 +58,8 @@ impl Default for Config {
             admin_key: None,
             secret_key: None,
             max_body_bytes: default_max_body(),
+            request_timeout: default_request_timeout(),
+            store: StoreSettings::default(),
             operation_types: vec![],
             event_types: vec![],
             webhooks: WebhookSettings::default(),
@@ -65,6 +74,40 @@ impl Default for Config {
 
 fn default_max_body() -> usize {
     1024 * 1024
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[store]`: how much may wait for the store before a request is refused with 503
+/// `OVERLOADED` (and changes nothing), instead of queueing without bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Writes waiting for the SQLite writer thread, or events for PostgreSQL's event
+    /// writer (default 4096).
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
+    /// PostgreSQL: `GET /operations/{id}` look-ups waiting for the batched reader
+    /// (default 4096).
+    #[serde(default = "default_read_queue")]
+    pub read_queue: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            write_queue: default_write_queue(),
+            read_queue: default_read_queue(),
+        }
+    }
+}
+
+fn default_write_queue() -> usize {
+    herald_store::sqlite::DEFAULT_WRITE_QUEUE
+}
+fn default_read_queue() -> usize {
+    herald_store::postgres::DEFAULT_READ_QUEUE
 }
 
 /// A config value that must never be printed (keys): `Debug` shows `<redacted>`.
@@ -153,6 +196,10 @@ pub struct WebhookSettings {
     /// Requests in flight at once to one webhook (a webhook may set its own).
     #[serde(default = "default_per_webhook")]
     pub per_webhook_concurrency: u32,
+    /// Webhooks one tenant may have (not counting deleted ones); `POST /webhooks` past
+    /// it is 422 (default 100).
+    #[serde(default = "default_max_per_tenant")]
+    pub max_per_tenant: u32,
 }
 
 impl Default for WebhookSettings {
@@ -164,6 +211,7 @@ impl Default for WebhookSettings {
             rotation_grace: default_grace(),
             max_in_flight: default_in_flight(),
             per_webhook_concurrency: default_per_webhook(),
+            max_per_tenant: default_max_per_tenant(),
         }
     }
 }
@@ -182,6 +230,9 @@ fn default_in_flight() -> usize {
 }
 fn default_per_webhook() -> u32 {
     16
+}
+fn default_max_per_tenant() -> u32 {
+    100
 }
 
 /// Per-key rate limits: a token bucket per API key (the config admin key counts as
@@ -671,6 +722,15 @@ impl Config {
         self.validate_routes()?;
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024".into());
+        }
+        if self.request_timeout < Duration::from_secs(1) {
+            return invalid("request_timeout must be at least 1s".into());
+        }
+        if self.store.write_queue == 0 || self.store.read_queue == 0 {
+            return invalid("store.write_queue and store.read_queue must be at least 1".into());
+        }
+        if self.webhooks.max_per_tenant == 0 {
+            return invalid("webhooks.max_per_tenant must be at least 1".into());
         }
         Ok(())
     }

@@ -24,7 +24,8 @@ impl EmbeddedHerald {
     /// Starts Herald with `config` (TOML) and the database file `database`, accepting `admin_key`.
     pub async fn start(config: &str, database: &Path, admin_key: &str) -> anyhow::Result<Self> {
         let config = Config::parse(config)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(database)?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_with(database, config.store.write_queue)?);
         let shutdown = CancellationToken::new();
         let state = AppState::new(
             store,

@@ -18,6 +18,7 @@ mod reaper;
 mod retention;
 mod routes;
 pub mod telemetry;
+pub mod timeout;
 
 use axum::Router;
 use herald_core::Clock;

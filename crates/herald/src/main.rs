@@ -173,15 +173,28 @@ struct VerifyArgs {
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(args, &herald_server::config::StoreSettings::default()).await
+}
+
+/// The store, with its queues bounded as `[store]` in the config says.
+async fn open_store_with(
+    args: &StoreArgs,
+    queues: &herald_server::config::StoreSettings,
+) -> anyhow::Result<Arc<dyn Store>> {
     let url = args.database.trim();
     if is_postgres_url(url) {
-        let store = PgStore::connect_with(url, args.database_pool_size)
-            .await
-            .context("opening the PostgreSQL database")?;
+        let store = PgStore::connect_with_queues(
+            url,
+            args.database_pool_size,
+            queues.write_queue,
+            queues.read_queue,
+        )
+        .await
+        .context("opening the PostgreSQL database")?;
         return Ok(Arc::new(store));
     }
     let path = path_from_url(url);
-    let store = SqliteStore::open(&path)
+    let store = SqliteStore::open_with(&path, queues.write_queue)
         .with_context(|| format!("opening the database at {}", path.display()))?;
     Ok(Arc::new(store))
 }
@@ -390,7 +403,7 @@ async fn serve(
         config.secret_key = Some(herald_server::config::Redacted(key));
         config.validate()?;
     }
-    let store = open_store(&store_args).await?;
+    let store = open_store_with(&store_args, &config.store).await?;
     let admin_key = std::env::var("HERALD_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());

@@ -87,6 +87,11 @@ pub fn router(state: AppState) -> Router {
                 "This method is not allowed on this path.",
             )
         })
+        // Inside the request tracking, so a timed-out request is counted and logged.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::timeout::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::telemetry::track_request,

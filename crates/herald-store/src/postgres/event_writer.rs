@@ -94,6 +94,11 @@ async fn writer_loop(
         if !super::take_batch(&jobs, &mut batch, MAX_BATCH).await {
             return;
         }
+        // A job whose caller is gone (its request timed out or was dropped) is not stored.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let (batch, later) = split_repeats(batch);
         held = later;
         let due = run(&pool, batch, &mut patterns).await;

@@ -181,6 +181,12 @@ impl SqliteStore {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move |conn: Option<&Connection>| match conn {
+            // Its caller is gone (the request timed out or was dropped) before the job
+            // ran: nobody waits for it, so it is not run at all.
+            Some(_) if tx.is_closed() => Ran {
+                reply: Box::new(|_| {}),
+                failed: None,
+            },
             Some(conn) => {
                 let result = run_in_savepoint(conn, f);
                 let failed = result.as_ref().err().cloned();
