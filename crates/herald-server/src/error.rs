@@ -84,6 +84,11 @@ impl ApiError {
             StoreError::Overloaded => Self::overloaded(
                 "Herald's store has more requests queued than it takes; this one was refused and changed nothing. Retry after the Retry-After delay.",
             ),
+            StoreError::LimitReached => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LIMIT_REACHED",
+                "A configured limit is reached; nothing was changed.",
+            ),
             StoreError::Backend(e) => Self::internal(e),
         }
     }

@@ -148,6 +148,17 @@ impl Store for EncryptedSecrets {
             .await?;
         self.key.open_webhook(stored)
     }
+    async fn create_webhook_capped(
+        &self,
+        webhook: Webhook,
+        max_per_tenant: u32,
+    ) -> StoreResult<Webhook> {
+        let stored = self
+            .inner
+            .create_webhook_capped(self.key.seal_webhook(webhook)?, max_per_tenant)
+            .await?;
+        self.key.open_webhook(stored)
+    }
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
         self.key.open_webhook(self.inner.get_webhook(id).await?)
     }

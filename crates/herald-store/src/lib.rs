@@ -38,6 +38,9 @@ pub enum StoreError {
     /// changed; the caller may retry shortly.
     #[error("the store is overloaded; nothing was changed")]
     Overloaded,
+    /// A configured cap is reached (webhooks per tenant): refused, nothing changed.
+    #[error("the limit is reached; nothing was changed")]
+    LimitReached,
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -127,6 +130,15 @@ pub trait Store: Send + Sync + 'static {
 
     // --- webhooks
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook>;
+    /// [`Store::create_webhook`], refused with [`StoreError::LimitReached`] (nothing
+    /// stored) when the webhook's tenant already has `max_per_tenant` webhooks that are
+    /// not deleted. The count and the insert are one write: concurrent creates, on any
+    /// node, never take a tenant past the cap.
+    async fn create_webhook_capped(
+        &self,
+        webhook: Webhook,
+        max_per_tenant: u32,
+    ) -> StoreResult<Webhook>;
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>>;
     /// Applies `change` to the webhook as stored, in one write (see [`WebhookChange`]); pauses

@@ -179,7 +179,20 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let webhook = state.store.create_webhook(webhook).await?;
+    // The cap is checked in the store's write, so two creates at once cannot both pass it.
+    let cap = state.config.webhooks.max_per_tenant;
+    let webhook = match state.store.create_webhook_capped(webhook, cap).await {
+        Err(herald_store::StoreError::LimitReached) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LIMIT_REACHED",
+                format!(
+                    "This tenant already has {cap} webhooks, the most `webhooks.max_per_tenant` allows; delete one before registering another. Nothing was created."
+                ),
+            ))
+        }
+        other => other?,
+    };
     let mut out = webhook_json(&webhook);
     out["signing_secret"] = json!(webhook.secret);
     Ok((StatusCode::CREATED, Json(out)))

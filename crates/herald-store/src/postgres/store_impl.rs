@@ -978,7 +978,34 @@ impl Store for PgStore {
     }
 
     async fn create_webhook(&self, wh: Webhook) -> StoreResult<Webhook> {
+        self.create_webhook_capped(wh, u32::MAX).await
+    }
+
+    async fn create_webhook_capped(
+        &self,
+        wh: Webhook,
+        max_per_tenant: u32,
+    ) -> StoreResult<Webhook> {
+        let tenant = wh.tenant.map(|t| t.to_string());
         in_tx!(self, |tx, wake| {
+            // One tenant's creates, on every node, take this lock (held to commit) in
+            // turn, so each counts what the one before it committed.
+            query(
+                &tx,
+                "SELECT pg_advisory_xact_lock(hashtextextended('herald.webhooks/' || coalesce($1, ''), 0))",
+                &[&tenant],
+            )
+            .await?;
+            let live: i64 = query(
+                &tx,
+                "SELECT COUNT(*) FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted",
+                &[&tenant],
+            )
+            .await?[0]
+                .try_get(0)?;
+            if live >= i64::from(max_per_tenant) {
+                return Err(StoreError::LimitReached);
+            }
             execute(
                 &tx,
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \

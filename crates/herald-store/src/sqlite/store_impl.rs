@@ -948,7 +948,24 @@ impl Store for SqliteStore {
     }
 
     async fn create_webhook(&self, wh: Webhook) -> StoreResult<Webhook> {
+        self.create_webhook_capped(wh, u32::MAX).await
+    }
+
+    async fn create_webhook_capped(
+        &self,
+        wh: Webhook,
+        max_per_tenant: u32,
+    ) -> StoreResult<Webhook> {
         self.write(move |conn| {
+            // The one writer thread runs this count and the insert back to back.
+            let live: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0",
+                )?
+                .query_row(params![wh.tenant.map(|t| t.to_string())], |r| r.get(0))?;
+            if live >= i64::from(max_per_tenant) {
+                return Err(StoreError::LimitReached);
+            }
             forget_fan_out_targets();
             conn.execute(
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
