@@ -320,7 +320,7 @@ impl Store for EncryptedSecrets {
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
         self.inner.redeliver(id, now).await
     }
-    async fn replay(&self, replay: Replay) -> StoreResult<u64> {
+    async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch> {
         self.inner.replay(replay).await
     }
     async fn purge_settled_events(

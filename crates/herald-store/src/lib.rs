@@ -183,8 +183,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)>;
     /// Back to pending, due now, with a fresh retry window; the event (and its id) is the same.
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
-    /// Redeliver every delivery of `webhook` whose event falls in the range (and status, if given).
-    async fn replay(&self, replay: Replay) -> StoreResult<u64>;
+    /// One batch of a replay (see [`Replay`]): redelivers those of the next `limit`
+    /// deliveries of the webhook in the range that have the status asked for, in one short
+    /// write, and says where the next batch starts. `NotFound` for an unknown webhook.
+    async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch>;
 
     // --- retention
 

@@ -572,13 +572,37 @@ pub struct DeliveryFilter {
     pub limit: u32,
 }
 
+/// One batch of a replay: the webhook's deliveries whose event falls in `[since, until)`,
+/// taken in (event time, delivery id) order from just after `after`, at most `limit` of
+/// them looked at in one short write; those with the wanted status go back to pending.
 #[derive(Debug, Clone)]
 pub struct Replay {
     pub webhook: WebhookId,
     pub since: Timestamp,
     pub until: Timestamp,
+    /// `None`: every delivery not already pending.
     pub status: Option<DeliveryStatus>,
     pub now: Timestamp,
+    /// Where the batch before stopped (its [`ReplayBatch::next`]); `None` starts at `since`.
+    pub after: Option<ReplayCursor>,
+    /// Deliveries this batch looks at, at most (at least 1).
+    pub limit: u32,
+}
+
+/// A position in a replay: the last delivery a batch looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    pub event_created_at: Timestamp,
+    pub delivery: DeliveryId,
+}
+
+/// What one replay batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplayBatch {
+    /// Deliveries put back in the queue by this batch.
+    pub replayed: u64,
+    /// Where the next batch starts; `None` when the range is done.
+    pub next: Option<ReplayCursor>,
 }
 
 /// How many operations and deliveries are in each state right now (one tenant, or all).

@@ -138,6 +138,8 @@ conformance!(
     redeliver_and_replay,
     delivery_list_filters,
     purges_old_settled_events_in_batches_and_keeps_the_rest,
+    replay_goes_in_batches_with_a_cursor,
+    webhook_cap_is_checked_in_the_write,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1715,10 +1717,18 @@ async fn redeliver_and_replay(s: &dyn Store) {
             until: at(1),
             status: Some(DeliveryStatus::Succeeded),
             now: at(30),
+            after: None,
+            limit: 1000,
         })
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(
+        n,
+        ReplayBatch {
+            replayed: 1,
+            next: None
+        }
+    );
     // Without a status: everything in range not already pending (one succeeded, one failed).
     let n = s
         .replay(Replay {
@@ -1727,10 +1737,18 @@ async fn redeliver_and_replay(s: &dyn Store) {
             until: at(100),
             status: None,
             now: at(31),
+            after: None,
+            limit: 1000,
         })
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(
+        n,
+        ReplayBatch {
+            replayed: 2,
+            next: None
+        }
+    );
     let pending = deliveries_of(
         s,
         DeliveryFilter {
@@ -1753,7 +1771,9 @@ async fn redeliver_and_replay(s: &dyn Store) {
             since: at(0),
             until: at(1),
             status: None,
-            now: at(32)
+            now: at(32),
+            after: None,
+            limit: 1000,
         })
         .await,
         Err(StoreError::NotFound)
@@ -2150,3 +2170,124 @@ mod retention {
     }
 }
 use retention::purges_old_settled_events_in_batches_and_keeps_the_rest;
+
+async fn replay_goes_in_batches_with_a_cursor(s: &dyn Store) {
+    let t = tenant(s, "a").await;
+    let wh = s.create_webhook(webhook(Some(t), &["x.*"])).await.unwrap();
+    let other = s.create_webhook(webhook(Some(t), &["x.*"])).await.unwrap();
+    // Seven events, three of them at one instant: the cursor must tell those apart.
+    for secs in [0, 1, 1, 1, 2, 3, 4] {
+        emit(s, event(Some(t), "x.y", None, at(secs))).await;
+    }
+    let jobs = s.claim_due_deliveries(at(10), 100, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 14);
+    let records = jobs
+        .iter()
+        .map(|j| record(j.delivery.id, at(11), Some(500), AttemptOutcome::Failed))
+        .collect();
+    s.record_attempts(records).await.unwrap();
+    let replay = |after, status| Replay {
+        webhook: wh.id,
+        since: at(0),
+        until: at(100),
+        status,
+        now: at(20),
+        after,
+        limit: 3,
+    };
+
+    // Asking for succeeded ones: each batch looks at three deliveries and replays none.
+    let first = s
+        .replay(replay(None, Some(DeliveryStatus::Succeeded)))
+        .await
+        .unwrap();
+    assert_eq!(first.replayed, 0);
+    assert!(first.next.is_some(), "three looked at, more to come");
+
+    let (mut batches, mut replayed, mut after) = (0, 0, None);
+    loop {
+        let batch = s
+            .replay(replay(after, Some(DeliveryStatus::Failed)))
+            .await
+            .unwrap();
+        batches += 1;
+        replayed += batch.replayed;
+        assert!(batch.replayed <= 3);
+        match batch.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(batches < 10, "the cursor moves on");
+    }
+    assert_eq!((batches, replayed), (3, 7));
+    let of = |webhook| DeliveryFilter {
+        webhook: Some(webhook),
+        ..Default::default()
+    };
+    let mine = deliveries_of(s, of(wh.id)).await;
+    assert_eq!(mine.len(), 7);
+    assert!(mine.iter().all(|d| d.status == DeliveryStatus::Pending
+        && d.window_attempts == 0
+        && d.next_attempt_at == Some(at(20))));
+    // The other webhook's deliveries are untouched.
+    let theirs = deliveries_of(s, of(other.id)).await;
+    assert!(theirs.iter().all(|d| d.status == DeliveryStatus::Failed));
+    // Once pending, they are not replayed again.
+    assert_eq!(
+        s.replay(Replay {
+            limit: 100,
+            ..replay(None, None)
+        })
+        .await
+        .unwrap(),
+        ReplayBatch {
+            replayed: 0,
+            next: None
+        }
+    );
+}
+
+async fn webhook_cap_is_checked_in_the_write(s: &dyn Store) {
+    let a = tenant(s, "a").await;
+    let b = tenant(s, "b").await;
+    // Eight creates at once for a tenant capped at three: exactly three get in.
+    let results = futures::future::join_all(
+        (0..8).map(|_| s.create_webhook_capped(webhook(Some(a), &["x.*"]), 3)),
+    )
+    .await;
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 3, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(StoreError::LimitReached))));
+    let of_a = s
+        .list_webhooks(WebhookFilter {
+            tenant: Some(a),
+            all_tenants: false,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_a.len(), 3);
+    // Another tenant has its own count; a deleted webhook no longer counts.
+    s.create_webhook_capped(webhook(Some(b), &["x.*"]), 3)
+        .await
+        .unwrap();
+    s.delete_webhook(created[0].id, at(1)).await.unwrap();
+    s.create_webhook_capped(webhook(Some(a), &["x.*"]), 3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_webhook_capped(webhook(Some(a), &["x.*"]), 3).await,
+        Err(StoreError::LimitReached)
+    ));
+    // Webhooks of no tenant are counted together.
+    s.create_webhook_capped(webhook(None, &["x.*"]), 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_webhook_capped(webhook(None, &["x.*"]), 1).await,
+        Err(StoreError::LimitReached)
+    ));
+}

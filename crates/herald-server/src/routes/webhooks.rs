@@ -399,7 +399,16 @@ fn parse_time(field: &str, text: Option<&str>, default: Timestamp) -> ApiResult<
     }
 }
 
+/// Deliveries one replay write looks at: a short write, whatever the range holds.
+const REPLAY_BATCH: u32 = 500;
+/// Replays this node continues in the background at once; one more is answered 503.
+const BACKGROUND_REPLAYS: usize = 16;
+
+/// Replays in batches of [`REPLAY_BATCH`], each one short write: the first in the
+/// request, the rest (if any) in a background task, so the answer never waits for a
+/// large range and the writer is never held by one.
 async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+    static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BACKGROUND_REPLAYS);
     let req: ReplayBody = parse_json_or_default(body)?;
     let now = state.clock.now();
     let since = parse_time("since", req.since.as_deref(), Timestamp(0))?;
@@ -417,19 +426,90 @@ async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
             ApiError::invalid("`status` must be \"failed\", \"succeeded\", \"pending\" or \"all\".")
         })?),
     };
-    let n = state
+    // Taken before anything is replayed, so a refusal changes nothing.
+    let permit = RUNNING.try_acquire().map_err(|_| {
+        ApiError::overloaded(format!(
+            "{BACKGROUND_REPLAYS} replays are already running on this node; nothing was replayed. Retry after the Retry-After delay."
+        ))
+    })?;
+    let request = Replay {
+        webhook: w.id,
+        since,
+        until,
+        status,
+        now,
+        after: None,
+        limit: REPLAY_BATCH,
+    };
+    let first = state
         .store
-        .replay(Replay {
-            webhook: w.id,
-            since,
-            until,
-            status,
-            now,
-        })
-        .await?;
+        .replay(request.clone())
+        .await
+        .map_err(|e| ApiError::from_store(e, "The webhook"))?;
+    if let Some(after) = first.next {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            replay_rest(&state, request, after, first.replayed).await;
+        });
+    }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "webhook": w.id, "replayed": n })),
+        Json(json!({ "webhook": w.id, "replayed": first.replayed, "done": first.next.is_none() })),
     )
         .into_response())
+}
+
+/// The batches of a replay after the first, until the range is done, the webhook is
+/// deleted or Herald stops. Between batches it pauses at least as long as the batch
+/// took, so a replay takes at most about half of the store's writer.
+async fn replay_rest(
+    state: &AppState,
+    mut request: Replay,
+    mut after: herald_store::ReplayCursor,
+    mut replayed: u64,
+) {
+    let webhook = request.webhook;
+    let mut failures = 0u32;
+    loop {
+        request.after = Some(after);
+        request.now = state.clock.now();
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_secs(1);
+        match state.store.replay(request.clone()).await {
+            Ok(batch) => {
+                failures = 0;
+                replayed += batch.replayed;
+                match batch.next {
+                    Some(next) => after = next,
+                    None => {
+                        tracing::info!(%webhook, replayed, "replay done");
+                        return;
+                    }
+                }
+                pause = started.elapsed().max(std::time::Duration::from_millis(10));
+            }
+            Err(herald_store::StoreError::NotFound) => {
+                tracing::info!(%webhook, replayed, "the webhook was deleted; replay stopped");
+                return;
+            }
+            // A full store queue: wait and take the same batch again, however long it lasts.
+            Err(herald_store::StoreError::Overloaded) => {}
+            Err(e) => {
+                failures += 1;
+                if failures >= 5 {
+                    tracing::error!(%webhook, replayed, error = %e, "replay stopped after repeated store failures; replay the rest again");
+                    return;
+                }
+                tracing::warn!(%webhook, error = %e, "a replay batch failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                tracing::warn!(%webhook, replayed, "Herald is stopping: replay stopped before the end of its range; replay the rest again");
+                return;
+            }
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
 }

@@ -1267,7 +1267,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn replay(&self, r: Replay) -> StoreResult<u64> {
+    async fn replay(&self, r: Replay) -> StoreResult<ReplayBatch> {
         in_tx!(self, |tx, wake| {
             let webhook = get_webhook_row(&tx, &r.webhook.to_string(), false).await?;
             let next = if webhook.disabled {
@@ -1275,23 +1275,54 @@ impl Store for PgStore {
             } else {
                 Some(r.now.0)
             };
+            // The next `limit` deliveries of the range in (event time, id) order, read
+            // along `deliveries_by_webhook`: a batch reads only what it looks at.
+            let (from_at, from_id) = match r.after {
+                Some(c) => (c.event_created_at.0.max(r.since.0), c.delivery.to_string()),
+                None => (r.since.0, String::new()),
+            };
+            let limit = r.limit.clamp(1, 10_000);
+            let looked_at = query(
+                &tx,
+                "SELECT id, event_created_at FROM deliveries WHERE webhook_id = $1 \
+                 AND event_created_at >= $2 AND event_created_at < $3 \
+                 AND (event_created_at > $2 OR id > $4) ORDER BY event_created_at, id LIMIT $5",
+                &[
+                    &r.webhook.to_string(),
+                    &from_at,
+                    &r.until.0,
+                    &from_id,
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+            let ids: Vec<String> = looked_at
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?;
             let status_clause = match r.status {
                 Some(s) => format!("status = '{}'", s.as_str()),
                 // Without a status, everything not already on its way.
                 None => "status != 'pending'".to_owned(),
             };
-            let n = execute(
+            let replayed = execute(
                 &tx,
                 &format!(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
-                     lease_until = NULL, updated_at = $5 WHERE webhook_id = $1 AND event_created_at >= $3 \
-                     AND event_created_at < $4 AND {status_clause}"
+                     lease_until = NULL, updated_at = $3 WHERE id = ANY($1) AND {status_clause}"
                 ),
-                &[&r.webhook.to_string(), &next, &r.since.0, &r.until.0, &r.now.0],
+                &[&ids, &next, &r.now.0],
             )
             .await?;
-            wake.due = true;
-            Ok(n)
+            let next = match looked_at.last() {
+                Some(row) if looked_at.len() == limit as usize => Some(ReplayCursor {
+                    event_created_at: Timestamp(row.try_get(1)?),
+                    delivery: parse_id(&row.try_get::<_, String>(0)?, DeliveryId::parse)?,
+                }),
+                _ => None,
+            };
+            wake.due = replayed > 0;
+            Ok(ReplayBatch { replayed, next })
         })
     }
 

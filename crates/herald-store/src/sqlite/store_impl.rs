@@ -1364,29 +1364,57 @@ impl Store for SqliteStore {
         Ok(d)
     }
 
-    async fn replay(&self, r: Replay) -> StoreResult<u64> {
-        let n = self
+    async fn replay(&self, r: Replay) -> StoreResult<ReplayBatch> {
+        let batch = self
             .write(move |conn| {
                 let webhook = get_webhook_row(conn, &r.webhook.to_string())?;
                 let next = if webhook.disabled { None } else { Some(r.now.0) };
+                // The next `limit` deliveries of the range in (event time, id) order, read
+                // along `deliveries_by_webhook`: a batch reads only what it looks at.
+                let (from_at, from_id) = match r.after {
+                    Some(c) => (c.event_created_at.0.max(r.since.0), c.delivery.to_string()),
+                    None => (r.since.0, String::new()),
+                };
+                let limit = r.limit.clamp(1, 10_000);
+                let looked_at: Vec<(String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT id, event_created_at FROM deliveries \
+                         WHERE webhook_id = ?1 AND webhook_id IS NOT NULL AND event_created_at >= ?2 \
+                         AND event_created_at < ?3 AND (event_created_at > ?2 OR id > ?4) \
+                         ORDER BY event_created_at, id LIMIT ?5",
+                    )?
+                    .query_map(
+                        params![r.webhook.to_string(), from_at, r.until.0, from_id, limit],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?
+                    .collect::<Result<_, _>>()?;
                 let status_clause = match r.status {
                     Some(s) => format!("status = '{}'", s.as_str()),
                     // Without a status, everything not already on its way.
                     None => "status != 'pending'".to_owned(),
                 };
-                let n = conn.execute(
-                    &format!(
-                        "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
-                         lease_until = NULL, updated_at = ?5 WHERE webhook_id = ?1 AND event_created_at >= ?3 \
-                         AND event_created_at < ?4 AND {status_clause}"
-                    ),
-                    params![r.webhook.to_string(), next, r.since.0, r.until.0, r.now.0],
-                )?;
-                Ok(n as u64)
+                let mut update = conn.prepare_cached(&format!(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
+                     lease_until = NULL, updated_at = ?3 WHERE id = ?1 AND {status_clause}"
+                ))?;
+                let mut replayed = 0;
+                for (id, _) in &looked_at {
+                    replayed += update.execute(params![id, next, r.now.0])? as u64;
+                }
+                let next = match looked_at.last() {
+                    Some((id, at)) if looked_at.len() == limit as usize => Some(ReplayCursor {
+                        event_created_at: Timestamp(*at),
+                        delivery: parse_id(id, DeliveryId::parse)?,
+                    }),
+                    _ => None,
+                };
+                Ok(ReplayBatch { replayed, next })
             })
             .await?;
-        self.signals.deliveries_due.notify_waiters();
-        Ok(n)
+        if batch.replayed > 0 {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(batch)
     }
 
     async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
