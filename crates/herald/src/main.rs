@@ -258,7 +258,8 @@ async fn main() -> anyhow::Result<()> {
             command:
                 KeysCommand::Create {
                     role,
-                    tenant,
+                    tenants,
+                    types,
                     offline,
                     remote,
                     store,
