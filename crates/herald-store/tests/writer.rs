@@ -87,3 +87,48 @@ async fn a_full_write_queue_refuses_at_once_and_changes_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_s_own_loops_wait_for_room_instead_of_failing() {
+    // Delivery results under overload: refusing them would only send the deliveries
+    // again when their leases ran out, so the dispatcher's writes wait for the queue.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let store = Arc::new(SqliteStore::open_with(&path, 1).unwrap());
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let fill = |n: usize| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .create_tenant(Tenant {
+                    id: TenantId::generate(),
+                    name: format!("t{n}"),
+                    created_at: Timestamp(1_775_834_400_000),
+                })
+                .await
+        })
+    };
+    // One in the writer (stuck in BEGIN), one queued: the queue is full.
+    let a = fill(0);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let b = fill(1);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(matches!(
+        fill(2).await.unwrap(),
+        Err(StoreError::Overloaded)
+    ));
+    let results = {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_attempts(vec![]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !results.is_finished(),
+        "it waits for room, it is not refused"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    results.await.unwrap().unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+}

@@ -266,15 +266,10 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let mut w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
+    let w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
     let req: PatchWebhook = parse_json(&read_body(body, state.config.max_body_bytes).await?)?;
-    if let Some(url) = req.url {
-        w.url = check_url(&state, &url).await?;
-    }
-    if let Some(events) = req.events {
-        w.events = parse_patterns(&events)?;
-    }
     if let Some(format) = req.format {
+        // A webhook's format never changes, so the one read above is the stored one.
         let format = parse_format(Some(&format))?;
         if format != w.format {
             // Secrets of the two formats differ in shape; a format change needs a new one.

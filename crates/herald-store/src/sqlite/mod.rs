@@ -179,6 +179,26 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.write_queued(f, false).await
+    }
+
+    /// [`Self::write`] for Herald's own loops (delivery claims and results, the reaper,
+    /// retention): a full queue makes it wait for room instead of failing. Those loops
+    /// are few and each has one write in flight, so waiting stays bounded, and a result
+    /// refused under overload would only be sent again when its lease ran out.
+    async fn write_internal<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_queued(f, true).await
+    }
+
+    async fn write_queued<R, F>(&self, f: F, wait_for_room: bool) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move |conn: Option<&Connection>| match conn {
             // Its caller is gone (the request timed out or was dropped) before the job
@@ -207,12 +227,20 @@ impl SqliteStore {
                 failed: None,
             },
         });
-        self.writer.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => {
-                StoreError::Backend("the writer thread has stopped".into())
+        let mut job = job;
+        loop {
+            match self.writer.try_send(job) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if wait_for_room => {
+                    job = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(mpsc::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    return Err(StoreError::Backend("the writer thread has stopped".into()))
+                }
             }
-        })?;
+        }
         rx.await
             .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?
     }

@@ -721,7 +721,7 @@ impl Store for SqliteStore {
     async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
         let routes = self.routes();
         let (report, changed) = self
-            .write(move |conn| {
+            .write_internal(move |conn| {
                 let mut report = ReapReport::default();
                 let mut changed = Vec::new();
                 let expired: Vec<String> = conn
@@ -861,7 +861,7 @@ impl Store for SqliteStore {
         older_than: Timestamp,
         limit: u32,
     ) -> StoreResult<PurgeReport> {
-        self.write(move |conn| {
+        self.write_internal(move |conn| {
             // The batch's ids, oldest first; an event some delivery still owes is skipped.
             let ids: Vec<String> = conn
                 .prepare_cached(PURGE_PICK)?
@@ -1098,7 +1098,7 @@ impl Store for SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> StoreResult<Vec<BrokerJob>> {
-        self.write(move |conn| {
+        self.write_internal(move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NOT NULL AND next_attempt_at <= ?2 \
@@ -1144,7 +1144,7 @@ impl Store for SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        self.write(move |conn| {
+        self.write_internal(move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= ?2 \
@@ -1203,7 +1203,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
-        self.write(move |conn| {
+        self.write_internal(move |conn| {
             for r in records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -1253,11 +1253,14 @@ impl Store for SqliteStore {
                 }
                 // A result that arrives after its webhook was deleted (sent while the delete
                 // ran) must not make the delivery pending again: a deleted webhook owes nothing.
-                conn.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
-                     WHERE id = ?1 AND status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE deleted = 1)",
-                )?
-                .execute(params![id])?;
+                if status == "pending" {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                         WHERE id = ?1 AND status = 'pending' AND EXISTS \
+                           (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.deleted = 1)",
+                    )?
+                    .execute(params![id])?;
+                }
                 if let Some((webhook, reason)) = r.disable_webhook {
                     forget_fan_out_targets();
                     conn.execute(
