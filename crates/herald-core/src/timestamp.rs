@@ -36,9 +36,18 @@ impl Timestamp {
         Duration::from_millis(later.0.saturating_sub(self.0).max(0) as u64)
     }
 
+    /// The instants RFC 3339 can write: years 0001 to 9999. A time outside is shown as
+    /// the nearest of those (never as another time, such as the epoch).
+    const RFC3339_MIN_MS: i64 = -62_135_596_800_000;
+    const RFC3339_MAX_MS: i64 = 253_402_300_799_999;
+
+    fn clamped_ms(self) -> i64 {
+        self.0.clamp(Self::RFC3339_MIN_MS, Self::RFC3339_MAX_MS)
+    }
+
     /// RFC 3339 with millisecond precision, e.g. `2026-04-10T15:20:00.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(self.clamped_ms() as i128 * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let dt = dt
             .replace_nanosecond((dt.millisecond() as u32) * 1_000_000)
@@ -48,7 +57,7 @@ impl Timestamp {
 
     /// RFC 3339 to the whole second (`2026-04-10T15:20:00Z`), as webhook headers carry it.
     pub fn to_rfc3339_seconds(self) -> String {
-        let dt = OffsetDateTime::from_unix_timestamp(self.0.div_euclid(1000))
+        let dt = OffsetDateTime::from_unix_timestamp(self.clamped_ms().div_euclid(1000))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         dt.format(&Rfc3339).unwrap_or_default()
     }
@@ -74,5 +83,23 @@ mod tests {
         assert_eq!(Timestamp::parse_rfc3339("2026-04-10T15:20:00Z"), Some(t));
         let t2 = Timestamp(1_775_834_400_123);
         assert_eq!(Timestamp::parse_rfc3339(&t2.to_rfc3339()), Some(t2));
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_range_tests {
+    use super::Timestamp;
+
+    #[test]
+    fn times_past_year_9999_show_as_its_end_not_as_the_epoch() {
+        assert_eq!(
+            Timestamp(9_469_076_156_363_582).to_rfc3339(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp(i64::MAX).to_rfc3339_seconds(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(Timestamp(i64::MIN).to_rfc3339(), "0001-01-01T00:00:00Z");
     }
 }

@@ -41,6 +41,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
             "The request body is empty; send a JSON object.",
         ));
     }
+    if has_escaped_nul(bytes) {
+        return Err(nul_refused());
+    }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::invalid(format!("The request body does not fit: {e}"))
@@ -134,5 +137,61 @@ pub fn page_size(requested: Option<u32>) -> ApiResult<u32> {
         None => Ok(50),
         Some(0) => Err(ApiError::invalid("`page_size` must be at least 1.")),
         Some(n) => Ok(n.min(herald_store::MAX_PAGE_SIZE)),
+    }
+}
+
+/// Whether a JSON text has a string with the NUL character (`\u0000`; a raw NUL byte is
+/// not valid JSON anyway). Herald refuses it in every request: PostgreSQL cannot store it
+/// in a text column, and both backends answer alike.
+fn has_escaped_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < json.len() {
+        match json[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                i += 1; // the escaped character, whatever it is
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn nul_refused() -> ApiError {
+    ApiError::invalid("Strings may not contain the NUL character (U+0000).")
+}
+
+/// Refuses a request whose path or query has an encoded NUL (`%00`), for the same reason
+/// as [`parse_json`] refuses `\u0000`.
+pub async fn refuse_nul_in_uri(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().to_string().contains("%00") {
+        return nul_refused().into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::has_escaped_nul;
+
+    #[test]
+    fn finds_an_escaped_nul_in_strings_only() {
+        assert!(has_escaped_nul(br#"{"name":"a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"a\u0000":1}"#));
+        assert!(
+            !has_escaped_nul(br#"{"name":"a\\u0000b"}"#),
+            "an escaped backslash"
+        );
+        assert!(!has_escaped_nul(br#"{"name":"a\u0001b","n":0}"#));
+        assert!(!has_escaped_nul(br#"{"name":"\"u0000"}"#));
     }
 }

@@ -249,3 +249,114 @@ async fn oversized_headers_are_refused() {
     }
     assert_eq!(app.get("/operations", ADMIN).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_nul_character_is_refused_alike_on_every_backend() {
+    // PostgreSQL cannot store U+0000 in text: it answered 500 (and a worker's :fail that
+    // carried one could never finish its operation) where SQLite stored it. Both refuse it.
+    let app = spawn_app(&transcode_config("")).await;
+    let r = app
+        .post("/tenants", ADMIN, json!({ "name": "a\u{0000}b" }))
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let r = app.get("/operations?page_size=1", ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["operations"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was made"
+    );
+    let (_, key) = app.tenant("acme").await;
+    let r = app.post("/videos", &key, json!({ "title": "x" })).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let worker = app.worker_key().await;
+    let op = app.claim(&worker, "transcode").await.unwrap();
+    let id = op_id(&op);
+    let token = op["lease_token"].as_str().unwrap();
+    let r = app
+        .post(
+            &format!("/operations/{id}:fail"),
+            &worker,
+            json!({ "lease_token": token, "error": { "code": "BAD", "message": "a\u{0000}b" } }),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    // The worker can still end it with a clean message.
+    let r = app
+        .post(
+            &format!("/operations/{id}:fail"),
+            &worker,
+            json!({ "lease_token": token, "error": { "code": "BAD", "message": "ab" } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.get("/events?type=a%00b", ADMIN).await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    // An escaped backslash before `u0000` is not a NUL.
+    let r = app
+        .post("/tenants", ADMIN, json!({ "name": "a\\u0000b" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn webhook_text_fields_and_rotation_grace_are_bounded() {
+    let app = spawn_app("[webhooks]\nallow_private_destinations = true\n").await;
+    let (_, key) = app.tenant("acme").await;
+    let long = "d".repeat(1025);
+    let r = app
+        .post(
+            "/webhooks",
+            &key,
+            json!({ "url": "http://127.0.0.1:9/h", "events": ["a.*"], "description": long }),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let long_url = format!("http://127.0.0.1:9/{}", "p".repeat(2100));
+    let r = app
+        .post(
+            "/webhooks",
+            &key,
+            json!({ "url": long_url, "events": ["a.*"] }),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let r = app
+        .post(
+            "/webhooks",
+            &key,
+            json!({ "url": "http://127.0.0.1:9/h", "events": ["a.*"] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/webhooks/{id}"),
+            &key,
+            Some(json!({ "description": "d".repeat(1025) })),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    // A grace past 30 days would let a leaked secret sign for ever; the answer once said
+    // such a secret expired in 1970.
+    let r = app
+        .post(
+            &format!("/webhooks/{id}:rotateSecret"),
+            &key,
+            json!({ "grace": "99999999999d" }),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let r = app.get(&format!("/webhooks/{id}"), &key).await;
+    assert_eq!(r.body["signing_secret_version"], 1, "nothing changed");
+    let r = app
+        .post(
+            &format!("/webhooks/{id}:rotateSecret"),
+            &key,
+            json!({ "grace": "30d" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}

@@ -508,4 +508,9 @@ async fn stats_count_broker_route_attempts_beside_webhooks() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["routes"], json!([]));
     assert_eq!(r.body["totals"]["attempts"], 0);
+    assert_eq!(
+        r.body["now"]["deliveries"],
+        json!({}),
+        "a tenant's counts leave broker deliveries out, as GET /deliveries does"
+    );
 }

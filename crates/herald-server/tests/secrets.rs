@@ -211,3 +211,167 @@ async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_n
     }
     assert_eq!(stranded.count(), 0, "never signed with an unopened secret");
 }
+
+#[tokio::test]
+async fn a_webhook_sealed_with_another_key_can_still_be_managed_and_rotated_out() {
+    // Reads never show a secret, so they never open one: the webhook (and its tenant's
+    // list) still reads, patches and deletes, and a rotation replaces the secret that
+    // does not open, after which its deliveries sign and go out again.
+    let app = spawn_app(&config(KEY)).await;
+    let (tenant, key) = app.tenant("acme").await;
+    let tenant_id: herald_core::ids::TenantId = tenant.parse().unwrap();
+    let receiver = Receiver::start().await;
+    let old_key =
+        herald_store::encrypted::SecretKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .unwrap();
+    let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
+    let now = herald_core::Clock::now(&herald_core::SystemClock);
+    let id = herald_core::ids::WebhookId::generate();
+    herald_store::Store::create_webhook(
+        &old_node,
+        herald_store::Webhook {
+            id,
+            tenant: Some(tenant_id),
+            url: receiver.url("/h"),
+            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
+            format: herald_core::signing::SignatureFormat::Herald,
+            secret: "whsec_sealed_with_the_old_key".into(),
+            secret_version: 1,
+            previous_secret: None,
+            schedule: None,
+            max_concurrency: None,
+            disabled: false,
+            disabled_reason: None,
+            description: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    let path = format!("/webhooks/{id}");
+    assert_eq!(app.get(&path, &key).await.status, StatusCode::OK);
+    let list = app.get("/webhooks", &key).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    assert_eq!(list.body["webhooks"].as_array().unwrap().len(), 1);
+    assert_eq!(app.get("/webhooks", ADMIN).await.status, StatusCode::OK);
+    let r = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            &key,
+            Some(json!({ "description": "still mine" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("{path}:rotateSecret"),
+            &key,
+            json!({ "grace": "1h" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let fresh = r.body["signing_secret"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({ "type": "payment.succeeded", "tenant": tenant, "data": {} }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let req = &got[0];
+    assert_eq!(
+        req.header("x-signature").split(' ').count(),
+        1,
+        "the previous secret that does not open is left out"
+    );
+    assert!(verify_herald(
+        &fresh,
+        &req.header("x-timestamp"),
+        &req.body,
+        &req.header("x-signature")
+    ));
+    let r = app.call(reqwest::Method::DELETE, &path, &key, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn any_change_seals_a_secret_stored_before_the_key_was_set() {
+    let app = spawn_app(&config(KEY)).await;
+    if app.on_postgres() {
+        println!("skipped on PostgreSQL: this test reads the SQLite file");
+        return;
+    }
+    let (tenant, _) = app.tenant("acme").await;
+    // Written by a node without a key: plaintext in the row.
+    let now = herald_core::Clock::now(&herald_core::SystemClock);
+    let id = herald_core::ids::WebhookId::generate();
+    app.store
+        .create_webhook(herald_store::Webhook {
+            id,
+            tenant: Some(tenant.parse().unwrap()),
+            url: "http://127.0.0.1:9/h".into(),
+            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
+            format: herald_core::signing::SignatureFormat::Herald,
+            secret: "hsec_plaintext_from_before".into(),
+            secret_version: 1,
+            previous_secret: None,
+            schedule: None,
+            max_concurrency: None,
+            disabled: false,
+            disabled_reason: None,
+            description: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/webhooks/{id}"),
+            ADMIN,
+            Some(json!({ "description": "touched" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(!contains(
+        &stored_secrets(&app),
+        "hsec_plaintext_from_before"
+    ));
+    let r = app
+        .post(
+            &format!("/webhooks/{id}:rotateSecret"),
+            ADMIN,
+            json!({ "grace": "1h" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let conn = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
+    let (stored, previous): (String, String) = conn
+        .query_row(
+            "SELECT secret, previous_secret FROM webhooks WHERE id = ?1",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(stored.starts_with("enc:v1:"), "{stored}");
+    assert!(
+        previous.starts_with("enc:v1:"),
+        "the rotated-out secret too: {previous}"
+    );
+}
+
+/// Every webhook's `secret` column as stored now.
+fn stored_secrets(app: &TestApp) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
+    let secret: String = conn
+        .query_row("SELECT group_concat(secret, ' ') FROM webhooks", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    secret.into_bytes()
+}

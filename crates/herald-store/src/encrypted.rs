@@ -115,7 +115,14 @@ impl SecretKey {
     fn open_webhook(&self, mut w: Webhook) -> StoreResult<Webhook> {
         w.secret = self.open(w.id, &w.secret)?;
         if let Some((prev, until)) = w.previous_secret.take() {
-            w.previous_secret = Some((self.open(w.id, &prev)?, until));
+            match self.open(w.id, &prev) {
+                Ok(prev) => w.previous_secret = Some((prev, until)),
+                // Sealed with a key no longer configured (a rotation was the way out of
+                // that): sign with the current secret alone.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the previous secret does not open; signing with the current one only")
+                }
+            }
         }
         Ok(w)
     }
@@ -159,16 +166,15 @@ impl Store for EncryptedSecrets {
             .await?;
         self.key.open_webhook(stored)
     }
+    // Reads never show a secret, so they hand back the row as stored (sealed) instead of
+    // opening it: a webhook sealed with another key can still be read, listed, changed,
+    // rotated and deleted. Only a claim (to sign) and creation and rotation (to show the
+    // new secret once) need a secret in the clear.
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        self.key.open_webhook(self.inner.get_webhook(id).await?)
+        self.inner.get_webhook(id).await
     }
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>> {
-        self.inner
-            .list_webhooks(filter)
-            .await?
-            .into_iter()
-            .map(|w| self.key.open_webhook(w))
-            .collect()
+        self.inner.list_webhooks(filter).await
     }
     async fn update_webhook(
         &self,
@@ -176,12 +182,17 @@ impl Store for EncryptedSecrets {
         mut change: WebhookChange,
         now: Timestamp,
     ) -> StoreResult<Webhook> {
-        // The new secret goes in sealed; the old one moves to `previous_secret` as stored.
-        if let Some(rotation) = change.rotate.as_mut() {
-            rotation.secret = self.key.seal(id, &rotation.secret)?;
+        // Every secret of the changed row is sealed in the write: the new one, the one a
+        // rotation moves to `previous_secret`, and any stored before a key was configured.
+        let key = self.key.clone();
+        change.seal = Some(Arc::new(move |webhook, secret| key.seal(webhook, secret)));
+        let rotated = change.rotate.as_ref().map(|r| r.secret.clone());
+        let mut stored = self.inner.update_webhook(id, change, now).await?;
+        if let Some(secret) = rotated {
+            // The caller shows the new secret once; it is the one it made.
+            stored.secret = secret;
         }
-        let stored = self.inner.update_webhook(id, change, now).await?;
-        self.key.open_webhook(stored)
+        Ok(stored)
     }
     async fn claim_due_deliveries(
         &self,

@@ -204,7 +204,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- observability (defaults so that a backend can land without them)
 
-    /// Operations and deliveries per state, for `/metrics` gauges and the dashboard.
+    /// Operations and deliveries per state, for `/metrics` gauges and the dashboard. With a
+    /// tenant, its webhooks' deliveries only (broker routes are the operator's, as in `activity`).
     async fn state_counts(&self, _tenant: Option<TenantId>) -> StoreResult<StateCounts> {
         Err(StoreError::Backend(
             "state_counts is not implemented by this backend".into(),

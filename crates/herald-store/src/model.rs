@@ -318,7 +318,15 @@ pub struct WebhookChange {
     pub schedule: Option<RetrySchedule>,
     pub max_concurrency: Option<u32>,
     pub rotate: Option<Rotation>,
+    /// Applied to the secrets of the changed row before it is saved (the encrypting
+    /// store seals them here, so a secret stored in plaintext before a key was configured
+    /// is sealed by any change, and so is the one a rotation moves to `previous_secret`).
+    pub seal: Option<SealSecrets>,
 }
+
+/// Seals a webhook's secret for storage (idempotent: a sealed secret is returned as is).
+pub type SealSecrets =
+    std::sync::Arc<dyn Fn(WebhookId, &str) -> crate::StoreResult<String> + Send + Sync>;
 
 /// A new signing secret; the current one keeps signing until `grace_until` (none: stops at once).
 #[derive(Clone)]
@@ -340,6 +348,7 @@ impl std::fmt::Debug for WebhookChange {
                 "rotate",
                 &self.rotate.as_ref().map(|r| ("<redacted>", r.grace_until)),
             )
+            .field("seal", &self.seal.is_some())
             .finish()
     }
 }
@@ -348,8 +357,8 @@ impl WebhookChange {
     /// The disabled reason a change through the API records.
     pub const DISABLED_THROUGH_API: &'static str = "disabled through the API";
 
-    /// `webhook` with this change made at `now`.
-    pub fn apply(&self, mut webhook: Webhook, now: Timestamp) -> Webhook {
+    /// `webhook` with this change made at `now`, its secrets sealed if `seal` is set.
+    pub fn apply(&self, mut webhook: Webhook, now: Timestamp) -> crate::StoreResult<Webhook> {
         if let Some(url) = &self.url {
             webhook.url = url.clone();
         }
@@ -375,7 +384,13 @@ impl WebhookChange {
             webhook.secret_version += 1;
         }
         webhook.updated_at = now;
-        webhook
+        if let Some(seal) = &self.seal {
+            webhook.secret = seal(webhook.id, &webhook.secret)?;
+            if let Some((previous, until)) = webhook.previous_secret.take() {
+                webhook.previous_secret = Some((seal(webhook.id, &previous)?, until));
+            }
+        }
+        Ok(webhook)
     }
 }
 
@@ -624,7 +639,8 @@ impl StateCounts {
     }
 }
 
-/// The window the dashboard's charts read: `[since, until)`, one tenant or all.
+/// The window the dashboard's charts read: `[since, until)`, one tenant or all. With a
+/// tenant, its webhooks' attempts and deliveries only (broker routes are the operator's).
 #[derive(Debug, Clone)]
 pub struct ActivityFilter {
     pub tenant: Option<TenantId>,
@@ -646,8 +662,15 @@ pub struct AttemptSample {
 }
 
 impl AttemptSample {
+    /// A webhook attempt succeeded on a 2xx; a broker publish has no status code and
+    /// succeeded when it recorded no error (the broker acknowledged it).
     pub fn succeeded(&self) -> bool {
-        matches!(self.status_code, Some(c) if (200..300).contains(&c))
+        match self.destination {
+            Destination::Webhook(_) => {
+                matches!(self.status_code, Some(c) if (200..300).contains(&c))
+            }
+            Destination::Route(_) => self.error.is_none(),
+        }
     }
 }
 

@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::timeout::enforce,
         ))
+        .layer(axum::middleware::from_fn(crate::body::refuse_nul_in_uri))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::telemetry::track_request,

@@ -216,13 +216,7 @@ pub async fn stats(
             limit: ROW_LIMIT,
         })
         .await?;
-    let mut activity = activity;
-    if matches!(principal.role, Role::Tenant(_)) {
-        // Broker routes are the operator's config: a tenant key sees its webhooks only.
-        activity
-            .attempts
-            .retain(|a| matches!(a.destination, Destination::Webhook(_)));
-    }
+    // With a tenant (a tenant key's always), the store leaves broker routes out.
     let counts = state.store.state_counts(tenant).await?;
     let mut out = summarize(&activity, since, until);
     let to_map = |pairs: &[(String, u64)]| -> Map<String, Value> {
@@ -266,9 +260,15 @@ mod tests {
                 attempt(wh, 1_000, Some(500), 30),
                 attempt(wh, 2_000, Some(200), 10),
                 attempt(wh, 61_000, Some(200), 20),
+                // Broker publishes: no status code; success is the absence of an error.
                 AttemptSample {
                     destination: Destination::Route("ledger".into()),
                     ..attempt(wh, 62_000, None, 5)
+                },
+                AttemptSample {
+                    destination: Destination::Route("ledger".into()),
+                    error: Some("broker unreachable".into()),
+                    ..attempt(wh, 63_000, None, 5)
                 },
             ],
             deliveries: vec![
@@ -296,7 +296,10 @@ mod tests {
         );
         assert_eq!(a[0]["p50_ms"], 10);
         assert_eq!(a[0]["p99_ms"], 30);
-        assert_eq!(a[1]["succeeded"], 1);
+        assert_eq!(
+            (a[1]["succeeded"].as_u64(), a[1]["failed"].as_u64()),
+            (Some(2), Some(1))
+        );
         assert_eq!(a[2]["p50_ms"], Value::Null);
         let backlog: Vec<i64> = out["backlog"]
             .as_array()
@@ -310,11 +313,14 @@ mod tests {
         assert_eq!(h["last_error"], "HTTP 500");
         assert!((h["success_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(out["totals"]["p90_ms"], 30);
-        // A broker route's attempt counts in the totals and has health of its own.
-        assert_eq!(out["totals"]["attempts"], 4);
+        // Broker routes' attempts count in the totals and have health of their own.
+        assert_eq!(out["totals"]["attempts"], 5);
+        assert_eq!(out["totals"]["succeeded"], 3);
         assert_eq!(out["webhooks"].as_array().unwrap().len(), 1);
         assert_eq!(out["routes"][0]["id"], "ledger");
-        assert_eq!(out["routes"][0]["attempts"], 1);
+        assert_eq!(out["routes"][0]["attempts"], 2);
+        assert_eq!(out["routes"][0]["succeeded"], 1);
+        assert_eq!(out["routes"][0]["last_error"], "broker unreachable");
     }
 
     #[test]

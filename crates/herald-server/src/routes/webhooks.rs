@@ -62,7 +62,26 @@ async fn visible_webhook(
     Ok(w)
 }
 
+/// The longest a rotated-out secret keeps signing.
+const MAX_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+const MAX_URL_BYTES: usize = 2048;
+const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+fn check_description(text: Option<String>) -> ApiResult<Option<String>> {
+    match text {
+        Some(t) if t.chars().count() > MAX_DESCRIPTION_CHARS => Err(ApiError::invalid(format!(
+            "`description` must be at most {MAX_DESCRIPTION_CHARS} characters."
+        ))),
+        other => Ok(other),
+    }
+}
+
 async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(ApiError::invalid(format!(
+            "`url` must be at most {MAX_URL_BYTES} bytes."
+        )));
+    }
     herald_dispatch::ssrf::check_destination(url, state.config.webhooks.allow_private_destinations)
         .await
         .map(|u| u.to_string())
@@ -175,7 +194,7 @@ pub async fn create(
         max_concurrency: check_concurrency(req.max_concurrency)?,
         disabled: false,
         disabled_reason: None,
-        description: req.description,
+        description: check_description(req.description)?,
         created_at: now,
         updated_at: now,
     };
@@ -285,10 +304,10 @@ pub async fn update(
         },
         events: req.events.as_deref().map(parse_patterns).transpose()?,
         disabled: req.disabled,
-        description: req.description,
+        description: check_description(req.description)?,
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
-        rotate: None,
+        ..WebhookChange::default()
     };
     let w = change_webhook(&state, w.id, change, state.clock.now()).await?;
     Ok(Json(webhook_json(&w)))
@@ -359,6 +378,10 @@ async fn rotate(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
         Some(g) => request_duration("grace", &g).map_err(ApiError::invalid)?,
         None => state.config.webhooks.rotation_grace,
     };
+    if grace > MAX_ROTATION_GRACE {
+        // The old secret may be the leaked one: it must stop signing in bounded time.
+        return Err(ApiError::invalid("`grace` must be at most 30d."));
+    }
     let now = state.clock.now();
     let change = WebhookChange {
         rotate: Some(Rotation {

@@ -1451,7 +1451,7 @@ impl Store for PgStore {
         let deliveries = count(
             client
                 .query(
-                    "SELECT status, COUNT(*) FROM deliveries WHERE ($1::TEXT IS NULL OR tenant_id = $1) \
+                    "SELECT status, COUNT(*) FROM deliveries WHERE ($1::TEXT IS NULL OR (tenant_id = $1 AND route IS NULL)) \
                      GROUP BY status ORDER BY status",
                     &[&tenant],
                 )
@@ -1471,7 +1471,7 @@ impl Store for PgStore {
             .query(
                 "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
                  FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-                 WHERE a.at >= $1 AND a.at < $2 AND ($3::TEXT IS NULL OR d.tenant_id = $3) \
+                 WHERE a.at >= $1 AND a.at < $2 AND ($3::TEXT IS NULL OR (d.tenant_id = $3 AND d.route IS NULL)) \
                  ORDER BY a.at DESC LIMIT $4",
                 &[&f.since.0, &f.until.0, &tenant, &limit],
             )
@@ -1495,7 +1495,7 @@ impl Store for PgStore {
             .query(
                 "SELECT created_at, status, updated_at FROM deliveries \
                  WHERE created_at < $1 AND (status = 'pending' OR updated_at >= $2) \
-                 AND ($3::TEXT IS NULL OR tenant_id = $3) ORDER BY created_at DESC LIMIT $4",
+                 AND ($3::TEXT IS NULL OR (tenant_id = $3 AND route IS NULL)) ORDER BY created_at DESC LIMIT $4",
                 &[&f.until.0, &f.since.0, &tenant, &limit],
             )
             .await?;
@@ -1579,7 +1579,7 @@ impl PgStore {
             let id = id.to_string();
             // FOR UPDATE: a concurrent change waits for this one and then applies to its result.
             let before = get_webhook_row(&tx, &id, true).await?;
-            let wh = change.apply(before.clone(), now);
+            let wh = change.apply(before.clone(), now)?;
             execute(
                 &tx,
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \

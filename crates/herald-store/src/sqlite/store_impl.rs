@@ -1028,7 +1028,7 @@ impl Store for SqliteStore {
         let out = self
             .write(move |conn| {
                 let before = get_webhook_row(conn, &id.to_string())?;
-                let wh = change.apply(before.clone(), now);
+                let wh = change.apply(before.clone(), now)?;
                 forget_fan_out_targets();
                 conn.execute(
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
@@ -1427,7 +1427,9 @@ impl Store for SqliteStore {
             let mut dls = Where::default();
             if let Some(t) = tenant {
                 ops.add("tenant_id = ?", text(t));
+                // A tenant's view counts its webhooks' deliveries; routes are the operator's.
                 dls.add("tenant_id = ?", text(t));
+                dls.fixed("route IS NULL");
             }
             let count = |row: &rusqlite::Row<'_>| -> StoreResult<(String, u64)> {
                 Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
@@ -1466,6 +1468,7 @@ impl Store for SqliteStore {
             w.add("a.at < ?", Sql::Integer(f.until.0));
             if let Some(t) = f.tenant {
                 w.add("d.tenant_id = ?", text(t));
+                w.fixed("d.route IS NULL");
             }
             let sql = format!(
                 "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
@@ -1494,6 +1497,7 @@ impl Store for SqliteStore {
             );
             if let Some(t) = f.tenant {
                 w.add("tenant_id = ?", text(t));
+                w.fixed("route IS NULL");
             }
             let sql = format!(
                 "SELECT created_at, status, updated_at FROM deliveries {} \
