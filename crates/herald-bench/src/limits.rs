@@ -14,32 +14,66 @@ pub async fn bare_http(
     duration: Duration,
     generator: Generator,
 ) -> anyhow::Result<LoadResult> {
+    Ok(bare_http_measured(concurrency, duration, generator)
+        .await?
+        .load)
+}
+
+/// The bare endpoint's figures with the CPU time it took.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BareHttp {
+    pub load: LoadResult,
+    /// CPU seconds of the endpoint's threads (server side only) during the load.
+    pub server_cpu_seconds: Option<f64>,
+    /// CPU seconds of the whole bench process (client and server) during the load.
+    pub process_cpu_seconds: Option<f64>,
+    /// Server CPU per request answered, µs.
+    pub server_us_per_request: Option<f64>,
+    /// Client + server CPU per request, µs.
+    pub process_us_per_request: Option<f64>,
+}
+
+/// [`bare_http`], also reading the CPU time of the endpoint's threads (named
+/// `bare-http…`) and of the bench process over the load.
+pub async fn bare_http_measured(
+    concurrency: usize,
+    duration: Duration,
+    generator: Generator,
+) -> anyhow::Result<BareHttp> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/events",
-                post(|body: axum::body::Bytes| async move {
-                    let _ = body.len();
-                    (axum::http::StatusCode::ACCEPTED, "{\"id\":\"evt_x\"}")
-                }),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    });
+    let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::Builder::new()
+        .name("bare-http".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("bare-http-worker")
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _ = ready.send(());
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/events",
+                    post(|body: axum::body::Bytes| async move {
+                        let _ = body.len();
+                        (axum::http::StatusCode::ACCEPTED, "{\"id\":\"evt_x\"}")
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        })?;
+    let _ = is_ready.recv_timeout(Duration::from_secs(5));
+    let server_before = crate::cpu::threads_named_seconds("bare-http");
+    let process_before = crate::cpu::own_seconds();
     let result = match generator {
         Generator::Hyper => {
             let requests = Requests::new(&format!("http://{addr}"), None)?;
@@ -73,9 +107,22 @@ pub async fn bare_http(
             .await
         }
     };
+    let server_cpu = crate::cpu::threads_named_seconds("bare-http")
+        .zip(server_before)
+        .map(|(a, b)| a - b);
+    let process_cpu = crate::cpu::own_seconds()
+        .zip(process_before)
+        .map(|(a, b)| a - b);
     let _ = stop.send(());
     let _ = server.join();
-    Ok(result)
+    let per = |s: Option<f64>| s.map(|s| s * 1e6 / result.ok.max(1) as f64);
+    Ok(BareHttp {
+        server_us_per_request: per(server_cpu),
+        process_us_per_request: per(process_cpu),
+        server_cpu_seconds: server_cpu,
+        process_cpu_seconds: process_cpu,
+        load: result,
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -3,8 +3,12 @@
 //! Each scenario starts a fresh release `herald serve` (port 0, temp database, loopback
 //! destinations allowed) unless `--url` names a running one; `limits` measures a bare
 //! HTTP endpoint and a bare SQLite commit loop so Herald's figures read as fractions.
+//! `e2e` (the headline, not part of `all`) publishes and delivers together for a while and
+//! reports what Herald sustains, with the CPU time each event costs.
 //! The load generator only targets 127.0.0.1 and every phase is bounded in count and time.
 
+mod cpu;
+mod e2e;
 mod limits;
 mod load;
 mod raw;
@@ -25,6 +29,9 @@ use target::Target;
 enum Scenario {
     Ingest,
     Deliver,
+    /// Sustained publish + delivery to K webhooks: events/s, deliveries/s, backlog, CPU
+    /// per event; `--find-sustained` searches the highest sustained rate (not part of `all`).
+    E2e,
     Lro,
     Backlog,
     /// Ingest with and without a background purge of old events (not part of `all`).
@@ -59,18 +66,35 @@ struct Cli {
     /// Concurrent client connections.
     #[arg(long, short = 'c', default_value_t = 64)]
     concurrency: usize,
-    /// Seconds per timed phase.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Webhooks each event fans out to (deliver, backlog).
+    /// Seconds per timed phase (default 10; e2e: 30).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Webhooks each event fans out to (deliver, backlog, e2e).
     #[arg(long, short = 'k', default_value_t = 4)]
     webhooks: u32,
     /// Events published in the deliver throughput phase.
     #[arg(long, default_value_t = 20_000)]
     events: u64,
-    /// Events/s of the deliver latency phase.
-    #[arg(long, default_value_t = 2_000)]
-    rate: u64,
+    /// Events/s of the deliver latency phase (default 2000); e2e: publish at this fixed
+    /// rate instead of full speed (with --find-sustained: the search's first rate).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// e2e: after the full-speed phase, search for the highest fixed rate whose backlog
+    /// stays under 1 s of deliveries, then measure latency at half of it.
+    #[arg(long)]
+    find_sustained: bool,
+    /// e2e: seconds of each probe of --find-sustained.
+    #[arg(long, default_value_t = 15)]
+    probe_duration: u64,
+    /// e2e: at most this many probes in --find-sustained.
+    #[arg(long, default_value_t = 6)]
+    max_probes: u32,
+    /// e2e on PostgreSQL: `ANALYZE deliveries, events` every this many seconds in each
+    /// phase's fresh database, as autovacuum does once a database has run for a while (a
+    /// new one is first analyzed after `autovacuum_naptime`, 1 min; until then plans made
+    /// on the empty tables stay cached on Herald's connections). Default: never.
+    #[arg(long)]
+    analyze_every: Option<u64>,
     /// Operations in the lro scenario.
     #[arg(long, default_value_t = 5_000)]
     operations: u64,
@@ -133,6 +157,192 @@ fn machine() -> Value {
 
 struct Row(String, String, String, String);
 
+fn us(x: Option<&e2e::CpuShare>, per_delivery: bool) -> String {
+    x.map(|c| {
+        format!(
+            "{:.1}",
+            if per_delivery {
+                c.us_per_delivery
+            } else {
+                c.us_per_event
+            }
+        )
+    })
+    .unwrap_or_else(|| "?".into())
+}
+
+/// The report rows of an `e2e` run.
+fn e2e_rows(r: &e2e::E2e, rows: &mut Vec<Row>) {
+    let k = r.webhooks;
+    let bare = &r.ceiling;
+    let bare_server = bare.server_us_per_request;
+    rows.push(Row(
+        "e2e ceiling: bare HTTP 202, 3 s".into(),
+        format!("{:.0} req/s", bare.load.per_second),
+        format!(
+            "CPU per request: server {} µs, client+server {} µs",
+            bare_server.map(|u| format!("{u:.1}")).unwrap_or("?".into()),
+            bare.process_us_per_request
+                .map(|u| format!("{u:.1}"))
+                .unwrap_or("?".into()),
+        ),
+        r.ceiling_load_average.clone(),
+    ));
+    let phase_rows = |name: String, p: &e2e::Phase, rows: &mut Vec<Row>| {
+        let la = format!("{} -> {}", p.load_average_before, p.load_average_after);
+        rows.push(Row(
+            name.clone(),
+            format!("{:.0} events/s", p.events_per_second),
+            format!(
+                "{:.0} deliveries/s; backlog at end {} ({:.2} s), growing {:.0}/s; {}{}; events+deliveries {:.0}% of ceiling{}",
+                p.deliveries_per_second,
+                p.backlog_at_end,
+                p.backlog_at_end_seconds,
+                p.backlog_growth_per_second,
+                if p.sustained { "sustained" } else { "NOT sustained" },
+                if p.errors > 0 {
+                    format!(" ({} errors)", p.errors)
+                } else {
+                    String::new()
+                },
+                100.0 * (p.events_per_second + p.deliveries_per_second)
+                    / bare.load.per_second.max(1e-9),
+                match (p.drained_after_seconds, p.drain_left) {
+                    (Some(d), _) => format!("; drained {d:.1} s after"),
+                    (None, Some(left)) => format!("; {left} still owed after the drain wait"),
+                    _ => String::new(),
+                }
+            ),
+            la.clone(),
+        ));
+        let c = &p.cpu;
+        rows.push(Row(
+            format!("  CPU, {name}"),
+            format!("{} µs/delivery", us(c.herald.as_ref(), true)),
+            format!(
+                "Herald {} cores, {} µs/event{}; bench {} µs/event (receiver {} µs/delivery){}",
+                c.herald
+                    .as_ref()
+                    .map(|h| format!("{:.2}", h.cores))
+                    .unwrap_or("?".into()),
+                us(c.herald.as_ref(), false),
+                match (c.herald.as_ref(), bare_server) {
+                    (Some(h), Some(b)) if b > 0.0 => format!(
+                        ", {:.1} µs/HTTP exchange = {:.1} x bare server's",
+                        h.us_per_http_exchange,
+                        h.us_per_http_exchange / b
+                    ),
+                    _ => String::new(),
+                },
+                us(c.bench.as_ref(), false),
+                us(c.receiver.as_ref(), true),
+                match (&c.postgres_backends, &c.postgres_all) {
+                    (Some(o), Some(a)) => format!(
+                        "; postgres {:.1} µs/event ({:.1} all postgres)",
+                        o.us_per_event, a.us_per_event
+                    ),
+                    _ => String::new(),
+                }
+            ),
+            la,
+        ));
+    };
+    if let Some(p) = &r.full_speed {
+        phase_rows(
+            format!(
+                "e2e full speed, K={k}, c={}, {:.0} s",
+                r.concurrency, p.seconds
+            ),
+            p,
+            rows,
+        );
+    }
+    if let Some(p) = &r.fixed {
+        phase_rows(
+            format!("e2e at {:.0} events/s, K={k}", p.rate.unwrap_or(0.0)),
+            p,
+            rows,
+        );
+        rows.push(Row(
+            format!("  latency at {:.0} events/s", p.rate.unwrap_or(0.0)),
+            format!("p99 {:.1} ms", p.latency.p99_ms),
+            format!(
+                "p50 {:.2} ms, max {:.1} ms, {} deliveries timed",
+                p.latency.p50_ms, p.latency.max_ms, p.latency.count
+            ),
+            p.load_average_after.clone(),
+        ));
+    }
+    for (i, p) in r.probes.iter().enumerate() {
+        rows.push(Row(
+            format!(
+                "e2e probe {} at {:.0} events/s, {:.0} s",
+                i + 1,
+                p.rate.unwrap_or(0.0),
+                p.seconds
+            ),
+            if p.sustained {
+                "sustained".into()
+            } else {
+                "NOT sustained".into()
+            },
+            format!(
+                "{:.0} events/s acked, {:.0} deliveries/s, backlog at end {} ({:.2} s); Herald {} µs/delivery",
+                p.events_per_second,
+                p.deliveries_per_second,
+                p.backlog_at_end,
+                p.backlog_at_end_seconds,
+                us(p.cpu.herald.as_ref(), true)
+            ),
+            format!("{} -> {}", p.load_average_before, p.load_average_after),
+        ));
+    }
+    if r.full_speed.is_some() && (!r.probes.is_empty() || r.sustained_events_per_second.is_some()) {
+        let best = r
+            .probes
+            .iter()
+            .find(|p| p.sustained && p.rate == r.sustained_events_per_second);
+        rows.push(Row(
+            format!("e2e SUSTAINED events/s, K={k}"),
+            r.sustained_events_per_second
+                .map(|s| format!("{s:.0} events/s"))
+                .unwrap_or_else(|| "none found".into()),
+            format!(
+                "= {} deliveries/s; {}{}",
+                r.sustained_events_per_second
+                    .map(|s| format!("{:.0}", s * k as f64))
+                    .unwrap_or("?".into()),
+                match (r.not_sustained_events_per_second, r.publisher_bound) {
+                    (Some(h), _) => format!("{h:.0}/s was not; "),
+                    (None, true) =>
+                        "the publisher's full speed (Herald kept up with all of it); ".into(),
+                    (None, false) => String::new(),
+                },
+                best.map(|p| format!(
+                    "there Herald {} µs/event, {} µs/delivery",
+                    us(p.cpu.herald.as_ref(), false),
+                    us(p.cpu.herald.as_ref(), true)
+                ))
+                .unwrap_or_default()
+            ),
+            String::new(),
+        ));
+    }
+    if let Some(p) = &r.latency_phase {
+        let rate = p.rate.unwrap_or(0.0);
+        phase_rows(format!("e2e at half: {rate:.0} events/s, K={k}"), p, rows);
+        rows.push(Row(
+            format!("e2e latency ack -> receipt at {rate:.0}/s"),
+            format!("p99 {:.1} ms", p.latency.p99_ms),
+            format!(
+                "p50 {:.2} ms, max {:.1} ms, {} deliveries timed",
+                p.latency.p50_ms, p.latency.max_ms, p.latency.count
+            ),
+            p.load_average_after.clone(),
+        ));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -144,7 +354,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let wants = |s: Scenario| cli.scenario == s || cli.scenario == Scenario::All;
-    let duration = Duration::from_secs(cli.duration);
+    let duration = Duration::from_secs(cli.duration.unwrap_or(10));
     let mut out = serde_json::Map::new();
     out.insert("machine".into(), machine());
     out.insert(
@@ -287,7 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.concurrency,
             cli.webhooks,
             cli.events,
-            cli.rate,
+            cli.rate.unwrap_or(2_000),
             duration,
             cli.generator,
         )
@@ -381,6 +591,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             r.load_average.clone(),
         ));
         out.insert("backlog".into(), json!(r));
+    }
+    if cli.scenario == Scenario::E2e {
+        let settings = e2e::Settings {
+            concurrency: cli.concurrency,
+            webhooks: cli.webhooks,
+            duration: Duration::from_secs(cli.duration.unwrap_or(30)),
+            rate: cli.rate,
+            find_sustained: cli.find_sustained,
+            probe_duration: Duration::from_secs(cli.probe_duration),
+            max_probes: cli.max_probes,
+            analyze_every: cli.analyze_every.map(Duration::from_secs),
+        };
+        let start = || cli.start();
+        let r = e2e::e2e(
+            &start,
+            &settings,
+            cli.generator,
+            postgres.is_some(),
+            cli.url.is_some(),
+        )
+        .await?;
+        e2e_rows(&r, &mut rows);
+        out.insert("e2e".into(), json!(r));
     }
     if cli.scenario == Scenario::Retention {
         if cli.url.is_some() || cli.database.is_some() {

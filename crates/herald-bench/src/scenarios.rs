@@ -2,7 +2,7 @@
 
 use crate::load::{client, closed_loop, payload_1k, LoadResult};
 use crate::raw::{self, EventBodies, Generator, Requests};
-use crate::receiver::Receiver;
+use crate::receiver::{event_key, Receiver};
 use crate::stats::{load_average, memory_of, Percentiles};
 use crate::target::{Target, BENCH_OP_TYPE, BENCH_TRIGGER};
 use anyhow::{bail, Context};
@@ -89,7 +89,12 @@ impl Api {
         Ok(r["id"].as_str().context("event id")?.to_owned())
     }
 
-    async fn webhooks(&self, tenant: &str, receiver: &Receiver, count: u32) -> anyhow::Result<()> {
+    pub async fn webhooks(
+        &self,
+        tenant: &str,
+        receiver: &Receiver,
+        count: u32,
+    ) -> anyhow::Result<()> {
         for k in 0..count {
             self.post(
                 "/webhooks",
@@ -286,7 +291,7 @@ pub async fn deliver(
     )
     .await?;
     let deferrals_before = api.counter("herald_delivery_deferrals_total").await?;
-    let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let acks: Arc<Mutex<HashMap<u128, Instant>>> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let per_tick = (rate / 100).max(1);
@@ -303,7 +308,8 @@ pub async fn deliver(
             let n = sent;
             tasks.push(tokio::spawn(async move {
                 if let Ok(id) = api.publish(&tenant2, n).await {
-                    acks.lock().expect("acks lock").insert(id, Instant::now());
+                    let at = Instant::now();
+                    acks.lock().expect("acks lock").insert(event_key(&id), at);
                 }
                 drop(permit);
             }));
@@ -322,7 +328,7 @@ pub async fn deliver(
         let acks = acks.lock().expect("acks lock");
         let recorded = receiver.recorded.lock().expect("receiver lock");
         for a in recorded.arrivals.iter().filter(|a| a.hook == hook_base) {
-            if let Some(acked_at) = acks.get(&a.event_id) {
+            if let Some(acked_at) = acks.get(&a.event) {
                 // A delivery can land before the client has read the 202: count it as 0.
                 let latency = a.at.saturating_duration_since(*acked_at);
                 latencies.push(latency);

@@ -37,6 +37,8 @@ pub struct Target {
     dir: Option<PathBuf>,
     /// The fresh PostgreSQL database (admin URL, name) to drop once the child is gone.
     fresh: Option<(String, String)>,
+    /// The database URL the child was given.
+    pub database_url: Option<String>,
 }
 
 /// Only loopback: the load generator must never point at another machine.
@@ -56,6 +58,11 @@ impl Target {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The fresh PostgreSQL database made for this Herald, if any.
+    pub fn database_name(&self) -> Option<&str> {
+        self.fresh.as_ref().map(|(_, name)| name.as_str())
+    }
+
     pub fn existing(url: &str, admin_key: &str) -> anyhow::Result<Self> {
         check_loopback(url)?;
         Ok(Self {
@@ -64,6 +71,7 @@ impl Target {
             child: None,
             dir: None,
             fresh: None,
+            database_url: None,
         })
     }
 
@@ -128,6 +136,7 @@ impl Target {
             child: None,
             dir: Some(dir),
             fresh,
+            database_url: Some(database.clone()),
         };
         let admin_key = format!("bench-admin-{}", ulid::Ulid::new());
         let child = Command::new(binary)
