@@ -133,6 +133,8 @@ conformance!(
     webhook_crud,
     disabled_webhook_pauses_deliveries_and_enabling_resumes,
     deliveries_claim_lease_and_outcomes,
+    two_results_for_one_delivery_in_a_batch_both_count,
+    redeliver_keeps_an_attempt_in_flight_from_being_claimed_twice,
     concurrent_delivery_claims_never_share_a_delivery,
     gone_disables_the_webhook_and_pauses_its_deliveries,
     redeliver_and_replay,
@@ -2290,4 +2292,54 @@ async fn webhook_cap_is_checked_in_the_write(s: &dyn Store) {
         s.create_webhook_capped(webhook(None, &["x.*"]), 1).await,
         Err(StoreError::LimitReached)
     ));
+}
+
+async fn two_results_for_one_delivery_in_a_batch_both_count(s: &dyn Store) {
+    // Claimed again after its lease ran out, a delivery can have two results in one
+    // batch: both attempts count, and the later result is the delivery's state.
+    let t = tenant(s, "a").await;
+    s.create_webhook(webhook(Some(t), &["payment.*"]))
+        .await
+        .unwrap();
+    emit(s, event(Some(t), "payment.succeeded", None, at(1))).await;
+    let job = s.claim_due_deliveries(at(2), 10, LEASE).await.unwrap();
+    let d = job[0].delivery.id;
+    s.record_attempts(vec![
+        record(d, at(3), Some(500), AttemptOutcome::RetryAt(at(60))),
+        record(d, at(4), Some(200), AttemptOutcome::Succeeded),
+    ])
+    .await
+    .unwrap();
+    let (one, attempts) = s.get_delivery(d).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!((one.attempts, one.window_attempts), (2, 2));
+    assert_eq!(one.status, DeliveryStatus::Succeeded);
+    assert_eq!(one.last_status_code, Some(200));
+}
+
+async fn redeliver_keeps_an_attempt_in_flight_from_being_claimed_twice(s: &dyn Store) {
+    // A redeliver while an attempt is in flight (its lease held) resets the window but
+    // leaves the lease: the delivery is not claimed, and sent, a second time at once.
+    let t = tenant(s, "a").await;
+    s.create_webhook(webhook(Some(t), &["payment.*"]))
+        .await
+        .unwrap();
+    emit(s, event(Some(t), "payment.succeeded", None, at(1))).await;
+    let job = s.claim_due_deliveries(at(2), 10, LEASE).await.unwrap();
+    let d = job[0].delivery.id;
+    let again = s.redeliver(d, at(3)).await.unwrap();
+    assert_eq!(again.status, DeliveryStatus::Pending);
+    assert!(s
+        .claim_due_deliveries(at(4), 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its in-flight result settles it; had the lease run out, it would be claimable.
+    assert_eq!(
+        s.claim_due_deliveries(at(2 + 31), 10, LEASE)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

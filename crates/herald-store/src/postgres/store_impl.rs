@@ -1258,7 +1258,7 @@ impl Store for PgStore {
             execute(
                 &tx,
                 "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
-                 lease_until = NULL, updated_at = $3 WHERE id = $1",
+                 updated_at = $3 WHERE id = $1",
                 &[&id.to_string(), &next, &now.0],
             )
             .await?;
@@ -1309,7 +1309,7 @@ impl Store for PgStore {
                 &tx,
                 &format!(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
-                     lease_until = NULL, updated_at = $3 WHERE id = ANY($1) AND {status_clause}"
+                     updated_at = $3 WHERE id = ANY($1) AND {status_clause}"
                 ),
                 &[&ids, &next, &r.now.0],
             )
@@ -1548,6 +1548,18 @@ where
     }
 }
 
+/// One round of delivery results for `record_attempts`: at most one per delivery.
+#[derive(Default)]
+struct DeliveryResults {
+    id: Vec<String>,
+    status: Vec<String>,
+    next: Vec<Option<i64>>,
+    counted: Vec<bool>,
+    code: Vec<Option<i64>>,
+    error: Vec<Option<String>>,
+    at: Vec<i64>,
+}
+
 impl PgStore {
     /// A read of one statement, outside any transaction (the statement is its own
     /// snapshot): one round trip instead of `BEGIN`, the query and `COMMIT`.
@@ -1628,15 +1640,12 @@ impl PgStore {
             let mut disable: Vec<(String, String, i64)> = Vec::new();
             let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            let (
-                mut d_id,
-                mut d_status,
-                mut d_next,
-                mut d_counted,
-                mut d_code,
-                mut d_err,
-                mut d_at,
-            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            // One delivery can have two results in a batch (claimed again after a lease ran
+            // out, say). An `UPDATE … FROM unnest(…)` applies only one row per target, so the
+            // results go in rounds: the k-th result of each delivery in round k, in order.
+            let mut rounds: Vec<DeliveryResults> = Vec::new();
+            let mut seen: HashMap<DeliveryId, usize> = HashMap::new();
+            let mut d_id: Vec<String> = Vec::with_capacity(records.len());
             for r in &records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -1658,13 +1667,20 @@ impl PgStore {
                     AttemptOutcome::Failed => ("failed", None),
                     AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
                 };
-                d_id.push(id);
-                d_status.push(status.to_owned());
-                d_next.push(next);
-                d_counted.push(r.attempt.is_some());
-                d_code.push(code);
-                d_err.push(error);
-                d_at.push(at.0);
+                let round = seen.entry(r.delivery_id).or_insert(0);
+                if rounds.len() <= *round {
+                    rounds.push(DeliveryResults::default());
+                }
+                let u = &mut rounds[*round];
+                *round += 1;
+                d_id.push(id.clone());
+                u.id.push(id);
+                u.status.push(status.to_owned());
+                u.next.push(next);
+                u.counted.push(r.attempt.is_some());
+                u.code.push(code);
+                u.error.push(error);
+                u.at.push(at.0);
                 if let Some((webhook, reason)) = &r.disable_webhook {
                     disable.push((webhook.to_string(), reason.clone(), at.0));
                 }
@@ -1693,21 +1709,25 @@ impl PgStore {
             // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
             // with no due time, like every pending delivery of a disabled webhook.
             let update_deliveries = async {
-                execute(
-                &tx,
-                "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
-                   next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
-                     THEN NULL ELSE u.next END, \
-                   attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
-                   window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
-                   last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
-                   last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
-                   updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
-                   AS u(rid, status, next, counted, code, error, at) \
-                 WHERE d.id = u.rid",
-                &[&d_id, &d_status, &d_next, &d_counted, &d_code, &d_err, &d_at],
-            ).await
+                for u in &rounds {
+                    execute(
+                        &tx,
+                        "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
+                           next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
+                             THEN NULL ELSE u.next END, \
+                           attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                           window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                           last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
+                           last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
+                           updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
+                         FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
+                           AS u(rid, status, next, counted, code, error, at) \
+                         WHERE d.id = u.rid",
+                        &[&u.id, &u.status, &u.next, &u.counted, &u.code, &u.error, &u.at],
+                    )
+                    .await?;
+                }
+                Ok::<(), StoreError>(())
             };
             futures::try_join!(insert_attempts, update_deliveries)?;
             // A result that arrives after its webhook was deleted (sent while the delete ran)

@@ -1357,7 +1357,7 @@ impl Store for SqliteStore {
                 let next = if paused { None } else { Some(now.0) };
                 conn.execute(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
-                     lease_until = NULL, updated_at = ?3 WHERE id = ?1",
+                     updated_at = ?3 WHERE id = ?1",
                     params![id.to_string(), next, now.0],
                 )?;
                 get_delivery_row(conn, &id.to_string())
@@ -1398,7 +1398,7 @@ impl Store for SqliteStore {
                 };
                 let mut update = conn.prepare_cached(&format!(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
-                     lease_until = NULL, updated_at = ?3 WHERE id = ?1 AND {status_clause}"
+                     updated_at = ?3 WHERE id = ?1 AND {status_clause}"
                 ))?;
                 let mut replayed = 0;
                 for (id, _) in &looked_at {
