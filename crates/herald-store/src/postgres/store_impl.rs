@@ -365,10 +365,17 @@ async fn claim_in_due_order(
     sql: &str,
     params: &[Param<'_>],
 ) -> StoreResult<Vec<Row>> {
+    // force_custom_plan: the claim is a prepared statement, and its generic plan, made
+    // while `deliveries` has no statistics (a new database, until autovacuum's first
+    // ANALYZE), is a sequential scan of the whole table for `id = ANY(…)`, which each
+    // pooled connection then keeps: every claim cost time in proportion to the table.
     let no_sort = async {
-        tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(StoreError::from)
+        tx.batch_execute(
+            "SET LOCAL enable_sort = off; SET LOCAL synchronous_commit = off; \
+             SET LOCAL plan_cache_mode = force_custom_plan",
+        )
+        .await
+        .map_err(StoreError::from)
     };
     let (_, rows) = futures::try_join!(no_sort, query(tx, sql, params))?;
     Ok(rows)
