@@ -373,22 +373,9 @@ async fn count_deliveries(app: &TestApp, key: &str, webhook: &str, status: &str)
     }
 }
 
-/// Polls `check` until it holds, for at most a minute (a debug build delivering a
-/// thousand webhooks on a busy machine is slow; this is a bound, not a measurement).
-async fn within_a_minute<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// A debug build delivering a thousand webhooks on a busy machine is slow: a bound, not a
+/// measurement.
+const A_MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_larger_than_a_batch_is_answered_at_once_and_finished_in_the_background() {
@@ -410,7 +397,7 @@ async fn a_replay_larger_than_a_batch_is_answered_at_once_and_finished_in_the_ba
         .buffer_unordered(16)
         .for_each(|r| async move { assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body) })
         .await;
-    within_a_minute("every delivery succeeded", || async {
+    app.eventually_within("every delivery succeeded", A_MINUTE, || async {
         count_deliveries(&app, &key, &webhook, "succeeded").await == EVENTS
     })
     .await;
@@ -431,7 +418,7 @@ async fn a_replay_larger_than_a_batch_is_answered_at_once_and_finished_in_the_ba
     assert_eq!(r.body["webhook"], webhook.as_str());
     assert_eq!(r.body["replayed"], 500, "the first batch, in the request");
     assert_eq!(r.body["done"], false, "the rest follows in the background");
-    within_a_minute("every delivery replayed", || async {
+    app.eventually_within("every delivery replayed", A_MINUTE, || async {
         count_deliveries(&app, &key, &webhook, "pending").await == EVENTS
     })
     .await;

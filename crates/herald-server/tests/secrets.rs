@@ -158,26 +158,14 @@ async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_n
             .unwrap();
     let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
     let stranded = Receiver::start().await;
-    let now = herald_core::Clock::now(&herald_core::SystemClock);
     let sealed = herald_store::Store::create_webhook(
         &old_node,
-        herald_store::Webhook {
-            id: herald_core::ids::WebhookId::generate(),
-            tenant: Some(tenant_id),
-            url: stranded.url("/old"),
-            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
-            format: herald_core::signing::SignatureFormat::Herald,
-            secret: "whsec_sealed_with_the_old_key".into(),
-            secret_version: 1,
-            previous_secret: None,
-            schedule: None,
-            max_concurrency: None,
-            disabled: false,
-            disabled_reason: None,
-            description: None,
-            created_at: now,
-            updated_at: now,
-        },
+        stored_webhook(
+            herald_core::ids::WebhookId::generate(),
+            Some(tenant_id),
+            stranded.url("/old"),
+            "whsec_sealed_with_the_old_key",
+        ),
     )
     .await
     .unwrap();
@@ -225,27 +213,15 @@ async fn a_webhook_sealed_with_another_key_can_still_be_managed_and_rotated_out(
         herald_store::encrypted::SecretKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
             .unwrap();
     let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
-    let now = herald_core::Clock::now(&herald_core::SystemClock);
     let id = herald_core::ids::WebhookId::generate();
     herald_store::Store::create_webhook(
         &old_node,
-        herald_store::Webhook {
+        stored_webhook(
             id,
-            tenant: Some(tenant_id),
-            url: receiver.url("/h"),
-            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
-            format: herald_core::signing::SignatureFormat::Herald,
-            secret: "whsec_sealed_with_the_old_key".into(),
-            secret_version: 1,
-            previous_secret: None,
-            schedule: None,
-            max_concurrency: None,
-            disabled: false,
-            disabled_reason: None,
-            description: None,
-            created_at: now,
-            updated_at: now,
-        },
+            Some(tenant_id),
+            receiver.url("/h"),
+            "whsec_sealed_with_the_old_key",
+        ),
     )
     .await
     .unwrap();
@@ -307,26 +283,14 @@ async fn any_change_seals_a_secret_stored_before_the_key_was_set() {
     }
     let (tenant, _) = app.tenant("acme").await;
     // Written by a node without a key: plaintext in the row.
-    let now = herald_core::Clock::now(&herald_core::SystemClock);
     let id = herald_core::ids::WebhookId::generate();
     app.store
-        .create_webhook(herald_store::Webhook {
+        .create_webhook(stored_webhook(
             id,
-            tenant: Some(tenant.parse().unwrap()),
-            url: "http://127.0.0.1:9/h".into(),
-            events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
-            format: herald_core::signing::SignatureFormat::Herald,
-            secret: "hsec_plaintext_from_before".into(),
-            secret_version: 1,
-            previous_secret: None,
-            schedule: None,
-            max_concurrency: None,
-            disabled: false,
-            disabled_reason: None,
-            description: None,
-            created_at: now,
-            updated_at: now,
-        })
+            Some(tenant.parse().unwrap()),
+            "http://127.0.0.1:9/h".into(),
+            "hsec_plaintext_from_before",
+        ))
         .await
         .unwrap();
     let r = app
@@ -374,4 +338,31 @@ fn stored_secrets(app: &TestApp) -> Vec<u8> {
         })
         .unwrap();
     secret.into_bytes()
+}
+
+/// A webhook row for `payment.*` as a node would store it, with `secret` as given.
+fn stored_webhook(
+    id: herald_core::ids::WebhookId,
+    tenant: Option<herald_core::ids::TenantId>,
+    url: String,
+    secret: &str,
+) -> herald_store::Webhook {
+    let now = herald_core::Clock::now(&herald_core::SystemClock);
+    herald_store::Webhook {
+        id,
+        tenant,
+        url,
+        events: vec![herald_core::pattern::EventPattern::parse("payment.*").unwrap()],
+        format: herald_core::signing::SignatureFormat::Herald,
+        secret: secret.into(),
+        secret_version: 1,
+        previous_secret: None,
+        schedule: None,
+        max_concurrency: None,
+        disabled: false,
+        disabled_reason: None,
+        description: None,
+        created_at: now,
+        updated_at: now,
+    }
 }

@@ -257,12 +257,22 @@ impl TestApp {
     }
 
     /// Polls `check` (a read through the API) until it holds, for at most 10 s of real time.
-    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    pub async fn eventually<F, Fut>(&self, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.eventually_within(what, Duration::from_secs(10), check)
+            .await
+    }
+
+    /// [`Self::eventually`] with its own bound (a bound, not a measurement).
+    pub async fn eventually_within<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
         while !check().await {
             assert!(
                 tokio::time::Instant::now() < deadline,
