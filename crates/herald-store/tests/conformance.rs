@@ -509,6 +509,29 @@ async fn operation_idempotency(s: &dyn Store) {
         .len(),
         2
     );
+    // Deleting the operation releases its key: a retry, even with another body, makes a
+    // new one (a Location the client could not read would be no answer), and the key then
+    // names the new one.
+    let first = first.into_inner().id;
+    s.delete_operation(first, at(1)).await.unwrap();
+    let after = s
+        .create_operation(new_op(None, "transcode", 3), Some(idem("other")))
+        .await
+        .unwrap();
+    assert!(after.is_new());
+    let after = after.into_inner().id;
+    assert_ne!(after, first);
+    let again = s
+        .create_operation(new_op(None, "transcode", 3), Some(idem("other")))
+        .await
+        .unwrap();
+    assert!(!again.is_new());
+    assert_eq!(again.into_inner().id, after);
+    assert!(matches!(
+        s.create_operation(new_op(None, "transcode", 3), Some(idem("h")))
+            .await,
+        Err(StoreError::IdempotencyMismatch)
+    ));
 }
 
 async fn operation_claim_heartbeat_complete(s: &dyn Store) {

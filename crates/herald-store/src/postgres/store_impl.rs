@@ -123,14 +123,17 @@ async fn get_operation_row(
     }
 }
 
-/// Records `idem` for `resource`, or finds the resource an earlier identical request made.
-/// A concurrent request with the same key waits here until the first commits.
+/// Records `idem` for the operation `op`, or finds the operation an earlier identical
+/// request made. A concurrent request with the same key waits here until the first commits.
+/// A key whose operation is gone (deleted by its client, or purged) is released: it is
+/// given to `op`, and the caller makes it.
 async fn claim_idempotency(
     tx: &Transaction<'_>,
     idem: &Idempotency,
-    resource: &str,
+    op: OperationId,
     now: Timestamp,
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Option<Operation>> {
+    let resource = op.to_string();
     let inserted = execute(
         tx,
         "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) \
@@ -147,18 +150,38 @@ async fn claim_idempotency(
     if inserted == 1 {
         return Ok(None);
     }
+    // Locked: two retries that both find the operation gone take the key one at a time,
+    // and the second finds the first's operation.
     let row = query_opt(
         tx,
-        "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE",
         &[&idem.scope, &idem.key],
     )
     .await?
     .ok_or_else(|| StoreError::Backend("idempotency key vanished".into()))?;
     let hash: String = row.try_get(0)?;
-    if hash != idem.request_hash {
-        return Err(StoreError::IdempotencyMismatch);
+    let earlier = parse_id(&row.try_get::<_, String>(1)?, OperationId::parse)?;
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1 AND NOT deleted");
+    match query_opt(tx, &sql, &[&earlier.to_string()]).await? {
+        Some(_) if hash != idem.request_hash => Err(StoreError::IdempotencyMismatch),
+        Some(row) => Ok(Some(rows::operation(&row)?)),
+        None => {
+            execute(
+                tx,
+                "UPDATE idempotency_keys SET request_hash = $3, resource_id = $4, created_at = $5 \
+                 WHERE scope = $1 AND key = $2",
+                &[
+                    &idem.scope,
+                    &idem.key,
+                    &idem.request_hash,
+                    &resource,
+                    &now.0,
+                ],
+            )
+            .await?;
+            Ok(None)
+        }
     }
-    Ok(Some(row.try_get(1)?))
 }
 
 /// Ends an operation (already in its final `state`), sets its purge time, and raises its
@@ -561,16 +584,11 @@ impl Store for PgStore {
     ) -> StoreResult<Created<Operation>> {
         Ok(in_tx!(self, |tx, wake| {
             let existing = match &idem {
-                Some(idem) => {
-                    claim_idempotency(&tx, idem, &op.id.to_string(), op.created_at).await?
-                }
+                Some(idem) => claim_idempotency(&tx, idem, op.id, op.created_at).await?,
                 None => None,
             };
             match existing {
-                Some(existing) => {
-                    let id = parse_id(&existing, OperationId::parse)?;
-                    Created::Existing(get_operation_row(&tx, id, false).await?)
-                }
+                Some(existing) => Created::Existing(existing),
                 None => {
                     execute(
                         &tx,

@@ -47,7 +47,16 @@ fn lease_token() -> String {
 }
 
 fn get_operation_row(conn: &Connection, id: OperationId) -> StoreResult<Operation> {
-    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1");
+    read_operation_row(conn, id, "")
+}
+
+/// The operation unless deleted: a deleted operation reads as missing.
+fn get_live_operation_row(conn: &Connection, id: OperationId) -> StoreResult<Operation> {
+    read_operation_row(conn, id, " AND deleted = 0")
+}
+
+fn read_operation_row(conn: &Connection, id: OperationId, filter: &str) -> StoreResult<Operation> {
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1{filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![id.to_string()])?;
     match rows.next()? {
@@ -56,7 +65,15 @@ fn get_operation_row(conn: &Connection, id: OperationId) -> StoreResult<Operatio
     }
 }
 
-fn check_idempotency(conn: &Connection, idem: &Idempotency) -> StoreResult<Option<String>> {
+/// The resource an earlier request with `idem`'s key made, if it is still there (`live`
+/// reads it; `None` when deleted or purged). A key whose resource is gone is released, so
+/// this request makes a new one; one whose resource is there answers with it when the
+/// body matches and refuses otherwise.
+fn check_idempotency<T>(
+    conn: &Connection,
+    idem: &Idempotency,
+    live: impl FnOnce(&Connection, &str) -> StoreResult<Option<T>>,
+) -> StoreResult<Option<T>> {
     let found: Option<(String, String)> = conn
         .prepare_cached(
             "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
@@ -65,10 +82,26 @@ fn check_idempotency(conn: &Connection, idem: &Idempotency) -> StoreResult<Optio
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    match found {
-        Some((hash, id)) if hash == idem.request_hash => Ok(Some(id)),
-        Some(_) => Err(StoreError::IdempotencyMismatch),
-        None => Ok(None),
+    let Some((hash, id)) = found else {
+        return Ok(None);
+    };
+    match live(conn, &id)? {
+        Some(_) if hash != idem.request_hash => Err(StoreError::IdempotencyMismatch),
+        Some(resource) => Ok(Some(resource)),
+        None => {
+            conn.prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+                .execute(params![idem.scope, idem.key])?;
+            Ok(None)
+        }
+    }
+}
+
+/// `Ok(None)` for NotFound: the shape `check_idempotency`'s `live` wants.
+fn found<T>(read: StoreResult<T>) -> StoreResult<Option<T>> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -463,9 +496,11 @@ impl Store for SqliteStore {
         let created = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
-                    if let Some(existing) = check_idempotency(conn, idem)? {
-                        let id = parse_id(&existing, OperationId::parse)?;
-                        return Ok(Created::Existing(get_operation_row(conn, id)?));
+                    let live = |conn: &Connection, id: &str| {
+                        found(get_live_operation_row(conn, parse_id(id, OperationId::parse)?))
+                    };
+                    if let Some(existing) = check_idempotency(conn, idem, live)? {
+                        return Ok(Created::Existing(existing));
                     }
                 }
                 conn.prepare_cached(
@@ -497,17 +532,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_operation(&self, id: OperationId) -> StoreResult<Operation> {
-        self.read_now(move |conn| {
-            // One statement: a deleted operation reads as missing.
-            let sql =
-                format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1 AND deleted = 0");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![id.to_string()])?;
-            match rows.next()? {
-                Some(row) => rows::operation(row),
-                None => Err(StoreError::NotFound),
-            }
-        })
+        self.read_now(move |conn| get_live_operation_row(conn, id))
     }
 
     async fn get_operation_for_worker(&self, id: OperationId) -> StoreResult<Operation> {
@@ -825,8 +850,9 @@ impl Store for SqliteStore {
         let (created, fanned) = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
-                    if let Some(existing) = check_idempotency(conn, idem)? {
-                        return Ok((Created::Existing(get_event_row(conn, &existing)?), 0));
+                    let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
+                    if let Some(existing) = check_idempotency(conn, idem, live)? {
+                        return Ok((Created::Existing(existing), 0));
                     }
                 }
                 let prior: Option<String> = conn

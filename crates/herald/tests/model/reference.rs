@@ -711,7 +711,11 @@ impl ReferenceStateMachine for HeraldModel {
                     }
                 }
             }
-            Step::DeleteOp { op } => state.ops[*op].deleted = true,
+            Step::DeleteOp { op } => {
+                state.ops[*op].deleted = true;
+                // Its Idempotency-Key is released: a retry makes a new operation.
+                state.idempotency.retain(|_, (_, o)| o != op);
+            }
             Step::Claim { max } | Step::ClaimAndLoseLease { max } => {
                 for op in state.claimable(*max) {
                     let o = &mut state.ops[op];
