@@ -15,24 +15,21 @@ impl FromText for BrokerKind {
     }
 }
 
-/// `[brokers]`: one table per broker, and the publishing limits.
+/// `[brokers]`: one table per broker, and the publishing limits. Every section's
+/// defaults are its `Default` (a key left out takes it).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrokersConfig {
     /// How long a publish may take, the broker's acknowledgement included.
-    #[serde(default = "super::webhooks::default_timeout", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub timeout: Duration,
     /// The longest wait between retries while a broker is unreachable (messages are never
     /// dropped for that; the wait doubles from 500ms up to this).
-    #[serde(default = "default_max_backoff", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub max_backoff: Duration,
-    #[serde(default)]
     pub nats: NatsConfig,
-    #[serde(default)]
     pub rabbitmq: RabbitMqConfig,
-    #[serde(default)]
     pub redis: RedisConfig,
-    #[serde(default)]
     pub kafka: KafkaConfig,
 }
 
@@ -40,17 +37,13 @@ impl Default for BrokersConfig {
     fn default() -> Self {
         Self {
             timeout: super::webhooks::default_timeout(),
-            max_backoff: default_max_backoff(),
+            max_backoff: Duration::from_secs(30),
             nats: Default::default(),
             rabbitmq: Default::default(),
             redis: Default::default(),
             kafka: Default::default(),
         }
     }
-}
-
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
 }
 
 impl BrokersConfig {
@@ -79,98 +72,70 @@ impl BrokersConfig {
     }
 }
 
+/// `[brokers.nats]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
-    #[serde(default = "default_nats_url")]
     pub url: String,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        Self {
-            url: default_nats_url(),
-        }
+        let url = "nats://127.0.0.1:4222".into();
+        Self { url }
     }
 }
 
-fn default_nats_url() -> String {
-    "nats://127.0.0.1:4222".into()
-}
-
+/// `[brokers.rabbitmq]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RabbitMqConfig {
-    #[serde(default = "default_amqp_url")]
     pub url: String,
 }
 
 impl Default for RabbitMqConfig {
     fn default() -> Self {
-        Self {
-            url: default_amqp_url(),
-        }
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f".into();
+        Self { url }
     }
 }
 
-fn default_amqp_url() -> String {
-    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
-}
-
+/// `[brokers.redis]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    #[serde(default = "default_redis_url")]
     pub url: String,
     /// Trim each stream to about this many entries (`XADD MAXLEN ~`); unset keeps all.
-    #[serde(default)]
     pub maxlen: Option<u64>,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self {
-            url: default_redis_url(),
-            maxlen: None,
-        }
+        let url = "redis://127.0.0.1:6379".into();
+        Self { url, maxlen: None }
     }
 }
 
-fn default_redis_url() -> String {
-    "redis://127.0.0.1:6379".into()
-}
-
+/// `[brokers.kafka]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port`, comma-separated; checked at load.
-    #[serde(default = "default_bootstrap", deserialize_with = "bootstrap")]
+    #[serde(deserialize_with = "bootstrap")]
     pub bootstrap: String,
     /// Partitions of a topic Herald creates because it was missing.
-    #[serde(default = "default_partitions")]
     pub partitions: i32,
-    #[serde(default = "default_replication")]
     pub replication_factor: i16,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
-            bootstrap: default_bootstrap(),
-            partitions: default_partitions(),
-            replication_factor: default_replication(),
+            bootstrap: "127.0.0.1:9092".into(),
+            partitions: 3,
+            replication_factor: 1,
         }
     }
-}
-
-fn default_bootstrap() -> String {
-    "127.0.0.1:9092".into()
-}
-fn default_partitions() -> i32 {
-    3
-}
-fn default_replication() -> i16 {
-    1
 }
 
 /// A comma-separated list of `host:port`, refused at the first server that is not one.

@@ -9,34 +9,29 @@ use std::time::Duration;
 /// `[metrics]`: the store-backed gauges of `/metrics` (operations and deliveries by state)
 /// are re-read in the background every `refresh`, so a scrape only encodes what is in
 /// memory; `require_key` puts `/metrics` behind an admin key or the dedicated `token`.
+/// A key left out takes its `Default`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsSettings {
     /// How often the gauges are re-read from the store (default 10s, at least 100ms).
-    #[serde(default = "default_metrics_refresh", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub refresh: Duration,
     /// `/metrics` answers 401 without `Authorization: Bearer` with an admin key or `token`
     /// (default false: no key, like most exporters).
-    #[serde(default)]
     pub require_key: bool,
     /// A bearer token that opens `/metrics` and nothing else, for the scraper (so it need
     /// not hold an admin key). At least 16 characters; needs `require_key = true`.
-    #[serde(default)]
     pub token: Option<Redacted>,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
-            refresh: default_metrics_refresh(),
+            refresh: Duration::from_secs(10),
             require_key: false,
             token: None,
         }
     }
-}
-
-fn default_metrics_refresh() -> Duration {
-    Duration::from_secs(10)
 }
 
 impl MetricsSettings {

@@ -6,43 +6,30 @@ use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
 /// Event retention. Events no delivery still owes (every delivery succeeded or is
-/// dead) are purged with their deliveries and attempts once older than `events`.
+/// dead) are purged with their deliveries and attempts once older than `events`. A key
+/// left out takes its `Default`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionSettings {
     /// Default 30d; `"off"` keeps events for ever. At least 1d, the time an
     /// `Idempotency-Key` answers retries.
-    #[serde(
-        default = "default_event_retention",
-        deserialize_with = "retention_text"
-    )]
+    #[serde(deserialize_with = "retention_text")]
     pub events: Option<Duration>,
     /// Events removed per write (default 500): small, so requests never wait long.
-    #[serde(default = "default_retention_batch")]
     pub batch: u32,
     /// Pause between passes once nothing more is due (default 1m).
-    #[serde(default = "default_retention_interval", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub interval: Duration,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
-            events: default_event_retention(),
-            batch: default_retention_batch(),
-            interval: default_retention_interval(),
+            events: Some(Duration::from_secs(30 * 86400)),
+            batch: 500,
+            interval: Duration::from_secs(60),
         }
     }
-}
-
-fn default_event_retention() -> Option<Duration> {
-    Some(Duration::from_secs(30 * 86400))
-}
-fn default_retention_batch() -> u32 {
-    500
-}
-fn default_retention_interval() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// A duration, or `"off"` (`None`: kept for ever).

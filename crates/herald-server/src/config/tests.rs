@@ -64,6 +64,58 @@ maxlen = 1000
     assert_eq!(c.brokers.url(BrokerKind::Kafka), "127.0.0.1:9092");
 }
 
+/// A key left out of a section takes the default the README documents.
+#[test]
+fn a_key_left_out_takes_its_default() {
+    let c = Config::parse(
+        "[webhooks]\ntimeout = \"5s\"\n[store]\nread_queue = 8\n[limits]\nburst = 3\n\
+         [retention]\nbatch = 7\n[metrics]\nrequire_key = true\n[brokers]\ntimeout = \"1s\"\n\
+         [brokers.redis]\nmaxlen = 5\n[brokers.kafka]\npartitions = 6\n",
+    )
+    .unwrap();
+    let d = Config::default();
+    let w = &c.webhooks;
+    assert_eq!(w.timeout, Duration::from_secs(5));
+    assert_eq!(w.schedule, RetrySchedule::default());
+    assert_eq!(w.rotation_grace, Duration::from_secs(86400));
+    assert_eq!(
+        (w.max_in_flight, w.per_webhook_concurrency, w.max_per_tenant),
+        (256, 16, 100)
+    );
+    assert!(!w.allow_private_destinations);
+    assert_eq!(
+        (c.store.write_queue, c.store.read_queue),
+        (d.store.write_queue, 8)
+    );
+    assert_eq!(d.store.read_queue, 4096);
+    assert_eq!(
+        (
+            c.limits.requests_per_second,
+            c.limits.burst,
+            c.limits.failed_auth_per_minute
+        ),
+        (0, Some(3), 60)
+    );
+    assert_eq!(c.retention.events, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(
+        (c.retention.batch, c.retention.interval),
+        (7, Duration::from_secs(60))
+    );
+    assert_eq!(c.metrics.refresh, Duration::from_secs(10));
+    assert_eq!(c.brokers.timeout, Duration::from_secs(1));
+    assert_eq!(c.brokers.max_backoff, Duration::from_secs(30));
+    assert_eq!(d.brokers.timeout, Duration::from_secs(10));
+    assert_eq!(c.brokers.redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(c.brokers.redis.maxlen, Some(5));
+    let k = &c.brokers.kafka;
+    assert_eq!(
+        (k.bootstrap.as_str(), k.partitions, k.replication_factor),
+        ("127.0.0.1:9092", 6, 1)
+    );
+    assert_eq!(c.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.request_timeout, Duration::from_secs(30));
+}
+
 /// Every value the file writes as text arrives as its type, parsed once at load.
 #[test]
 fn values_arrive_typed() {

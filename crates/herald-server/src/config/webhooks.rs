@@ -7,29 +7,26 @@ use herald_core::retry::RetrySchedule;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
+/// `[webhooks]`; a key left out takes its `Default`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Allow destinations on loopback, private and link-local addresses (tests, local development).
-    #[serde(default)]
     pub allow_private_destinations: bool,
-    #[serde(default = "default_timeout", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub timeout: Duration,
     /// Wait before each attempt; the delivery is dead after the last.
-    #[serde(default, deserialize_with = "schedule")]
+    #[serde(deserialize_with = "schedule")]
     pub schedule: RetrySchedule,
     /// How long the old secret keeps signing after `:rotateSecret` (default 24h).
-    #[serde(default = "default_grace", with = "serde_text")]
+    #[serde(with = "serde_text")]
     pub rotation_grace: Duration,
     /// Requests in flight at once, across all webhooks.
-    #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
     /// Requests in flight at once to one webhook (a webhook may set its own).
-    #[serde(default = "default_per_webhook")]
     pub per_webhook_concurrency: u32,
     /// Webhooks one tenant may have (not counting deleted ones); `POST /webhooks` past
     /// it is 422 (default 100).
-    #[serde(default = "default_max_per_tenant")]
     pub max_per_tenant: u32,
 }
 
@@ -39,10 +36,10 @@ impl Default for WebhookSettings {
             allow_private_destinations: false,
             timeout: default_timeout(),
             schedule: RetrySchedule::default(),
-            rotation_grace: default_grace(),
-            max_in_flight: default_in_flight(),
-            per_webhook_concurrency: default_per_webhook(),
-            max_per_tenant: default_max_per_tenant(),
+            rotation_grace: Duration::from_secs(86400),
+            max_in_flight: 256,
+            per_webhook_concurrency: 16,
+            max_per_tenant: 100,
         }
     }
 }
@@ -56,18 +53,6 @@ fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<RetrySchedule, D::Error> 
 /// Also the default timeout of a broker publish.
 pub(super) fn default_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_grace() -> Duration {
-    Duration::from_secs(86400)
-}
-fn default_in_flight() -> usize {
-    256
-}
-fn default_per_webhook() -> u32 {
-    16
-}
-fn default_max_per_tenant() -> u32 {
-    100
 }
 
 impl WebhookSettings {
