@@ -68,12 +68,12 @@ impl AppState {
         let store: Arc<dyn Store> = match &config.secret_key {
             Some(key) => Arc::new(herald_store::encrypted::EncryptedSecrets::new(
                 store,
-                herald_store::encrypted::SecretKey::parse(&key.0)?,
+                key.clone(),
             )),
             None => store,
         };
         // Before any request: every event stored from now on fans out to these routes.
-        store.set_routes(outbox_routes(&config)?);
+        store.set_routes(outbox_routes(&config));
         let state = Self {
             store,
             admin_key: admin_key
@@ -96,20 +96,14 @@ impl AppState {
 }
 
 /// The routes of `config` as the store fans events out to them.
-fn outbox_routes(config: &Config) -> anyhow::Result<Vec<herald_store::OutboxRoute>> {
+fn outbox_routes(config: &Config) -> Vec<herald_store::OutboxRoute> {
     config
         .routes
         .iter()
-        .map(|r| {
-            Ok(herald_store::OutboxRoute {
-                name: r.name(),
-                events: r
-                    .events
-                    .iter()
-                    .map(|p| herald_core::pattern::EventPattern::parse(p))
-                    .collect::<Result<_, _>>()?,
-                key: r.key.clone(),
-            })
+        .map(|r| herald_store::OutboxRoute {
+            name: r.name.clone(),
+            events: r.events.clone(),
+            key: r.key.clone(),
         })
         .collect()
 }
@@ -146,12 +140,10 @@ fn broker_dispatcher(state: &AppState) -> herald_dispatch::BrokerDispatcher {
     let routes = config
         .routes
         .iter()
-        .filter_map(|r| {
-            Some(herald_dispatch::BrokerRoute {
-                name: r.name(),
-                broker: BrokerKind::parse(&r.broker)?,
-                topic: r.topic().to_owned(),
-            })
+        .map(|r| herald_dispatch::BrokerRoute {
+            name: r.name.clone(),
+            broker: r.broker,
+            topic: r.topic.clone(),
         })
         .collect();
     herald_dispatch::BrokerDispatcher::new(
@@ -200,7 +192,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.clock.clone(),
         herald_dispatch::DispatcherConfig {
             timeout: webhooks.timeout,
-            schedule: herald_core::retry::RetrySchedule::new(webhooks.schedule.clone())?,
+            schedule: webhooks.schedule.clone(),
             allow_private_destinations: webhooks.allow_private_destinations,
             max_in_flight: webhooks.max_in_flight,
             per_webhook_concurrency: webhooks.per_webhook_concurrency,

@@ -397,21 +397,10 @@ async fn serve(
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(key) = std::env::var("HERALD_SECRET_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-    {
-        config.secret_key = Some(herald_server::config::Redacted(key));
-        config.validate()?;
-    }
+    // `HERALD_ADMIN_KEY` and `HERALD_SECRET_KEY` override the file's keys.
+    config.apply_env(|name| std::env::var(name).ok())?;
     let store = open_store_with(&store_args, &config.store).await?;
-    let admin_key = std::env::var("HERALD_ADMIN_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
-    if admin_key.is_none()
-        && config.admin_key.is_none()
-        && store.count_live_admin_keys().await? == 0
-    {
+    if config.admin_key.is_none() && store.count_live_admin_keys().await? == 0 {
         let key = create_key(&*store, Role::Admin).await?;
         // Printed once, on the first start of a fresh database; only its hash is stored.
         println!(
@@ -419,14 +408,7 @@ async fn serve(
         );
     }
     let shutdown = CancellationToken::new();
-    let state = AppState::new(
-        store,
-        config,
-        Arc::new(SystemClock),
-        admin_key,
-        shutdown.clone(),
-    )
-    .await?;
+    let state = AppState::new(store, config, Arc::new(SystemClock), None, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

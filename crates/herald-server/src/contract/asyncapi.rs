@@ -4,6 +4,7 @@
 
 use super::{event_schema, event_types, human, operation_of_event};
 use crate::config::Config;
+use herald_dispatch::brokers::BrokerKind;
 use serde_json::{json, Map, Value};
 
 fn message_id(event: &str) -> String {
@@ -28,8 +29,8 @@ fn operation_shape() -> Value {
 
 pub fn asyncapi(config: &Config, server_url: &str) -> Value {
     let w = &config.webhooks;
-    let schedule: Vec<String> = w.schedule.iter().map(|d| human(*d)).collect();
-    let window = human(w.schedule.iter().sum());
+    let schedule: Vec<String> = w.schedule.waits().iter().map(|d| human(*d)).collect();
+    let window = human(w.schedule.window());
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut messages = Map::new();
@@ -101,31 +102,32 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
         }),
     );
     for route in &config.routes {
-        let (protocol, url) = match route.broker.as_str() {
-            "nats" => ("nats", config.brokers.nats.url.clone()),
-            "rabbitmq" => ("amqp", config.brokers.rabbitmq.url.clone()),
-            "redis" => ("redis", config.brokers.redis.url.clone()),
-            _ => ("kafka", config.brokers.kafka.bootstrap.clone()),
+        let protocol = match route.broker {
+            BrokerKind::Nats => "nats",
+            BrokerKind::RabbitMq => "amqp",
+            BrokerKind::Redis => "redis",
+            BrokerKind::Kafka => "kafka",
         };
+        let url = config.brokers.url(route.broker);
         let host = url
             .split("://")
             .last()
-            .unwrap_or(&url)
+            .unwrap_or(url)
             .rsplit('@')
             .next()
-            .unwrap_or(&url)
+            .unwrap_or(url)
             .split('/')
             .next()
-            .unwrap_or(&url)
+            .unwrap_or(url)
             .to_owned();
-        servers.insert(route.broker.clone(), json!({ "host": host, "protocol": protocol, "description": format!("The {} broker Herald publishes routes to.", route.broker) }));
-        let topic = route.topic.clone().unwrap_or_default();
+        servers.insert(route.broker.to_string(), json!({ "host": host, "protocol": protocol, "description": format!("The {} broker Herald publishes routes to.", route.broker) }));
+        let topic = route.topic.clone();
         let carried: Vec<String> = event_types(config)
             .into_iter()
             .filter(|e| {
                 super::routes_for(config, e)
                     .iter()
-                    .any(|r| r.name() == route.name())
+                    .any(|r| r.name == route.name)
             })
             .collect();
         let mut route_messages = Map::new();
@@ -136,8 +138,8 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
                 json!({ "$ref": format!("#/components/messages/{id}") }),
             );
         }
-        let channel_id = format!("route_{}", message_id(&route.name().replace(':', "_")));
-        let address = if route.broker == "nats" {
+        let channel_id = format!("route_{}", message_id(&route.name.replace(':', "_")));
+        let address = if route.broker == BrokerKind::Nats {
             format!("{topic}.{{key}}")
         } else {
             topic.clone()
@@ -146,10 +148,10 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
             channel_id.clone(),
             json!({
                 "address": address,
-                "title": route.name(),
+                "title": route.name,
                 "description": format!(
                     "Events matching {} published on {} `{topic}`; the key is the event's `{}` (NATS: subject suffix, RabbitMQ: routing key, Kafka: record key, Redis: a stream field).",
-                    route.events.join(", "), route.broker, route.key
+                    route.events.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "), route.broker, route.key
                 ),
                 "servers": [ { "$ref": format!("#/servers/{}", route.broker) } ],
                 "messages": route_messages

@@ -33,7 +33,7 @@ pub fn markdown(config: &Config) -> String {
 
 fn webhook_delivery(out: &mut String, config: &Config) {
     let w = &config.webhooks;
-    let schedule: Vec<String> = w.schedule.iter().map(|d| human(*d)).collect();
+    let schedule: Vec<String> = w.schedule.waits().iter().map(|d| human(*d)).collect();
     let _ = writeln!(
         out,
         "- **Webhooks: at-least-once.** Herald retries until a 2xx, so a consumer can see an event more than once: dedupe by `X-Event-Id` (Standard Webhooks: `webhook-id`)."
@@ -51,8 +51,8 @@ fn webhook_delivery(out: &mut String, config: &Config) {
         out,
         "- **Retry schedule** (wait before each attempt, ±10 % jitter): {} — {} attempts over a window of about {}. Then the delivery is `failed` (dead) and stays listed for redelivery. A webhook may set its own schedule.",
         schedule.join(", "),
-        w.schedule.len(),
-        human(w.schedule.iter().sum())
+        w.schedule.max_attempts(),
+        human(w.schedule.window())
     );
     let _ = writeln!(
         out,
@@ -118,11 +118,11 @@ fn write_operation(out: &mut String, config: &Config, t: &OperationType) {
     let retry_after = t.retry_after.as_secs().max(1);
     let _ = writeln!(out, "---\n\n## Operation `{name}`\n");
     let _ = writeln!(out, "### 1. Trigger\n");
-    match t.trigger_route() {
-        Some((method, path)) => {
+    match &t.trigger {
+        Some(trigger) => {
             let _ = writeln!(
                 out,
-                "`{method} {path}` with a tenant key (or an admin key). The JSON object body is stored as the operation's input. Answer:\n"
+                "`{trigger}` with a tenant key (or an admin key). The JSON object body is stored as the operation's input. Answer:\n"
             );
         }
         None => {
@@ -263,11 +263,11 @@ fn write_event(out: &mut String, config: &Config, name: &str) {
         );
     } else {
         for r in routes {
-            let topic = r.topic.as_deref().unwrap_or("?");
+            let topic = &r.topic;
             let _ = writeln!(
                 out,
                 "- **Broker route `{}`:** published on {} `{topic}`, keyed by the event's `{}`; at-least-once (the message carries the event id for dedupe: JetStream `Nats-Msg-Id`, AMQP `message_id`, a Redis `id` field, a Kafka `herald-event-id` header) and **in order per key**: a key's later event is never published before its earlier one, retries included. A broker that is down delays messages and loses none; a message it refuses for good is `failed` in the delivery log, for `:redeliver`.",
-                r.name(),
+                r.name,
                 r.broker,
                 r.key
             );

@@ -38,7 +38,7 @@ pub(crate) fn event_schema(config: &Config, name: &str) -> Option<serde_json::Va
         .event_types
         .iter()
         .find(|e| e.name == name)
-        .and_then(|e| serde_json::to_value(&e.schema).ok())
+        .map(|e| e.schema.clone())
 }
 
 /// The operation type whose final event this is (`transcode.succeeded` → `transcode`).
@@ -83,11 +83,7 @@ pub fn routes_for<'a>(config: &'a Config, event_type: &str) -> Vec<&'a crate::co
     config
         .routes
         .iter()
-        .filter(|r| {
-            r.events.iter().any(|p| {
-                herald_core::pattern::EventPattern::parse(p).is_ok_and(|p| p.matches(event_type))
-            })
-        })
+        .filter(|r| herald_core::pattern::any_matches(&r.events, event_type))
         .collect()
 }
 

@@ -662,7 +662,8 @@ pub fn openapi(config: &Config, server_url: &str) -> Value {
     );
 
     for t in &config.operation_types {
-        if let Some((_, path)) = t.trigger_route() {
+        if let Some(trigger) = &t.trigger {
+            let path = trigger.path();
             let mut answer =
                 operation_answer(&format!("Accepted: a `{}` operation, not done.", t.name));
             answer["headers"]["Location"] = json!({ "$ref": "#/components/headers/Location" });

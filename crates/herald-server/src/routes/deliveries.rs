@@ -42,8 +42,8 @@ pub fn delivery_json(d: &Delivery) -> Value {
 fn with_broker(state: &AppState, d: &Delivery) -> Value {
     let mut out = delivery_json(d);
     if let Some(route) = d.destination.route().and_then(|r| state.config.route(r)) {
-        out["broker"] = json!(route.broker);
-        out["topic"] = json!(route.topic());
+        out["broker"] = json!(route.broker.as_str());
+        out["topic"] = json!(route.topic);
     }
     out
 }

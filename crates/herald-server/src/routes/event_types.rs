@@ -24,12 +24,11 @@ fn compile(name: &str, schema: &Value) -> Result<Arc<jsonschema::Validator>, Str
 /// At start: config's event types are stored (config wins), then every stored schema is compiled.
 pub async fn load(state: &AppState) -> anyhow::Result<()> {
     for et in &state.config.event_types {
-        let schema = serde_json::to_value(&et.schema)?;
         state
             .store
             .put_event_type(EventType {
                 name: et.name.clone(),
-                schema,
+                schema: et.schema.clone(),
             })
             .await?;
     }

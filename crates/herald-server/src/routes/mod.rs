@@ -64,10 +64,10 @@ pub fn router(state: AppState) -> Router {
             get(deliveries::get).post(deliveries::custom_method),
         );
     for op_type in &state.config.operation_types {
-        if let Some((_, path)) = op_type.trigger_route() {
+        if let Some(trigger) = &op_type.trigger {
             let name = op_type.name.clone();
             router = router.route(
-                path,
+                trigger.path(),
                 post(
                     move |axum::extract::State(state): axum::extract::State<AppState>,
                           principal: crate::auth::Principal,
