@@ -1,0 +1,1 @@
+//! Which webhooks and broker routes get an event.

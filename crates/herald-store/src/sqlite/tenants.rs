@@ -1,0 +1,109 @@
+//! [`TenantStore`] for SQLite: tenants and API keys.
+
+use super::rows::*;
+use super::SqliteStore;
+use crate::model::*;
+use crate::*;
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use herald_core::ids::*;
+use herald_core::Timestamp;
+use rusqlite::{params, OptionalExtension};
+
+#[async_trait]
+impl TenantStore for SqliteStore {
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![tenant.id.to_string(), tenant.name, tenant.created_at.0],
+            )?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT name, created_at FROM tenants WHERE id = ?1",
+                params![id.to_string()],
+                |r| {
+                    Ok(Tenant {
+                        id,
+                        name: r.get(0)?,
+                        created_at: Timestamp(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        self.write(move |conn| {
+            let (role, tenant) = role_columns(&key.role);
+            let (scope_types, scope_tenants) = key.scope.to_columns();
+            conn.execute(
+                "INSERT INTO api_keys (id, hash, role, tenant_id, created_at, scope_types, scope_tenants) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.id.to_string(), key.hash, role, tenant, key.created_at.0, scope_types, scope_tenants],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
+        self.read(move |conn| {
+            type KeyRow = (String, String, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
+            let row: Option<KeyRow> = conn
+                .prepare_cached(
+                    "SELECT hash, role, tenant_id, created_at, revoked_at, scope_types, scope_tenants \
+                     FROM api_keys WHERE id = ?1",
+                )?
+                .query_row(params![id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })
+                .optional()?;
+            let (hash, role, tenant, created_at, revoked_at, scope_types, scope_tenants) =
+                row.ok_or(StoreError::NotFound)?;
+            Ok(ApiKey {
+                id,
+                hash,
+                role: role_from(&role, tenant)?,
+                created_at: Timestamp(created_at),
+                revoked: revoked_at.is_some(),
+                scope: WorkerScope::from_columns(scope_types, scope_tenants)?,
+            })
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id.to_string(), now.0],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_live_admin_keys(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+}
