@@ -157,6 +157,16 @@ pub fn webhook(row: &(impl RowAccess + ?Sized)) -> StoreResult<Webhook> {
     })
 }
 
+/// A duration as the stored milliseconds.
+pub fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Lease tokens only need to be unique and hard to guess; a ULID carries 80 random bits.
+pub fn lease_token() -> String {
+    format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
 pub fn schedule_json(s: &Option<RetrySchedule>) -> Option<String> {
     s.as_ref().map(|s| {
         let ms: Vec<u64> = s.waits().iter().map(|d| d.as_millis() as u64).collect();

@@ -12,6 +12,7 @@
 
 use super::rows::{self, EVENT_COLUMNS};
 use super::{is_transient, Note};
+use crate::fanout::{self, Target, To};
 use crate::model::*;
 use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::{Pool, Transaction};
@@ -513,33 +514,27 @@ async fn store_in(
             data: e.data.clone(),
             created_at: e.created_at,
         };
-        let mut count = 0;
-        for (webhook, webhook_tenant, patterns) in targets.iter() {
-            if *webhook_tenant == tenant && patterns.iter().any(|p| p.matches(&e.event_type)) {
-                d_id.push(DeliveryId::generate().to_string());
-                d_event.push(ids[i].clone());
-                d_webhook.push(Some(webhook.clone()));
-                d_route.push(None);
-                d_key.push(None);
-                d_tenant.push(tenant.clone());
-                d_type.push(e.event_type.clone());
-                d_at.push(e.created_at.0);
-                count += 1;
+        let planned = fanout::plan(&event, &targets, &batch[i].routes);
+        for p in &planned {
+            d_id.push(p.id.to_string());
+            d_event.push(ids[i].clone());
+            match &p.to {
+                To::Webhook(webhook) => {
+                    d_webhook.push(Some(webhook.to_string()));
+                    d_route.push(None);
+                    d_key.push(None);
+                }
+                To::Route { name, ordering_key } => {
+                    d_webhook.push(None);
+                    d_route.push(Some(name.to_string()));
+                    d_key.push(ordering_key.clone());
+                }
             }
+            d_tenant.push(tenant.clone());
+            d_type.push(e.event_type.clone());
+            d_at.push(e.created_at.0);
         }
-        for route in batch[i].routes.iter() {
-            if herald_core::pattern::any_matches(&route.events, &e.event_type) {
-                d_id.push(DeliveryId::generate().to_string());
-                d_event.push(ids[i].clone());
-                d_webhook.push(None);
-                d_route.push(Some(route.name.clone()));
-                d_key.push(route.key_of(&event));
-                d_tenant.push(tenant.clone());
-                d_type.push(e.event_type.clone());
-                d_at.push(e.created_at.0);
-                count += 1;
-            }
-        }
+        let count = planned.len();
         events.push(event);
         fanned.push(count);
     }
@@ -594,9 +589,6 @@ struct PatternCache {
     parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
 }
 
-/// A webhook that may receive the batch's events: its id, its tenant, its patterns.
-type Target = (String, Option<String>, Arc<Vec<EventPattern>>);
-
 impl PatternCache {
     fn targets(&mut self, rows: &[tokio_postgres::Row]) -> StoreResult<Vec<Target>> {
         if self.parsed.len() > 10_000 {
@@ -610,18 +602,19 @@ impl PatternCache {
             let patterns = match self.parsed.get(&id) {
                 Some((seen, patterns)) if *seen == text => patterns.clone(),
                 _ => {
-                    let list: Vec<String> = serde_json::from_str(&text)?;
-                    // A pattern that no longer parses matches nothing, as before.
-                    let patterns: Arc<Vec<EventPattern>> = Arc::new(
-                        list.iter()
-                            .filter_map(|p| EventPattern::parse(p).ok())
-                            .collect(),
-                    );
+                    let patterns = Arc::new(fanout::parse_patterns(&text)?);
                     self.parsed.insert(id.clone(), (text, patterns.clone()));
                     patterns
                 }
             };
-            out.push((id, tenant, patterns));
+            out.push(Target {
+                webhook: id,
+                tenant: tenant
+                    .as_deref()
+                    .map(|t| rows::parse_id(t, TenantId::parse))
+                    .transpose()?,
+                patterns,
+            });
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@
 use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
+use crate::fanout::{self, Target, To};
 use crate::filter::{self};
 use crate::model::*;
 use crate::*;
@@ -13,6 +14,7 @@ use deadpool_postgres::Transaction;
 use herald_core::event::Event;
 use herald_core::ids::*;
 use herald_core::Timestamp;
+use std::sync::Arc;
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
 pub(super) async fn insert_event_row(
@@ -61,88 +63,78 @@ pub(super) async fn insert_event_row(
         data: e.data.clone(),
         created_at: e.created_at,
     };
-    let fanned = fan_out(tx, e).await? + fan_out_to_routes(tx, routes, &event).await?;
+    let fanned = fan_out(tx, routes, &event).await?;
     Ok((event, fanned))
 }
 
-pub(super) async fn fan_out(tx: &Transaction<'_>, e: &NewEvent) -> StoreResult<usize> {
+/// The event's deliveries, as [`fanout::plan`] decides them: its tenant's live webhooks
+/// (one statement), then the broker routes (the outbox), in the event's transaction.
+/// `line_seq` (a sequence) orders a key's route deliveries across nodes: the event's
+/// per-key row lock is held to commit, so a later event of the key always draws a larger
+/// number.
+async fn fan_out(tx: &Transaction<'_>, routes: &[OutboxRoute], e: &Event) -> StoreResult<usize> {
     let tenant = e.tenant.map(|t| t.to_string());
-    let targets = query(
+    let mut targets = Vec::new();
+    for row in query(
         tx,
         "SELECT id, events FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
         &[&tenant],
     )
-    .await?;
-    let mut webhook_ids = Vec::new();
-    for row in targets {
-        let patterns: String = row.try_get(1)?;
-        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
-        let matched = patterns.iter().any(|p| {
-            herald_core::pattern::EventPattern::parse(p)
-                .map(|p| p.matches(&e.event_type))
-                .unwrap_or(false)
+    .await?
+    {
+        targets.push(Target {
+            webhook: row.try_get(0)?,
+            tenant: e.tenant,
+            patterns: Arc::new(fanout::parse_patterns(&row.try_get::<_, String>(1)?)?),
         });
-        if matched {
-            webhook_ids.push(row.try_get::<_, String>(0)?);
+    }
+    let planned = fanout::plan(e, &targets, routes);
+    let (mut delivery_ids, mut webhook_ids) = (Vec::new(), Vec::new());
+    for p in &planned {
+        if let To::Webhook(webhook) = p.to {
+            delivery_ids.push(p.id.to_string());
+            webhook_ids.push(webhook);
         }
     }
-    if webhook_ids.is_empty() {
-        return Ok(0);
+    if !webhook_ids.is_empty() {
+        execute(
+            tx,
+            "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
+             next_attempt_at, created_at, updated_at) \
+             SELECT d, $3, w, $4, $5, $6, 'pending', $6, $6, $6 FROM unnest($1::text[], $2::text[]) AS u(d, w)",
+            &[
+                &delivery_ids,
+                &webhook_ids,
+                &e.id.to_string(),
+                &tenant,
+                &e.event_type,
+                &e.created_at.0,
+            ],
+        )
+        .await?;
     }
-    let delivery_ids: Vec<String> = webhook_ids
-        .iter()
-        .map(|_| DeliveryId::generate().to_string())
-        .collect();
-    execute(
-        tx,
-        "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
-         next_attempt_at, created_at, updated_at) \
-         SELECT d, $3, w, $4, $5, $6, 'pending', $6, $6, $6 FROM unnest($1::text[], $2::text[]) AS u(d, w)",
-        &[
-            &delivery_ids,
-            &webhook_ids,
-            &e.id.to_string(),
-            &tenant,
-            &e.event_type,
-            &e.created_at.0,
-        ],
-    )
-    .await?;
-    Ok(webhook_ids.len())
-}
-
-/// The outbox: one delivery per broker route the event matches, in the event's transaction.
-/// `line_seq` (a sequence) orders a key's deliveries across nodes: the event's per-key row
-/// lock is held to commit, so a later event of the key always draws a larger number.
-pub(super) async fn fan_out_to_routes(
-    tx: &Transaction<'_>,
-    routes: &[OutboxRoute],
-    e: &Event,
-) -> StoreResult<usize> {
-    let mut count = 0;
-    for route in routes {
-        if !herald_core::pattern::any_matches(&route.events, &e.event_type) {
+    for p in &planned {
+        let To::Route { name, ordering_key } = &p.to else {
             continue;
-        }
+        };
         execute(
             tx,
             "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, \
              status, next_attempt_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $7, $7, $7)",
             &[
-                &DeliveryId::generate().to_string(),
+                &p.id.to_string(),
                 &e.id.to_string(),
-                &route.name,
-                &route.key_of(e),
-                &e.tenant.map(|t| t.to_string()),
+                name,
+                ordering_key,
+                &tenant,
                 &e.event_type,
                 &e.created_at.0,
             ],
         )
         .await?;
-        count += 1;
     }
-    Ok(count)
+    Ok(planned.len())
 }
 
 #[async_trait]
@@ -203,15 +195,7 @@ impl EventStore for PgStore {
             )
             .await?
         });
-        rows.iter()
-            .map(|r| {
-                let schema: String = r.try_get(1)?;
-                Ok(EventType {
-                    name: r.try_get(0)?,
-                    schema: serde_json::from_str(&schema)?,
-                })
-            })
-            .collect()
+        map_rows(rows, rows::event_type)
     }
 
     async fn purge_settled_events(

@@ -8,7 +8,6 @@ use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::Transaction;
 use herald_core::event::Event;
 use herald_core::ids::*;
-use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -17,14 +16,6 @@ use super::rows::{self, *};
 pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
 
 pub(super) type Owned = Box<dyn ToSql + Sync + Send>;
-
-pub(super) fn ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
-}
-
-pub(super) fn lease_token() -> String {
-    format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
-}
 
 pub(super) async fn query(
     tx: &Transaction<'_>,

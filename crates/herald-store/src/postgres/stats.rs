@@ -1,12 +1,13 @@
 //! [`StatsStore`] for PostgreSQL: signals, state counts, activity, schema version.
 
+use super::rows::{self, ATTEMPT_SAMPLE_COLUMNS};
+use super::sql::*;
 use super::PgStore;
 use crate::model::*;
 use crate::*;
-use crate::{Signals, StoreError, StoreResult};
+use crate::{Signals, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
-use herald_core::Timestamp;
 use std::sync::Arc;
 use tokio_postgres::Row;
 
@@ -19,16 +20,7 @@ impl StatsStore for PgStore {
     async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
         let tenant = tenant.map(|t| t.to_string());
         let client = self.client().await?;
-        let count = |rows: Vec<Row>| -> StoreResult<Vec<(String, u64)>> {
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<_, String>(0)?,
-                        r.try_get::<_, i64>(1)?.max(0) as u64,
-                    ))
-                })
-                .collect()
-        };
+        let count = |rows: Vec<Row>| map_rows(rows, rows::count);
         let operations = count(
             client
                 .query(
@@ -59,25 +51,13 @@ impl StatsStore for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
-                 FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                &format!("SELECT {ATTEMPT_SAMPLE_COLUMNS} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
                  WHERE a.at >= $1 AND a.at < $2 AND ($3::TEXT IS NULL OR (d.tenant_id = $3 AND d.route IS NULL)) \
-                 ORDER BY a.at DESC LIMIT $4",
+                 ORDER BY a.at DESC LIMIT $4"),
                 &[&f.since.0, &f.until.0, &tenant, &limit],
             )
             .await?;
-        let mut attempts = rows
-            .iter()
-            .map(|r| {
-                Ok(AttemptSample {
-                    destination: crate::model::destination_of(r.try_get(0)?, r.try_get(1)?)?,
-                    at: Timestamp(r.try_get(2)?),
-                    status_code: r.try_get::<_, Option<i64>>(3)?.map(|c| c as u16),
-                    latency_ms: r.try_get::<_, i64>(4)?.max(0) as u64,
-                    error: r.try_get(5)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut attempts = map_rows(rows, rows::attempt_sample)?;
         attempts.reverse();
         // Pending at some instant of the window: created before its end, and either still
         // pending or last changed after its start.
@@ -89,19 +69,7 @@ impl StatsStore for PgStore {
                 &[&f.until.0, &f.since.0, &tenant, &limit],
             )
             .await?;
-        let mut deliveries = rows
-            .iter()
-            .map(|r| {
-                let status: String = r.try_get(1)?;
-                Ok(DeliverySpan {
-                    created_at: Timestamp(r.try_get(0)?),
-                    status: DeliveryStatus::parse(&status).ok_or_else(|| {
-                        StoreError::Backend(format!("bad delivery status {status:?}"))
-                    })?,
-                    updated_at: Timestamp(r.try_get(2)?),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut deliveries = map_rows(rows, rows::delivery_span)?;
         deliveries.reverse();
         Ok(Activity {
             attempts,

@@ -33,12 +33,7 @@ impl TenantStore for PgStore {
             )
             .await?
         });
-        let row = row.ok_or(StoreError::NotFound)?;
-        Ok(Tenant {
-            id,
-            name: row.try_get(0)?,
-            created_at: Timestamp(row.try_get(1)?),
-        })
+        rows::tenant_row(id, &row.ok_or(StoreError::NotFound)?)
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
@@ -65,25 +60,11 @@ impl TenantStore for PgStore {
     }
 
     async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
         let row = in_tx!(self, |tx, wake| {
-            query_opt(
-                &tx,
-                "SELECT hash, role, tenant_id, created_at, revoked_at, scope_types, scope_tenants \
-                 FROM api_keys WHERE id = $1",
-                &[&id.to_string()],
-            )
-            .await?
+            query_opt(&tx, &sql, &[&id.to_string()]).await?
         });
-        let row = row.ok_or(StoreError::NotFound)?;
-        let role: String = row.try_get(1)?;
-        Ok(ApiKey {
-            id,
-            hash: row.try_get(0)?,
-            role: rows::role_from(&role, row.try_get(2)?)?,
-            created_at: Timestamp(row.try_get(3)?),
-            revoked: row.try_get::<_, Option<i64>>(4)?.is_some(),
-            scope: WorkerScope::from_columns(row.try_get(5)?, row.try_get(6)?)?,
-        })
+        rows::api_key(id, &row.ok_or(StoreError::NotFound)?)
     }
 
     async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {

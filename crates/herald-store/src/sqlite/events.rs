@@ -3,21 +3,22 @@
 use super::rows::{self};
 use super::sql::*;
 use super::SqliteStore;
-use crate::filter::{self};
+use crate::fanout::{self, Target, To};
+use crate::filter::{self, Arg};
 use crate::model::*;
+use crate::rows as shared;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::event::Event;
 use herald_core::ids::*;
-use herald_core::pattern::EventPattern;
 use herald_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Lease tokens only need to be unique and hard to guess; a ULID carries 80 random bits.
 /// Retention: the batch of settled events older than ?1, at most ?2 of them.
 pub(super) const PURGE_PICK: &str = "SELECT e.id FROM events e WHERE e.created_at < ?1 \
      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
@@ -77,12 +78,12 @@ pub(super) fn insert_event_row(
         data: e.data,
         created_at: e.created_at,
     };
-    let fanned = fan_out(conn, &event)? + fan_out_to_routes(conn, routes, &event)?;
+    let fanned = fan_out(conn, routes, &event)?;
     Ok((event, fanned))
 }
 
-/// Webhooks that may receive one tenant's events: id and parsed patterns.
-pub(super) type FanOutTargets = Rc<Vec<(String, Vec<EventPattern>)>>;
+/// The live webhooks of one tenant, patterns parsed.
+pub(super) type FanOutTargets = Rc<Vec<Target>>;
 
 thread_local! {
     /// The writer's view of each tenant's live webhooks, so fan-out costs no query and no
@@ -98,10 +99,7 @@ pub(super) fn forget_fan_out_targets() {
     FAN_OUT_TARGETS.with(|c| c.borrow_mut().clear());
 }
 
-pub(super) fn fan_out_targets(
-    conn: &Connection,
-    tenant: Option<TenantId>,
-) -> StoreResult<FanOutTargets> {
+fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<FanOutTargets> {
     if let Some(found) = FAN_OUT_TARGETS.with(|c| c.borrow().get(&tenant).cloned()) {
         return Ok(found);
     }
@@ -114,71 +112,49 @@ pub(super) fn fan_out_targets(
         })?
         .collect::<Result<_, _>>()?;
     let mut targets = Vec::with_capacity(rows.len());
-    for (webhook_id, patterns) in rows {
-        let patterns: Vec<String> = serde_json::from_str(&patterns)?;
-        // A pattern that no longer parses matches nothing, as before.
-        let patterns = patterns
-            .iter()
-            .filter_map(|p| EventPattern::parse(p).ok())
-            .collect();
-        targets.push((webhook_id, patterns));
+    for (webhook, patterns) in rows {
+        targets.push(Target {
+            webhook,
+            tenant,
+            patterns: Arc::new(fanout::parse_patterns(&patterns)?),
+        });
     }
     let targets = Rc::new(targets);
     FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, targets.clone()));
     Ok(targets)
 }
 
-pub(super) fn fan_out(conn: &Connection, e: &Event) -> StoreResult<usize> {
+/// The event's deliveries, as [`fanout::plan`] decides them (its tenant's webhooks, then
+/// the broker routes: the outbox), inserted in the event's transaction.
+fn fan_out(conn: &Connection, routes: &[OutboxRoute], e: &Event) -> StoreResult<usize> {
     let targets = fan_out_targets(conn, e.tenant)?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
-         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
-    )?;
-    let mut count = 0;
+    let planned = fanout::plan(e, &targets, routes);
     let (event_id, tenant) = (e.id.to_string(), e.tenant.map(|t| t.to_string()));
-    for (webhook_id, patterns) in targets.iter() {
-        if patterns.iter().any(|p| p.matches(&e.event_type)) {
-            insert.execute(params![
-                DeliveryId::generate().to_string(),
-                event_id,
-                webhook_id,
-                tenant,
-                e.event_type,
-                e.created_at.0
-            ])?;
-            count += 1;
-        }
+    for p in &planned {
+        match &p.to {
+            To::Webhook(webhook) => conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
+                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
+                )?
+                .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0])?,
+            To::Route { name, ordering_key } => conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, status, \
+                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7, ?7, ?7)",
+                )?
+                .execute(params![
+                    p.id.to_string(),
+                    event_id,
+                    name,
+                    ordering_key,
+                    tenant,
+                    e.event_type,
+                    e.created_at.0
+                ])?,
+        };
     }
-    Ok(count)
-}
-
-/// The outbox: one delivery per broker route the event matches, in the event's transaction.
-pub(super) fn fan_out_to_routes(
-    conn: &Connection,
-    routes: &[OutboxRoute],
-    e: &Event,
-) -> StoreResult<usize> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, status, \
-         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7, ?7, ?7)",
-    )?;
-    let mut count = 0;
-    for route in routes {
-        if !herald_core::pattern::any_matches(&route.events, &e.event_type) {
-            continue;
-        }
-        insert.execute(params![
-            DeliveryId::generate().to_string(),
-            e.id.to_string(),
-            route.name,
-            route.key_of(e),
-            e.tenant.map(|t| t.to_string()),
-            e.event_type,
-            e.created_at.0
-        ])?;
-        count += 1;
-    }
-    Ok(count)
+    Ok(planned.len())
 }
 
 #[async_trait]
@@ -281,19 +257,13 @@ impl EventStore for SqliteStore {
 
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT name, schema FROM event_types ORDER BY name")?;
-            let rows: Vec<(String, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            rows.into_iter()
-                .map(|(name, schema)| {
-                    Ok(EventType {
-                        name,
-                        schema: serde_json::from_str(&schema)?,
-                    })
-                })
-                .collect()
+            let no_args: Vec<Arg> = Vec::new();
+            query_all(
+                conn,
+                "SELECT name, schema FROM event_types ORDER BY name",
+                no_args,
+                |row| shared::event_type(row),
+            )
         })
         .await
     }

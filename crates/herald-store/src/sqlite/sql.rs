@@ -7,24 +7,11 @@ use herald_core::event::Event;
 use herald_core::Timestamp;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
-use std::time::Duration;
 
 use super::rows::{self, *};
 
-pub(super) fn ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
-}
-
 pub(super) fn text(s: impl ToString) -> Sql {
     Sql::Text(s.to_string())
-}
-
-pub(super) fn opt_text<T: ToString>(s: Option<T>) -> Sql {
-    s.map(|s| Sql::Text(s.to_string())).unwrap_or(Sql::Null)
-}
-
-pub(super) fn lease_token() -> String {
-    format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
 /// The resource an earlier request with `idem`'s key made, if it is still there (`live`

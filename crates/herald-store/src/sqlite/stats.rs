@@ -4,11 +4,11 @@ use super::sql::*;
 use super::SqliteStore;
 use crate::filter::{self, Arg, Where};
 use crate::model::*;
+use crate::rows::{self as shared, ATTEMPT_SAMPLE_COLUMNS};
 use crate::*;
-use crate::{Signals, StoreError, StoreResult};
+use crate::{Signals, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
-use herald_core::Timestamp;
 use std::sync::Arc;
 
 #[async_trait]
@@ -20,7 +20,7 @@ impl StatsStore for SqliteStore {
     async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
         self.read(move |conn| {
             let mut ops = Where::new(filter::SQLITE);
-            ops.fixed("deleted = 0");
+            ops.not_deleted();
             let mut dls = Where::new(filter::SQLITE);
             if let Some(t) = tenant {
                 ops.add("tenant_id = ?", Arg::text(t));
@@ -28,9 +28,7 @@ impl StatsStore for SqliteStore {
                 dls.add("tenant_id = ?", Arg::text(t));
                 dls.fixed("route IS NULL");
             }
-            let count = |row: &rusqlite::Row<'_>| -> StoreResult<(String, u64)> {
-                Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
-            };
+            let count = |row: &rusqlite::Row<'_>| shared::count(row);
             let operations = query_all(
                 conn,
                 &format!(
@@ -68,20 +66,11 @@ impl StatsStore for SqliteStore {
                 w.fixed("d.route IS NULL");
             }
             let sql = format!(
-                "SELECT d.webhook_id, d.route, a.at, a.status_code, a.latency_ms, a.error \
-                 FROM attempts a JOIN deliveries d ON d.id = a.delivery_id {} \
+                "SELECT {ATTEMPT_SAMPLE_COLUMNS} FROM attempts a JOIN deliveries d ON d.id = a.delivery_id {} \
                  ORDER BY a.at DESC LIMIT {limit}",
                 w.sql()
             );
-            let mut attempts = query_all(conn, &sql, w.args, |row| {
-                Ok(AttemptSample {
-                    destination: crate::model::destination_of(row.get(0)?, row.get(1)?)?,
-                    at: Timestamp(row.get(2)?),
-                    status_code: row.get::<_, Option<i64>>(3)?.map(|c| c as u16),
-                    latency_ms: row.get::<_, i64>(4)?.max(0) as u64,
-                    error: row.get(5)?,
-                })
-            })?;
+            let mut attempts = query_all(conn, &sql, w.args, |row| shared::attempt_sample(row))?;
             attempts.reverse();
 
             // Pending at some instant of the window: created before its end, and either
@@ -101,16 +90,7 @@ impl StatsStore for SqliteStore {
                  ORDER BY created_at DESC LIMIT {limit}",
                 w.sql()
             );
-            let mut deliveries = query_all(conn, &sql, w.args, |row| {
-                let status: String = row.get(1)?;
-                Ok(DeliverySpan {
-                    created_at: Timestamp(row.get(0)?),
-                    status: DeliveryStatus::parse(&status).ok_or_else(|| {
-                        StoreError::Backend(format!("bad delivery status {status:?}"))
-                    })?,
-                    updated_at: Timestamp(row.get(2)?),
-                })
-            })?;
+            let mut deliveries = query_all(conn, &sql, w.args, |row| shared::delivery_span(row))?;
             deliveries.reverse();
             Ok(Activity {
                 attempts,

@@ -3,12 +3,13 @@
 use super::rows::*;
 use super::SqliteStore;
 use crate::model::*;
+use crate::rows as shared;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
 use herald_core::Timestamp;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 #[async_trait]
 impl TenantStore for SqliteStore {
@@ -25,19 +26,12 @@ impl TenantStore for SqliteStore {
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
         self.read(move |conn| {
-            conn.query_row(
-                "SELECT name, created_at FROM tenants WHERE id = ?1",
-                params![id.to_string()],
-                |r| {
-                    Ok(Tenant {
-                        id,
-                        name: r.get(0)?,
-                        created_at: Timestamp(r.get(1)?),
-                    })
-                },
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
+            conn.prepare_cached("SELECT name, created_at FROM tenants WHERE id = ?1")?
+                .query(params![id.to_string()])?
+                .next()?
+                .map(|row| shared::tenant_row(id, row))
+                .transpose()?
+                .ok_or(StoreError::NotFound)
         })
         .await
     }
@@ -58,26 +52,13 @@ impl TenantStore for SqliteStore {
 
     async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
         self.read(move |conn| {
-            type KeyRow = (String, String, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
-            let row: Option<KeyRow> = conn
-                .prepare_cached(
-                    "SELECT hash, role, tenant_id, created_at, revoked_at, scope_types, scope_tenants \
-                     FROM api_keys WHERE id = ?1",
-                )?
-                .query_row(params![id.to_string()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                })
-                .optional()?;
-            let (hash, role, tenant, created_at, revoked_at, scope_types, scope_tenants) =
-                row.ok_or(StoreError::NotFound)?;
-            Ok(ApiKey {
-                id,
-                hash,
-                role: role_from(&role, tenant)?,
-                created_at: Timestamp(created_at),
-                revoked: revoked_at.is_some(),
-                scope: WorkerScope::from_columns(scope_types, scope_tenants)?,
-            })
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1");
+            conn.prepare_cached(&sql)?
+                .query(params![id.to_string()])?
+                .next()?
+                .map(|row| shared::api_key(id, row))
+                .transpose()?
+                .ok_or(StoreError::NotFound)
         })
         .await
     }
