@@ -7,6 +7,7 @@ use crate::StoreResult;
 use herald_core::event::Event;
 use herald_core::ids::{DeliveryId, TenantId};
 use herald_core::pattern::EventPattern;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A webhook that is neither deleted nor disabled, as fan-out sees it.
@@ -75,6 +76,46 @@ pub fn parse_patterns(stored: &str) -> StoreResult<Vec<EventPattern>> {
         .iter()
         .filter_map(|p| EventPattern::parse(p).ok())
         .collect())
+}
+
+/// Webhooks' parsed event patterns, kept across batches by the task that read them,
+/// keyed by the webhook and its stored `events` text, so an edit of the patterns is seen
+/// at once.
+#[derive(Default)]
+pub struct PatternCache {
+    parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
+}
+
+impl PatternCache {
+    /// Keeps the cache small: cleared once it holds more than 10,000 webhooks.
+    pub fn trim(&mut self) {
+        if self.parsed.len() > 10_000 {
+            self.parsed.clear();
+        }
+    }
+
+    /// The target for a webhook row as read: its id, tenant and stored patterns.
+    pub fn target(
+        &mut self,
+        webhook: String,
+        tenant: Option<TenantId>,
+        stored: String,
+    ) -> StoreResult<Target> {
+        let patterns = match self.parsed.get(&webhook) {
+            Some((seen, patterns)) if *seen == stored => patterns.clone(),
+            _ => {
+                let patterns = Arc::new(parse_patterns(&stored)?);
+                self.parsed
+                    .insert(webhook.clone(), (stored, patterns.clone()));
+                patterns
+            }
+        };
+        Ok(Target {
+            webhook,
+            tenant,
+            patterns,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +213,21 @@ mod tests {
         let parsed = parse_patterns(r#"["payment.*", "", "a.b"]"#).unwrap();
         assert_eq!(parsed.len(), 2);
         assert!(parse_patterns("not json").is_err());
+    }
+
+    #[test]
+    fn the_pattern_cache_sees_an_edit_at_once() {
+        let mut cache = PatternCache::default();
+        let a = cache
+            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .unwrap();
+        let again = cache
+            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.patterns, &again.patterns), "parsed once");
+        let edited = cache
+            .target("wh_a".into(), None, r#"["b.*"]"#.into())
+            .unwrap();
+        assert_eq!(edited.patterns[0].as_str(), "b.*");
     }
 }

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod model;
 pub mod postgres;
 pub(crate) mod rows;
+pub(crate) mod rules;
 pub mod signals;
 pub mod sqlite;
 

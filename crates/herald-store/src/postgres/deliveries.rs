@@ -6,6 +6,7 @@ use super::PgStore;
 use crate::filter::{self};
 use crate::model::*;
 use crate::rows::parse_id;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -265,12 +266,7 @@ impl PgStore {
                     }
                     None => (None, None, Timestamp(0)),
                 };
-                let (status, next): (&str, Option<i64>) = match r.outcome {
-                    AttemptOutcome::Succeeded => ("succeeded", None),
-                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
-                    AttemptOutcome::Failed => ("failed", None),
-                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
-                };
+                let (status, next) = rules::outcome_columns(&r.outcome);
                 let round = seen.entry(r.delivery_id).or_insert(0);
                 if rounds.len() <= *round {
                     rounds.push(DeliveryResults::default());

@@ -7,6 +7,7 @@ use super::PgStore;
 use crate::fanout::{self, Target, To};
 use crate::filter::{self};
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -54,15 +55,7 @@ pub(super) async fn insert_event_row(
         ],
     )
     .await?;
-    let event = Event {
-        id: e.id,
-        tenant: e.tenant,
-        event_type: e.event_type.clone(),
-        key: e.key.clone(),
-        sequence,
-        data: e.data.clone(),
-        created_at: e.created_at,
-    };
+    let event = rules::stored_event(e.clone(), sequence);
     let fanned = fan_out(tx, routes, &event).await?;
     Ok((event, fanned))
 }

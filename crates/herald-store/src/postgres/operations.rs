@@ -8,12 +8,13 @@ use super::PgStore;
 use crate::filter::{self};
 use crate::model::*;
 use crate::rows::parse_id;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use herald_core::ids::*;
-use herald_core::operation::{codes, Operation, OperationError, OperationState, Outcome};
+use herald_core::operation::{Operation, OperationState, Outcome};
 use herald_core::Timestamp;
 
 pub(super) async fn get_operation_row(
@@ -100,17 +101,7 @@ pub(super) async fn finish_row(
     op: &Operation,
     now: Timestamp,
 ) -> StoreResult<usize> {
-    let (response, code, message) = match &op.state {
-        OperationState::Done(Outcome::Response(r)) => (Some(serde_json::to_string(r)?), None, None),
-        OperationState::Done(Outcome::Error(e)) => {
-            (None, Some(e.code.clone()), Some(e.message.clone()))
-        }
-        _ => {
-            return Err(StoreError::Backend(
-                "finish_row called on an unfinished operation".into(),
-            ))
-        }
-    };
+    let (response, code, message) = rules::finish_columns(op)?;
     execute(
         tx,
         "UPDATE operations SET state = $2, response = $3, error_code = $4, error_message = $5, \
@@ -128,16 +119,7 @@ pub(super) async fn finish_row(
     )
     .await?;
     let mut fanned = 0;
-    if let Some(event_type) = op.final_event_type() {
-        let event = NewEvent {
-            id: EventId::generate(),
-            tenant: op.tenant,
-            event_type,
-            key: None,
-            request_hash: String::new(),
-            data: op.to_resource(),
-            created_at: now,
-        };
+    if let Some(event) = rules::final_event(op, now) {
         fanned = insert_event_row(tx, routes, &event).await?.1;
     }
     Ok(fanned)
@@ -209,10 +191,7 @@ impl OperationStore for PgStore {
             match op.state {
                 OperationState::Done(_) => {}
                 OperationState::Queued => {
-                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
-                        codes::CANCELLED,
-                        "The operation was cancelled before it started.",
-                    )));
+                    op.state = rules::cancelled_before_start();
                     op.updated_at = now;
                     wake.due = finish_row(&tx, &routes, &op, now).await? > 0;
                 }
@@ -300,19 +279,8 @@ impl OperationStore for PgStore {
     async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<Operation> {
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, beat.id, true).await?;
-            match &op.state {
-                OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {
-                }
-                OperationState::Done(_) => return Err(StoreError::AlreadyDone),
-                _ => return Err(StoreError::StaleLease),
-            }
-            if let Some(patch) = beat.metadata {
-                for (k, v) in patch {
-                    if k != "type" {
-                        op.metadata.insert(k, v);
-                    }
-                }
-            }
+            rules::check_lease(&op, &beat.lease_token)?;
+            rules::merge_metadata(&mut op, beat.metadata);
             let expires = beat.now.plus(beat.lease);
             execute(
                 &tx,
@@ -339,12 +307,7 @@ impl OperationStore for PgStore {
         let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let mut op = get_operation_row(&tx, finish.id, true).await?;
-            match &op.state {
-                OperationState::Running { lease_token, .. }
-                    if *lease_token == finish.lease_token => {}
-                OperationState::Done(_) => return Err(StoreError::AlreadyDone),
-                _ => return Err(StoreError::StaleLease),
-            }
+            rules::check_lease(&op, &finish.lease_token)?;
             op.updated_at = finish.now;
             match finish.outcome {
                 FinishAs::Complete(response) => {
@@ -352,9 +315,7 @@ impl OperationStore for PgStore {
                     op.state = OperationState::Done(Outcome::Response(response));
                     wake.due = finish_row(&tx, &routes, &op, finish.now).await? > 0;
                 }
-                FinishAs::Fail { error, retryable }
-                    if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
-                {
+                FinishAs::Fail { error, retryable } if rules::requeues(&op, retryable) => {
                     execute(
                         &tx,
                         "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
@@ -389,10 +350,7 @@ impl OperationStore for PgStore {
             for mut op in expired {
                 op.updated_at = now;
                 if op.cancel_requested {
-                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
-                        codes::CANCELLED,
-                        "The operation was cancelled while running.",
-                    )));
+                    op.state = rules::cancelled_while_running();
                     wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 } else if op.attempt < op.max_attempts {
@@ -406,13 +364,7 @@ impl OperationStore for PgStore {
                     report.requeued += 1;
                     wake.queued = true;
                 } else {
-                    op.state = OperationState::Done(Outcome::Error(OperationError::new(
-                        codes::WORKER_LOST,
-                        format!(
-                            "The worker's lease expired on each of {} attempts.",
-                            op.attempt
-                        ),
-                    )));
+                    op.state = rules::worker_lost(op.attempt);
                     wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 }
@@ -425,10 +377,7 @@ impl OperationStore for PgStore {
             let late = map_rows(query(&tx, &sql, &[&now.0]).await?, rows::operation)?;
             for mut op in late {
                 op.updated_at = now;
-                op.state = OperationState::Done(Outcome::Error(OperationError::new(
-                    codes::DEADLINE_EXCEEDED,
-                    "The operation did not finish before its deadline.",
-                )));
+                op.state = rules::deadline_exceeded();
                 wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                 report.deadline_exceeded += 1;
                 wake.changed.push(op.id);

@@ -6,6 +6,7 @@ use super::sql::*;
 use super::SqliteStore;
 use crate::filter::{self};
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -106,12 +107,7 @@ impl DeliveryStore for SqliteStore {
                     None => (None, None, Timestamp(0)),
                 };
                 let counted = r.attempt.is_some() as i64;
-                let (status, next): (&str, Option<i64>) = match r.outcome {
-                    AttemptOutcome::Succeeded => ("succeeded", None),
-                    AttemptOutcome::RetryAt(t) => ("pending", Some(t.0)),
-                    AttemptOutcome::Failed => ("failed", None),
-                    AttemptOutcome::Deferred(t) => ("pending", Some(t.0)),
-                };
+                let (status, next) = rules::outcome_columns(&r.outcome);
                 // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
                 // with no due time, like every pending delivery of a disabled webhook.
                 if counted == 1 {

@@ -7,6 +7,7 @@ use crate::fanout::{self, Target, To};
 use crate::filter::{self, Arg};
 use crate::model::*;
 use crate::rows as shared;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -69,15 +70,7 @@ pub(super) fn insert_event_row(
         e.request_hash,
         e.created_at.0
     ])?;
-    let event = Event {
-        id: e.id,
-        tenant: e.tenant,
-        event_type: e.event_type,
-        key: e.key,
-        sequence,
-        data: e.data,
-        created_at: e.created_at,
-    };
+    let event = rules::stored_event(e, sequence);
     let fanned = fan_out(conn, routes, &event)?;
     Ok((event, fanned))
 }

@@ -6,11 +6,12 @@ use super::sql::*;
 use super::SqliteStore;
 use crate::filter::{self};
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
-use herald_core::operation::{codes, Operation, OperationError, OperationState};
+use herald_core::operation::{Operation, OperationState};
 use herald_core::Timestamp;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection};
@@ -46,19 +47,7 @@ pub(super) fn finish_row(
     op: &Operation,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let (response, code, message) = match &op.state {
-        OperationState::Done(herald_core::operation::Outcome::Response(r)) => {
-            (Some(serde_json::to_string(r)?), None, None)
-        }
-        OperationState::Done(herald_core::operation::Outcome::Error(e)) => {
-            (None, Some(e.code.clone()), Some(e.message.clone()))
-        }
-        _ => {
-            return Err(StoreError::Backend(
-                "finish_row called on an unfinished operation".into(),
-            ))
-        }
-    };
+    let (response, code, message) = rules::finish_columns(op)?;
     conn.prepare_cached(
         "UPDATE operations SET state = ?2, response = ?3, error_code = ?4, error_message = ?5, \
          lease_token = NULL, lease_expires_at = NULL, updated_at = ?6, purge_at = ?6 + retention_ms, \
@@ -73,18 +62,8 @@ pub(super) fn finish_row(
         now.0,
         serde_json::to_string(&op.metadata)?
     ])?;
-    if let Some(event_type) = op.final_event_type() {
-        let data = op.to_resource();
-        let data_json = serde_json::to_string(&data)?;
-        let event = NewEvent {
-            id: EventId::generate(),
-            tenant: op.tenant,
-            event_type,
-            key: None,
-            request_hash: String::new(),
-            data,
-            created_at: now,
-        };
+    if let Some(event) = rules::final_event(op, now) {
+        let data_json = serde_json::to_string(&event.data)?;
         insert_event_row(conn, routes, event, &data_json)?;
     }
     Ok(())
@@ -158,10 +137,7 @@ impl OperationStore for SqliteStore {
                 match op.state {
                     OperationState::Done(_) => {}
                     OperationState::Queued => {
-                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
-                            codes::CANCELLED,
-                            "The operation was cancelled before it started.",
-                        )));
+                        op.state = rules::cancelled_before_start();
                         op.updated_at = now;
                         finish_row(conn, &routes, &op, now)?;
                     }
@@ -254,18 +230,8 @@ impl OperationStore for SqliteStore {
         let op = self
             .write(move |conn| {
                 let mut op = get_operation_row(conn, beat.id)?;
-                match &op.state {
-                    OperationState::Running { lease_token, .. } if *lease_token == beat.lease_token => {}
-                    OperationState::Done(_) => return Err(StoreError::AlreadyDone),
-                    _ => return Err(StoreError::StaleLease),
-                }
-                if let Some(patch) = beat.metadata {
-                    for (k, v) in patch {
-                        if k != "type" {
-                            op.metadata.insert(k, v);
-                        }
-                    }
-                }
+                rules::check_lease(&op, &beat.lease_token)?;
+                rules::merge_metadata(&mut op, beat.metadata);
                 let expires = beat.now.plus(beat.lease);
                 conn.prepare_cached(
                     "UPDATE operations SET metadata = ?2, lease_expires_at = ?3, updated_at = ?4 WHERE id = ?1",
@@ -286,11 +252,7 @@ impl OperationStore for SqliteStore {
         let op = self
             .write(move |conn| {
                 let mut op = get_operation_row(conn, finish.id)?;
-                match &op.state {
-                    OperationState::Running { lease_token, .. } if *lease_token == finish.lease_token => {}
-                    OperationState::Done(_) => return Err(StoreError::AlreadyDone),
-                    _ => return Err(StoreError::StaleLease),
-                }
+                rules::check_lease(&op, &finish.lease_token)?;
                 op.updated_at = finish.now;
                 match finish.outcome {
                     FinishAs::Complete(response) => {
@@ -299,7 +261,7 @@ impl OperationStore for SqliteStore {
                         finish_row(conn, &routes, &op, finish.now)?;
                     }
                     FinishAs::Fail { error, retryable }
-                        if retryable && op.attempt < op.max_attempts && !op.cancel_requested =>
+                        if rules::requeues(&op, retryable) =>
                     {
                         conn.execute(
                             "UPDATE operations SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, \
@@ -341,10 +303,7 @@ impl OperationStore for SqliteStore {
                     let mut op = get_operation_row(conn, parse_id(&id, OperationId::parse)?)?;
                     op.updated_at = now;
                     if op.cancel_requested {
-                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
-                            codes::CANCELLED,
-                            "The operation was cancelled while running.",
-                        )));
+                        op.state = rules::cancelled_while_running();
                         finish_row(conn, &routes, &op, now)?;
                         report.worker_lost += 1;
                     } else if op.attempt < op.max_attempts {
@@ -355,10 +314,7 @@ impl OperationStore for SqliteStore {
                         )?;
                         report.requeued += 1;
                     } else {
-                        op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
-                            codes::WORKER_LOST,
-                            format!("The worker's lease expired on each of {} attempts.", op.attempt),
-                        )));
+                        op.state = rules::worker_lost(op.attempt);
                         finish_row(conn, &routes, &op, now)?;
                         report.worker_lost += 1;
                     }
@@ -373,10 +329,7 @@ impl OperationStore for SqliteStore {
                 for id in late {
                     let mut op = get_operation_row(conn, parse_id(&id, OperationId::parse)?)?;
                     op.updated_at = now;
-                    op.state = OperationState::Done(herald_core::operation::Outcome::Error(OperationError::new(
-                        codes::DEADLINE_EXCEEDED,
-                        "The operation did not finish before its deadline.",
-                    )));
+                    op.state = rules::deadline_exceeded();
                     finish_row(conn, &routes, &op, now)?;
                     report.deadline_exceeded += 1;
                     changed.push(op.id);
