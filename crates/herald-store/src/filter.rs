@@ -34,6 +34,8 @@ pub const POSTGRES: Dialect = Dialect {
 pub enum Arg {
     Text(String),
     Int(i64),
+    OptInt(Option<i64>),
+    Bool(bool),
     /// A text column's `NULL`.
     Null,
 }

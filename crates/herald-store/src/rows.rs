@@ -2,6 +2,7 @@
 //! decoders written against [`RowAccess`], the few typed reads a row gives (each backend
 //! implements it for its own row type).
 
+use crate::filter::Arg;
 use crate::model::*;
 use crate::{StoreError, StoreResult};
 use herald_core::auth::Role;
@@ -165,6 +166,25 @@ pub fn ms(d: Duration) -> i64 {
 /// Lease tokens only need to be unique and hard to guess; a ULID carries 80 random bits.
 pub fn lease_token() -> String {
     format!("lt_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// A webhook's settings as the store keeps them: the columns `url` to `description` of
+/// [`WEBHOOK_COLUMNS`], in that order, the same for its insert and every update.
+pub fn webhook_settings(wh: &Webhook) -> Vec<Arg> {
+    vec![
+        Arg::text(&wh.url),
+        Arg::Text(patterns_json(&wh.events)),
+        Arg::text(wh.format.as_str()),
+        Arg::text(&wh.secret),
+        Arg::Int(i64::from(wh.secret_version)),
+        Arg::opt_text(wh.previous_secret.as_ref().map(|p| &p.0)),
+        Arg::OptInt(wh.previous_secret.as_ref().map(|p| p.1 .0)),
+        Arg::opt_text(schedule_json(&wh.schedule)),
+        Arg::OptInt(wh.max_concurrency.map(i64::from)),
+        Arg::Bool(wh.disabled),
+        Arg::opt_text(wh.disabled_reason.as_ref()),
+        Arg::opt_text(wh.description.as_ref()),
+    ]
 }
 
 pub fn schedule_json(s: &Option<RetrySchedule>) -> Option<String> {

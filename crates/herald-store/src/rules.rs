@@ -28,6 +28,14 @@ pub fn merge_metadata(op: &mut Operation, patch: Option<Map<String, Value>>) {
     }
 }
 
+/// A write that names one row by key: `NotFound` when it changed none.
+pub fn found(changed: u64) -> StoreResult<()> {
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// Whether a failure the worker reports goes back to the queue instead of ending it.
 pub fn requeues(op: &Operation, retryable: bool) -> bool {
     retryable && op.attempt < op.max_attempts && !op.cancel_requested

@@ -43,17 +43,19 @@ pub(super) async fn claim_idempotency(
     now: Timestamp,
 ) -> StoreResult<Option<Operation>> {
     let resource = op.to_string();
+    // The key as this request records it: scope, key, hash, resource, time.
+    let record: [Param<'_>; 5] = [
+        &idem.scope,
+        &idem.key,
+        &idem.request_hash,
+        &resource,
+        &now.0,
+    ];
     let inserted = execute(
         tx,
         "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
-        &[
-            &idem.scope,
-            &idem.key,
-            &idem.request_hash,
-            &resource,
-            &now.0,
-        ],
+        &record,
     )
     .await?;
     if inserted == 1 {
@@ -79,13 +81,7 @@ pub(super) async fn claim_idempotency(
                 tx,
                 "UPDATE idempotency_keys SET request_hash = $3, resource_id = $4, created_at = $5 \
                  WHERE scope = $1 AND key = $2",
-                &[
-                    &idem.scope,
-                    &idem.key,
-                    &idem.request_hash,
-                    &resource,
-                    &now.0,
-                ],
+                &record,
             )
             .await?;
             Ok(None)
@@ -220,9 +216,7 @@ impl OperationStore for PgStore {
                 &[&id.to_string(), &now.0],
             )
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
         });
         Ok(())
     }

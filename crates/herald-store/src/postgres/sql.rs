@@ -50,6 +50,8 @@ pub(super) fn pg_args(args: Vec<Arg>) -> Vec<Owned> {
         .map(|a| match a {
             Arg::Text(s) => Box::new(s) as Owned,
             Arg::Int(i) => Box::new(i),
+            Arg::OptInt(i) => Box::new(i),
+            Arg::Bool(b) => Box::new(b),
             Arg::Null => Box::new(None::<String>),
         })
         .collect()

@@ -4,6 +4,7 @@ use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -75,9 +76,7 @@ impl TenantStore for PgStore {
                 &[&id.to_string(), &now.0],
             )
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
         });
         Ok(())
     }

@@ -3,8 +3,9 @@
 use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
-use crate::filter::{self};
+use crate::filter::{self, Arg};
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -47,24 +48,13 @@ impl WebhookStore for PgStore {
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                &[
-                    &wh.id.to_string(),
-                    &wh.tenant.map(|t| t.to_string()),
-                    &wh.url,
-                    &patterns_json(&wh.events),
-                    &wh.format.as_str(),
-                    &wh.secret,
-                    &(wh.secret_version as i64),
-                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
-                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
-                    &schedule_json(&wh.schedule),
-                    &wh.max_concurrency.map(|c| c as i64),
-                    &wh.disabled,
-                    &wh.disabled_reason,
-                    &wh.description,
-                    &wh.created_at.0,
-                    &wh.updated_at.0,
-                ],
+                &refs(&pg_args(
+                    [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
+                        .into_iter()
+                        .chain(webhook_settings(&wh))
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0)])
+                        .collect(),
+                )),
             )
             .await?
         });
@@ -103,9 +93,7 @@ impl WebhookStore for PgStore {
                 &[&id.to_string(), &now.0],
             )
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
             execute(
                 &tx,
                 "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', \
@@ -135,22 +123,12 @@ impl PgStore {
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
                  previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
                  disabled = $11, disabled_reason = $12, description = $13, updated_at = $14 WHERE id = $1",
-                &[
-                    &id,
-                    &wh.url,
-                    &patterns_json(&wh.events),
-                    &wh.format.as_str(),
-                    &wh.secret,
-                    &(wh.secret_version as i64),
-                    &wh.previous_secret.as_ref().map(|p| p.0.clone()),
-                    &wh.previous_secret.as_ref().map(|p| p.1 .0),
-                    &schedule_json(&wh.schedule),
-                    &wh.max_concurrency.map(|c| c as i64),
-                    &wh.disabled,
-                    &wh.disabled_reason,
-                    &wh.description,
-                    &now.0,
-                ],
+                &refs(&pg_args(
+                    std::iter::once(Arg::Text(id.clone()))
+                        .chain(webhook_settings(&wh))
+                        .chain([Arg::Int(now.0)])
+                        .collect(),
+                )),
             )
             .await?;
             if before.disabled != wh.disabled {

@@ -167,9 +167,7 @@ impl OperationStore for SqliteStore {
                  WHERE id = ?1 AND deleted = 0",
                 params![id.to_string(), now.0],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
             Ok(())
         })
         .await

@@ -117,7 +117,9 @@ impl rusqlite::ToSql for Arg {
         use rusqlite::types::ToSqlOutput;
         Ok(match self {
             Arg::Text(s) => ToSqlOutput::from(s.as_str()),
-            Arg::Int(i) => ToSqlOutput::from(*i),
+            Arg::Int(i) | Arg::OptInt(Some(i)) => ToSqlOutput::from(*i),
+            Arg::Bool(b) => ToSqlOutput::from(*b),
+            Arg::OptInt(None) => ToSqlOutput::Owned(Sql::Null),
             Arg::Null => ToSqlOutput::Owned(Sql::Null),
         })
     }

@@ -4,6 +4,7 @@ use super::rows::*;
 use super::SqliteStore;
 use crate::model::*;
 use crate::rows as shared;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -69,9 +70,7 @@ impl TenantStore for SqliteStore {
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                 params![id.to_string(), now.0],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
             Ok(())
         })
         .await

@@ -4,15 +4,16 @@ use super::events::*;
 use super::rows::{self, *};
 use super::sql::*;
 use super::SqliteStore;
-use crate::filter::{self};
+use crate::filter::{self, Arg};
 use crate::model::*;
+use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
 use herald_core::Timestamp;
-use rusqlite::params;
 use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter};
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -40,24 +41,12 @@ impl WebhookStore for SqliteStore {
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                params![
-                    wh.id.to_string(),
-                    wh.tenant.map(|t| t.to_string()),
-                    wh.url,
-                    patterns_json(&wh.events),
-                    wh.format.as_str(),
-                    wh.secret,
-                    wh.secret_version,
-                    wh.previous_secret.as_ref().map(|p| p.0.clone()),
-                    wh.previous_secret.as_ref().map(|p| p.1 .0),
-                    schedule_json(&wh.schedule),
-                    wh.max_concurrency,
-                    wh.disabled as i64,
-                    wh.disabled_reason,
-                    wh.description,
-                    wh.created_at.0,
-                    wh.updated_at.0
-                ],
+                params_from_iter(
+                    [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
+                        .into_iter()
+                        .chain(webhook_settings(&wh))
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0)]),
+                ),
             )?;
             Ok(wh)
         })
@@ -89,22 +78,11 @@ impl WebhookStore for SqliteStore {
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
                      previous_secret = ?7, previous_secret_until = ?8, schedule = ?9, max_concurrency = ?10, \
                      disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14 WHERE id = ?1",
-                    params![
-                        wh.id.to_string(),
-                        wh.url,
-                        patterns_json(&wh.events),
-                        wh.format.as_str(),
-                        wh.secret,
-                        wh.secret_version,
-                        wh.previous_secret.as_ref().map(|p| p.0.clone()),
-                        wh.previous_secret.as_ref().map(|p| p.1 .0),
-                        schedule_json(&wh.schedule),
-                        wh.max_concurrency,
-                        wh.disabled as i64,
-                        wh.disabled_reason,
-                        wh.description,
-                        now.0
-                    ],
+                    params_from_iter(
+                        std::iter::once(Arg::text(wh.id))
+                            .chain(webhook_settings(&wh))
+                            .chain([Arg::Int(now.0)]),
+                    ),
                 )?;
                 if before.disabled != wh.disabled {
                     // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
@@ -130,9 +108,7 @@ impl WebhookStore for SqliteStore {
                 "UPDATE webhooks SET deleted = 1, updated_at = ?2 WHERE id = ?1 AND deleted = 0",
                 params![id.to_string(), now.0],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+            rules::found(n as u64)?;
             conn.execute(
                 "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted', \
                  updated_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
