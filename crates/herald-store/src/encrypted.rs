@@ -2,10 +2,9 @@
 //! `secret` and `previous_secret` with AES-256-GCM before any backend sees them and
 //! opens them only when a webhook is read back (to sign, or to show on rotation).
 //!
-//! It wraps any backend. Every trait method is written out below, the five that
-//! carry a [`Webhook`] first and the plain delegations after, so a new trait method
-//! is one more line here (a method left out would fall back to the trait's default
-//! instead of reaching the backend).
+//! It wraps any backend. Every method of every aggregate trait is written out below,
+//! one impl per aggregate; the aggregates have no defaulted methods, so a new one that
+//! is not forwarded here does not compile (it can never fall back silently).
 
 use crate::model::*;
 use crate::*;
@@ -140,10 +139,12 @@ impl EncryptedSecrets {
     }
 }
 
+// One impl per aggregate of [`Store`]. Only the methods that carry webhook secrets
+// (`WebhookStore`'s creates and updates, `DeliveryStore::claim_due_deliveries`) do more
+// than forward; no aggregate method has a default, so one left out does not compile.
+
 #[async_trait]
 impl TenantStore for EncryptedSecrets {
-    // --- everything else goes straight through (keep in step with the trait)
-
     async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
         self.inner.create_tenant(tenant).await
     }
@@ -279,7 +280,7 @@ impl EventStore for EncryptedSecrets {
 
 #[async_trait]
 impl WebhookStore for EncryptedSecrets {
-    // --- the methods that carry webhook secrets: sealed on the way in, opened on the way out
+    // The methods that carry webhook secrets: sealed on the way in, opened on the way out.
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook> {
         let stored = self
