@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod delivery;
 pub mod duration;
 pub mod event;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod pattern;
 pub mod retry;
 pub mod signing;
 pub mod timestamp;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use timestamp::Timestamp;

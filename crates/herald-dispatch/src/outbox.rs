@@ -358,6 +358,7 @@ pub(crate) fn backoff(config: &OutboxConfig, failures: u32, jitter: f64) -> Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_store::OutboxStore;
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

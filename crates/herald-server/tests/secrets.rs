@@ -158,7 +158,7 @@ async fn a_secret_sealed_with_another_key_fails_its_own_deliveries_visibly_and_n
             .unwrap();
     let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
     let stranded = Receiver::start().await;
-    let sealed = herald_store::Store::create_webhook(
+    let sealed = herald_store::WebhookStore::create_webhook(
         &old_node,
         stored_webhook(
             herald_core::ids::WebhookId::generate(),
@@ -214,7 +214,7 @@ async fn a_webhook_sealed_with_another_key_can_still_be_managed_and_rotated_out(
             .unwrap();
     let old_node = herald_store::encrypted::EncryptedSecrets::new(app.store.clone(), old_key);
     let id = herald_core::ids::WebhookId::generate();
-    herald_store::Store::create_webhook(
+    herald_store::WebhookStore::create_webhook(
         &old_node,
         stored_webhook(
             id,

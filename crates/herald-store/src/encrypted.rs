@@ -2,13 +2,12 @@
 //! `secret` and `previous_secret` with AES-256-GCM before any backend sees them and
 //! opens them only when a webhook is read back (to sign, or to show on rotation).
 //!
-//! It wraps any backend. Every trait method is written out below, the five that
-//! carry a [`Webhook`] first and the plain delegations after, so a new trait method
-//! is one more line here (a method left out would fall back to the trait's default
-//! instead of reaching the backend).
+//! It wraps any backend. Every method of every aggregate trait is written out below,
+//! one impl per aggregate; the aggregates have no defaulted methods, so a new one that
+//! is not forwarded here does not compile (it can never fall back silently).
 
 use crate::model::*;
-use crate::{Signals, Store, StoreError, StoreResult};
+use crate::*;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
@@ -140,13 +139,148 @@ impl EncryptedSecrets {
     }
 }
 
+// One impl per aggregate of [`Store`]. Only the methods that carry webhook secrets
+// (`WebhookStore`'s creates and updates, `DeliveryStore::claim_due_deliveries`) do more
+// than forward; no aggregate method has a default, so one left out does not compile.
+
 #[async_trait]
-impl Store for EncryptedSecrets {
-    fn signals(&self) -> &Arc<Signals> {
-        self.inner.signals()
+impl TenantStore for EncryptedSecrets {
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
+        self.inner.create_tenant(tenant).await
     }
 
-    // --- the methods that carry webhook secrets: sealed on the way in, opened on the way out
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        self.inner.get_tenant(id).await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        self.inner.create_key(key).await
+    }
+
+    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
+        self.inner.get_key(id).await
+    }
+
+    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {
+        self.inner.revoke_key(id, now).await
+    }
+
+    async fn count_live_admin_keys(&self) -> StoreResult<u64> {
+        self.inner.count_live_admin_keys().await
+    }
+}
+
+#[async_trait]
+impl OperationStore for EncryptedSecrets {
+    async fn create_operation(
+        &self,
+        op: NewOperation,
+        idempotency: Option<Idempotency>,
+    ) -> StoreResult<Created<herald_core::operation::Operation>> {
+        self.inner.create_operation(op, idempotency).await
+    }
+
+    async fn get_operation(
+        &self,
+        id: OperationId,
+    ) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.get_operation(id).await
+    }
+
+    async fn get_operation_for_worker(
+        &self,
+        id: OperationId,
+    ) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.get_operation_for_worker(id).await
+    }
+
+    async fn list_operations(
+        &self,
+        filter: OperationFilter,
+    ) -> StoreResult<Vec<herald_core::operation::Operation>> {
+        self.inner.list_operations(filter).await
+    }
+
+    async fn cancel_operation(
+        &self,
+        id: OperationId,
+        now: Timestamp,
+    ) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.cancel_operation(id, now).await
+    }
+
+    async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()> {
+        self.inner.delete_operation(id, now).await
+    }
+
+    async fn claim_operations(
+        &self,
+        claim: ClaimRequest,
+    ) -> StoreResult<Vec<herald_core::operation::Operation>> {
+        self.inner.claim_operations(claim).await
+    }
+
+    async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.heartbeat(beat).await
+    }
+
+    async fn finish_operation(
+        &self,
+        finish: Finish,
+    ) -> StoreResult<herald_core::operation::Operation> {
+        self.inner.finish_operation(finish).await
+    }
+
+    async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
+        self.inner.reap_operations(now).await
+    }
+
+    async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>> {
+        self.inner.next_operation_timer().await
+    }
+}
+
+#[async_trait]
+impl EventStore for EncryptedSecrets {
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        idempotency: Option<Idempotency>,
+    ) -> StoreResult<Created<herald_core::event::Event>> {
+        self.inner.insert_event(event, idempotency).await
+    }
+
+    async fn get_event(&self, id: EventId) -> StoreResult<herald_core::event::Event> {
+        self.inner.get_event(id).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> StoreResult<Vec<herald_core::event::Event>> {
+        self.inner.list_events(filter).await
+    }
+
+    async fn put_event_type(&self, event_type: EventType) -> StoreResult<()> {
+        self.inner.put_event_type(event_type).await
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        self.inner.list_event_types().await
+    }
+
+    async fn purge_settled_events(
+        &self,
+        older_than: Timestamp,
+        limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        self.inner.purge_settled_events(older_than, limit).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for EncryptedSecrets {
+    // The methods that carry webhook secrets: sealed on the way in, opened on the way out.
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook> {
         let stored = self
@@ -155,6 +289,7 @@ impl Store for EncryptedSecrets {
             .await?;
         self.key.open_webhook(stored)
     }
+
     async fn create_webhook_capped(
         &self,
         webhook: Webhook,
@@ -166,6 +301,7 @@ impl Store for EncryptedSecrets {
             .await?;
         self.key.open_webhook(stored)
     }
+
     // Reads never show a secret, so they hand back the row as stored (sealed) instead of
     // opening it: a webhook sealed with another key can still be read, listed, changed,
     // rotated and deleted. Only a claim (to sign) and creation and rotation (to show the
@@ -173,9 +309,11 @@ impl Store for EncryptedSecrets {
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
         self.inner.get_webhook(id).await
     }
+
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>> {
         self.inner.list_webhooks(filter).await
     }
+
     async fn update_webhook(
         &self,
         id: WebhookId,
@@ -194,6 +332,14 @@ impl Store for EncryptedSecrets {
         }
         Ok(stored)
     }
+
+    async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
+        self.inner.delete_webhook(id, now).await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for EncryptedSecrets {
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -215,144 +361,37 @@ impl Store for EncryptedSecrets {
             .collect())
     }
 
-    // --- everything else goes straight through (keep in step with the trait)
-
-    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
-        self.inner.create_tenant(tenant).await
-    }
-    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
-        self.inner.get_tenant(id).await
-    }
-    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
-        self.inner.create_key(key).await
-    }
-    async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
-        self.inner.get_key(id).await
-    }
-    async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {
-        self.inner.revoke_key(id, now).await
-    }
-    async fn count_live_admin_keys(&self) -> StoreResult<u64> {
-        self.inner.count_live_admin_keys().await
-    }
-    async fn create_operation(
-        &self,
-        op: NewOperation,
-        idempotency: Option<Idempotency>,
-    ) -> StoreResult<Created<herald_core::operation::Operation>> {
-        self.inner.create_operation(op, idempotency).await
-    }
-    async fn get_operation(
-        &self,
-        id: OperationId,
-    ) -> StoreResult<herald_core::operation::Operation> {
-        self.inner.get_operation(id).await
-    }
-    async fn get_operation_for_worker(
-        &self,
-        id: OperationId,
-    ) -> StoreResult<herald_core::operation::Operation> {
-        self.inner.get_operation_for_worker(id).await
-    }
-    async fn list_operations(
-        &self,
-        filter: OperationFilter,
-    ) -> StoreResult<Vec<herald_core::operation::Operation>> {
-        self.inner.list_operations(filter).await
-    }
-    async fn cancel_operation(
-        &self,
-        id: OperationId,
-        now: Timestamp,
-    ) -> StoreResult<herald_core::operation::Operation> {
-        self.inner.cancel_operation(id, now).await
-    }
-    async fn delete_operation(&self, id: OperationId, now: Timestamp) -> StoreResult<()> {
-        self.inner.delete_operation(id, now).await
-    }
-    async fn claim_operations(
-        &self,
-        claim: ClaimRequest,
-    ) -> StoreResult<Vec<herald_core::operation::Operation>> {
-        self.inner.claim_operations(claim).await
-    }
-    async fn heartbeat(&self, beat: Heartbeat) -> StoreResult<herald_core::operation::Operation> {
-        self.inner.heartbeat(beat).await
-    }
-    async fn finish_operation(
-        &self,
-        finish: Finish,
-    ) -> StoreResult<herald_core::operation::Operation> {
-        self.inner.finish_operation(finish).await
-    }
-    async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport> {
-        self.inner.reap_operations(now).await
-    }
-    async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>> {
-        self.inner.next_operation_timer().await
-    }
-    async fn insert_event(
-        &self,
-        event: NewEvent,
-        idempotency: Option<Idempotency>,
-    ) -> StoreResult<Created<herald_core::event::Event>> {
-        self.inner.insert_event(event, idempotency).await
-    }
-    async fn get_event(&self, id: EventId) -> StoreResult<herald_core::event::Event> {
-        self.inner.get_event(id).await
-    }
-    async fn list_events(
-        &self,
-        filter: EventFilter,
-    ) -> StoreResult<Vec<herald_core::event::Event>> {
-        self.inner.list_events(filter).await
-    }
-    async fn put_event_type(&self, event_type: EventType) -> StoreResult<()> {
-        self.inner.put_event_type(event_type).await
-    }
-    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
-        self.inner.list_event_types().await
-    }
-    async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()> {
-        self.inner.delete_webhook(id, now).await
-    }
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
         self.inner.record_attempts(records).await
     }
+
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         self.inner.next_delivery_due().await
     }
+
     async fn list_deliveries(&self, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         self.inner.list_deliveries(filter).await
     }
+
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
         self.inner.get_delivery(id).await
     }
+
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
         self.inner.redeliver(id, now).await
     }
+
     async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch> {
         self.inner.replay(replay).await
     }
-    async fn purge_settled_events(
-        &self,
-        older_than: Timestamp,
-        limit: u32,
-    ) -> StoreResult<PurgeReport> {
-        self.inner.purge_settled_events(older_than, limit).await
-    }
-    async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
-        self.inner.state_counts(tenant).await
-    }
-    async fn activity(&self, filter: ActivityFilter) -> StoreResult<Activity> {
-        self.inner.activity(filter).await
-    }
-    async fn schema_version(&self) -> StoreResult<SchemaVersion> {
-        self.inner.schema_version().await
-    }
+}
+
+#[async_trait]
+impl OutboxStore for EncryptedSecrets {
     fn set_routes(&self, routes: Vec<OutboxRoute>) {
         self.inner.set_routes(routes)
     }
+
     async fn claim_due_broker_deliveries(
         &self,
         now: Timestamp,
@@ -363,8 +402,28 @@ impl Store for EncryptedSecrets {
             .claim_due_broker_deliveries(now, limit, lease)
             .await
     }
+
     async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         self.inner.next_broker_delivery_due().await
+    }
+}
+
+#[async_trait]
+impl StatsStore for EncryptedSecrets {
+    fn signals(&self) -> &Arc<Signals> {
+        self.inner.signals()
+    }
+
+    async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts> {
+        self.inner.state_counts(tenant).await
+    }
+
+    async fn activity(&self, filter: ActivityFilter) -> StoreResult<Activity> {
+        self.inner.activity(filter).await
+    }
+
+    async fn schema_version(&self) -> StoreResult<SchemaVersion> {
+        self.inner.schema_version().await
     }
 }
 

@@ -7,8 +7,12 @@
 //! fires the matching [`Signals`] so long polls and the dispatcher wake at once.
 
 pub mod encrypted;
+pub mod fanout;
+pub mod filter;
 pub mod model;
 pub mod postgres;
+pub(crate) mod rows;
+pub(crate) mod rules;
 pub mod signals;
 pub mod sqlite;
 
@@ -59,21 +63,41 @@ impl From<serde_json::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything Herald keeps. Object-safe, so the backend is chosen once at start-up.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Wake-ups fired after each commit.
-    fn signals(&self) -> &Arc<Signals>;
+/// Everything Herald keeps: the sum of one trait per aggregate. Object-safe, so the
+/// backend is chosen once at start-up (`Arc<dyn Store>`). Every type that implements all
+/// the aggregates is a `Store`. No aggregate method has a default: a wrapper (say
+/// [`encrypted::EncryptedSecrets`]) must forward each one, or it does not compile.
+pub trait Store:
+    TenantStore + OperationStore + EventStore + WebhookStore + DeliveryStore + OutboxStore + StatsStore
+{
+}
 
-    // --- tenants and keys
+impl<T> Store for T where
+    T: TenantStore
+        + OperationStore
+        + EventStore
+        + WebhookStore
+        + DeliveryStore
+        + OutboxStore
+        + StatsStore
+{
+}
+
+/// Tenants and their API keys.
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
     async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant>;
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
     async fn create_key(&self, key: ApiKey) -> StoreResult<()>;
     async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey>;
     async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()>;
     async fn count_live_admin_keys(&self) -> StoreResult<u64>;
+}
 
-    // --- operations
+/// Long-running operations: the client's side (create, read, cancel, delete), the
+/// worker's (claim, heartbeat, finish) and the reaper's.
+#[async_trait]
+pub trait OperationStore: Send + Sync + 'static {
     async fn create_operation(
         &self,
         op: NewOperation,
@@ -83,9 +107,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: OperationId,
     ) -> StoreResult<herald_core::operation::Operation>;
-    /// The operation as the worker protocol sees it: like [`Store::get_operation`], but an
-    /// operation the client deleted is still found (DELETE hides it from the client; the
-    /// worker holding its lease goes on, heartbeats and finishes it).
+    /// The operation as the worker protocol sees it: like [`OperationStore::get_operation`],
+    /// but an operation the client deleted is still found (DELETE hides it from the client;
+    /// the worker holding its lease goes on, heartbeats and finishes it).
     async fn get_operation_for_worker(
         &self,
         id: OperationId,
@@ -115,8 +139,11 @@ pub trait Store: Send + Sync + 'static {
     async fn reap_operations(&self, now: Timestamp) -> StoreResult<ReapReport>;
     /// When the next lease or deadline falls due, so the reaper can sleep until then.
     async fn next_operation_timer(&self) -> StoreResult<Option<Timestamp>>;
+}
 
-    // --- events
+/// Events (each stored with its deliveries, see [`fanout`]), event types, and retention.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
     async fn insert_event(
         &self,
         event: NewEvent,
@@ -127,10 +154,22 @@ pub trait Store: Send + Sync + 'static {
         -> StoreResult<Vec<herald_core::event::Event>>;
     async fn put_event_type(&self, event_type: EventType) -> StoreResult<()>;
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>>;
+    /// Removes up to `limit` events created before `older_than` that no delivery still
+    /// owes (none `pending`), with their deliveries and attempts, in one short write.
+    /// Callers loop over small batches so the writer is never stalled. Per-key event
+    /// sequences are kept.
+    async fn purge_settled_events(
+        &self,
+        older_than: Timestamp,
+        limit: u32,
+    ) -> StoreResult<PurgeReport>;
+}
 
-    // --- webhooks
+/// Webhook subscriptions.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<Webhook>;
-    /// [`Store::create_webhook`], refused with [`StoreError::LimitReached`] (nothing
+    /// [`WebhookStore::create_webhook`], refused with [`StoreError::LimitReached`] (nothing
     /// stored) when the webhook's tenant already has `max_per_tenant` webhooks that are
     /// not deleted. The count and the insert are one write: concurrent creates, on any
     /// node, never take a tenant past the cap.
@@ -150,26 +189,14 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Webhook>;
     async fn delete_webhook(&self, id: WebhookId, now: Timestamp) -> StoreResult<()>;
+}
 
-    // --- broker routes (the outbox)
-    /// The broker routes events fan out to, from config; replaces any set before. Events
-    /// stored from then on get one delivery per matching route, in their own transaction.
-    fn set_routes(&self, routes: Vec<OutboxRoute>);
-    /// Claims (leases) due broker deliveries, at most one per (route, ordering key): only the
-    /// oldest pending delivery of its line, so a key's later event never overtakes an earlier
-    /// one, retries included. Deliveries with no key are not ordered.
-    async fn claim_due_broker_deliveries(
-        &self,
-        now: Timestamp,
-        limit: u32,
-        lease: Duration,
-    ) -> StoreResult<Vec<BrokerJob>>;
-    /// When the next claimable broker delivery falls due (heads of lines only).
-    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
-
-    // --- deliveries
+/// Webhook deliveries: the dispatcher's claims and results, and the API's reads,
+/// redeliveries and replays.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
     /// Claims due webhook deliveries (broker deliveries are claimed by
-    /// [`Store::claim_due_broker_deliveries`]).
+    /// [`OutboxStore::claim_due_broker_deliveries`]).
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -187,41 +214,37 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries of the webhook in the range that have the status asked for, in one short
     /// write, and says where the next batch starts. `NotFound` for an unknown webhook.
     async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch>;
+}
 
-    // --- retention
-
-    /// Removes up to `limit` events created before `older_than` that no delivery still
-    /// owes (none `pending`), with their deliveries and attempts, in one short write.
-    /// Callers loop over small batches so the writer is never stalled. Per-key event
-    /// sequences are kept. The default purges nothing, so a backend can land without it.
-    async fn purge_settled_events(
+/// Broker routes and their deliveries (the outbox).
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// The broker routes events fan out to, from config; replaces any set before. Events
+    /// stored from then on get one delivery per matching route, in their own transaction.
+    fn set_routes(&self, routes: Vec<OutboxRoute>);
+    /// Claims (leases) due broker deliveries, at most one per (route, ordering key): only the
+    /// oldest pending delivery of its line, so a key's later event never overtakes an earlier
+    /// one, retries included. Deliveries with no key are not ordered.
+    async fn claim_due_broker_deliveries(
         &self,
-        _older_than: Timestamp,
-        _limit: u32,
-    ) -> StoreResult<PurgeReport> {
-        Ok(PurgeReport::default())
-    }
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<BrokerJob>>;
+    /// When the next claimable broker delivery falls due (heads of lines only).
+    async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
+}
 
-    // --- observability (defaults so that a backend can land without them)
-
+/// The store as a whole: its wake-ups, and what observability reads.
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Wake-ups fired after each commit.
+    fn signals(&self) -> &Arc<Signals>;
     /// Operations and deliveries per state, for `/metrics` gauges and the dashboard. With a
     /// tenant, its webhooks' deliveries only (broker routes are the operator's, as in `activity`).
-    async fn state_counts(&self, _tenant: Option<TenantId>) -> StoreResult<StateCounts> {
-        Err(StoreError::Backend(
-            "state_counts is not implemented by this backend".into(),
-        ))
-    }
+    async fn state_counts(&self, tenant: Option<TenantId>) -> StoreResult<StateCounts>;
     /// Attempts and backlog spans in a window, for the dashboard's charts and webhook health.
-    async fn activity(&self, _filter: ActivityFilter) -> StoreResult<Activity> {
-        Err(StoreError::Backend(
-            "activity is not implemented by this backend".into(),
-        ))
-    }
+    async fn activity(&self, filter: ActivityFilter) -> StoreResult<Activity>;
     /// The applied schema version against the one this build expects (`/readyz`).
-    /// The default cannot tell, so a backend that keeps it reports not ready.
-    async fn schema_version(&self) -> StoreResult<SchemaVersion> {
-        Err(StoreError::Backend(
-            "schema_version is not implemented by this backend".into(),
-        ))
-    }
+    async fn schema_version(&self) -> StoreResult<SchemaVersion>;
 }

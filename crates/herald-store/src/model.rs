@@ -5,9 +5,15 @@ use herald_core::ids::*;
 use herald_core::operation::OperationError;
 use herald_core::pattern::EventPattern;
 use herald_core::retry::RetrySchedule;
-use herald_core::signing::SignatureFormat;
 use herald_core::Timestamp;
 use serde_json::{Map, Value};
+
+// Domain records used beyond the store live in `herald-core`; re-exported here so
+// `herald_store::model::…` paths keep working.
+pub use herald_core::delivery::{
+    Attempt, AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus, Destination,
+};
+pub use herald_core::webhook::Webhook;
 use std::time::Duration;
 
 /// The most items one page of a list holds. A list filter's `limit` may be one more (the
@@ -243,67 +249,6 @@ pub struct EventType {
     pub schema: Value,
 }
 
-/// `Debug` leaves the secrets out, so a webhook can be logged.
-#[derive(Clone, PartialEq)]
-pub struct Webhook {
-    pub id: WebhookId,
-    pub tenant: Option<TenantId>,
-    pub url: String,
-    pub events: Vec<EventPattern>,
-    pub format: SignatureFormat,
-    pub secret: String,
-    pub secret_version: u32,
-    /// The secret before the last rotation, still signing until the instant given.
-    pub previous_secret: Option<(String, Timestamp)>,
-    /// Overrides the configured schedule.
-    pub schedule: Option<RetrySchedule>,
-    /// At most this many requests in flight to this webhook.
-    pub max_concurrency: Option<u32>,
-    pub disabled: bool,
-    pub disabled_reason: Option<String>,
-    pub description: Option<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook")
-            .field("id", &self.id)
-            .field("tenant", &self.tenant)
-            .field("url", &self.url)
-            .field("events", &self.events)
-            .field("format", &self.format)
-            .field("secret", &"<redacted>")
-            .field("secret_version", &self.secret_version)
-            .field(
-                "previous_secret",
-                &self
-                    .previous_secret
-                    .as_ref()
-                    .map(|(_, until)| ("<redacted>", until)),
-            )
-            .field("schedule", &self.schedule)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("disabled", &self.disabled)
-            .field("disabled_reason", &self.disabled_reason)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Webhook {
-    /// The secrets that sign a request sent at `now`: the current one, then the previous while its grace lasts.
-    pub fn live_secrets(&self, now: Timestamp) -> Vec<&str> {
-        let mut out = vec![self.secret.as_str()];
-        if let Some((prev, until)) = &self.previous_secret {
-            if now < *until {
-                out.push(prev.as_str());
-            }
-        }
-        out
-    }
-}
-
 /// A change to a webhook's settings. The store applies it to the row as stored, inside
 /// the write that saves it, so two concurrent changes compose instead of one overwriting
 /// the other with what it read before (two rotations make two versions, a PATCH of the
@@ -403,33 +348,6 @@ pub struct WebhookFilter {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt (or paused while its webhook is disabled).
-    Pending,
-    Succeeded,
-    /// Every attempt of its window failed (dead); stays listed for redelivery.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "pending" => Some(Self::Pending),
-            "succeeded" => Some(Self::Succeeded),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
-}
-
 /// A delivery's destination from its stored `webhook_id` and `route` columns (exactly one is set).
 pub fn destination_of(
     webhook_id: Option<String>,
@@ -443,62 +361,6 @@ pub fn destination_of(
         (None, Some(r)) => Ok(Destination::Route(r)),
         _ => Err(bad("needs exactly one of webhook_id and route")),
     }
-}
-
-/// Where a delivery goes: a webhook's URL, or a broker route of the config.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Destination {
-    Webhook(WebhookId),
-    /// The route's name (see [`OutboxRoute`]); the broker and topic come from config.
-    Route(String),
-}
-
-impl Destination {
-    pub fn webhook(&self) -> Option<WebhookId> {
-        match self {
-            Destination::Webhook(id) => Some(*id),
-            Destination::Route(_) => None,
-        }
-    }
-    pub fn route(&self) -> Option<&str> {
-        match self {
-            Destination::Webhook(_) => None,
-            Destination::Route(name) => Some(name),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    pub id: DeliveryId,
-    pub event_id: EventId,
-    pub destination: Destination,
-    /// The broker key (a route's JSON pointer into the event); deliveries of one route and
-    /// key are published one after another, in the order they were created.
-    pub ordering_key: Option<String>,
-    pub tenant: Option<TenantId>,
-    pub event_type: String,
-    pub status: DeliveryStatus,
-    /// Attempts made over the delivery's whole life (redeliveries included).
-    pub attempts: u32,
-    /// Attempts made in the current retry window.
-    pub window_attempts: u32,
-    pub next_attempt_at: Option<Timestamp>,
-    pub last_status_code: Option<u16>,
-    pub last_error: Option<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
-    pub id: AttemptId,
-    pub delivery_id: DeliveryId,
-    pub at: Timestamp,
-    pub status_code: Option<u16>,
-    pub latency_ms: u64,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
 }
 
 /// A claimed delivery with everything needed to send it.
@@ -547,27 +409,6 @@ pub struct BrokerJob {
     pub event: herald_core::event::Event,
     /// The route's name.
     pub route: String,
-}
-
-/// What happens to a delivery after an attempt (or a decision not to try).
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
-    Succeeded,
-    RetryAt(Timestamp),
-    /// The window is over: the delivery is dead.
-    Failed,
-    /// Not attempted (circuit open, endpoint saturated): try again at this time, no attempt counted.
-    Deferred(Timestamp),
-}
-
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub delivery_id: DeliveryId,
-    /// `None` for a deferral, which records no attempt.
-    pub attempt: Option<Attempt>,
-    pub outcome: AttemptOutcome,
-    /// Set when the endpoint answered `410 Gone`: the webhook is disabled with this reason.
-    pub disable_webhook: Option<(WebhookId, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -701,45 +542,5 @@ pub struct SchemaVersion {
 impl SchemaVersion {
     pub fn is_current(&self) -> bool {
         self.applied == self.expected
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_output_never_shows_secrets() {
-        let w = Webhook {
-            id: WebhookId::generate(),
-            tenant: None,
-            url: "https://example.com/h".into(),
-            events: vec![EventPattern::parse("a.*").unwrap()],
-            format: SignatureFormat::Herald,
-            secret: "hsec_current_secret_value".into(),
-            secret_version: 2,
-            previous_secret: Some(("hsec_previous_secret_value".into(), Timestamp(5))),
-            schedule: None,
-            max_concurrency: None,
-            disabled: false,
-            disabled_reason: None,
-            description: None,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-        };
-        let text = format!("{w:?}");
-        assert!(
-            !text.contains("current_secret") && !text.contains("previous_secret_value"),
-            "{text}"
-        );
-        assert!(text.contains("https://example.com/h"));
-        assert_eq!(
-            w.live_secrets(Timestamp(4)),
-            vec!["hsec_current_secret_value", "hsec_previous_secret_value"]
-        );
-        assert_eq!(
-            w.live_secrets(Timestamp(5)),
-            vec!["hsec_current_secret_value"]
-        );
     }
 }

@@ -5,7 +5,7 @@
 use herald_core::ids::TenantId;
 use herald_core::Timestamp;
 use herald_store::sqlite::SqliteStore;
-use herald_store::{Store, StoreError, Tenant};
+use herald_store::{DeliveryStore, StoreError, Tenant, TenantStore};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

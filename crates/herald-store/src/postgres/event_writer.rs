@@ -12,12 +12,13 @@
 
 use super::rows::{self, EVENT_COLUMNS};
 use super::{is_transient, Note};
+use crate::fanout::{self, PatternCache, Target, To};
 use crate::model::*;
+use crate::rules;
 use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::{Pool, Transaction};
 use herald_core::event::Event;
 use herald_core::ids::*;
-use herald_core::pattern::EventPattern;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -200,6 +201,32 @@ async fn query(
 ) -> StoreResult<Vec<tokio_postgres::Row>> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.query(&stmt, params).await?)
+}
+
+/// The batch's new events, column by column (for `unnest`).
+#[derive(Default)]
+struct EventColumns {
+    id: Vec<String>,
+    tenant: Vec<Option<String>>,
+    ty: Vec<String>,
+    key: Vec<Option<String>>,
+    seq: Vec<Option<i64>>,
+    data: Vec<String>,
+    hash: Vec<String>,
+    at: Vec<i64>,
+}
+
+/// Their deliveries, column by column.
+#[derive(Default)]
+struct DeliveryColumns {
+    id: Vec<String>,
+    event: Vec<String>,
+    webhook: Vec<Option<String>>,
+    route: Vec<Option<String>>,
+    key: Vec<Option<String>>,
+    tenant: Vec<Option<String>>,
+    ty: Vec<String>,
+    at: Vec<i64>,
 }
 
 /// What became of one job so far.
@@ -441,47 +468,11 @@ async fn store_in(
 
     // 5. The events and their deliveries (webhooks, then broker routes), two statements
     //    sent together.
-    let targets = patterns.targets(&webhooks)?;
+    let targets = targets(patterns, &webhooks)?;
     let mut events: Vec<Event> = Vec::with_capacity(new.len());
     let mut fanned: Vec<usize> = Vec::with_capacity(new.len());
-    let (
-        mut e_id,
-        mut e_tenant,
-        mut e_type,
-        mut e_key,
-        mut e_seq,
-        mut e_data,
-        mut e_hash,
-        mut e_at,
-    ) = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
-    let (
-        mut d_id,
-        mut d_event,
-        mut d_webhook,
-        mut d_route,
-        mut d_key,
-        mut d_tenant,
-        mut d_type,
-        mut d_at,
-    ) = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
+    let mut ev = EventColumns::default();
+    let mut dv = DeliveryColumns::default();
     for &i in &new {
         let e = &batch[i].event;
         let tenant = tenant_text(i);
@@ -496,50 +487,36 @@ async fn store_in(
             }
             None => None,
         };
-        e_id.push(ids[i].clone());
-        e_tenant.push(tenant.clone());
-        e_type.push(e.event_type.clone());
-        e_key.push(e.key.clone());
-        e_seq.push(sequence);
-        e_data.push(serde_json::to_string(&e.data)?);
-        e_hash.push(e.request_hash.clone());
-        e_at.push(e.created_at.0);
-        let event = Event {
-            id: e.id,
-            tenant: e.tenant,
-            event_type: e.event_type.clone(),
-            key: e.key.clone(),
-            sequence,
-            data: e.data.clone(),
-            created_at: e.created_at,
-        };
-        let mut count = 0;
-        for (webhook, webhook_tenant, patterns) in targets.iter() {
-            if *webhook_tenant == tenant && patterns.iter().any(|p| p.matches(&e.event_type)) {
-                d_id.push(DeliveryId::generate().to_string());
-                d_event.push(ids[i].clone());
-                d_webhook.push(Some(webhook.clone()));
-                d_route.push(None);
-                d_key.push(None);
-                d_tenant.push(tenant.clone());
-                d_type.push(e.event_type.clone());
-                d_at.push(e.created_at.0);
-                count += 1;
+        ev.id.push(ids[i].clone());
+        ev.tenant.push(tenant.clone());
+        ev.ty.push(e.event_type.clone());
+        ev.key.push(e.key.clone());
+        ev.seq.push(sequence);
+        ev.data.push(serde_json::to_string(&e.data)?);
+        ev.hash.push(e.request_hash.clone());
+        ev.at.push(e.created_at.0);
+        let event = rules::stored_event(e.clone(), sequence);
+        let planned = fanout::plan(&event, &targets, &batch[i].routes);
+        for p in &planned {
+            dv.id.push(p.id.to_string());
+            dv.event.push(ids[i].clone());
+            match &p.to {
+                To::Webhook(webhook) => {
+                    dv.webhook.push(Some(webhook.to_string()));
+                    dv.route.push(None);
+                    dv.key.push(None);
+                }
+                To::Route { name, ordering_key } => {
+                    dv.webhook.push(None);
+                    dv.route.push(Some(name.to_string()));
+                    dv.key.push(ordering_key.clone());
+                }
             }
+            dv.tenant.push(tenant.clone());
+            dv.ty.push(e.event_type.clone());
+            dv.at.push(e.created_at.0);
         }
-        for route in batch[i].routes.iter() {
-            if herald_core::pattern::any_matches(&route.events, &e.event_type) {
-                d_id.push(DeliveryId::generate().to_string());
-                d_event.push(ids[i].clone());
-                d_webhook.push(None);
-                d_route.push(Some(route.name.clone()));
-                d_key.push(route.key_of(&event));
-                d_tenant.push(tenant.clone());
-                d_type.push(e.event_type.clone());
-                d_at.push(e.created_at.0);
-                count += 1;
-            }
-        }
+        let count = planned.len();
         events.push(event);
         fanned.push(count);
     }
@@ -549,13 +526,13 @@ async fn store_in(
             "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
              $7::text[], $8::int8[])",
-            &[&e_id, &e_tenant, &e_type, &e_key, &e_seq, &e_data, &e_hash, &e_at],
+            &[&ev.id, &ev.tenant, &ev.ty, &ev.key, &ev.seq, &ev.data, &ev.hash, &ev.at],
         )
         .await
     };
     // `line_seq` is drawn row by row in this order: a key's route deliveries in sequence order.
     let insert_deliveries = async {
-        if d_id.is_empty() {
+        if dv.id.is_empty() {
             return Ok(Vec::new());
         }
         query(
@@ -565,7 +542,7 @@ async fn store_in(
              SELECT d, e, w, r, k, t, ty, at, 'pending', at, at, at FROM unnest($1::text[], $2::text[], \
              $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY \
              AS u(d, e, w, r, k, t, ty, at, n) ORDER BY n",
-            &[&d_id, &d_event, &d_webhook, &d_route, &d_key, &d_tenant, &d_type, &d_at],
+            &[&dv.id, &dv.event, &dv.webhook, &dv.route, &dv.key, &dv.tenant, &dv.ty, &dv.at],
         )
         .await
     };
@@ -585,44 +562,19 @@ async fn store_in(
     Ok(stored)
 }
 
-/// Webhooks' parsed event patterns, kept across batches by the writer task that read them.
-/// Which webhooks exist is read afresh in every batch (another node may have changed
-/// them); only the parse is saved, keyed by the webhook and its `events` text, so an
-/// edit of the patterns is seen at once.
-#[derive(Default)]
-struct PatternCache {
-    parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
-}
-
-/// A webhook that may receive the batch's events: its id, its tenant, its patterns.
-type Target = (String, Option<String>, Arc<Vec<EventPattern>>);
-
-impl PatternCache {
-    fn targets(&mut self, rows: &[tokio_postgres::Row]) -> StoreResult<Vec<Target>> {
-        if self.parsed.len() > 10_000 {
-            self.parsed.clear();
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get(0)?;
+/// The writer task's pattern cache, reading this batch's webhook rows (`id, tenant_id,
+/// events`): which webhooks exist is read afresh in every batch (another node may have
+/// changed them), only their parse is kept.
+fn targets(cache: &mut PatternCache, rows: &[tokio_postgres::Row]) -> StoreResult<Vec<Target>> {
+    cache.trim();
+    rows.iter()
+        .map(|row| {
             let tenant: Option<String> = row.try_get(1)?;
-            let text: String = row.try_get(2)?;
-            let patterns = match self.parsed.get(&id) {
-                Some((seen, patterns)) if *seen == text => patterns.clone(),
-                _ => {
-                    let list: Vec<String> = serde_json::from_str(&text)?;
-                    // A pattern that no longer parses matches nothing, as before.
-                    let patterns: Arc<Vec<EventPattern>> = Arc::new(
-                        list.iter()
-                            .filter_map(|p| EventPattern::parse(p).ok())
-                            .collect(),
-                    );
-                    self.parsed.insert(id.clone(), (text, patterns.clone()));
-                    patterns
-                }
-            };
-            out.push((id, tenant, patterns));
-        }
-        Ok(out)
-    }
+            let tenant = tenant
+                .as_deref()
+                .map(|t| rows::parse_id(t, TenantId::parse))
+                .transpose()?;
+            cache.target(row.try_get(0)?, tenant, row.try_get(2)?)
+        })
+        .collect()
 }

@@ -6,11 +6,18 @@
 //! for commits, the node's notifier sends a `NOTIFY` (batched, outside the data's
 //! transaction); a listener connection per node turns those into local [`Signals`].
 
+mod deliveries;
 mod event_writer;
+mod events;
 mod migrations;
+mod operations;
+mod outbox;
 mod point_reader;
 mod rows;
-mod store_impl;
+mod sql;
+mod stats;
+mod tenants;
+mod webhooks;
 
 use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -11,9 +11,16 @@
 //! [`StoreError::Overloaded`], having changed nothing. Reads use a small pool of
 //! read-only connections, which WAL lets run beside the writer.
 
+mod deliveries;
+mod events;
 mod migrations;
-pub(crate) mod rows;
-mod store_impl;
+mod operations;
+mod outbox;
+mod rows;
+mod sql;
+mod stats;
+mod tenants;
+mod webhooks;
 
 use crate::{OutboxRoute, Signals, StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
@@ -288,7 +295,7 @@ fn run_in_savepoint<R>(
         .unwrap_or_else(|_| Err(StoreError::Backend("a store write panicked".into())));
     if conn.is_autocommit() {
         // SQLite rolled back the whole transaction, this savepoint with it.
-        store_impl::forget_fan_out_targets();
+        events::forget_fan_out_targets();
         return result.and(Err(StoreError::Backend(
             "the transaction was rolled back during this write".into(),
         )));
@@ -306,7 +313,7 @@ fn run_in_savepoint<R>(
     };
     if result.is_err() {
         // What the job cached may describe rows it is about to undo.
-        store_impl::forget_fan_out_targets();
+        events::forget_fan_out_targets();
         if end("ROLLBACK TO job").is_err() {
             return result;
         }
@@ -362,7 +369,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
                 .map_err(StoreError::from),
         };
         if committed.is_err() {
-            store_impl::forget_fan_out_targets();
+            events::forget_fan_out_targets();
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -376,7 +383,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Store, Tenant};
+    use crate::{Tenant, TenantStore};
     use herald_core::ids::TenantId;
     use herald_core::Timestamp;
 

@@ -1,0 +1,233 @@
+//! Which webhooks and broker routes get an event: decided here, once, without I/O. The
+//! backends only load the [`Target`]s (the live webhooks that may receive the event) and
+//! insert the deliveries [`plan`] returns, in the event's own transaction.
+
+use crate::model::OutboxRoute;
+use crate::StoreResult;
+use herald_core::event::Event;
+use herald_core::ids::{DeliveryId, TenantId};
+use herald_core::pattern::EventPattern;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A webhook that is neither deleted nor disabled, as fan-out sees it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The webhook's id as stored.
+    pub webhook: String,
+    pub tenant: Option<TenantId>,
+    pub patterns: Arc<Vec<EventPattern>>,
+}
+
+/// One delivery to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned<'a> {
+    pub id: DeliveryId,
+    pub to: To<'a>,
+}
+
+/// Where a planned delivery goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum To<'a> {
+    /// A webhook, by its stored id.
+    Webhook(&'a str),
+    /// A broker route, with the event's ordering key on it.
+    Route {
+        name: &'a str,
+        ordering_key: Option<String>,
+    },
+}
+
+/// The deliveries `event` gets: one per target of the event's tenant with a pattern that
+/// matches its type (in the targets' order), then one per matching route (in the routes'
+/// order, each with the ordering key its pointer finds in the event).
+pub fn plan<'a>(
+    event: &Event,
+    targets: &'a [Target],
+    routes: &'a [OutboxRoute],
+) -> Vec<Planned<'a>> {
+    let webhooks = targets
+        .iter()
+        .filter(|t| {
+            t.tenant == event.tenant && t.patterns.iter().any(|p| p.matches(&event.event_type))
+        })
+        .map(|t| To::Webhook(&t.webhook));
+    let routes = routes
+        .iter()
+        .filter(|r| herald_core::pattern::any_matches(&r.events, &event.event_type))
+        .map(|r| To::Route {
+            name: &r.name,
+            ordering_key: r.key_of(event),
+        });
+    webhooks
+        .chain(routes)
+        .map(|to| Planned {
+            id: DeliveryId::generate(),
+            to,
+        })
+        .collect()
+}
+
+/// A webhook's stored `events` column (a JSON array of patterns), parsed. A pattern that
+/// no longer parses matches nothing, as before.
+pub fn parse_patterns(stored: &str) -> StoreResult<Vec<EventPattern>> {
+    let list: Vec<String> = serde_json::from_str(stored)?;
+    Ok(list
+        .iter()
+        .filter_map(|p| EventPattern::parse(p).ok())
+        .collect())
+}
+
+/// Webhooks' parsed event patterns, kept across batches by the task that read them,
+/// keyed by the webhook and its stored `events` text, so an edit of the patterns is seen
+/// at once.
+#[derive(Default)]
+pub struct PatternCache {
+    parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
+}
+
+impl PatternCache {
+    /// Keeps the cache small: cleared once it holds more than 10,000 webhooks.
+    pub fn trim(&mut self) {
+        if self.parsed.len() > 10_000 {
+            self.parsed.clear();
+        }
+    }
+
+    /// The target for a webhook row as read: its id, tenant and stored patterns.
+    pub fn target(
+        &mut self,
+        webhook: String,
+        tenant: Option<TenantId>,
+        stored: String,
+    ) -> StoreResult<Target> {
+        let patterns = match self.parsed.get(&webhook) {
+            Some((seen, patterns)) if *seen == stored => patterns.clone(),
+            _ => {
+                let patterns = Arc::new(parse_patterns(&stored)?);
+                self.parsed
+                    .insert(webhook.clone(), (stored, patterns.clone()));
+                patterns
+            }
+        };
+        Ok(Target {
+            webhook,
+            tenant,
+            patterns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::ids::EventId;
+    use herald_core::Timestamp;
+    use serde_json::json;
+
+    fn event(tenant: Option<TenantId>, event_type: &str) -> Event {
+        Event {
+            id: EventId::generate(),
+            tenant,
+            event_type: event_type.into(),
+            key: None,
+            sequence: None,
+            data: json!({ "payment_id": "p_1", "amount": 5 }),
+            created_at: Timestamp(1),
+        }
+    }
+
+    fn target(webhook: &str, tenant: Option<TenantId>, patterns: &[&str]) -> Target {
+        Target {
+            webhook: webhook.into(),
+            tenant,
+            patterns: Arc::new(
+                patterns
+                    .iter()
+                    .map(|p| EventPattern::parse(p).unwrap())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn route(name: &str, pattern: &str, key: &str) -> OutboxRoute {
+        OutboxRoute {
+            name: name.into(),
+            events: vec![EventPattern::parse(pattern).unwrap()],
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn webhooks_of_the_events_tenant_whose_patterns_match_then_routes() {
+        let acme = Some(TenantId::generate());
+        let other = Some(TenantId::generate());
+        let targets = [
+            target("wh_a", acme, &["payment.*"]),
+            target("wh_b", acme, &["invoice.*"]),
+            target("wh_c", other, &["payment.*"]),
+            target("wh_d", None, &["payment.*"]),
+            target("wh_e", acme, &["invoice.*", "payment.succeeded"]),
+        ];
+        let routes = [
+            route("kafka", "payment.*", "/data/payment_id"),
+            route("audit", "invoice.*", "/data/payment_id"),
+            route("amounts", "*", "/data/amount"),
+        ];
+        let planned = plan(&event(acme, "payment.succeeded"), &targets, &routes);
+        let to: Vec<_> = planned.iter().map(|p| p.to.clone()).collect();
+        assert_eq!(
+            to,
+            vec![
+                To::Webhook("wh_a"),
+                To::Webhook("wh_e"),
+                To::Route {
+                    name: "kafka",
+                    ordering_key: Some("p_1".into())
+                },
+                To::Route {
+                    name: "amounts",
+                    ordering_key: Some("5".into())
+                },
+            ]
+        );
+        let mut ids: Vec<_> = planned.iter().map(|p| p.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "each delivery its own id");
+    }
+
+    #[test]
+    fn an_event_of_no_tenant_goes_to_webhooks_of_no_tenant() {
+        let targets = [
+            target("wh_a", Some(TenantId::generate()), &["*"]),
+            target("wh_b", None, &["*"]),
+        ];
+        let planned = plan(&event(None, "x.y"), &targets, &[]);
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].to, To::Webhook("wh_b"));
+        assert!(plan(&event(None, "x.y"), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn stored_patterns_that_no_longer_parse_match_nothing() {
+        let parsed = parse_patterns(r#"["payment.*", "", "a.b"]"#).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert!(parse_patterns("not json").is_err());
+    }
+
+    #[test]
+    fn the_pattern_cache_sees_an_edit_at_once() {
+        let mut cache = PatternCache::default();
+        let a = cache
+            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .unwrap();
+        let again = cache
+            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.patterns, &again.patterns), "parsed once");
+        let edited = cache
+            .target("wh_a".into(), None, r#"["b.*"]"#.into())
+            .unwrap();
+        assert_eq!(edited.patterns[0].as_str(), "b.*");
+    }
+}

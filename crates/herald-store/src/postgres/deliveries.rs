@@ -1,0 +1,357 @@
+//! [`DeliveryStore`] for PostgreSQL: claims, results (in rounds), reads, redelivery and replay.
+
+use super::rows::{self, *};
+use super::sql::*;
+use super::PgStore;
+use crate::filter::{self};
+use crate::model::*;
+use crate::rows::parse_id;
+use crate::rules;
+use crate::*;
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use herald_core::event::Event;
+use herald_core::ids::*;
+use herald_core::Timestamp;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One round of delivery results for `record_attempts`: at most one per delivery.
+#[derive(Default)]
+pub(super) struct DeliveryResults {
+    id: Vec<String>,
+    status: Vec<String>,
+    next: Vec<Option<i64>>,
+    counted: Vec<bool>,
+    code: Vec<Option<i64>>,
+    error: Vec<Option<String>>,
+    at: Vec<i64>,
+}
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        in_tx!(self, |tx, wake| {
+            // `= ANY(ARRAY(…))`, not `IN (…)`: the claimed ids become one array and each row is
+            // found by its key. With `IN`, the generic plan of this prepared statement was a
+            // hash semi-join over a sequential scan of all deliveries (spilling to temp files),
+            // so each claim cost time in proportion to the table, backlog and history included.
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = $1 WHERE id = ANY(ARRAY( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= $2 \
+                   AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
+                   FOR UPDATE SKIP LOCKED)) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let claimed = claim_in_due_order(
+                &tx,
+                &sql,
+                &[&now.plus(lease).0, &now.0, &(limit.clamp(1, 5000) as i64)],
+            )
+            .await?;
+            let mut deliveries = map_rows(claimed, rows::delivery)?;
+            if deliveries.is_empty() {
+                return Ok(Ok(vec![]));
+            }
+            deliveries.sort_by_key(|d| (d.next_attempt_at, d.id.to_string()));
+            let webhook_ids: Vec<String> = deliveries
+                .iter()
+                .filter_map(|d| d.destination.webhook().map(|w| w.to_string()))
+                .collect();
+            let mut event_ids: Vec<String> =
+                deliveries.iter().map(|d| d.event_id.to_string()).collect();
+            let mut webhook_ids = webhook_ids;
+            for ids in [&mut webhook_ids, &mut event_ids] {
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            // Both reads go out together (pipelined on the connection): one round trip.
+            let webhook_sql = format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ANY($1) AND NOT deleted"
+            );
+            let event_sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)");
+            let (webhook_rows, event_rows) = futures::try_join!(
+                async { query(&tx, &webhook_sql, &[&webhook_ids]).await },
+                async { query(&tx, &event_sql, &[&event_ids]).await },
+            )?;
+            let webhooks: HashMap<WebhookId, Webhook> = map_rows(webhook_rows, rows::webhook)?
+                .into_iter()
+                .map(|w| (w.id, w))
+                .collect();
+            let events: HashMap<EventId, Event> = map_rows(event_rows, rows::event)?
+                .into_iter()
+                .map(|e| (e.id, e))
+                .collect();
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            let mut orphans = Vec::new();
+            for d in deliveries {
+                let webhook = d.destination.webhook().and_then(|w| webhooks.get(&w));
+                match (webhook, events.get(&d.event_id)) {
+                    (Some(w), Some(e)) => jobs.push(DeliveryJob {
+                        webhook: w.clone(),
+                        event: e.clone(),
+                        delivery: d,
+                        unsendable: None,
+                    }),
+                    _ => orphans.push(d.id.to_string()),
+                }
+            }
+            if !orphans.is_empty() {
+                // Their webhook was deleted after they were made: nothing left to send to.
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, \
+                     last_error = 'webhook deleted', updated_at = $2 WHERE id = ANY($1)",
+                    &[&orphans, &now.0],
+                )
+                .await?;
+            }
+            Ok(jobs)
+        })
+    }
+
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        retry_on_conflict(|| self.record_attempts_once(records.clone())).await
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        let t: Option<i64> = match self
+            .read_one(
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
+                &[],
+            )
+            .await?
+        {
+            Some(row) => row.try_get(0)?,
+            None => None,
+        };
+        Ok(t.map(Timestamp))
+    }
+
+    async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let q = filter::deliveries(filter::POSTGRES, &f);
+        self.read_all(&q.sql, &refs(&pg_args(q.args)), rows::delivery)
+            .await
+    }
+
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
+        in_tx!(self, |tx, wake| {
+            let d = get_delivery_row(&tx, &id.to_string()).await?;
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY id ASC"
+            );
+            let attempts = map_rows(query(&tx, &sql, &[&id.to_string()]).await?, rows::attempt)?;
+            Ok((d, attempts))
+        })
+    }
+
+    async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        in_tx!(self, |tx, wake| {
+            let d = get_delivery_row(&tx, &id.to_string()).await?;
+            let paused = match d.destination.webhook() {
+                Some(w) => get_webhook_row(&tx, &w.to_string(), false).await?.disabled,
+                None => false,
+            };
+            let next = if paused { None } else { Some(now.0) };
+            execute(
+                &tx,
+                "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
+                 updated_at = $3 WHERE id = $1",
+                &[&id.to_string(), &next, &now.0],
+            )
+            .await?;
+            wake.due = true;
+            get_delivery_row(&tx, &id.to_string()).await
+        })
+    }
+
+    async fn replay(&self, r: Replay) -> StoreResult<ReplayBatch> {
+        in_tx!(self, |tx, wake| {
+            let webhook = get_webhook_row(&tx, &r.webhook.to_string(), false).await?;
+            let next = if webhook.disabled {
+                None
+            } else {
+                Some(r.now.0)
+            };
+            // The next `limit` deliveries of the range in (event time, id) order, read
+            // along `deliveries_by_webhook`: a batch reads only what it looks at.
+            let (from_at, from_id) = match r.after {
+                Some(c) => (c.event_created_at.0.max(r.since.0), c.delivery.to_string()),
+                None => (r.since.0, String::new()),
+            };
+            let limit = r.limit.clamp(1, 10_000);
+            let looked_at = query(
+                &tx,
+                "SELECT id, event_created_at FROM deliveries WHERE webhook_id = $1 \
+                 AND event_created_at >= $2 AND event_created_at < $3 \
+                 AND (event_created_at > $2 OR id > $4) ORDER BY event_created_at, id LIMIT $5",
+                &[
+                    &r.webhook.to_string(),
+                    &from_at,
+                    &r.until.0,
+                    &from_id,
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+            let ids: Vec<String> = looked_at
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let status_clause = match r.status {
+                Some(s) => format!("status = '{}'", s.as_str()),
+                // Without a status, everything not already on its way.
+                None => "status != 'pending'".to_owned(),
+            };
+            let replayed = execute(
+                &tx,
+                &format!(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
+                     updated_at = $3 WHERE id = ANY($1) AND {status_clause}"
+                ),
+                &[&ids, &next, &r.now.0],
+            )
+            .await?;
+            let next = match looked_at.last() {
+                Some(row) if looked_at.len() == limit as usize => Some(ReplayCursor {
+                    event_created_at: Timestamp(row.try_get(1)?),
+                    delivery: parse_id(&row.try_get::<_, String>(0)?, DeliveryId::parse)?,
+                }),
+                _ => None,
+            };
+            wake.due = replayed > 0;
+            Ok(ReplayBatch { replayed, next })
+        })
+    }
+}
+
+impl PgStore {
+    pub(super) async fn record_attempts_once(
+        &self,
+        mut records: Vec<AttemptRecord>,
+    ) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One order for every node, so two batches never lock the same rows crosswise.
+        records.sort_by_key(|r| r.delivery_id.to_string());
+        in_tx!(self, |tx, wake| {
+            let mut disable: Vec<(String, String, i64)> = Vec::new();
+            let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
+                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            // One delivery can have two results in a batch (claimed again after a lease ran
+            // out, say). An `UPDATE … FROM unnest(…)` applies only one row per target, so the
+            // results go in rounds: the k-th result of each delivery in round k, in order.
+            let mut rounds: Vec<DeliveryResults> = Vec::new();
+            let mut seen: HashMap<DeliveryId, usize> = HashMap::new();
+            let mut d_id: Vec<String> = Vec::with_capacity(records.len());
+            for r in &records {
+                let id = r.delivery_id.to_string();
+                let (code, error, at) = match &r.attempt {
+                    Some(a) => {
+                        a_id.push(a.id.to_string());
+                        a_dlv.push(id.clone());
+                        a_at.push(a.at.0);
+                        a_code.push(a.status_code.map(i64::from));
+                        a_lat.push(a.latency_ms.min(i64::MAX as u64) as i64);
+                        a_err.push(a.error.clone());
+                        a_ex.push(a.response_excerpt.clone());
+                        (a.status_code.map(i64::from), a.error.clone(), a.at)
+                    }
+                    None => (None, None, Timestamp(0)),
+                };
+                let (status, next) = rules::outcome_columns(&r.outcome);
+                let round = seen.entry(r.delivery_id).or_insert(0);
+                if rounds.len() <= *round {
+                    rounds.push(DeliveryResults::default());
+                }
+                let u = &mut rounds[*round];
+                *round += 1;
+                d_id.push(id.clone());
+                u.id.push(id);
+                u.status.push(status.to_owned());
+                u.next.push(next);
+                u.counted.push(r.attempt.is_some());
+                u.code.push(code);
+                u.error.push(error);
+                u.at.push(at.0);
+                if let Some((webhook, reason)) = &r.disable_webhook {
+                    disable.push((webhook.to_string(), reason.clone(), at.0));
+                }
+            }
+            for (webhook, reason, at) in &disable {
+                execute(
+                    &tx,
+                    "UPDATE webhooks SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
+                    &[webhook, reason, at],
+                )
+                .await?;
+            }
+            // The attempts and the deliveries' new state go out together (pipelined).
+            let insert_attempts = async {
+                if a_id.is_empty() {
+                    return Ok(0);
+                }
+                execute(
+                    &tx,
+                    "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[])",
+                    &[&a_id, &a_dlv, &a_at, &a_code, &a_lat, &a_err, &a_ex],
+                )
+                .await
+            };
+            // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
+            // with no due time, like every pending delivery of a disabled webhook.
+            let update_deliveries = async {
+                for u in &rounds {
+                    execute(
+                        &tx,
+                        "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
+                           next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
+                             THEN NULL ELSE u.next END, \
+                           attempts = d.attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                           window_attempts = d.window_attempts + CASE WHEN u.counted THEN 1 ELSE 0 END, \
+                           last_status_code = CASE WHEN u.counted THEN u.code ELSE d.last_status_code END, \
+                           last_error = CASE WHEN u.counted THEN u.error ELSE d.last_error END, \
+                           updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
+                         FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
+                           AS u(rid, status, next, counted, code, error, at) \
+                         WHERE d.id = u.rid",
+                        &[&u.id, &u.status, &u.next, &u.counted, &u.code, &u.error, &u.at],
+                    )
+                    .await?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            futures::try_join!(insert_attempts, update_deliveries)?;
+            // A result that arrives after its webhook was deleted (sent while the delete ran)
+            // must not leave the delivery pending: a deleted webhook owes nothing. A delete
+            // that commits after this statement fails the delivery itself.
+            execute(
+                &tx,
+                "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                 FROM webhooks w WHERE d.id = ANY($1) AND d.status = 'pending' AND w.id = d.webhook_id AND w.deleted",
+                &[&d_id],
+            )
+            .await?;
+            if !disable.is_empty() {
+                let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
+                execute(
+                    &tx,
+                    "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ANY($1) AND status = 'pending'",
+                    &[&ids],
+                )
+                .await?;
+            }
+        });
+        // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
+        self.signals_arc().deliveries_due.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! [`DeliveryStore`] for SQLite: claims, results, reads, redelivery and replay.
+
+use super::events::*;
+use super::rows::{self, *};
+use super::sql::*;
+use super::SqliteStore;
+use crate::filter::{self};
+use crate::model::*;
+use crate::rules;
+use crate::*;
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use herald_core::ids::*;
+use herald_core::Timestamp;
+use rusqlite::params;
+use rusqlite::types::Value as Sql;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        self.write_internal(move |conn| {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                   SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) ORDER BY next_attempt_at LIMIT ?3) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let deliveries = query_all(
+                conn,
+                &sql,
+                vec![Sql::Integer(now.plus(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
+                rows::delivery,
+            )?;
+            let mut webhooks: HashMap<WebhookId, Option<Webhook>> = HashMap::new();
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            let mut orphans = Vec::new();
+            for d in deliveries {
+                let Some(webhook_id) = d.destination.webhook() else {
+                    continue;
+                };
+                let webhook = match webhooks.get(&webhook_id) {
+                    Some(w) => w.clone(),
+                    None => {
+                        let w = match get_webhook_row(conn, &webhook_id.to_string()) {
+                            Ok(w) => Some(w),
+                            Err(StoreError::NotFound) => None,
+                            Err(e) => return Err(e),
+                        };
+                        webhooks.insert(webhook_id, w.clone());
+                        w
+                    }
+                };
+                let event = match get_event_row(conn, &d.event_id.to_string()) {
+                    Ok(e) => Some(e),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e),
+                };
+                match (webhook, event) {
+                    (Some(webhook), Some(event)) => {
+                        jobs.push(DeliveryJob { delivery: d, event, webhook, unsendable: None })
+                    }
+                    // Its webhook was deleted after it was made: nothing left to send to. One
+                    // such row must never fail the claim (that would stall every delivery).
+                    _ => orphans.push(d.id.to_string()),
+                }
+            }
+            for id in orphans {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, \
+                     last_error = 'webhook deleted', updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now.0])?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        self.write_internal(move |conn| {
+            for r in records {
+                let id = r.delivery_id.to_string();
+                let (code, error, at) = match &r.attempt {
+                    Some(a) => {
+                        conn.prepare_cached(
+                            "INSERT INTO attempts (id, delivery_id, at, status_code, latency_ms, error, response_excerpt) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?
+                        .execute(params![
+                            a.id.to_string(),
+                            id,
+                            a.at.0,
+                            a.status_code,
+                            a.latency_ms as i64,
+                            a.error,
+                            a.response_excerpt
+                        ])?;
+                        (a.status_code, a.error.clone(), a.at)
+                    }
+                    None => (None, None, Timestamp(0)),
+                };
+                let counted = r.attempt.is_some() as i64;
+                let (status, next) = rules::outcome_columns(&r.outcome);
+                // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
+                // with no due time, like every pending delivery of a disabled webhook.
+                if counted == 1 {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = ?2, lease_until = NULL, \
+                         next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
+                           THEN NULL ELSE ?3 END, \
+                         attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
+                         last_error = ?5, updated_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![id, status, next, code, error, at.0])?;
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = ?2, lease_until = NULL, \
+                         next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
+                           THEN NULL ELSE ?3 END WHERE id = ?1",
+                    )?
+                    .execute(params![id, status, next])?;
+                }
+                // A result that arrives after its webhook was deleted (sent while the delete
+                // ran) must not make the delivery pending again: a deleted webhook owes nothing.
+                if status == "pending" {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                         WHERE id = ?1 AND status = 'pending' AND EXISTS \
+                           (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id AND w.deleted = 1)",
+                    )?
+                    .execute(params![id])?;
+                }
+                if let Some((webhook, reason)) = r.disable_webhook {
+                    forget_fan_out_targets();
+                    conn.execute(
+                        "UPDATE webhooks SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![webhook.to_string(), reason, at.0],
+                    )?;
+                    conn.execute(
+                        "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ?1 AND status = 'pending'",
+                        params![webhook.to_string()],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        // A retry may now be the earliest due delivery: let the dispatcher re-plan its sleep.
+        self.signals.deliveries_due.notify_waiters();
+        Ok(())
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let t: Option<i64> = conn.query_row(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let q = filter::deliveries(filter::SQLITE, &f);
+        self.read(move |conn| query_all(conn, &q.sql, q.args, rows::delivery))
+            .await
+    }
+
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
+        self.read(move |conn| {
+            let d = get_delivery_row(conn, &id.to_string())?;
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY id ASC"
+            );
+            let attempts = query_all(conn, &sql, vec![text(id)], rows::attempt)?;
+            Ok((d, attempts))
+        })
+        .await
+    }
+
+    async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        let d = self
+            .write(move |conn| {
+                let d = get_delivery_row(conn, &id.to_string())?;
+                let paused = match d.destination.webhook() {
+                    Some(webhook) => get_webhook_row(conn, &webhook.to_string())?.disabled,
+                    None => false,
+                };
+                let next = if paused { None } else { Some(now.0) };
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
+                     updated_at = ?3 WHERE id = ?1",
+                    params![id.to_string(), next, now.0],
+                )?;
+                get_delivery_row(conn, &id.to_string())
+            })
+            .await?;
+        self.signals.deliveries_due.notify_waiters();
+        Ok(d)
+    }
+
+    async fn replay(&self, r: Replay) -> StoreResult<ReplayBatch> {
+        let batch = self
+            .write(move |conn| {
+                let webhook = get_webhook_row(conn, &r.webhook.to_string())?;
+                let next = if webhook.disabled { None } else { Some(r.now.0) };
+                // The next `limit` deliveries of the range in (event time, id) order, read
+                // along `deliveries_by_webhook`: a batch reads only what it looks at.
+                let (from_at, from_id) = match r.after {
+                    Some(c) => (c.event_created_at.0.max(r.since.0), c.delivery.to_string()),
+                    None => (r.since.0, String::new()),
+                };
+                let limit = r.limit.clamp(1, 10_000);
+                let looked_at: Vec<(String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT id, event_created_at FROM deliveries \
+                         WHERE webhook_id = ?1 AND webhook_id IS NOT NULL AND event_created_at >= ?2 \
+                         AND event_created_at < ?3 AND (event_created_at > ?2 OR id > ?4) \
+                         ORDER BY event_created_at, id LIMIT ?5",
+                    )?
+                    .query_map(
+                        params![r.webhook.to_string(), from_at, r.until.0, from_id, limit],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?
+                    .collect::<Result<_, _>>()?;
+                let status_clause = match r.status {
+                    Some(s) => format!("status = '{}'", s.as_str()),
+                    // Without a status, everything not already on its way.
+                    None => "status != 'pending'".to_owned(),
+                };
+                let mut update = conn.prepare_cached(&format!(
+                    "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = ?2, \
+                     updated_at = ?3 WHERE id = ?1 AND {status_clause}"
+                ))?;
+                let mut replayed = 0;
+                for (id, _) in &looked_at {
+                    replayed += update.execute(params![id, next, r.now.0])? as u64;
+                }
+                let next = match looked_at.last() {
+                    Some((id, at)) if looked_at.len() == limit as usize => Some(ReplayCursor {
+                        event_created_at: Timestamp(*at),
+                        delivery: parse_id(id, DeliveryId::parse)?,
+                    }),
+                    _ => None,
+                };
+                Ok(ReplayBatch { replayed, next })
+            })
+            .await?;
+        if batch.replayed > 0 {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(batch)
+    }
+}

@@ -1,0 +1,263 @@
+//! [`EventStore`] for SQLite: events with their deliveries (one write job each), event types, retention.
+
+use super::rows::{self};
+use super::sql::*;
+use super::SqliteStore;
+use crate::fanout::{self, Target, To};
+use crate::filter::{self, Arg};
+use crate::model::*;
+use crate::rows as shared;
+use crate::rules;
+use crate::*;
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use herald_core::event::Event;
+use herald_core::ids::*;
+use herald_core::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Retention: the batch of settled events older than ?1, at most ?2 of them.
+pub(super) const PURGE_PICK: &str = "SELECT e.id FROM events e WHERE e.created_at < ?1 \
+     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+     ORDER BY e.created_at LIMIT ?2";
+
+/// ?1 is a JSON array of event ids.
+pub(super) const PURGE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id IN \
+     (SELECT d.id FROM deliveries d WHERE d.event_id IN (SELECT value FROM json_each(?1)))";
+
+pub(super) const PURGE_DELIVERIES: &str =
+    "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?1))";
+
+pub(super) const PURGE_EVENTS: &str =
+    "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
+/// Returns the event and how many deliveries it made.
+/// `data_json` is `e.data` serialised, done by the caller: off the writer thread where it can be.
+pub(super) fn insert_event_row(
+    conn: &Connection,
+    routes: &[OutboxRoute],
+    e: NewEvent,
+    data_json: &str,
+) -> StoreResult<(Event, usize)> {
+    let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
+    let sequence: Option<i64> = match &e.key {
+        Some(key) => Some(
+            conn.prepare_cached(
+                "INSERT INTO event_keys (tenant_id, key, last_sequence) VALUES (?1, ?2, 1) \
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET last_sequence = last_sequence + 1 \
+                 RETURNING last_sequence",
+            )?
+            .query_row(params![tenant, key], |r| r.get(0))?,
+        ),
+        None => None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        e.id.to_string(),
+        e.tenant.map(|t| t.to_string()),
+        e.event_type,
+        e.key,
+        sequence,
+        data_json,
+        e.request_hash,
+        e.created_at.0
+    ])?;
+    let event = rules::stored_event(e, sequence);
+    let fanned = fan_out(conn, routes, &event)?;
+    Ok((event, fanned))
+}
+
+/// The live webhooks of one tenant, patterns parsed.
+pub(super) type FanOutTargets = Rc<Vec<Target>>;
+
+thread_local! {
+    /// The writer's view of each tenant's live webhooks, so fan-out costs no query and no
+    /// JSON parse per event. Every write job runs on the writer thread, so this is the
+    /// writer's own. Cleared by every webhook write ([`forget_fan_out_targets`]) and
+    /// whenever a job or a commit fails, so it never holds state that was not committed.
+    static FAN_OUT_TARGETS: RefCell<HashMap<Option<TenantId>, FanOutTargets>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Drops the cached fan-out targets; called by every write that touches `webhooks`.
+pub(super) fn forget_fan_out_targets() {
+    FAN_OUT_TARGETS.with(|c| c.borrow_mut().clear());
+}
+
+fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<FanOutTargets> {
+    if let Some(found) = FAN_OUT_TARGETS.with(|c| c.borrow().get(&tenant).cloned()) {
+        return Ok(found);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, events FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0",
+    )?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map(params![tenant.map(|t| t.to_string())], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut targets = Vec::with_capacity(rows.len());
+    for (webhook, patterns) in rows {
+        targets.push(Target {
+            webhook,
+            tenant,
+            patterns: Arc::new(fanout::parse_patterns(&patterns)?),
+        });
+    }
+    let targets = Rc::new(targets);
+    FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, targets.clone()));
+    Ok(targets)
+}
+
+/// The event's deliveries, as [`fanout::plan`] decides them (its tenant's webhooks, then
+/// the broker routes: the outbox), inserted in the event's transaction.
+fn fan_out(conn: &Connection, routes: &[OutboxRoute], e: &Event) -> StoreResult<usize> {
+    let targets = fan_out_targets(conn, e.tenant)?;
+    let planned = fanout::plan(e, &targets, routes);
+    let (event_id, tenant) = (e.id.to_string(), e.tenant.map(|t| t.to_string()));
+    for p in &planned {
+        match &p.to {
+            To::Webhook(webhook) => conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
+                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
+                )?
+                .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0])?,
+            To::Route { name, ordering_key } => conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, status, \
+                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7, ?7, ?7)",
+                )?
+                .execute(params![
+                    p.id.to_string(),
+                    event_id,
+                    name,
+                    ordering_key,
+                    tenant,
+                    e.event_type,
+                    e.created_at.0
+                ])?,
+        };
+    }
+    Ok(planned.len())
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Created<Event>> {
+        let routes = self.routes();
+        // Serialised here, in the request's task, not on the single writer thread.
+        let data_json = serde_json::to_string(&event.data)?;
+        let (created, fanned) = self
+            .write(move |conn| {
+                if let Some(idem) = &idem {
+                    let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
+                    if let Some(existing) = check_idempotency(conn, idem, live)? {
+                        return Ok((Created::Existing(existing), 0));
+                    }
+                }
+                let prior: Option<String> = conn
+                    .prepare_cached("SELECT request_hash FROM events WHERE id = ?1")?
+                    .query_row(params![event.id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(hash) = prior {
+                    if hash != event.request_hash {
+                        return Err(StoreError::IdempotencyMismatch);
+                    }
+                    return Ok((
+                        Created::Existing(get_event_row(conn, &event.id.to_string())?),
+                        0,
+                    ));
+                }
+                let created_at = event.created_at;
+                let (stored, fanned) = insert_event_row(conn, &routes, event, &data_json)?;
+                if let Some(idem) = &idem {
+                    record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
+                }
+                Ok((Created::New(stored), fanned))
+            })
+            .await?;
+        if fanned > 0 {
+            self.signals.deliveries_due.notify_waiters();
+        }
+        Ok(created)
+    }
+
+    async fn purge_settled_events(
+        &self,
+        older_than: Timestamp,
+        limit: u32,
+    ) -> StoreResult<PurgeReport> {
+        self.write_internal(move |conn| {
+            // The batch's ids, oldest first; an event some delivery still owes is skipped.
+            let ids: Vec<String> = conn
+                .prepare_cached(PURGE_PICK)?
+                .query_map(params![older_than.0, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(PurgeReport::default());
+            }
+            let ids = serde_json::to_string(&ids)?;
+            let attempts = conn.prepare_cached(PURGE_ATTEMPTS)?.execute(params![ids])? as u64;
+            let deliveries = conn
+                .prepare_cached(PURGE_DELIVERIES)?
+                .execute(params![ids])? as u64;
+            let events = conn.prepare_cached(PURGE_EVENTS)?.execute(params![ids])? as u64;
+            Ok(PurgeReport {
+                events,
+                deliveries,
+                attempts,
+            })
+        })
+        .await
+    }
+
+    async fn get_event(&self, id: EventId) -> StoreResult<Event> {
+        self.read_now(move |conn| get_event_row(conn, &id.to_string()))
+    }
+
+    async fn list_events(&self, f: EventFilter) -> StoreResult<Vec<Event>> {
+        let q = filter::events(filter::SQLITE, &f);
+        self.read(move |conn| query_all(conn, &q.sql, q.args, rows::event))
+            .await
+    }
+
+    async fn put_event_type(&self, et: EventType) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO event_types (name, schema) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema",
+                params![et.name, serde_json::to_string(&et.schema)?],
+            )?;
+            Ok(())
+        })
+        .await?;
+        self.signals.event_types_changed();
+        Ok(())
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        self.read(|conn| {
+            let no_args: Vec<Arg> = Vec::new();
+            query_all(
+                conn,
+                "SELECT name, schema FROM event_types ORDER BY name",
+                no_args,
+                |row| shared::event_type(row),
+            )
+        })
+        .await
+    }
+}
