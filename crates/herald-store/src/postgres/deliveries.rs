@@ -285,6 +285,20 @@ impl PgStore {
                     disable.push((webhook.to_string(), reason.clone(), at.0));
                 }
             }
+            // The batch's webhooks are locked first (in id order, as every batch does), so a
+            // concurrent enable, disable or delete is wholly before these results or wholly
+            // after them. Without the lock, a result that waited on a delivery row an enable
+            // had just updated was applied with the webhook still read as disabled (the
+            // statement's snapshot predates the enable's commit), leaving the delivery pending
+            // with no due time for ever.
+            execute(
+                &tx,
+                "SELECT w.id FROM webhooks w WHERE w.id IN \
+                   (SELECT d.webhook_id FROM deliveries d WHERE d.id = ANY($1)) \
+                 ORDER BY w.id FOR NO KEY UPDATE",
+                &[&d_id],
+            )
+            .await?;
             for (webhook, reason, at) in &disable {
                 execute(
                     &tx,
