@@ -2,8 +2,8 @@
 //! clock, key cache); [`router`] maps the wire contract of DESIGN.md onto handlers,
 //! one module per resource under `routes/` (the operator dashboard and its `/stats`
 //! among them); [`telemetry`] holds metrics and the request-id layer; [`start`] runs
-//! the API with its background loops (lease reaper, retention, webhook dispatcher,
-//! broker dispatcher) until shutdown.
+//! the API with its background loops (`herald_dispatch::Engine`: lease reaper,
+//! retention, webhook dispatcher, broker dispatcher) until shutdown.
 
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
