@@ -2,8 +2,8 @@
 //! clock, key cache); [`router`] maps the wire contract of DESIGN.md onto handlers,
 //! one module per resource under `routes/` (the operator dashboard and its `/stats`
 //! among them); [`telemetry`] holds metrics and the request-id layer; [`start`] runs
-//! the API with its background loops (lease reaper, retention, webhook dispatcher,
-//! broker dispatcher) until shutdown.
+//! the API with its background loops (`herald_dispatch::Engine`: lease reaper,
+//! retention, webhook dispatcher, broker dispatcher) until shutdown.
 
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
@@ -14,8 +14,6 @@ pub mod config;
 pub mod contract;
 pub mod embedded;
 pub mod error;
-mod reaper;
-mod retention;
 mod routes;
 pub mod telemetry;
 pub mod timeout;
@@ -167,11 +165,6 @@ pub fn router(state: AppState) -> Router {
 /// cancelled; then stops accepting, lets requests in progress finish, and returns.
 pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
     let shutdown = state.shutdown.clone();
-    let reaper = tokio::spawn(reaper::run(
-        state.store.clone(),
-        state.clock.clone(),
-        shutdown.clone(),
-    ));
     let gauges = tokio::spawn(telemetry::refresh_state_gauges(
         state.metrics.clone(),
         state.store.clone(),
@@ -179,13 +172,23 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         state.config.metrics.refresh,
         shutdown.clone(),
     ));
-    let retention = tokio::spawn(retention::run(
-        state.store.clone(),
-        state.clock.clone(),
-        state.config.retention.clone(),
-        state.metrics.clone(),
-        shutdown.clone(),
-    ));
+    let engine = engine(&state)?.spawn(shutdown.clone());
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
+    shutdown.cancel();
+    let _ = gauges.await;
+    engine.join().await;
+    Ok(())
+}
+
+/// Every background loop (webhook dispatcher, broker outbox, lease reaper, retention)
+/// as configured, ready to spawn.
+fn engine(state: &AppState) -> anyhow::Result<herald_dispatch::Engine> {
     let webhooks = &state.config.webhooks;
     let dispatcher = herald_dispatch::Dispatcher::new(
         state.store.clone(),
@@ -200,26 +203,17 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         },
     )?
     .with_observer(state.metrics.clone());
-    let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
-    // Runs even with no routes: deliveries left by routes since removed from the config
-    // stay listed with an error instead of vanishing.
-    let brokers = tokio::spawn(
-        broker_dispatcher(&state)
-            .with_observer(state.metrics.clone())
-            .run(shutdown.clone()),
-    );
-    let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await?;
-    shutdown.cancel();
-    let _ = reaper.await;
-    let _ = gauges.await;
-    let _ = retention.await;
-    let _ = dispatch.await;
-    let _ = brokers.await;
-    Ok(())
+    let retention = &state.config.retention;
+    Ok(herald_dispatch::Engine {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        webhooks: dispatcher,
+        outbox: broker_dispatcher(state).with_observer(state.metrics.clone()),
+        retention: herald_dispatch::Retention::new(herald_dispatch::RetentionConfig {
+            events: retention.events,
+            batch: retention.batch,
+            interval: retention.interval,
+        })
+        .with_observer(state.metrics.clone()),
+    })
 }

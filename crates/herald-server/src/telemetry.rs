@@ -273,6 +273,12 @@ impl AttemptObserver for Metrics {
     }
 }
 
+impl herald_dispatch::RetentionObserver for Metrics {
+    fn purged(&self, report: &herald_store::PurgeReport) {
+        self.retention_purged(report);
+    }
+}
+
 impl PublishObserver for Metrics {
     fn publish_judged(&self, broker: &str, outcome: &str) {
         self.broker_publish

@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -113,6 +114,26 @@ impl KafkaPublisher {
         Ok(connected)
     }
 
+    /// The metadata of `topic` (or of every topic), read off the async threads: rdkafka's
+    /// metadata call blocks its thread. `unanswered` words the error when the broker
+    /// does not answer.
+    async fn fetch_metadata(
+        &self,
+        connected: &Connected,
+        topic: Option<&str>,
+        unanswered: impl FnOnce(KafkaError) -> String,
+    ) -> Result<Metadata, PublishError> {
+        let timeout = self.settings.message_timeout();
+        let producer = connected.producer.clone();
+        let name = topic.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(name.as_deref(), timeout)
+        })
+        .await
+        .map_err(|e| PublishError::Unavailable(format!("Kafka metadata lookup: {e}")))?
+        .map_err(|e| PublishError::Unavailable(unanswered(e)))
+    }
+
     /// Reads the topic's metadata once, and creates the topic when the broker has none.
     async fn ensure_topic(&self, connected: &Connected, topic: &str) -> Result<(), PublishError> {
         let mut known = connected.topics.lock().await;
@@ -120,20 +141,14 @@ impl KafkaPublisher {
             return Ok(());
         }
         let timeout = self.settings.message_timeout();
-        let producer = connected.producer.clone();
-        let name = topic.to_owned();
-        // rdkafka's metadata call blocks its thread.
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(Some(&name), timeout)
-        })
-        .await
-        .map_err(|e| PublishError::Unavailable(format!("Kafka metadata lookup: {e}")))?
-        .map_err(|e| {
-            PublishError::Unavailable(format!(
-                "Kafka at {} did not answer a metadata request: {e}",
-                self.settings.bootstrap
-            ))
-        })?;
+        let metadata = self
+            .fetch_metadata(connected, Some(topic), |e| {
+                format!(
+                    "Kafka at {} did not answer a metadata request: {e}",
+                    self.settings.bootstrap
+                )
+            })
+            .await?;
         let exists = metadata
             .topics()
             .iter()
@@ -254,17 +269,13 @@ impl Publisher for KafkaPublisher {
     fn connect(&self) -> PublishFuture<'_> {
         Box::pin(async move {
             let connected = self.connected().await?;
-            let producer = connected.producer.clone();
-            let timeout = self.settings.message_timeout();
-            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
-                .await
-                .map_err(|e| PublishError::Unavailable(format!("Kafka metadata lookup: {e}")))?
-                .map_err(|e| {
-                    PublishError::Unavailable(format!(
-                        "cannot connect to Kafka at {}: {e}",
-                        self.settings.bootstrap
-                    ))
-                })?;
+            self.fetch_metadata(&connected, None, |e| {
+                format!(
+                    "cannot connect to Kafka at {}: {e}",
+                    self.settings.bootstrap
+                )
+            })
+            .await?;
             Ok(())
         })
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// still seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
-pub async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+pub(crate) async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let now = clock.now();
         match store.reap_operations(now).await {

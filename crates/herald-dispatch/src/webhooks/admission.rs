@@ -1,0 +1,153 @@
+//! Admission: what becomes of a claimed delivery before it is sent. An unsendable one
+//! is recorded as a failed attempt, one of a disabled webhook or of a webhook whose
+//! circuit is open or whose queue is full is deferred, and the rest are queued, each in
+//! its own task, behind its webhook's concurrency limit.
+
+use super::breaker::Breaker;
+use super::record::{defer, record_result};
+use super::send::SendResult;
+use super::{deliver, Deferral, Shared};
+use herald_core::ids::WebhookId;
+use herald_store::DeliveryJob;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A webhook may have this many times its concurrency queued and in flight, or half the
+/// global slots if that is more (see [`queue_cap`]).
+const QUEUE_FACTOR: usize = 4;
+/// Bounds of how far a delivery is pushed back when its webhook's queue is full
+/// (see [`saturated_defer`]).
+const SATURATED_DEFER_MIN: Duration = Duration::from_millis(20);
+const SATURATED_DEFER_MAX: Duration = Duration::from_secs(1);
+/// How far a delivery of a disabled webhook is pushed back if one is ever claimed.
+const DISABLED_DEFER: Duration = Duration::from_secs(60);
+
+/// In-memory state of one webhook, kept while it has work queued or a breaker to remember.
+pub(super) struct WebhookState {
+    concurrency: u32,
+    semaphore: Arc<Semaphore>,
+    /// Deliveries queued or in flight.
+    pending: usize,
+    pub(super) breaker: Breaker,
+    /// Latency of the webhook's last attempt: sizes the wait when its queue is full.
+    pub(super) last_latency_ms: u64,
+}
+
+/// How many deliveries one webhook may have queued and in flight. Half the global slots at
+/// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
+/// global slots) instead of going back to the store, while the other half of the slots stays
+/// free for every other webhook however slow this one gets.
+fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
+    (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
+}
+
+/// How far a delivery is pushed back when its webhook's queue is full: about the time the
+/// queue (`QUEUE_FACTOR` requests per slot) takes to drain at the last latency seen, so a
+/// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
+/// not re-claimed in a busy loop. Not shorter than 20 ms: deferring a fast endpoint's excess
+/// by its queue's drain time alone (~8 ms) was measured to make more deferrals, not fewer
+/// (docs/benchmarks.md, "The end-to-end tail").
+fn saturated_defer(last_latency_ms: u64) -> Duration {
+    Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
+        .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
+}
+
+/// Decrements a webhook's pending count however its task ends.
+struct PendingGuard {
+    shared: Arc<Shared>,
+    webhook: WebhookId,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = map.get_mut(&self.webhook) {
+            state.pending = state.pending.saturating_sub(1);
+            if state.pending == 0 && state.breaker.is_idle() {
+                map.remove(&self.webhook);
+            }
+        }
+    }
+}
+
+/// Routes one claimed delivery: deferred at once (circuit open, webhook saturated)
+/// or queued in its own task.
+pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaphorePermit) {
+    let now = shared.clock.now();
+    let webhook = job.webhook.id;
+    if let Some(reason) = job.unsendable.clone() {
+        // Not the endpoint's fault, so the breaker is left alone; the attempt is recorded
+        // as failed and the delivery follows its schedule like any other failure.
+        tracing::warn!(delivery = %job.delivery.id, %webhook, error = %reason, "delivery cannot be sent");
+        let result = SendResult {
+            error: Some(reason),
+            ..SendResult::default()
+        };
+        return record_result(shared, &job, now, now, result, slot);
+    }
+    if job.webhook.disabled {
+        // The store pauses a disabled webhook's deliveries; one can still slip through
+        // when a result recorded after the disable rescheduled it. Never send it.
+        tracing::debug!(delivery = %job.delivery.id, %webhook, "webhook disabled; delivery deferred");
+        defer(
+            shared,
+            &job,
+            now.plus(DISABLED_DEFER),
+            Deferral::WebhookDisabled,
+            slot,
+        );
+        return;
+    }
+    let concurrency = job
+        .webhook
+        .max_concurrency
+        .unwrap_or(shared.config.per_webhook_concurrency)
+        .max(1);
+    let semaphore = {
+        let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        let state = map.entry(webhook).or_insert_with(|| WebhookState {
+            concurrency,
+            semaphore: Arc::new(Semaphore::new(concurrency as usize)),
+            pending: 0,
+            breaker: Breaker::default(),
+            last_latency_ms: 0,
+        });
+        if state.concurrency != concurrency {
+            // The webhook's setting changed: new work uses the new limit.
+            state.concurrency = concurrency;
+            state.semaphore = Arc::new(Semaphore::new(concurrency as usize));
+        }
+        let defer_until = if let Some(t) = state.breaker.open_until(now) {
+            Some((t, Deferral::CircuitOpen))
+        } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
+            Some((
+                now.plus(saturated_defer(state.last_latency_ms)),
+                Deferral::Saturated,
+            ))
+        } else {
+            state.pending += 1;
+            None
+        };
+        if let Some((t, reason)) = defer_until {
+            drop(map);
+            tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), reason = reason.label(), "delivery deferred");
+            defer(shared, &job, t, reason, slot);
+            return;
+        }
+        state.semaphore.clone()
+    };
+    let guard = PendingGuard {
+        shared: shared.clone(),
+        webhook,
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        deliver(&shared, job, semaphore, slot).await
+    });
+}

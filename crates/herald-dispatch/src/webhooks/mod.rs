@@ -1,0 +1,291 @@
+//! The webhook engine, stage by stage:
+//!
+//! - [`claim`]: due deliveries are claimed in batches (the loop is shared with the
+//!   outbox, [`crate::claim`]), each holding one of `max_in_flight` global slots;
+//! - [`admission`]: each is deferred at once (disabled webhook, open circuit, full
+//!   queue), recorded as failed (unsendable), or queued in its own task behind its
+//!   webhook's concurrency limit;
+//! - [`breaker`]: once it has a slot, the webhook's circuit breaker lets it go (or
+//!   defers it);
+//! - [`send`]: the signed `POST`, through the SSRF-guarded client;
+//! - [`record`]: the result judged against the retry schedule and written in batches.
+//!
+//! Nothing lives only in memory: a claimed delivery is leased in the store, so if
+//! Herald dies mid-send the lease expires and the delivery is sent again
+//! (at-least-once). The breaker and the concurrency limits are in-memory hints.
+
+mod admission;
+mod breaker;
+mod claim;
+mod record;
+pub(crate) mod send;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use crate::claim::{drain, finish_recording, spawn_recorder, Records};
+use admission::WebhookState;
+use breaker::Admission;
+use herald_core::clock::Clock;
+use herald_core::ids::WebhookId;
+use herald_core::retry::RetrySchedule;
+use herald_store::{AttemptOutcome, DeliveryJob, Store};
+use record::{defer, hand_back, record_result};
+use send::SendResult;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// How the dispatcher sends.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Per-request timeout (connect to last byte read).
+    pub timeout: Duration,
+    /// Used for webhooks that have no schedule of their own.
+    pub schedule: RetrySchedule,
+    /// Allow loopback, private and link-local destinations (tests, trusted networks).
+    pub allow_private_destinations: bool,
+    /// Requests in flight (or claimed and queued) across all webhooks.
+    pub max_in_flight: usize,
+    /// Requests in flight per webhook, unless the webhook sets `max_concurrency`.
+    pub per_webhook_concurrency: u32,
+    /// Consecutive failed attempts that open a webhook's circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit defers deliveries before one probe goes through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            schedule: RetrySchedule::default(),
+            allow_private_destinations: false,
+            max_in_flight: 256,
+            per_webhook_concurrency: 16,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("invalid dispatcher configuration: {0}")]
+    Config(String),
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Told of every attempt as it is judged (metrics). Called on the delivery task, so it
+/// must be cheap and must not block.
+pub trait AttemptObserver: Send + Sync + 'static {
+    fn attempt_judged(&self, result: &SendResult, outcome: &AttemptOutcome);
+    /// A claimed delivery was put back without an attempt, for `reason`.
+    fn deferred(&self, _reason: Deferral) {}
+}
+
+/// Why a claimed delivery went back to the store without an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Its webhook's circuit is open.
+    CircuitOpen,
+    /// Its webhook already has as many deliveries queued and in flight as it may.
+    Saturated,
+    /// Its webhook is disabled.
+    WebhookDisabled,
+    /// This node is stopping: the lease is handed back, due now.
+    Stopping,
+}
+
+impl Deferral {
+    pub const ALL: [Deferral; 4] = [
+        Deferral::CircuitOpen,
+        Deferral::Saturated,
+        Deferral::WebhookDisabled,
+        Deferral::Stopping,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Deferral::CircuitOpen => "circuit_open",
+            Deferral::Saturated => "saturated",
+            Deferral::WebhookDisabled => "webhook_disabled",
+            Deferral::Stopping => "stopping",
+        }
+    }
+}
+
+/// The webhook delivery engine. Build with [`Dispatcher::new`], then [`Dispatcher::run`].
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: DispatcherConfig,
+    client: reqwest::Client,
+    observer: Option<Arc<dyn AttemptObserver>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) struct Shared {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: DispatcherConfig,
+    client: reqwest::Client,
+    webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
+    records: Records,
+    observer: Option<Arc<dyn AttemptObserver>>,
+    /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
+    /// leases back at once.
+    shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace ends: sends still running are cut short and
+    /// their leases handed back, so another node (or the next start) sends them at once.
+    hard_stop: CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: DispatcherConfig,
+    ) -> Result<Self, DispatchError> {
+        if config.max_in_flight == 0
+            || config.max_in_flight > Semaphore::MAX_PERMITS.min(u32::MAX as usize)
+        {
+            return Err(DispatchError::Config(
+                "max_in_flight must be at least 1".into(),
+            ));
+        }
+        if config.per_webhook_concurrency == 0 {
+            return Err(DispatchError::Config(
+                "per_webhook_concurrency must be at least 1".into(),
+            ));
+        }
+        if config.breaker_threshold == 0 {
+            return Err(DispatchError::Config(
+                "breaker_threshold must be at least 1".into(),
+            ));
+        }
+        if config.timeout.is_zero() {
+            return Err(DispatchError::Config(
+                "timeout must be more than zero".into(),
+            ));
+        }
+        let client = send::build_client(config.timeout, config.allow_private_destinations)
+            .map_err(|e| DispatchError::Client(e.to_string()))?;
+        Ok(Self {
+            store,
+            clock,
+            config,
+            client,
+            observer: None,
+        })
+    }
+
+    /// Reports every judged attempt to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn AttemptObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops claiming, hands back the leases of
+    /// claimed deliveries not yet being sent, waits (at most the request timeout plus a
+    /// second) for in-flight sends and their records, and returns. Sends still running
+    /// then are cut short and their leases handed back too: nothing claimed waits for a
+    /// lease to expire after a graceful stop.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Dispatcher {
+            store,
+            clock,
+            config,
+            client,
+            observer,
+        } = self;
+        let (records, recorder) = spawn_recorder(store.clone(), "delivery");
+        let slots = Arc::new(Semaphore::new(config.max_in_flight));
+        let hard_stop = CancellationToken::new();
+        let grace = config.timeout + Duration::from_secs(1);
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            config,
+            client,
+            webhooks: Mutex::new(HashMap::new()),
+            records,
+            observer,
+            shutdown: shutdown.clone(),
+            hard_stop: hard_stop.clone(),
+        });
+        tracing::debug!("dispatcher started");
+
+        crate::claim::claim_loop(&shared, &slots, &shutdown).await;
+
+        // Stop: every slot back means every send finished and its result is recorded.
+        let total = shared.config.max_in_flight;
+        if !drain(&slots, total, grace).await {
+            let left = shared.config.max_in_flight - slots.available_permits();
+            tracing::warn!(in_flight = left, "dispatcher stopping with sends still in flight; they are cut short and handed back for another attempt");
+            hard_stop.cancel();
+        }
+        drop(shared);
+        if finish_recording(recorder).await {
+            tracing::debug!("dispatcher stopped");
+        } else {
+            tracing::warn!("dispatcher stopped before every result was recorded");
+        }
+    }
+}
+
+/// Waits for a per-webhook slot, asks the breaker, sends, judges, and hands the result
+/// to the recorder.
+pub(super) async fn deliver(
+    shared: &Shared,
+    job: DeliveryJob,
+    semaphore: Arc<Semaphore>,
+    slot: OwnedSemaphorePermit,
+) {
+    let _permit = tokio::select! {
+        biased;
+        // Stopping: not sent yet, so hand the lease back instead of sending.
+        _ = shared.shutdown.cancelled() => return hand_back(shared, &job, slot),
+        permit = semaphore.acquire_owned() => match permit {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+    };
+    let config = &shared.config;
+    let webhook = job.webhook.id;
+    let at = shared.clock.now();
+    let was_probe = match shared.breaker_admit(webhook, at) {
+        Admission::Defer(t) => return defer(shared, &job, t, Deferral::CircuitOpen, slot),
+        Admission::Probe => true,
+        Admission::Go => false,
+    };
+    let attempt_number = job.delivery.attempts.saturating_add(1);
+    let send = send::send(
+        &shared.client,
+        &job,
+        attempt_number,
+        at,
+        config.timeout,
+        config.allow_private_destinations,
+    );
+    let result = tokio::select! {
+        biased;
+        // The shutdown grace is over: cut the send short. The endpoint may have received
+        // it, so the next attempt can be a duplicate (at least once), never a loss.
+        _ = shared.hard_stop.cancelled() => return hand_back(shared, &job, slot),
+        result = send => result,
+    };
+    let done = shared.clock.now();
+
+    shared.breaker_record(webhook, &result, was_probe, done);
+    record_result(shared, &job, at, done, result, slot);
+}
