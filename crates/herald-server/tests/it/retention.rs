@@ -1,10 +1,8 @@
 //! The retention loop end to end: a delivered event older than `[retention] events`
 //! disappears with its delivery; one a delivery still owes stays.
 
-mod common;
-
-use common::receiver::{Behavior, Receiver};
-use common::*;
+use herald_testkit::receiver::{Behavior, Receiver};
+use herald_testkit::*;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;

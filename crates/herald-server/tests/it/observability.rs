@@ -2,11 +2,9 @@
 //! `/metrics` after real deliveries, `traceparent` on webhook requests, the
 //! tenant-scoped `/stats`, and the dashboard's static files.
 
-mod common;
-
-use common::receiver::{Behavior, Receiver};
-use common::*;
 use herald_core::ids::EventId;
+use herald_testkit::receiver::{Behavior, Receiver};
+use herald_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;

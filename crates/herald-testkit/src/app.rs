@@ -1,15 +1,11 @@
-//! Test harness: the real server on port 0 over a fresh SQLite file, spoken to over HTTP.
+//! The real server on port 0 over a fresh SQLite file, spoken to over HTTP.
 //! With `HERALD_TEST_HTTP_DATABASE_URL=postgres://…` set, each app gets a fresh
 //! PostgreSQL database instead (made through that URL, dropped after).
-#![allow(dead_code)]
 
-pub mod kafka;
-pub mod proxy;
-pub mod receiver;
-
+use crate::database::{admin_url, TestDatabase, HTTP_DATABASE_URL};
 use herald_core::{Clock, ManualClock, SystemClock};
 use herald_server::{AppState, Config};
-use herald_store::postgres::{create_database, drop_database, PgStore};
+use herald_store::postgres::PgStore;
 use herald_store::sqlite::SqliteStore;
 use herald_store::Store;
 use reqwest::{Method, StatusCode};
@@ -30,7 +26,7 @@ pub struct TestApp {
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub dir: tempfile::TempDir,
     /// Set when the app runs on PostgreSQL: the database dropped when the app is.
-    pub postgres: Option<PgDatabase>,
+    pub postgres: Option<TestDatabase>,
 }
 
 impl TestApp {
@@ -39,49 +35,12 @@ impl TestApp {
     }
 }
 
-pub struct PgDatabase {
-    admin_url: String,
-    name: String,
-    /// The database itself, for a second node on it.
-    pub url: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin_url.clone(), self.name.clone());
-        // On a thread of its own: this runs inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drop_database(&admin, &name))
-        })
-        .join();
-    }
-}
-
 /// The store for one app: PostgreSQL when `HERALD_TEST_HTTP_DATABASE_URL` is set, else SQLite in `dir`.
-async fn open_store(dir: &std::path::Path) -> (Arc<dyn Store>, Option<PgDatabase>) {
-    match std::env::var("HERALD_TEST_HTTP_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+async fn open_store(dir: &std::path::Path) -> (Arc<dyn Store>, Option<TestDatabase>) {
+    match admin_url(HTTP_DATABASE_URL) {
         Some(admin_url) => {
-            let name = format!(
-                "herald_test_{}",
-                herald_core::ids::EventId::generate()
-                    .to_string()
-                    .trim_start_matches("evt_")
-                    .to_lowercase()
-            );
-            let url = create_database(&admin_url, &name).await.unwrap();
-            let db = PgDatabase {
-                admin_url,
-                name,
-                url: url.clone(),
-            };
-            (Arc::new(PgStore::connect(&url).await.unwrap()), Some(db))
+            let db = TestDatabase::create(admin_url).await;
+            (Arc::new(PgStore::connect(&db.url).await.unwrap()), Some(db))
         }
         None => (
             Arc::new(SqliteStore::open(&dir.join("herald.db")).unwrap()),
@@ -131,10 +90,10 @@ async fn spawn(config: &str, manual: Option<Arc<ManualClock>>) -> TestApp {
 }
 
 /// `dir` holds the app's files (its SQLite database, if any) and lives as long as the app.
-async fn spawn_on(
+pub async fn spawn_on(
     dir: tempfile::TempDir,
     store: Arc<dyn Store>,
-    postgres: Option<PgDatabase>,
+    postgres: Option<TestDatabase>,
     config: &str,
     manual: Option<Arc<ManualClock>>,
 ) -> TestApp {
@@ -262,24 +221,16 @@ impl TestApp {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        self.eventually_within(what, Duration::from_secs(10), check)
-            .await
+        crate::eventually(what, check).await
     }
 
     /// [`Self::eventually`] with its own bound (a bound, not a measurement).
-    pub async fn eventually_within<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    pub async fn eventually_within<F, Fut>(&self, what: &str, within: Duration, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + within;
-        while !check().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::eventually_within(what, within, check).await
     }
 }
 

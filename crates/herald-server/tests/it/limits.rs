@@ -1,9 +1,7 @@
 //! Abuse limits: per-key rate limits answered 429 with `Retry-After` (off by default),
 //! wrong keys limited per client address (on by default), and size limits on every route that takes a body and on request headers.
 
-mod common;
-
-use common::*;
+use herald_testkit::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -7,20 +7,18 @@
 //! Holding the store: another connection takes SQLite's write lock (`BEGIN IMMEDIATE`)
 //! or locks PostgreSQL's `events` table, so writes wait while the test looks.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::*;
 use futures::StreamExt;
 use herald_core::ids::EventId;
-use herald_store::postgres::{create_database, drop_database, PgStore};
+use herald_store::postgres::PgStore;
 use herald_store::sqlite::SqliteStore;
 use herald_store::Store;
+use herald_testkit::database::{admin_url, TestDatabase, HTTP_DATABASE_URL};
+use herald_testkit::receiver::Receiver;
+use herald_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// A lock on the app's store that makes its writes (events, on PostgreSQL) wait.
 enum Hold {
@@ -64,73 +62,28 @@ impl Hold {
     }
 }
 
-/// Drops the app's PostgreSQL database when the test ends.
-struct DropDb(String, String);
-
-impl Drop for DropDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.0.clone(), self.1.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drop_database(&admin, &name))
-        })
-        .join();
-    }
-}
-
 /// The real server over a store whose queues hold `queue` requests (PostgreSQL when
 /// `HERALD_TEST_HTTP_DATABASE_URL` is set). Also its database URL on PostgreSQL.
-async fn spawn_with_queue(queue: usize, config: &str) -> (TestApp, Option<String>, Option<DropDb>) {
+async fn spawn_with_queue(
+    queue: usize,
+    config: &str,
+) -> (TestApp, Option<String>, Option<TestDatabase>) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, url, guard): (Arc<dyn Store>, _, _) =
-        match std::env::var("HERALD_TEST_HTTP_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
-            Some(admin) => {
-                let name = format!(
-                    "herald_test_{}",
-                    ulid::Ulid::new().to_string().to_lowercase()
-                );
-                let url = create_database(&admin, &name).await.unwrap();
-                let store = PgStore::connect_with_queues(&url, 16, queue, queue)
-                    .await
-                    .unwrap();
-                (Arc::new(store), Some(url), Some(DropDb(admin, name)))
-            }
-            None => (
-                Arc::new(SqliteStore::open_with(&dir.path().join("herald.db"), queue).unwrap()),
-                None,
-                None,
-            ),
-        };
-    let shutdown = CancellationToken::new();
-    let state = herald_server::AppState::new(
-        store.clone(),
-        herald_server::Config::parse(config).unwrap(),
-        Arc::new(herald_core::SystemClock),
-        Some(ADMIN.into()),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(herald_server::start(state.clone(), listener));
-    let app = TestApp {
-        base,
-        http: reqwest::Client::new(),
-        store,
-        state,
-        manual_clock: None,
-        shutdown,
-        server,
-        dir,
-        postgres: None,
+    let (store, guard): (Arc<dyn Store>, _) = match admin_url(HTTP_DATABASE_URL) {
+        Some(admin) => {
+            let db = TestDatabase::create(admin).await;
+            let store = PgStore::connect_with_queues(&db.url, 16, queue, queue)
+                .await
+                .unwrap();
+            (Arc::new(store), Some(db))
+        }
+        None => (
+            Arc::new(SqliteStore::open_with(&dir.path().join("herald.db"), queue).unwrap()),
+            None,
+        ),
     };
+    let url = guard.as_ref().map(|db| db.url.clone());
+    let app = spawn_on(dir, store, None, config, None).await;
     (app, url, guard)
 }
 

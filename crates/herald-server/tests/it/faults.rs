@@ -3,10 +3,8 @@
 //! not hang (the next delivery still goes), must not grow its memory, and must record
 //! each fault as a clear attempt error in `GET /deliveries/{id}`.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::*;
+use herald_testkit::receiver::Receiver;
+use herald_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};

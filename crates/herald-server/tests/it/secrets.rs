@@ -3,11 +3,9 @@
 //! secret shown to the user (and both secrets during a rotation), and a wrong key
 //! fails loudly instead of signing with garbage.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::*;
 use herald_core::signing::verify_herald;
+use herald_testkit::receiver::Receiver;
+use herald_testkit::*;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;

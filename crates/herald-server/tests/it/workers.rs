@@ -2,9 +2,7 @@
 //! client deleted, heartbeat leases are bounded like claim's, and worker keys scoped to
 //! operation types and tenants never claim, heartbeat or finish another scope's work.
 
-mod common;
-
-use common::*;
+use herald_testkit::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

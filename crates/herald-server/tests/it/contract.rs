@@ -3,10 +3,8 @@
 //! documents are served, and (with HERALD_TEST_SPEC_VALIDATORS=1) real validators
 //! accept them: openapi-spec-validator and @asyncapi/parser.
 
-mod common;
-
-use common::spawn_app;
 use herald_server::{contract, Config};
+use herald_testkit::spawn_app;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -116,7 +114,7 @@ fn markdown_contract_is_filled_from_the_settings_in_force() {
 /// `.route("PATH", …)` paths in the route table, read from its source so a route
 /// added there without an OpenAPI entry fails this test.
 fn routes_in_route_table() -> Vec<String> {
-    let src = include_str!("../src/routes/mod.rs");
+    let src = include_str!("../../src/routes/mod.rs");
     src.split(".route(")
         .skip(1)
         .filter_map(|rest| {
@@ -153,12 +151,15 @@ fn openapi_covers_every_route_custom_method_and_trigger() {
     for (base, src) in [
         (
             "/operations/{id}",
-            include_str!("../src/routes/operations.rs"),
+            include_str!("../../src/routes/operations.rs"),
         ),
-        ("/webhooks/{id}", include_str!("../src/routes/webhooks.rs")),
+        (
+            "/webhooks/{id}",
+            include_str!("../../src/routes/webhooks.rs"),
+        ),
         (
             "/deliveries/{id}",
-            include_str!("../src/routes/deliveries.rs"),
+            include_str!("../../src/routes/deliveries.rs"),
         ),
     ] {
         let methods = custom_methods(src);
