@@ -10,6 +10,7 @@ use herald_client::{
     WorkerOptions,
 };
 use herald_server::embedded::EmbeddedHerald;
+use herald_testkit::eventually;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,22 +67,6 @@ fn fast_worker_options() -> WorkerOptions {
         claim_wait: Duration::from_secs(2),
         heartbeat_every: Duration::from_millis(100),
         concurrency: 2,
-    }
-}
-
-/// Reads through the API until `check` holds, for at most 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
