@@ -29,9 +29,7 @@ timeout = "2s"
 schedule = ["0s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
 
-mod common;
-
-use common::Herald;
+use crate::common::Herald;
 
 fn start_herald(dir: &Path) -> Herald {
     Herald::start(dir, CONFIG, ADMIN, "error")

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-
 const ADMIN: &str = "rebinding-test-admin";
 const HOST: &str = "rebind.herald-test.example";
 /// A public address (TEST-NETs are refused as documentation ranges).
@@ -71,7 +69,7 @@ async fn a_name_rebound_to_loopback_after_registration_is_refused_at_send_time()
     }
 
     let script = format!("mount --bind {} /etc/hosts && exec \"$@\"", hosts.display());
-    let herald = common::Herald::start_under(
+    let herald = crate::common::Herald::start_under(
         &["unshare", "--mount", "sh", "-c", &script, "sh"],
         dir.path(),
         CONFIG,

@@ -6,16 +6,14 @@
 
 use axum::body::Bytes;
 use herald_core::ids::EventId;
-use herald_store::postgres::{create_database, drop_database};
+use herald_testkit::database::postgres_or_skip;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::Herald;
+use crate::common::Herald;
 
 const ADMIN: &str = "multinode-test-admin";
 const NODES: usize = 3;
@@ -94,24 +92,11 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_one_killed_every_delivery_arrives() {
-    let Some(admin) = std::env::var("HERALD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        println!("skipped: HERALD_TEST_DATABASE_URL not set");
+    // Dropped however the run ends.
+    let Some(db) = postgres_or_skip().await else {
         return;
     };
-    let name = format!(
-        "herald_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let database = create_database(&admin, &name).await.unwrap();
-    let result = std::panic::AssertUnwindSafe(run(&database));
-    let outcome = futures::FutureExt::catch_unwind(result).await;
-    drop_database(&admin, &name).await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    run(&db.url).await;
 }
 
 async fn run(database: &str) {

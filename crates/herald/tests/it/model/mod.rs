@@ -19,7 +19,7 @@
 //! find is being fixed, say; `Lists` leaves out the run-wide list check); a seed replays
 //! the same sequence only with the same list.
 //!
-//! See `model/reference.rs` for the model, `model/sut.rs` for what is checked and
+//! See `reference/` for the model, `sut/` for what is checked (`sut/mod.rs` leads) and
 //! `model/receiver.rs` for the receiver.
 
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
@@ -28,12 +28,8 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::time::Instant;
 
-mod common;
-#[path = "model/receiver.rs"]
 mod receiver;
-#[path = "model/reference.rs"]
 mod reference;
-#[path = "model/sut.rs"]
 mod sut;
 
 use reference::HeraldModel;
@@ -52,11 +48,7 @@ fn model_sqlite() {
 
 #[test]
 fn model_postgres() {
-    let Some(admin_url) = std::env::var("HERALD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        println!("skipped: HERALD_TEST_DATABASE_URL not set");
+    let Some(admin_url) = herald_testkit::database::admin_url_or_skip() else {
         return;
     };
     run("postgres", Backend::Postgres { admin_url }, POSTGRES_CASES);
@@ -138,13 +130,13 @@ fn run(name: &str, backend: Backend, default_cases: usize) {
                 let whole_run = run_seed.map_or(String::new(), |base| {
                     format!(
                         "\nor the run up to it (same database history) with: {skip}HERALD_MODEL_RUN={base} \
-                         HERALD_MODEL_CASES={} cargo test -p herald --test model {test}",
+                         HERALD_MODEL_CASES={} cargo test -p herald --test it model::{test}",
                         i + 1
                     )
                 });
                 panic!(
                     "model test on {name}: sequence {} of {} failed, seed {seed}\n\
-                     replay it with: {skip}HERALD_MODEL_SEED={seed} cargo test -p herald --test model {test}{whole_run}\n\n{report}",
+                     replay it with: {skip}HERALD_MODEL_SEED={seed} cargo test -p herald --test it model::{test}{whole_run}\n\n{report}",
                     i + 1,
                     seeds.len()
                 );

@@ -1,6 +1,5 @@
 //! The real `herald serve` in a child process, on port 0 over `dir/herald.db` (or a
 //! PostgreSQL database), for the process-level tests (crash, restart, signals, nodes).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
