@@ -20,7 +20,7 @@
 //! the same sequence only with the same list.
 //!
 //! See `reference/` for the model, `sut/` for what is checked (`sut/mod.rs` leads) and
-//! `model/receiver.rs` for the receiver.
+//! `receiver.rs` for the receiver.
 
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};

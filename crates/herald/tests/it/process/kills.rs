@@ -138,9 +138,6 @@ async fn sigkill_and_restart_loses_no_acknowledged_operation_or_change() {
     herald.kill9();
 }
 
-/// Run as a child process by `a_killed_worker_process_loses_nothing`: claims one
-/// operation, reports it on stdout, then heartbeats until it is killed.
-
 /// A receiver that counts each event id it is sent, answering 200 after a short pause
 /// so that deliveries are in flight when Herald is killed.
 async fn counting_receiver() -> (

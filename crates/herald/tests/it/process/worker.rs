@@ -2,6 +2,8 @@
 
 use super::*;
 
+/// Run as a child process by `a_killed_worker_process_loses_nothing`: claims one
+/// operation, reports it on stdout, then heartbeats until it is killed.
 #[tokio::test]
 #[ignore = "a helper process, started by another test"]
 async fn worker_child_process() {
