@@ -139,6 +139,21 @@ async fn deliveries_until(app: &TestApp, what: &str, check: impl Fn(&[Value]) ->
     }
 }
 
+/// Waits (at most 60 s) until the route's four deliveries are one dead-lettered and three
+/// published (`what` names it if they never are); returns the dead-lettered one.
+async fn one_dead_lettered_three_published(app: &TestApp, what: &str) -> Value {
+    deliveries_until(app, what, |d| {
+        d.len() == 4
+            && d.iter().filter(|d| d["status"] == "failed").count() == 1
+            && d.iter().filter(|d| d["status"] == "succeeded").count() == 3
+    })
+    .await;
+    app.get("/deliveries?route=test-route&status=failed", ADMIN)
+        .await
+        .body["deliveries"][0]
+        .clone()
+}
+
 /// Checks what a consumer read: `(dedupe id from the broker's header or field, body)` in
 /// the order read (per partition for Kafka). Every posted event is there, its dedupe id is
 /// its event id, and each key's events come in the order they were posted.

@@ -93,21 +93,9 @@ pub(super) async fn oversized_is_dead_lettered_and_the_line_keeps_moving<B: Brok
     let r = app.post("/events", ADMIN, event).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     let small = post_events(&app, 1, 1).await;
-    deliveries_until(
-        &app,
-        "the big one dead-lettered and the rest published",
-        |d| {
-            d.len() == 4
-                && d.iter().filter(|d| d["status"] == "failed").count() == 1
-                && d.iter().filter(|d| d["status"] == "succeeded").count() == 3
-        },
-    )
-    .await;
-    let dead = app
-        .get("/deliveries?route=test-route&status=failed", ADMIN)
-        .await
-        .body["deliveries"][0]
-        .clone();
+    let dead =
+        one_dead_lettered_three_published(&app, "the big one dead-lettered and the rest published")
+            .await;
     assert_eq!(dead["event_id"], r.body["id"]);
     assert!(
         dead["last_error"].as_str().unwrap().contains(refusal),
