@@ -2,6 +2,7 @@
 //! writer's bound, the outbox, and the store's observability.
 
 mod conformance;
+mod fixtures;
 mod observability;
 mod outbox;
 mod writer;
