@@ -2,7 +2,7 @@
 # Installs the spec validators the contract tests use, outside the checkout:
 #   openapi-spec-validator (PyPI) in a venv, @asyncapi/parser (npm) in a node_modules.
 # Idempotent: a second run only checks. Then run the tests with
-#   HERALD_TEST_SPEC_VALIDATORS=1 HERALD_SPEC_TOOLS=/var/cache/herald-tools cargo test -p herald-server --test contract
+#   HERALD_TEST_SPEC_VALIDATORS=1 HERALD_SPEC_TOOLS=/var/cache/herald-tools cargo test -p herald-server --test it contract::
 set -euo pipefail
 TOOLS="${HERALD_SPEC_TOOLS:-/var/cache/herald-tools}"
 mkdir -p "$TOOLS"

@@ -1,0 +1,3 @@
+//! herald-client's tests, one binary: the SDK against the real server (in-process).
+
+mod sdk;

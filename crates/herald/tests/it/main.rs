@@ -1,0 +1,12 @@
+//! herald's tests, one binary: the real `herald serve` in child processes (the CLI,
+//! process signals, crashes, many nodes, rebinding, the dashboard in a browser) and the
+//! randomized model test (`model::model_sqlite`, `model::model_postgres`).
+
+mod browser;
+mod cli;
+mod common;
+mod crash;
+mod model;
+mod multinode;
+mod process;
+mod rebinding;
