@@ -531,3 +531,41 @@ pub(super) async fn redeliver_keeps_an_attempt_in_flight_from_being_claimed_twic
         1
     );
 }
+
+pub(super) async fn a_result_racing_an_enable_leaves_its_delivery_due(s: &dyn Store) {
+    // An attempt's result and the user's enable of its (disabled) webhook, at the same
+    // time, in either order: the retry must end up due, never pending with no due time
+    // (which nothing would ever claim). Repeated, as the two race.
+    let t = tenant(s, "a").await;
+    let toggle = |disabled| WebhookChange {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    for n in 0..20 {
+        let wh = s
+            .create_webhook(webhook(Some(t), &["race.*"]))
+            .await
+            .unwrap();
+        emit(s, event(Some(t), "race.x", None, at(n))).await;
+        let jobs = s.claim_due_deliveries(at(n), 10, LEASE).await.unwrap();
+        let job = jobs.iter().find(|j| j.webhook.id == wh.id).unwrap();
+        s.update_webhook(wh.id, toggle(true), at(n)).await.unwrap();
+        let result = s.record_attempts(vec![record(
+            job.delivery.id,
+            at(n),
+            Some(500),
+            AttemptOutcome::RetryAt(at(n + 5)),
+        )]);
+        let enable = s.update_webhook(wh.id, toggle(false), at(n));
+        let (recorded, enabled) = tokio::join!(result, enable);
+        recorded.unwrap();
+        enabled.unwrap();
+        let (d, _) = s.get_delivery(job.delivery.id).await.unwrap();
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert!(
+            d.next_attempt_at.is_some(),
+            "round {n}: pending with no due time after the enable: {d:?}"
+        );
+        s.delete_webhook(wh.id, at(n)).await.unwrap();
+    }
+}

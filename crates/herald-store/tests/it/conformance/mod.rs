@@ -121,6 +121,7 @@ conformance!(
     deliveries_claim_lease_and_outcomes,
     two_results_for_one_delivery_in_a_batch_both_count,
     redeliver_keeps_an_attempt_in_flight_from_being_claimed_twice,
+    a_result_racing_an_enable_leaves_its_delivery_due,
     concurrent_delivery_claims_never_share_a_delivery,
     gone_disables_the_webhook_and_pauses_its_deliveries,
     redeliver_and_replay,
