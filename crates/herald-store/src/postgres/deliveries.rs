@@ -154,8 +154,10 @@ impl DeliveryStore for PgStore {
     async fn redeliver(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
         in_tx!(self, |tx, wake| {
             let d = get_delivery_row(&tx, &id.to_string()).await?;
+            // Locked: an enable or disable of the webhook is wholly before or after this
+            // (read unlocked, a concurrent enable left the delivery pending with no due time).
             let paused = match d.destination.webhook() {
-                Some(w) => get_webhook_row(&tx, &w.to_string(), false).await?.disabled,
+                Some(w) => get_webhook_row(&tx, &w.to_string(), true).await?.disabled,
                 None => false,
             };
             let next = if paused { None } else { Some(now.0) };
@@ -173,7 +175,8 @@ impl DeliveryStore for PgStore {
 
     async fn replay(&self, r: Replay) -> StoreResult<ReplayBatch> {
         in_tx!(self, |tx, wake| {
-            let webhook = get_webhook_row(&tx, &r.webhook.to_string(), false).await?;
+            // Locked, as in `redeliver`.
+            let webhook = get_webhook_row(&tx, &r.webhook.to_string(), true).await?;
             let next = if webhook.disabled {
                 None
             } else {

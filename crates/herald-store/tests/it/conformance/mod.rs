@@ -7,6 +7,7 @@ mod deliveries;
 mod events;
 mod nodes;
 mod operations;
+mod races;
 mod retention;
 mod tenants;
 mod webhooks;
@@ -15,6 +16,7 @@ use claims::*;
 use deliveries::*;
 use events::*;
 use operations::*;
+use races::*;
 use tenants::*;
 use webhooks::*;
 
@@ -122,6 +124,7 @@ conformance!(
     two_results_for_one_delivery_in_a_batch_both_count,
     redeliver_keeps_an_attempt_in_flight_from_being_claimed_twice,
     a_result_racing_an_enable_leaves_its_delivery_due,
+    a_redeliver_or_replay_racing_an_enable_leaves_its_delivery_due,
     concurrent_delivery_claims_never_share_a_delivery,
     gone_disables_the_webhook_and_pauses_its_deliveries,
     redeliver_and_replay,
