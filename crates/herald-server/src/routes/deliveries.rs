@@ -1,9 +1,9 @@
 //! The delivery log: list (filters webhook, status, event type, time), one delivery
 //! with every attempt, and `:redeliver` (same event, same event id).
 
+use super::{list_params, Listing};
 use super::{next_page_token, split_custom};
 use crate::auth::Principal;
-use crate::body::page_size;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -72,6 +72,8 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
+list_params!(ListQuery);
+
 fn time_param(field: &str, v: Option<&str>) -> ApiResult<Option<Timestamp>> {
     v.map(|t| {
         Timestamp::parse_rfc3339(t)
@@ -85,14 +87,12 @@ pub async fn list(
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    principal.require_reader()?;
-    let Query(q) =
-        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
-    let size = page_size(q.page_size)?;
-    let tenant = match principal.role {
-        Role::Tenant(t) => Some(t),
-        _ => q.tenant,
-    };
+    let Listing {
+        query: q,
+        size,
+        tenant,
+        token: before,
+    } = Listing::read(&principal, query, DeliveryId::parse)?;
     // Broker routes are the API owner's plumbing: tenant keys see webhook deliveries only.
     let tenant_view = matches!(principal.role, Role::Tenant(_));
     let webhook = q
@@ -108,12 +108,6 @@ pub async fn list(
                 .ok_or_else(|| ApiError::invalid("`status` must be pending, succeeded or failed."))
         })
         .transpose()?;
-    let before = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => Some(
-            DeliveryId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?,
-        ),
-        None => None,
-    };
     let filter = DeliveryFilter {
         tenant,
         webhook,

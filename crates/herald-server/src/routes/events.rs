@@ -2,14 +2,14 @@
 //! numbered per (tenant, key). `GET /events`: the history, for consumers that reconcile.
 
 use super::next_page_token;
+use super::{list_params, Listing};
 use crate::auth::Principal;
-use crate::body::{idempotency_key, page_size, parse_json, read_body, request_hash};
+use crate::body::{idempotency_key, parse_json, read_body, request_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
-use herald_core::auth::Role;
 use herald_core::ids::{EventId, TenantId};
 use herald_core::pattern::is_event_type;
 use herald_store::{EventFilter, Idempotency, NewEvent, StoreError};
@@ -132,30 +132,24 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
+list_params!(ListQuery);
+
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    principal.require_reader()?;
-    let Query(q) =
-        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
-    let size = page_size(q.page_size)?;
-    let tenant = match principal.role {
-        Role::Tenant(t) => Some(t),
-        _ => q.tenant,
-    };
+    let Listing {
+        query: q,
+        size,
+        tenant,
+        token,
+    } = Listing::read(&principal, query, EventId::parse)?;
     let after = match q.after.as_deref().filter(|t| !t.is_empty()) {
         Some(t) => Some(EventId::parse(t).map_err(|e| ApiError::invalid(format!("`after`: {e}")))?),
         None => None,
     };
     // The cursor is the last id of the previous page: it continues after that one.
-    let token = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => {
-            Some(EventId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?)
-        }
-        None => None,
-    };
     let after = after.max(token);
     let filter = EventFilter {
         tenant,

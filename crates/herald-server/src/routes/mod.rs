@@ -13,10 +13,16 @@ pub mod tenants;
 pub mod webhooks;
 pub mod workers;
 
-use crate::error::ApiError;
+use crate::auth::Principal;
+use crate::body::page_size;
+use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use herald_core::auth::Role;
+use herald_core::ids::TenantId;
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
@@ -107,6 +113,71 @@ pub fn split_custom(segment: &str) -> (&str, Option<&str>) {
         None => (segment, None),
     }
 }
+
+/// The query fields every list route shares.
+pub trait ListParams {
+    fn page_size(&self) -> Option<u32>;
+    fn page_token(&self) -> Option<&str>;
+    /// The tenant an admin asked for (`?tenant=`); a tenant key reads only its own.
+    fn tenant(&self) -> Option<TenantId>;
+}
+
+/// What every list route starts from: a reader's key, a well-formed query string, the page
+/// size, the tenant read, and the page token (the last id of the previous page) as an id.
+pub struct Listing<Q, Id> {
+    pub query: Q,
+    pub size: u32,
+    pub tenant: Option<TenantId>,
+    pub token: Option<Id>,
+}
+
+impl<Q: ListParams, Id> Listing<Q, Id> {
+    pub fn read<E>(
+        principal: &Principal,
+        query: Result<Query<Q>, QueryRejection>,
+        parse_token: impl FnOnce(&str) -> Result<Id, E>,
+    ) -> ApiResult<Self> {
+        principal.require_reader()?;
+        let Query(query) =
+            query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
+        let size = page_size(query.page_size())?;
+        let tenant = match principal.role {
+            Role::Tenant(t) => Some(t),
+            _ => query.tenant(),
+        };
+        let token = match query.page_token().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                Some(parse_token(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            query,
+            size,
+            tenant,
+            token,
+        })
+    }
+}
+
+/// Implements [`ListParams`] for a list route's query struct with `page_size`,
+/// `page_token` and `tenant` fields.
+macro_rules! list_params {
+    ($query:ty) => {
+        impl $crate::routes::ListParams for $query {
+            fn page_size(&self) -> Option<u32> {
+                self.page_size
+            }
+            fn page_token(&self) -> Option<&str> {
+                self.page_token.as_deref()
+            }
+            fn tenant(&self) -> Option<herald_core::ids::TenantId> {
+                self.tenant
+            }
+        }
+    };
+}
+pub(crate) use list_params;
 
 /// `page_token` for a list: the id of the last item on this page, or "" when there is no next page.
 pub fn next_page_token<T>(

@@ -2,11 +2,10 @@
 //! get with `Retry-After`, list, `:cancel`, `:wait` (a long poll woken by the change
 //! itself) and delete. The worker side is in `workers.rs`.
 
+use super::{list_params, Listing};
 use super::{next_page_token, split_custom};
 use crate::auth::Principal;
-use crate::body::{
-    idempotency_key, page_size, parse_json, parse_json_or_default, read_body, request_hash,
-};
+use crate::body::{idempotency_key, parse_json, parse_json_or_default, read_body, request_hash};
 use crate::config::{request_duration, OperationType};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -261,25 +260,19 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
+list_params!(ListQuery);
+
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    principal.require_reader()?;
-    let Query(q) =
-        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
-    let size = page_size(q.page_size)?;
-    let tenant = match principal.role {
-        Role::Tenant(t) => Some(t),
-        _ => q.tenant,
-    };
-    let before = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => Some(
-            OperationId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?,
-        ),
-        None => None,
-    };
+    let Listing {
+        query: q,
+        size,
+        tenant,
+        token: before,
+    } = Listing::read(&principal, query, OperationId::parse)?;
     let filter = OperationFilter {
         tenant,
         op_type: q.op_type,

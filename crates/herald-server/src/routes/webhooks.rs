@@ -2,9 +2,10 @@
 //! `:rotateSecret` (both secrets sign during a grace period) and `:replay`.
 //! The signing secret appears only in the answers to creation and rotation.
 
+use super::{list_params, Listing};
 use super::{next_page_token, split_custom};
 use crate::auth::Principal;
-use crate::body::{page_size, parse_json, parse_json_or_default, read_body};
+use crate::body::{parse_json, parse_json_or_default, read_body};
 use crate::config::request_duration;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -233,25 +234,21 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
+list_params!(ListQuery);
+
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    principal.require_reader()?;
-    let Query(q) =
-        query.map_err(|e| ApiError::invalid(format!("Bad query string: {}", e.body_text())))?;
-    let size = page_size(q.page_size)?;
-    let (tenant, all_tenants) = match principal.role {
-        Role::Tenant(t) => (Some(t), false),
-        _ => (q.tenant, q.tenant.is_none()),
-    };
-    let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => {
-            Some(WebhookId::parse(t).map_err(|_| ApiError::invalid("`page_token` is not valid."))?)
-        }
-        None => None,
-    };
+    let Listing {
+        size,
+        tenant,
+        token: after,
+        ..
+    } = Listing::read(&principal, query, WebhookId::parse)?;
+    // An admin that names no tenant lists every tenant's webhooks.
+    let all_tenants = tenant.is_none() && !matches!(principal.role, Role::Tenant(_));
     let mut hooks = state
         .store
         .list_webhooks(WebhookFilter {
