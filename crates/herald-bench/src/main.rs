@@ -23,7 +23,7 @@ mod target;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Scenario};
-use report::{machine, Row};
+use report::{load_detail, machine, Row};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -157,13 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         rows.push(Row(
             format!("ingest POST /events c={}", cli.concurrency),
             format!("{:.0} events/s", r.load.per_second),
-            format!(
-                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
-                r.load.latency.p50_ms,
-                r.load.latency.p99_ms,
-                r.load.errors,
-                fraction(r.load.per_second, limit)
-            ),
+            load_detail(&r.load, fraction(r.load.per_second, limit)),
             r.load_average.clone(),
         ));
         if let Some(pid) = target.pid() {
@@ -241,13 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         rows.push(Row(
             format!("GET /operations/{{id}} c={}", cli.concurrency),
             format!("{:.0} req/s", r.get.per_second),
-            format!(
-                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
-                r.get.latency.p50_ms,
-                r.get.latency.p99_ms,
-                r.get.errors,
-                fraction(r.get.per_second, http_limit)
-            ),
+            load_detail(&r.get, fraction(r.get.per_second, http_limit)),
             r.get_load_average.clone(),
         ));
         out.insert("lro".into(), json!(r));

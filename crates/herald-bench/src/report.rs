@@ -1,5 +1,6 @@
 //! The report: the machine it ran on, and the printed table's rows.
 
+use crate::load::LoadResult;
 use serde_json::{json, Value};
 
 /// The machine: cores, CPU model and memory.
@@ -26,3 +27,11 @@ pub fn machine() -> Value {
 
 /// One row of the printed table: measurement, figure, detail, load average.
 pub struct Row(pub String, pub String, pub String, pub String);
+
+/// A closed loop's detail column: its latency, its errors and `fraction` (of a limit).
+pub fn load_detail(load: &LoadResult, fraction: String) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
+        load.latency.p50_ms, load.latency.p99_ms, load.errors, fraction
+    )
+}

@@ -45,7 +45,7 @@ pub(super) fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
 }
 
-pub(super) fn page_params() -> Vec<Value> {
+fn page_params() -> Vec<Value> {
     vec![
         query(
             "page_size",
@@ -58,6 +58,15 @@ pub(super) fn page_params() -> Vec<Value> {
             "`next_page_token` of the previous page.",
         ),
     ]
+}
+
+/// The page parameters, then `extra` query parameters: (name, JSON type, description).
+pub(super) fn list_params(extra: &[(&str, &str, &str)]) -> Vec<Value> {
+    let mut params = page_params();
+    for (name, ty, description) in extra {
+        params.push(query(name, json!({ "type": ty }), description));
+    }
+    params
 }
 
 pub(super) fn idempotency_header() -> Value {

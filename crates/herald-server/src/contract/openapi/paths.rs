@@ -1,7 +1,7 @@
 //! `paths`: every route of `routes/mod.rs`, then the trigger routes from config.
 
 use super::build::{
-    finish, idempotency_header, json_body, list_of, ok, op, operation_answer, page_params,
+    finish, idempotency_header, json_body, list_of, list_params, ok, op, operation_answer,
     path_param, query, responses, schema_ref,
 };
 use crate::config::Config;
@@ -129,22 +129,15 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("204", json!({ "description": "Revoked." }))], &["404"])) }),
     );
 
-    let mut list_ops = page_params();
-    list_ops.push(query(
-        "type",
-        json!({ "type": "string" }),
-        "Only this operation type.",
-    ));
-    list_ops.push(query(
-        "done",
-        json!({ "type": "boolean" }),
-        "Only finished (true) or unfinished (false) operations.",
-    ));
-    list_ops.push(query(
-        "tenant",
-        json!({ "type": "string" }),
-        "Admin only: one tenant's operations.",
-    ));
+    let list_ops = list_params(&[
+        ("type", "string", "Only this operation type."),
+        (
+            "done",
+            "boolean",
+            "Only finished (true) or unfinished (false) operations.",
+        ),
+        ("tenant", "string", "Admin only: one tenant's operations."),
+    ]);
     put(
         "/operations",
         json!({
@@ -205,27 +198,12 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("200", operation_answer("Done, or queued again when retryable and attempts remain."))], &["404", "409"])) }),
     );
 
-    let mut list_events = page_params();
-    list_events.push(query(
-        "type",
-        json!({ "type": "string" }),
-        "Only this event type.",
-    ));
-    list_events.push(query(
-        "key",
-        json!({ "type": "string" }),
-        "Only this ordering key.",
-    ));
-    list_events.push(query(
-        "after",
-        json!({ "type": "string" }),
-        "Only events after this id.",
-    ));
-    list_events.push(query(
-        "tenant",
-        json!({ "type": "string" }),
-        "Admin only: one tenant's events.",
-    ));
+    let list_events = list_params(&[
+        ("type", "string", "Only this event type."),
+        ("key", "string", "Only this ordering key."),
+        ("after", "string", "Only events after this id."),
+        ("tenant", "string", "Admin only: one tenant's events."),
+    ]);
     put(
         "/events",
         json!({
@@ -254,12 +232,7 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("200", ok("Registered.", schema_ref("EventType")))], &[])) }),
     );
 
-    let mut list_hooks = page_params();
-    list_hooks.push(query(
-        "tenant",
-        json!({ "type": "string" }),
-        "Admin only: one tenant's webhooks.",
-    ));
+    let list_hooks = list_params(&[("tenant", "string", "Admin only: one tenant's webhooks.")]);
     put(
         "/webhooks",
         json!({
@@ -295,17 +268,14 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("202", ok("Replay scheduled.", json!({ "type": "object" })))], &["404"])) }),
     );
 
-    let mut list_dlv = page_params();
-    for (n, d) in [
-        ("webhook", "Only this webhook."),
-        ("status", "pending, succeeded or failed."),
-        ("event_type", "Only this event type."),
-        ("since", "RFC 3339."),
-        ("until", "RFC 3339."),
-        ("tenant", "Admin only: one tenant's deliveries."),
-    ] {
-        list_dlv.push(query(n, json!({ "type": "string" }), d));
-    }
+    let list_dlv = list_params(&[
+        ("webhook", "string", "Only this webhook."),
+        ("status", "string", "pending, succeeded or failed."),
+        ("event_type", "string", "Only this event type."),
+        ("since", "string", "RFC 3339."),
+        ("until", "string", "RFC 3339."),
+        ("tenant", "string", "Admin only: one tenant's deliveries."),
+    ]);
     put(
         "/deliveries",
         json!({ "get": finish(op("The delivery log", "deliveries", "listDeliveries"), list_dlv, None,
