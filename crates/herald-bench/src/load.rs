@@ -16,6 +16,30 @@ pub struct LoadResult {
     pub latency: Percentiles,
 }
 
+impl LoadResult {
+    /// The figures of a closed loop started at `start`: every task's latencies (a task
+    /// that panicked counts none), over the time until the last task ended.
+    pub async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+        start: Instant,
+        errors: &AtomicU64,
+    ) -> Self {
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let ok = all.len() as u64;
+        Self {
+            ok,
+            errors: errors.load(Ordering::Relaxed),
+            seconds,
+            per_second: ok as f64 / seconds,
+            latency: Percentiles::of(all),
+        }
+    }
+}
+
 /// Runs `request(n)` for n = 0, 1, … from `concurrency` tasks, stopping at `max_requests`
 /// or after `max_time`, whichever comes first.
 pub async fn closed_loop<F, Fut>(
@@ -56,19 +80,7 @@ where
             latencies
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let ok = all.len() as u64;
-    LoadResult {
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        seconds,
-        per_second: ok as f64 / seconds,
-        latency: Percentiles::of(all),
-    }
+    LoadResult::gather(tasks, start, &errors).await
 }
 
 /// An HTTP client for loopback load: keep-alive, no proxy, a connection per task.

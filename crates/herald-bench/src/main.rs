@@ -7,341 +7,25 @@
 //! reports what Herald sustains, with the CPU time each event costs.
 //! The load generator only targets 127.0.0.1 and every phase is bounded in count and time.
 
+mod cli;
 mod cpu;
 mod e2e;
 mod limits;
 mod load;
 mod raw;
 mod receiver;
+mod report;
 mod retention;
 mod scenarios;
 mod stats;
 mod target;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use cli::{Cli, Scenario};
+use report::{load_detail, machine, Row};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::Duration;
-use target::Target;
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-enum Scenario {
-    Ingest,
-    Deliver,
-    /// Sustained publish + delivery to K webhooks: events/s, deliveries/s, backlog, CPU
-    /// per event; `--find-sustained` searches the highest sustained rate (not part of `all`).
-    E2e,
-    Lro,
-    Backlog,
-    /// Ingest with and without a background purge of old events (not part of `all`).
-    Retention,
-    Limits,
-    All,
-}
-
-#[derive(Parser, Debug)]
-#[command(name = "herald-bench", about = "Load benchmark for Herald (issue 5).")]
-struct Cli {
-    scenario: Scenario,
-    /// A running Herald on 127.0.0.1 instead of starting one (needs --admin-key).
-    #[arg(long)]
-    url: Option<String>,
-    #[arg(long, env = "HERALD_ADMIN_KEY")]
-    admin_key: Option<String>,
-    /// Database URL for the Herald the bench starts (default: a temp SQLite file).
-    #[arg(long)]
-    database: Option<String>,
-    /// With a PostgreSQL `--database`: use that database as it is, instead of creating a
-    /// fresh `herald_bench_…` database through it for each Herald started (and dropping it).
-    #[arg(long)]
-    no_fresh_database: bool,
-    /// Connections of the PostgreSQL limit loop with one row per transaction (Herald's
-    /// pool size by default).
-    #[arg(long, default_value_t = herald_store::postgres::DEFAULT_POOL_SIZE)]
-    pg_connections: usize,
-    /// The herald binary (default: next to this one, i.e. target/release/herald).
-    #[arg(long)]
-    herald_bin: Option<PathBuf>,
-    /// Concurrent client connections.
-    #[arg(long, short = 'c', default_value_t = 64)]
-    concurrency: usize,
-    /// Seconds per timed phase (default 10; e2e: 30).
-    #[arg(long)]
-    duration: Option<u64>,
-    /// Webhooks each event fans out to (deliver, backlog, e2e).
-    #[arg(long, short = 'k', default_value_t = 4)]
-    webhooks: u32,
-    /// Events published in the deliver throughput phase.
-    #[arg(long, default_value_t = 20_000)]
-    events: u64,
-    /// Events/s of the deliver latency phase (default 2000); e2e: publish at this fixed
-    /// rate instead of full speed (with --find-sustained: the search's first rate).
-    #[arg(long)]
-    rate: Option<u64>,
-    /// e2e: after the full-speed phase, search for the highest fixed rate whose backlog
-    /// stays under 1 s of deliveries, then measure latency at half of it.
-    #[arg(long)]
-    find_sustained: bool,
-    /// e2e: seconds of each probe of --find-sustained.
-    #[arg(long, default_value_t = 15)]
-    probe_duration: u64,
-    /// e2e: at most this many probes in --find-sustained.
-    #[arg(long, default_value_t = 6)]
-    max_probes: u32,
-    /// e2e on PostgreSQL: `ANALYZE deliveries, events` every this many seconds in each
-    /// phase's fresh database, as autovacuum does once a database has run for a while (a
-    /// new one is first analyzed after `autovacuum_naptime`, 1 min; until then plans made
-    /// on the empty tables stay cached on Herald's connections). Default: never.
-    #[arg(long)]
-    analyze_every: Option<u64>,
-    /// Operations in the lro scenario.
-    #[arg(long, default_value_t = 5_000)]
-    operations: u64,
-    /// Workers claiming in the lro scenario.
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
-    /// Events published while the receiver is down (deliveries = this × webhooks).
-    #[arg(long, default_value_t = 25_000)]
-    backlog_events: u64,
-    /// Settled events, three days old, seeded before the retention scenario.
-    #[arg(long, default_value_t = 200_000)]
-    retention_events: u64,
-    /// The client of the ingest, deliver-throughput publishing, `GET /operations/{id}` and
-    /// bare-HTTP phases: `hyper` (light: raw HTTP/1.1 connections, pre-serialized
-    /// requests) or `reqwest` (the generator of the earlier figures).
-    #[arg(long, value_enum, default_value_t = raw::Generator::Hyper)]
-    generator: raw::Generator,
-    /// Write the results here as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-impl Cli {
-    fn start(&self) -> anyhow::Result<Target> {
-        if let Some(url) = &self.url {
-            let key = self
-                .admin_key
-                .as_deref()
-                .context("--url needs --admin-key")?;
-            return Target::existing(url, key);
-        }
-        let bin = match &self.herald_bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()?.with_file_name("herald"),
-        };
-        Target::spawn(&bin, self.database.as_deref(), !self.no_fresh_database)
-    }
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next().map(str::to_owned))
-        .unwrap_or_default();
-    json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu": cpu,
-        "memory": mem,
-    })
-}
-
-struct Row(String, String, String, String);
-
-fn us(x: Option<&e2e::CpuShare>, per_delivery: bool) -> String {
-    x.map(|c| {
-        format!(
-            "{:.1}",
-            if per_delivery {
-                c.us_per_delivery
-            } else {
-                c.us_per_event
-            }
-        )
-    })
-    .unwrap_or_else(|| "?".into())
-}
-
-/// The report rows of an `e2e` run.
-fn e2e_rows(r: &e2e::E2e, rows: &mut Vec<Row>) {
-    let k = r.webhooks;
-    let bare = &r.ceiling;
-    let bare_server = bare.server_us_per_request;
-    rows.push(Row(
-        "e2e ceiling: bare HTTP 202, 3 s".into(),
-        format!("{:.0} req/s", bare.load.per_second),
-        format!(
-            "CPU per request: server {} µs, client+server {} µs",
-            bare_server.map(|u| format!("{u:.1}")).unwrap_or("?".into()),
-            bare.process_us_per_request
-                .map(|u| format!("{u:.1}"))
-                .unwrap_or("?".into()),
-        ),
-        r.ceiling_load_average.clone(),
-    ));
-    let phase_rows = |name: String, p: &e2e::Phase, rows: &mut Vec<Row>| {
-        let la = format!("{} -> {}", p.load_average_before, p.load_average_after);
-        rows.push(Row(
-            name.clone(),
-            format!("{:.0} events/s", p.events_per_second),
-            format!(
-                "{:.0} deliveries/s; backlog at end {} ({:.2} s), growing {:.0}/s; {}{}; events+deliveries {:.0}% of ceiling{}",
-                p.deliveries_per_second,
-                p.backlog_at_end,
-                p.backlog_at_end_seconds,
-                p.backlog_growth_per_second,
-                if p.sustained { "sustained" } else { "NOT sustained" },
-                if p.errors > 0 {
-                    format!(" ({} errors)", p.errors)
-                } else {
-                    String::new()
-                },
-                100.0 * (p.events_per_second + p.deliveries_per_second)
-                    / bare.load.per_second.max(1e-9),
-                match (p.drained_after_seconds, p.drain_left) {
-                    (Some(d), _) => format!("; drained {d:.1} s after"),
-                    (None, Some(left)) => format!("; {left} still owed after the drain wait"),
-                    _ => String::new(),
-                }
-            ),
-            la.clone(),
-        ));
-        let c = &p.cpu;
-        rows.push(Row(
-            format!("  CPU, {name}"),
-            format!("{} µs/delivery", us(c.herald.as_ref(), true)),
-            format!(
-                "Herald {} cores, {} µs/event{}; bench {} µs/event (receiver {} µs/delivery){}",
-                c.herald
-                    .as_ref()
-                    .map(|h| format!("{:.2}", h.cores))
-                    .unwrap_or("?".into()),
-                us(c.herald.as_ref(), false),
-                match (c.herald.as_ref(), bare_server) {
-                    (Some(h), Some(b)) if b > 0.0 => format!(
-                        ", {:.1} µs/HTTP exchange = {:.1} x bare server's",
-                        h.us_per_http_exchange,
-                        h.us_per_http_exchange / b
-                    ),
-                    _ => String::new(),
-                },
-                us(c.bench.as_ref(), false),
-                us(c.receiver.as_ref(), true),
-                match (&c.postgres_backends, &c.postgres_all) {
-                    (Some(o), Some(a)) => format!(
-                        "; postgres {:.1} µs/event ({:.1} all postgres)",
-                        o.us_per_event, a.us_per_event
-                    ),
-                    _ => String::new(),
-                }
-            ),
-            la,
-        ));
-    };
-    if let Some(p) = &r.full_speed {
-        phase_rows(
-            format!(
-                "e2e full speed, K={k}, c={}, {:.0} s",
-                r.concurrency, p.seconds
-            ),
-            p,
-            rows,
-        );
-    }
-    if let Some(p) = &r.fixed {
-        phase_rows(
-            format!("e2e at {:.0} events/s, K={k}", p.rate.unwrap_or(0.0)),
-            p,
-            rows,
-        );
-        rows.push(Row(
-            format!("  latency at {:.0} events/s", p.rate.unwrap_or(0.0)),
-            format!("p99 {:.1} ms", p.latency.p99_ms),
-            format!(
-                "p50 {:.2} ms, max {:.1} ms, {} deliveries timed",
-                p.latency.p50_ms, p.latency.max_ms, p.latency.count
-            ),
-            p.load_average_after.clone(),
-        ));
-    }
-    for (i, p) in r.probes.iter().enumerate() {
-        rows.push(Row(
-            format!(
-                "e2e probe {} at {:.0} events/s, {:.0} s",
-                i + 1,
-                p.rate.unwrap_or(0.0),
-                p.seconds
-            ),
-            if p.sustained {
-                "sustained".into()
-            } else {
-                "NOT sustained".into()
-            },
-            format!(
-                "{:.0} events/s acked, {:.0} deliveries/s, backlog at end {} ({:.2} s); Herald {} µs/delivery",
-                p.events_per_second,
-                p.deliveries_per_second,
-                p.backlog_at_end,
-                p.backlog_at_end_seconds,
-                us(p.cpu.herald.as_ref(), true)
-            ),
-            format!("{} -> {}", p.load_average_before, p.load_average_after),
-        ));
-    }
-    if r.full_speed.is_some() && (!r.probes.is_empty() || r.sustained_events_per_second.is_some()) {
-        let best = r
-            .probes
-            .iter()
-            .find(|p| p.sustained && p.rate == r.sustained_events_per_second);
-        rows.push(Row(
-            format!("e2e SUSTAINED events/s, K={k}"),
-            r.sustained_events_per_second
-                .map(|s| format!("{s:.0} events/s"))
-                .unwrap_or_else(|| "none found".into()),
-            format!(
-                "= {} deliveries/s; {}{}",
-                r.sustained_events_per_second
-                    .map(|s| format!("{:.0}", s * k as f64))
-                    .unwrap_or("?".into()),
-                match (r.not_sustained_events_per_second, r.publisher_bound) {
-                    (Some(h), _) => format!("{h:.0}/s was not; "),
-                    (None, true) =>
-                        "the publisher's full speed (Herald kept up with all of it); ".into(),
-                    (None, false) => String::new(),
-                },
-                best.map(|p| format!(
-                    "there Herald {} µs/event, {} µs/delivery",
-                    us(p.cpu.herald.as_ref(), false),
-                    us(p.cpu.herald.as_ref(), true)
-                ))
-                .unwrap_or_default()
-            ),
-            String::new(),
-        ));
-    }
-    if let Some(p) = &r.latency_phase {
-        let rate = p.rate.unwrap_or(0.0);
-        phase_rows(format!("e2e at half: {rate:.0} events/s, K={k}"), p, rows);
-        rows.push(Row(
-            format!("e2e latency ack -> receipt at {rate:.0}/s"),
-            format!("p99 {:.1} ms", p.latency.p99_ms),
-            format!(
-                "p50 {:.2} ms, max {:.1} ms, {} deliveries timed",
-                p.latency.p50_ms, p.latency.max_ms, p.latency.count
-            ),
-            p.load_average_after.clone(),
-        ));
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -473,13 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         rows.push(Row(
             format!("ingest POST /events c={}", cli.concurrency),
             format!("{:.0} events/s", r.load.per_second),
-            format!(
-                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
-                r.load.latency.p50_ms,
-                r.load.latency.p99_ms,
-                r.load.errors,
-                fraction(r.load.per_second, limit)
-            ),
+            load_detail(&r.load, fraction(r.load.per_second, limit)),
             r.load_average.clone(),
         ));
         if let Some(pid) = target.pid() {
@@ -557,13 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         rows.push(Row(
             format!("GET /operations/{{id}} c={}", cli.concurrency),
             format!("{:.0} req/s", r.get.per_second),
-            format!(
-                "p50 {:.2} ms, p99 {:.2} ms, {} errors; {}",
-                r.get.latency.p50_ms,
-                r.get.latency.p99_ms,
-                r.get.errors,
-                fraction(r.get.per_second, http_limit)
-            ),
+            load_detail(&r.get, fraction(r.get.per_second, http_limit)),
             r.get_load_average.clone(),
         ));
         out.insert("lro".into(), json!(r));
@@ -612,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.url.is_some(),
         )
         .await?;
-        e2e_rows(&r, &mut rows);
+        e2e::rows(&r, &mut rows);
         out.insert("e2e".into(), json!(r));
     }
     if cli.scenario == Scenario::Retention {

@@ -4,7 +4,6 @@
 //! being measured than `reqwest` does.
 
 use crate::load::LoadResult;
-use crate::stats::Percentiles;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -182,19 +181,7 @@ where
             latencies
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let ok = all.len() as u64;
-    LoadResult {
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        seconds,
-        per_second: ok as f64 / seconds,
-        latency: Percentiles::of(all),
-    }
+    LoadResult::gather(tasks, start, &errors).await
 }
 
 async fn checked(

@@ -31,32 +31,36 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("authorization", &*self.auth)
-            .json(body)
-            .send()
-            .await?;
-        let status = r.status();
-        let bytes = r.bytes().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
-        }
-        Ok(serde_json::from_slice(&bytes)?)
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// `method path` with the admin key (and `body` as JSON): the JSON answer, or an error
+    /// naming the request, the status and the body when it is not a success.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
             .http
-            .get(format!("{}{path}", self.base))
-            .header("authorization", &*self.auth)
-            .send()
-            .await?;
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("authorization", &*self.auth);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await?;
         let status = r.status();
         let bytes = r.bytes().await?;
         if !status.is_success() {
-            bail!("GET {path}: {status} {}", String::from_utf8_lossy(&bytes));
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
         Ok(serde_json::from_slice(&bytes)?)
     }

@@ -1,0 +1,205 @@
+//! `components`: security schemes, headers, the problem-details responses and every
+//! schema the paths refer to.
+
+use super::build::schema_ref;
+use serde_json::{json, Value};
+
+/// The document's `components`.
+pub(super) fn components() -> Value {
+    let problem_response = |description: &str| json!({ "description": description, "content": { "application/problem+json": { "schema": schema_ref("Problem") } } });
+    json!({
+        "securitySchemes": {
+            "bearer": { "type": "http", "scheme": "bearer",
+                        "description": "An API key: role `admin`, `worker` or `tenant`." }
+        },
+        "headers": {
+            "RetryAfter": { "description": "Seconds to wait before polling again (while not done), or before retrying (429/503).",
+                            "schema": { "type": "integer", "minimum": 0 } },
+            "Location": { "description": "`/operations/op_…`", "schema": { "type": "string" } }
+        },
+        "responses": {
+            "Problem401": problem_response("No key, or an unknown or revoked key."),
+            "Problem403": problem_response("The key's role may not do this."),
+            "Problem404": problem_response("No such resource, or not visible to this tenant (never 403)."),
+            "Problem409": problem_response("Conflict: a stale lease, an operation already done, or an Idempotency-Key in use."),
+            "Problem422": problem_response("The request is not valid."),
+            "ProblemDefault": problem_response("Any other error, as problem details.")
+        },
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "description": "RFC 9457 problem details with a stable `code`.",
+                "required": ["type", "title", "status", "detail", "code"],
+                "properties": {
+                    "type": { "type": "string", "format": "uri" },
+                    "title": { "type": "string" },
+                    "status": { "type": "integer" },
+                    "detail": { "type": "string" },
+                    "code": { "type": "string", "examples": ["NOT_FOUND", "LEASE_STALE", "INVALID_REQUEST"] }
+                }
+            },
+            "OperationError": {
+                "type": "object", "required": ["code", "message"],
+                "properties": { "code": { "type": "string", "examples": ["SOURCE_UNREACHABLE", "CANCELLED", "WORKER_LOST", "DEADLINE_EXCEEDED"] },
+                                "message": { "type": "string" } }
+            },
+            "Operation": {
+                "type": "object",
+                "description": "AIP-151. `done=false`: neither `response` nor `error`. `done=true`: exactly one of them.",
+                "required": ["name", "metadata", "done"],
+                "properties": {
+                    "name": { "type": "string", "pattern": "^operations/op_[0-9A-HJKMNP-TV-Z]{26}$" },
+                    "metadata": { "type": "object", "required": ["type"], "properties": {
+                        "type": { "type": "string" },
+                        "progress_percent": { "type": "number", "minimum": 0, "maximum": 100 } },
+                        "additionalProperties": true },
+                    "done": { "type": "boolean" },
+                    "response": {},
+                    "error": schema_ref("OperationError")
+                },
+                "oneOf": [
+                    { "properties": { "done": { "const": false } }, "not": { "anyOf": [ { "required": ["response"] }, { "required": ["error"] } ] } },
+                    { "properties": { "done": { "const": true } }, "required": ["response"], "not": { "required": ["error"] } },
+                    { "properties": { "done": { "const": true } }, "required": ["error"], "not": { "required": ["response"] } }
+                ]
+            },
+            "CreateOperation": {
+                "type": "object", "required": ["type"], "additionalProperties": false,
+                "properties": { "type": { "type": "string" }, "tenant": { "type": "string" },
+                                "metadata": { "type": "object" }, "input": {} }
+            },
+            "ClaimRequest": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "types": { "type": "array", "items": { "type": "string" } },
+                                "lease": { "type": "string", "examples": ["30s"] },
+                                "max": { "type": "integer", "minimum": 1, "maximum": 100 },
+                                "wait": { "type": "string", "examples": ["20s"] } }
+            },
+            "ClaimedOperation": {
+                "type": "object", "required": ["name", "metadata", "input", "lease_token", "attempt"],
+                "properties": { "name": { "type": "string" }, "metadata": { "type": "object" }, "input": {},
+                                "lease_token": { "type": "string" }, "lease_expires_at": { "type": "string", "format": "date-time" },
+                                "attempt": { "type": "integer", "minimum": 1 } }
+            },
+            "Heartbeat": {
+                "type": "object", "required": ["lease_token"], "additionalProperties": false,
+                "properties": { "lease_token": { "type": "string" }, "metadata": { "type": "object" },
+                                "lease": { "type": "string" } }
+            },
+            "HeartbeatReply": {
+                "type": "object", "required": ["cancel_requested", "lease_expires_at"],
+                "properties": { "cancel_requested": { "type": "boolean" }, "lease_expires_at": { "type": "string" } }
+            },
+            "Complete": {
+                "type": "object", "required": ["lease_token"], "additionalProperties": false,
+                "properties": { "lease_token": { "type": "string" }, "response": {} }
+            },
+            "Fail": {
+                "type": "object", "required": ["lease_token", "error"], "additionalProperties": false,
+                "properties": { "lease_token": { "type": "string" }, "error": schema_ref("OperationError"),
+                                "retryable": { "type": "boolean", "default": false } }
+            },
+            "Wait": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "timeout": { "type": "string", "examples": ["30s"] } }
+            },
+            "CreateEvent": {
+                "type": "object", "required": ["type", "data"], "additionalProperties": false,
+                "properties": { "id": { "type": "string" }, "type": { "type": "string" }, "tenant": { "type": "string" },
+                                "key": { "type": "string", "maxLength": 200 }, "data": {} }
+            },
+            "EventAccepted": {
+                "type": "object", "required": ["id"],
+                "properties": { "id": { "type": "string" }, "sequence": { "type": ["integer", "null"] } }
+            },
+            "Event": {
+                "type": "object", "required": ["id", "type", "created_at", "data"],
+                "properties": { "id": { "type": "string" }, "type": { "type": "string" },
+                                "created_at": { "type": "string", "format": "date-time" },
+                                "key": { "type": "string" }, "sequence": { "type": "integer", "minimum": 1 },
+                                "tenant": { "type": "string" }, "data": {} }
+            },
+            "EventType": {
+                "type": "object", "required": ["name", "schema"],
+                "properties": { "name": { "type": "string" }, "schema": { "type": "object" } }
+            },
+            "CreateWebhook": {
+                "type": "object", "required": ["url", "events"], "additionalProperties": false,
+                "properties": { "url": { "type": "string", "format": "uri" },
+                                "events": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 100 },
+                                "signing_secret_version": { "type": "integer" },
+                                "format": { "enum": ["herald", "standard-webhooks"] },
+                                "tenant": { "type": "string" },
+                                "schedule": { "type": "array", "items": { "type": "string" } },
+                                "max_concurrency": { "type": "integer", "minimum": 1, "maximum": 1000 },
+                                "description": { "type": "string" } }
+            },
+            "PatchWebhook": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "url": { "type": "string" }, "events": { "type": "array", "items": { "type": "string" } },
+                                "format": { "enum": ["herald", "standard-webhooks"] }, "disabled": { "type": "boolean" },
+                                "description": { "type": "string" }, "schedule": { "type": "array", "items": { "type": "string" } },
+                                "max_concurrency": { "type": "integer" } }
+            },
+            "Webhook": {
+                "type": "object", "required": ["id", "url", "events", "format", "signing_secret_version", "disabled"],
+                "properties": { "id": { "type": "string" }, "tenant": { "type": ["string", "null"] }, "url": { "type": "string" },
+                                "events": { "type": "array", "items": { "type": "string" } },
+                                "format": { "enum": ["herald", "standard-webhooks"] },
+                                "signing_secret_version": { "type": "integer" },
+                                "signing_secret": { "type": "string", "description": "Only on creation and rotation." },
+                                "schedule": { "type": ["array", "null"], "items": { "type": "string" } },
+                                "max_concurrency": { "type": ["integer", "null"] },
+                                "disabled": { "type": "boolean" }, "disabled_reason": { "type": ["string", "null"] },
+                                "description": { "type": ["string", "null"] },
+                                "created_at": { "type": "string" }, "updated_at": { "type": "string" } }
+            },
+            "Replay": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "since": { "type": "string", "format": "date-time" }, "until": { "type": "string", "format": "date-time" },
+                                "status": { "enum": ["failed", "succeeded", "pending", "all"] } }
+            },
+            "Delivery": {
+                "type": "object", "required": ["id", "event_id", "event_type", "webhook_id", "status", "attempts"],
+                "properties": { "id": { "type": "string" }, "event_id": { "type": "string" }, "event_type": { "type": "string" },
+                                "webhook_id": { "type": "string" }, "tenant": { "type": ["string", "null"] },
+                                "status": { "enum": ["pending", "succeeded", "failed"] },
+                                "attempts": { "type": "integer" }, "next_attempt_at": { "type": ["string", "null"] },
+                                "last_status_code": { "type": ["integer", "null"] }, "last_error": { "type": ["string", "null"] },
+                                "attempt_log": { "type": "array", "items": schema_ref("Attempt") },
+                                "created_at": { "type": "string" }, "updated_at": { "type": "string" } }
+            },
+            "Attempt": {
+                "type": "object",
+                "properties": { "id": { "type": "string" }, "at": { "type": "string" }, "status_code": { "type": ["integer", "null"] },
+                                "latency_ms": { "type": ["integer", "null"] }, "error": { "type": ["string", "null"] },
+                                "response_excerpt": { "type": ["string", "null"] } }
+            },
+            "Tenant": {
+                "type": "object", "required": ["id", "name"],
+                "properties": { "id": { "type": "string" }, "name": { "type": "string" }, "created_at": { "type": "string" } }
+            },
+            "CreateTenantKey": {
+                "type": "object", "required": ["role"], "additionalProperties": false,
+                "properties": { "role": { "enum": ["tenant"] } }
+            },
+            "CreateKey": {
+                "type": "object", "required": ["role"], "additionalProperties": false,
+                "properties": { "role": { "enum": ["admin", "worker"] },
+                                "types": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "string" },
+                                           "description": "POST /keys, worker keys only: the operation types (declared in config) it may claim." },
+                                "tenants": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "string" },
+                                             "description": "POST /keys, worker keys only: the tenants (which must exist) whose operations it may claim." } }
+            },
+            "Key": {
+                "type": "object", "required": ["id", "key", "role"],
+                "properties": { "id": { "type": "string" }, "key": { "type": "string", "description": "Shown once." },
+                                "role": { "type": "string" }, "tenant": { "type": "string" },
+                                "types": { "type": "array", "items": { "type": "string" }, "description": "A scoped worker key's types." },
+                                "tenants": { "type": "array", "items": { "type": "string" }, "description": "A scoped worker key's tenants." } }
+            },
+            "Status": { "type": "object", "properties": { "status": { "type": "string" } } },
+            "Document": { "type": "object", "description": "A JSON document (OpenAPI or AsyncAPI)." }
+        }
+    })
+}
