@@ -48,22 +48,29 @@ pub async fn visible_operation(
 }
 
 fn op_type_or_422<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a OperationType> {
-    state.config.operation_type(name).ok_or_else(|| {
-        let known: Vec<&str> = state
-            .config
-            .operation_types
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
-        ApiError::invalid(format!(
-            "Unknown operation type {name:?}; the types declared in config are: {}.",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ))
-    })
+    state
+        .config
+        .operation_type(name)
+        .ok_or_else(|| unknown_operation_type(state, name, ""))
+}
+
+/// 422 for an operation type the config does not declare, naming those it does; `field`
+/// (" in `types`", or "") says where the name was given.
+pub fn unknown_operation_type(state: &AppState, name: &str, field: &str) -> ApiError {
+    let known: Vec<&str> = state
+        .config
+        .operation_types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    ApiError::invalid(format!(
+        "Unknown operation type {name:?}{field}; the types declared in config are: {}.",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 /// The operation resource, with `Retry-After` while it is not done.

@@ -77,16 +77,11 @@ async fn worker_scope(
             sized("types", types.len())?;
             for t in &types {
                 if state.config.operation_type(t).is_none() {
-                    let known: Vec<&str> = state
-                        .config
-                        .operation_types
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect();
-                    return Err(ApiError::invalid(format!(
-                        "Unknown operation type {t:?} in `types`; the types declared in config are: {}.",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-                    )));
+                    return Err(super::operations::unknown_operation_type(
+                        state,
+                        t,
+                        " in `types`",
+                    ));
                 }
             }
             Some(distinct(types))
