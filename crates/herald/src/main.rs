@@ -15,6 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: per-thread free lists instead of glibc's arenas, whose malloc/free (and their
+/// lock wake-ups) were the largest self cost of a loaded Herald.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
