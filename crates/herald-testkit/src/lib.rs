@@ -2,9 +2,11 @@
 //! - [`eventually`] / [`eventually_within`]: poll a check until it holds, with a bound;
 //! - [`database`]: a fresh PostgreSQL database per test, dropped when the test ends, made
 //!   through `HERALD_TEST_DATABASE_URL` or `HERALD_TEST_HTTP_DATABASE_URL`;
-//! - with the `app` feature (the default): [`app`], the real server on port 0 spoken to over
-//!   HTTP ([`TestApp`]); [`receiver`], a scripted webhook receiver; [`proxy`], a TCP proxy a
-//!   test can take down and bring back.
+//! - with the `receiver` feature: [`receiver`], a scripted webhook receiver (no herald-server,
+//!   so herald-dispatch's tests can use it);
+//! - with the `app` feature (the default, which includes `receiver`): [`app`], the real
+//!   server on port 0 spoken to over HTTP ([`TestApp`]); [`proxy`], a TCP proxy a test can
+//!   take down and bring back.
 
 pub mod database;
 mod eventually;
@@ -13,7 +15,7 @@ mod eventually;
 pub mod app;
 #[cfg(feature = "app")]
 pub mod proxy;
-#[cfg(feature = "app")]
+#[cfg(feature = "receiver")]
 pub mod receiver;
 
 #[cfg(feature = "app")]

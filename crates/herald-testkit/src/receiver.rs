@@ -1,6 +1,6 @@
 //! A webhook receiver for tests: an HTTP server on port 0 that records every request
 //! (headers and raw body bytes) and answers as scripted: a status, a status with
-//! headers, a hang past the timeout, or a redirect.
+//! headers (and a chosen body), a hang past the timeout, a delay, or a redirect.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 pub enum Behavior {
     Status(u16),
     StatusWith(u16, Vec<(&'static str, String)>),
+    /// This status with these headers and exactly this body (empty for none).
+    StatusWithBody(u16, Vec<(&'static str, String)>, &'static str),
     Hang(Duration),
     /// This status, after a delay (an endpoint that is slow and then fails).
     Delayed(u16, Duration),
@@ -137,13 +139,8 @@ impl Receiver {
 async fn respond(b: Behavior) -> Response {
     match b {
         Behavior::Status(s) => (StatusCode::from_u16(s).unwrap(), "ok").into_response(),
-        Behavior::StatusWith(s, headers) => {
-            let mut r = (StatusCode::from_u16(s).unwrap(), "scripted").into_response();
-            for (k, v) in headers {
-                r.headers_mut().insert(k, v.parse().unwrap());
-            }
-            r
-        }
+        Behavior::StatusWith(s, headers) => with_headers(s, headers, "scripted"),
+        Behavior::StatusWithBody(s, headers, body) => with_headers(s, headers, body),
         Behavior::Hang(d) => {
             tokio::time::sleep(d).await;
             (StatusCode::OK, "too late").into_response()
@@ -158,4 +155,12 @@ async fn respond(b: Behavior) -> Response {
             r
         }
     }
+}
+
+fn with_headers(status: u16, headers: Vec<(&'static str, String)>, body: &'static str) -> Response {
+    let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
+    for (k, v) in headers {
+        r.headers_mut().insert(k, v.parse().unwrap());
+    }
+    r
 }

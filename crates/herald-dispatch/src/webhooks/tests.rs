@@ -1,17 +1,16 @@
 //! The webhook engine's tests: a dispatcher against a SQLite store, a manual clock and
-//! loopback receivers.
+//! the kit's receivers.
 
 use super::*;
-use crate::webhooks::send::tests::read_request;
 use herald_core::ids::EventId;
 use herald_core::pattern::EventPattern;
 use herald_core::signing::{verify_herald, SignatureFormat};
 use herald_core::ManualClock;
 use herald_core::Timestamp;
 use herald_store::{DeliveryFilter, DeliveryStatus, NewEvent, Webhook};
+use herald_testkit::eventually;
+use herald_testkit::receiver::{Behavior, Receiver};
 use std::sync::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 const T0: Timestamp = Timestamp(1_775_834_400_000);
 
@@ -30,30 +29,14 @@ fn config_is_validated() {
     assert!(Dispatcher::new(store, clock, DispatcherConfig::default()).is_ok());
 }
 
-/// A loopback receiver that answers with `statuses` in turn (the last one repeats)
-/// and reports each request it read.
-async fn receiver(statuses: Vec<u16>) -> (String, mpsc::UnboundedReceiver<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let status = statuses[n.min(statuses.len() - 1)];
-            n += 1;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let request = read_request(&mut sock).await;
-                let _ = tx.send(request);
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    (format!("http://{addr}/hooks"), rx)
+/// A receiver that answers with `statuses` in turn (the last one repeats), and its
+/// `/hooks` URL.
+async fn receiver(statuses: &[u16]) -> (String, Receiver) {
+    let (last, first) = statuses.split_last().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.script(first.iter().map(|&s| Behavior::Status(s)));
+    receiver.set_fallback(Behavior::Status(*last));
+    (receiver.url("/hooks"), receiver)
 }
 
 fn webhook(url: &str, now: Timestamp, max_concurrency: Option<u32>) -> Webhook {
@@ -89,22 +72,6 @@ pub(crate) async fn publish(store: &dyn Store, now: Timestamp) -> EventId {
     };
     store.insert_event(event, None).await.unwrap();
     id
-}
-
-/// Polls `check` (real time, 10 ms steps) until it holds; fails after 5 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn deliveries(store: &dyn Store, webhook: WebhookId) -> Vec<herald_store::Delivery> {
@@ -173,7 +140,7 @@ impl Running {
 #[tokio::test]
 async fn delivers_retries_on_the_schedule_and_succeeds() {
     let r = start(DispatcherConfig::default());
-    let (url, mut requests) = receiver(vec![500, 200]).await;
+    let (url, requests) = receiver(&[500, 200]).await;
     let wh = r
         .store
         .create_webhook(webhook(&url, r.clock.now(), None))
@@ -182,22 +149,17 @@ async fn delivers_retries_on_the_schedule_and_succeeds() {
     let t0 = r.clock.now();
     publish(&*r.store, t0).await;
 
-    let first = tokio::time::timeout(Duration::from_secs(5), requests.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = first.split_once("\r\n\r\n").unwrap();
-    let sig = head
-        .lines()
-        .find_map(|l| l.strip_prefix("x-signature: "))
-        .unwrap();
-    let ts = head
-        .lines()
-        .find_map(|l| l.strip_prefix("x-timestamp: "))
-        .unwrap();
+    let first = requests.wait_for(1, Duration::from_secs(5)).await.remove(0);
+    let sig = first.header("x-signature");
+    let ts = first.header("x-timestamp");
     assert_eq!(ts, t0.to_rfc3339_seconds());
-    assert!(verify_herald("hsec_test", ts, body.as_bytes(), sig));
-    assert!(head.contains("x-delivery-attempt: 1\r\n"), "{head}");
+    assert!(verify_herald("hsec_test", &ts, &first.body, &sig));
+    assert_eq!(
+        first.header("x-delivery-attempt"),
+        "1",
+        "{:?}",
+        first.headers
+    );
 
     // The 500 is recorded and the retry is due 5 s (±10 %) later.
     eventually("the retry to be scheduled", || async {
@@ -214,17 +176,11 @@ async fn delivers_retries_on_the_schedule_and_succeeds() {
             && next <= t0.plus(Duration::from_millis(5500)),
         "{next:?}"
     );
-    assert!(
-        requests.try_recv().is_err(),
-        "no retry before the clock moves"
-    );
+    assert_eq!(requests.count(), 1, "no retry before the clock moves");
 
     r.clock.advance(Duration::from_secs(6));
-    let second = tokio::time::timeout(Duration::from_secs(5), requests.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(second.contains("x-delivery-attempt: 2\r\n"));
+    let second = requests.wait_for(2, Duration::from_secs(5)).await.remove(1);
+    assert_eq!(second.header("x-delivery-attempt"), "2");
     eventually("success", || async {
         deliveries(&*r.store, wh.id).await[0].status == DeliveryStatus::Succeeded
     })
@@ -244,7 +200,7 @@ async fn delivers_retries_on_the_schedule_and_succeeds() {
 #[tokio::test]
 async fn gone_disables_the_webhook() {
     let r = start(DispatcherConfig::default());
-    let (url, _requests) = receiver(vec![410]).await;
+    let (url, _requests) = receiver(&[410]).await;
     let wh = r
         .store
         .create_webhook(webhook(&url, r.clock.now(), None))
@@ -271,8 +227,8 @@ async fn an_open_circuit_defers_without_attempting_and_spares_other_webhooks() {
         ..Default::default()
     };
     let r = start(config);
-    let (dead_url, mut dead_requests) = receiver(vec![500]).await;
-    let (good_url, _good) = receiver(vec![200]).await;
+    let (dead_url, dead_requests) = receiver(&[500]).await;
+    let (good_url, _good) = receiver(&[200]).await;
     let now = r.clock.now();
     // Concurrency 1: the three deliveries go one after another.
     let dead = r
@@ -310,11 +266,7 @@ async fn an_open_circuit_defers_without_attempting_and_spares_other_webhooks() {
             "{at:?}"
         );
     }
-    let mut seen = 0;
-    while dead_requests.try_recv().is_ok() {
-        seen += 1;
-    }
-    assert_eq!(seen, 2);
+    assert_eq!(dead_requests.count(), 2);
     // Reported as such (the `herald_delivery_deferrals_total` metric).
     assert_eq!(
         *r.deferrals.0.lock().unwrap(),
@@ -336,17 +288,10 @@ async fn an_open_circuit_defers_without_attempting_and_spares_other_webhooks() {
 /// at once, claimable again right after the stop with no attempt counted.
 #[tokio::test]
 async fn a_graceful_stop_leaves_no_claimed_delivery_leased() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut sock, _)) = listener.accept().await {
-            read_request(&mut sock).await;
-            let _ = seen_tx.send(());
-            held.push(sock); // never answered
-        }
-    });
+    // Never answered within the dispatcher's 2 s timeout.
+    let seen = Receiver::start().await;
+    seen.set_fallback(Behavior::Hang(Duration::from_secs(60)));
+    let url = seen.url("/hooks");
     let r = start(DispatcherConfig {
         timeout: Duration::from_secs(2),
         ..Default::default()
@@ -359,10 +304,7 @@ async fn a_graceful_stop_leaves_no_claimed_delivery_leased() {
     for _ in 0..3 {
         publish(&*r.store, r.clock.now()).await;
     }
-    tokio::time::timeout(Duration::from_secs(5), seen.recv())
-        .await
-        .expect("the first delivery was sent")
-        .unwrap();
+    seen.wait_for(1, Duration::from_secs(5)).await; // the first delivery was sent
     let store = r.store.clone();
     let now = r.clock.now();
     let lease = Duration::from_secs(600);
@@ -388,7 +330,7 @@ async fn a_graceful_stop_leaves_no_claimed_delivery_leased() {
             "a handed-back delivery is not an attempt"
         );
     }
-    assert!(seen.try_recv().is_err(), "the waiting two were never sent");
+    assert_eq!(seen.count(), 1, "the waiting two were never sent");
     let sent: Vec<_> = deliveries(&*store, wh.id)
         .await
         .into_iter()

@@ -1,10 +1,12 @@
-//! The sender's tests, against hand-rolled loopback HTTP servers.
+//! The sender's tests, against the kit's receiver; raw loopback sockets only where a test
+//! reads the request's bytes or counts connections.
 
 use super::*;
 use herald_core::event::Event;
 use herald_core::ids::*;
 use herald_core::signing::verify_herald;
 use herald_store::{Delivery, DeliveryStatus, Destination, Webhook};
+use herald_testkit::receiver::{Behavior, Receiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -184,9 +186,8 @@ fn retry_after_parsing() {
 
 /// A one-shot HTTP server on loopback: answers every connection with `response`,
 /// and hands back each request it read.
-pub(crate) async fn serve(
-    response: Vec<u8>,
-) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+// Raw TCP: its test asserts on the request's bytes as sent (request line, header lines).
+async fn serve(response: Vec<u8>) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -208,7 +209,7 @@ pub(crate) async fn serve(
     (format!("http://{addr}"), rx)
 }
 
-pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -284,15 +285,15 @@ async fn sends_a_signed_request_and_keeps_a_short_excerpt() {
 #[tokio::test]
 async fn statuses_become_clear_errors() {
     let client = build_client(Duration::from_secs(5), true).unwrap();
-    let (base, _r) = serve(response(
-        "301 Moved Permanently",
-        "Location: https://elsewhere.example/\r\n",
-        b"",
-    ))
-    .await;
+    let receiver = Receiver::start().await;
+    receiver.script([
+        Behavior::Redirect("https://elsewhere.example/".into()),
+        Behavior::StatusWithBody(503, vec![("retry-after", "120".into())], "busy"),
+        Behavior::StatusWithBody(500, vec![("retry-after", "120".into())], ""),
+    ]);
     let result = send(
         &client,
-        &job(&base, SignatureFormat::Herald),
+        &job(&receiver.base, SignatureFormat::Herald),
         1,
         T0,
         Duration::from_secs(5),
@@ -305,15 +306,9 @@ async fn statuses_become_clear_errors() {
         Some("redirect (301) not followed: Location https://elsewhere.example/")
     );
 
-    let (base, _r) = serve(response(
-        "503 Service Unavailable",
-        "Retry-After: 120\r\n",
-        b"busy",
-    ))
-    .await;
     let result = send(
         &client,
-        &job(&base, SignatureFormat::Herald),
+        &job(&receiver.base, SignatureFormat::Herald),
         1,
         T0,
         Duration::from_secs(5),
@@ -324,15 +319,9 @@ async fn statuses_become_clear_errors() {
     assert_eq!(result.retry_after, Some(Duration::from_secs(120)));
     assert_eq!(result.response_excerpt.as_deref(), Some("busy"));
 
-    let (base, _r) = serve(response(
-        "500 Internal Server Error",
-        "Retry-After: 120\r\n",
-        b"",
-    ))
-    .await;
     let result = send(
         &client,
-        &job(&base, SignatureFormat::Herald),
+        &job(&receiver.base, SignatureFormat::Herald),
         1,
         T0,
         Duration::from_secs(5),
@@ -345,7 +334,7 @@ async fn statuses_become_clear_errors() {
 
 #[tokio::test]
 async fn connection_failures_and_refusals() {
-    // A port nobody listens on: bind, note the port, close.
+    // A port nobody listens on (raw: a refused connection): bind, note the port, close.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -401,6 +390,7 @@ async fn connection_failures_and_refusals() {
 }
 
 /// A loopback listener that counts the connections it accepts (and answers 200).
+// Raw TCP: it counts connections opened, not requests, which an HTTP server cannot see.
 async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -463,19 +453,22 @@ async fn the_connection_uses_the_guarded_resolver() {
 /// the target would be allowed.
 #[tokio::test]
 async fn redirects_are_never_followed() {
-    let (target_port, accepted) = counting_listener().await;
+    let target = Receiver::start().await;
     for status in [
         "301 Moved Permanently",
         "302 Found",
         "307 Temporary Redirect",
         "308 Permanent Redirect",
     ] {
-        let location = format!("Location: http://127.0.0.1:{target_port}/next\r\n");
-        let (base, _r) = serve(response(status, &location, b"")).await;
+        let redirecting = Receiver::start().await;
+        redirecting.set_fallback(Behavior::StatusWith(
+            status[..3].parse().unwrap(),
+            vec![("location", target.url("/next"))],
+        ));
         let client = build_client(Duration::from_secs(5), true).unwrap();
         let result = send(
             &client,
-            &job(&base, SignatureFormat::Herald),
+            &job(&redirecting.base, SignatureFormat::Herald),
             1,
             T0,
             Duration::from_secs(5),
@@ -489,28 +482,18 @@ async fn redirects_are_never_followed() {
             "{error}"
         );
     }
-    assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "a redirect was followed"
-    );
+    assert_eq!(target.count(), 0, "a redirect was followed");
 }
 
 #[tokio::test]
 async fn a_silent_endpoint_times_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock); // accept, never answer
-        }
-    });
+    let receiver = Receiver::start().await;
+    receiver.set_fallback(Behavior::Hang(Duration::from_secs(60)));
     let timeout = Duration::from_millis(100);
     let client = build_client(timeout, true).unwrap();
     let result = send(
         &client,
-        &job(&format!("http://{addr}/"), SignatureFormat::Herald),
+        &job(&receiver.url("/"), SignatureFormat::Herald),
         1,
         T0,
         timeout,
