@@ -158,7 +158,7 @@ impl Metrics {
         let deferrals = IntCounterVec::new(
             Opts::new(
                 "herald_delivery_deferrals_total",
-                "Claimed webhook deliveries put back without an attempt, by reason: circuit_open, saturated (the webhook's queue was full), webhook_disabled, stopping (handed back at shutdown).",
+                "Claimed webhook deliveries put back without an attempt, by reason: circuit_open, saturated (the webhook's queue was full), webhook_disabled, stopping (handed back at shutdown), webhook_changed (changed or deleted while the delivery waited for a slot).",
             ),
             &["reason"],
         )?;

@@ -8,9 +8,10 @@ use super::record::{defer, record_result};
 use super::send::SendResult;
 use super::{deliver, Deferral, Shared};
 use herald_core::ids::WebhookId;
-use herald_store::DeliveryJob;
+use herald_core::Timestamp;
+use herald_store::{DeliveryJob, StoreError, Webhook};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A webhook may have this many times its concurrency queued and in flight, or half the
@@ -23,6 +24,31 @@ const SATURATED_DEFER_MAX: Duration = Duration::from_secs(1);
 /// How far a delivery of a disabled webhook is pushed back if one is ever claimed.
 const DISABLED_DEFER: Duration = Duration::from_secs(60);
 
+/// How long one re-read of a webhook (see [`changed_while_queued`]) stands for every
+/// delivery of it that leaves the queue: a busy webhook is read at most this often.
+const RECHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// What of a webhook decides whether and how a claimed delivery may still be sent with
+/// the copy its claim read.
+#[derive(Clone, PartialEq)]
+pub(super) struct Fingerprint {
+    updated_at: Timestamp,
+    disabled: bool,
+    secret_version: u32,
+    url: String,
+}
+
+impl Fingerprint {
+    fn of(webhook: &Webhook) -> Self {
+        Self {
+            updated_at: webhook.updated_at,
+            disabled: webhook.disabled,
+            secret_version: webhook.secret_version,
+            url: webhook.url.clone(),
+        }
+    }
+}
+
 /// In-memory state of one webhook, kept while it has work queued or a breaker to remember.
 pub(super) struct WebhookState {
     concurrency: u32,
@@ -32,6 +58,8 @@ pub(super) struct WebhookState {
     pub(super) breaker: Breaker,
     /// Latency of the webhook's last attempt: sizes the wait when its queue is full.
     pub(super) last_latency_ms: u64,
+    /// The webhook as last re-read from the store, and when (`None` inside: deleted).
+    seen: Option<(Instant, Option<Fingerprint>)>,
 }
 
 /// How many deliveries one webhook may have queued and in flight. Half the global slots at
@@ -116,6 +144,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             pending: 0,
             breaker: Breaker::default(),
             last_latency_ms: 0,
+            seen: None,
         });
         if state.concurrency != concurrency {
             // The webhook's setting changed: new work uses the new limit.
@@ -150,4 +179,51 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         let _guard = guard;
         deliver(&shared, job, semaphore, slot).await
     });
+}
+
+/// Whether a delivery that waited for its webhook's slot must go back instead of being
+/// sent with the copy of the webhook its claim read: the webhook was disabled (the
+/// delivery is paused like the rest of its deliveries), deleted, or changed where it
+/// matters to the send (URL, secret) while the delivery waited, possibly for several
+/// timeouts behind hanging sends. A changed one is handed back due now, so the next claim
+/// sends it with the new settings. One store read stands for [`RECHECK_EVERY`] for all the
+/// webhook's deliveries; if the store cannot be read, the delivery goes as claimed.
+pub(super) async fn changed_while_queued(
+    shared: &Shared,
+    job: &DeliveryJob,
+) -> Option<(Timestamp, Deferral)> {
+    let id = job.webhook.id;
+    let cached = {
+        let map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&id)
+            .and_then(|state| state.seen.clone())
+            .filter(|(at, _)| at.elapsed() < RECHECK_EVERY)
+    };
+    let current = match cached {
+        Some((_, current)) => current,
+        None => {
+            let current = match shared.store.get_webhook(id).await {
+                Ok(webhook) => Some(Fingerprint::of(&webhook)),
+                Err(StoreError::NotFound) => None,
+                Err(e) => {
+                    tracing::warn!(webhook = %id, error = %e, "could not re-read a webhook; its queued delivery goes as claimed");
+                    return None;
+                }
+            };
+            let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(state) = map.get_mut(&id) {
+                state.seen = Some((Instant::now(), current.clone()));
+            }
+            current
+        }
+    };
+    let now = shared.clock.now();
+    match current {
+        Some(current) if current.disabled => {
+            Some((now.plus(DISABLED_DEFER), Deferral::WebhookDisabled))
+        }
+        Some(current) if current == Fingerprint::of(&job.webhook) => None,
+        // Deleted (the store ends a deleted webhook's deliveries) or changed.
+        _ => Some((now, Deferral::WebhookChanged)),
+    }
 }

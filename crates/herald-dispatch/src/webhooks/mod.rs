@@ -23,7 +23,7 @@ pub(crate) mod send;
 pub(crate) mod tests;
 
 use crate::claim::{drain, finish_recording, spawn_recorder, Records};
-use admission::WebhookState;
+use admission::{changed_while_queued, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
 use herald_core::ids::WebhookId;
@@ -34,7 +34,7 @@ use send::SendResult;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 /// How the dispatcher sends.
@@ -97,14 +97,18 @@ pub enum Deferral {
     WebhookDisabled,
     /// This node is stopping: the lease is handed back, due now.
     Stopping,
+    /// Its webhook was changed (URL, secret) or deleted while it waited for a slot: it is
+    /// handed back, due now, and the next claim sends it with the new settings.
+    WebhookChanged,
 }
 
 impl Deferral {
-    pub const ALL: [Deferral; 4] = [
+    pub const ALL: [Deferral; 5] = [
         Deferral::CircuitOpen,
         Deferral::Saturated,
         Deferral::WebhookDisabled,
         Deferral::Stopping,
+        Deferral::WebhookChanged,
     ];
 
     pub fn label(self) -> &'static str {
@@ -113,6 +117,7 @@ impl Deferral {
             Deferral::Saturated => "saturated",
             Deferral::WebhookDisabled => "webhook_disabled",
             Deferral::Stopping => "stopping",
+            Deferral::WebhookChanged => "webhook_changed",
         }
     }
 }
@@ -251,14 +256,30 @@ pub(super) async fn deliver(
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
 ) {
-    let _permit = tokio::select! {
-        biased;
-        // Stopping: not sent yet, so hand the lease back instead of sending.
-        _ = shared.shutdown.cancelled() => return hand_back(shared, &job, slot),
-        permit = semaphore.acquire_owned() => match permit {
-            Ok(p) => p,
-            Err(_) => return,
-        },
+    if shared.shutdown.is_cancelled() {
+        return hand_back(shared, &job, slot);
+    }
+    let _permit = match semaphore.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(TryAcquireError::Closed) => return,
+        Err(TryAcquireError::NoPermits) => {
+            let permit = tokio::select! {
+                biased;
+                // Stopping: not sent yet, so hand the lease back instead of sending.
+                _ = shared.shutdown.cancelled() => return hand_back(shared, &job, slot),
+                permit = semaphore.acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            // It waited, maybe for several timeouts: the webhook may have changed since
+            // the claim read it.
+            if let Some((until, reason)) = changed_while_queued(shared, &job).await {
+                tracing::debug!(delivery = %job.delivery.id, webhook = %job.webhook.id, reason = reason.label(), "webhook changed while the delivery waited; deferred");
+                return defer(shared, &job, until, reason, slot);
+            }
+            permit
+        }
     };
     let config = &shared.config;
     let webhook = job.webhook.id;

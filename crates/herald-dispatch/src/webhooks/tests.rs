@@ -343,6 +343,111 @@ async fn a_graceful_stop_leaves_no_claimed_delivery_leased() {
     assert!(error.contains("timed out"), "{error}");
 }
 
+/// A delivery claimed before its webhook was disabled, waiting behind a slow send for the
+/// webhook's one slot, is not sent once the slot frees: it is paused with the webhook's
+/// other deliveries (found by the model test: sent 1.2 s after the disable was answered).
+#[tokio::test]
+async fn a_delivery_queued_behind_a_slow_send_is_not_sent_after_a_disable() {
+    let r = start(DispatcherConfig::default());
+    let seen = Receiver::start().await;
+    seen.script([Behavior::Delayed(200, Duration::from_millis(1500))]);
+    seen.set_fallback(Behavior::Status(200));
+    let wh = r
+        .store
+        .create_webhook(webhook(&seen.url("/hooks"), r.clock.now(), Some(1)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    seen.wait_for(1, Duration::from_secs(5)).await;
+    // Both are claimed: one being sent, one waiting for the slot.
+    let now = r.clock.now();
+    let lease = Duration::from_secs(600);
+    assert!(r
+        .store
+        .claim_due_deliveries(now, 10, lease)
+        .await
+        .unwrap()
+        .is_empty());
+    let change = herald_store::WebhookChange {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    r.store.update_webhook(wh.id, change, now).await.unwrap();
+    eventually("the slow send's result", || async {
+        deliveries(&*r.store, wh.id)
+            .await
+            .iter()
+            .any(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    eventually("the waiting one to be put back", || async {
+        r.deferrals
+            .0
+            .lock()
+            .unwrap()
+            .contains(&Deferral::WebhookDisabled)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.count(), 1, "nothing is sent after the disable");
+    let waiting: Vec<_> = deliveries(&*r.store, wh.id)
+        .await
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].attempts, 0);
+    assert_eq!(waiting[0].next_attempt_at, None, "paused with its webhook");
+    r.stop().await;
+}
+
+/// A delivery waiting for its webhook's slot while the webhook's URL is changed goes to
+/// the new URL, not to the one its claim read.
+#[tokio::test]
+async fn a_delivery_queued_while_its_url_changes_goes_to_the_new_url() {
+    let r = start(DispatcherConfig::default());
+    let old = Receiver::start().await;
+    old.script([Behavior::Delayed(200, Duration::from_millis(1500))]);
+    old.set_fallback(Behavior::Status(200));
+    let (new_url, new) = receiver(&[200]).await;
+    let wh = r
+        .store
+        .create_webhook(webhook(&old.url("/hooks"), r.clock.now(), Some(1)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    old.wait_for(1, Duration::from_secs(5)).await;
+    // A later time, as the API stamps a change: the claim's copy is older.
+    let change = herald_store::WebhookChange {
+        url: Some(new_url),
+        ..Default::default()
+    };
+    r.store
+        .update_webhook(wh.id, change, r.clock.now().plus(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    new.wait_for(1, Duration::from_secs(5)).await;
+    eventually("both delivered", || async {
+        deliveries(&*r.store, wh.id)
+            .await
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    assert_eq!(old.count(), 1, "the waiting one did not go to the old URL");
+    assert!(r
+        .deferrals
+        .0
+        .lock()
+        .unwrap()
+        .contains(&Deferral::WebhookChanged));
+    r.stop().await;
+}
+
 pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
