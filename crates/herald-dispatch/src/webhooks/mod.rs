@@ -22,19 +22,20 @@ pub(crate) mod send;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use crate::claim::ClaimSource;
 use crate::claim::{drain, finish_recording, spawn_recorder, Records};
 use admission::{changed_while_queued, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
 use herald_core::ids::WebhookId;
 use herald_core::retry::RetrySchedule;
-use herald_store::{AttemptOutcome, DeliveryJob, Store};
+use herald_store::{AttemptOutcome, DeliveryJob, Handoff, Store};
 use record::{defer, hand_back, record_result};
 use send::SendResult;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 /// How the dispatcher sends.
@@ -228,9 +229,35 @@ impl Dispatcher {
             shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
         });
+        // Fresh deliveries come straight from the writes that create them while slots are
+        // free (herald_store::handoff), the rest through the claim loop.
+        let (handed_tx, mut handed) =
+            mpsc::unbounded_channel::<(DeliveryJob, OwnedSemaphorePermit)>();
+        let handoff = Handoff::new(
+            slots.clone(),
+            shared.lease(),
+            Arc::new(move |job, slot| {
+                let _ = handed_tx.send((job, slot));
+            }),
+        );
+        shared.store.hand_off_fresh(handoff.clone());
+        let taker = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some((job, slot)) = handed.recv().await {
+                    if shared.shutdown.is_cancelled() {
+                        hand_back(&shared, &job, slot);
+                    } else {
+                        admission::dispatch(&shared, job, slot);
+                    }
+                }
+            })
+        };
         tracing::debug!("dispatcher started");
 
         crate::claim::claim_loop(&shared, &slots, &shutdown).await;
+        // Nothing more is handed off; what already was is handed back by the taker.
+        handoff.close();
 
         // Stop: every slot back means every send finished and its result is recorded.
         let total = shared.config.max_in_flight;
@@ -239,6 +266,7 @@ impl Dispatcher {
             tracing::warn!(in_flight = left, "dispatcher stopping with sends still in flight; they are cut short and handed back for another attempt");
             hard_stop.cancel();
         }
+        taker.abort();
         drop(shared);
         if finish_recording(recorder).await {
             tracing::debug!("dispatcher stopped");

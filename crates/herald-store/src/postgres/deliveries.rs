@@ -30,6 +30,11 @@ pub(super) struct DeliveryResults {
 
 #[async_trait]
 impl DeliveryStore for PgStore {
+    /// Not on PostgreSQL yet: its group-committing event writer ([`super::event_writer`])
+    /// stores every delivery unleased, and the dispatchers of all nodes claim them
+    /// (`SKIP LOCKED`) as before.
+    fn hand_off_fresh(&self, _handoff: Handoff) {}
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,

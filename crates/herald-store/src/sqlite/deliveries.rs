@@ -19,6 +19,10 @@ use std::time::Duration;
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {
+    fn hand_off_fresh(&self, handoff: Handoff) {
+        self.set_handoff(handoff);
+    }
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,

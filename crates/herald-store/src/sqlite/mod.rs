@@ -22,7 +22,7 @@ mod stats;
 mod tenants;
 mod webhooks;
 
-use crate::{OutboxRoute, Signals, StoreError, StoreResult};
+use crate::{Handoff, OutboxRoute, Signals, StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,8 @@ pub struct SqliteStore {
     signals: Arc<Signals>,
     /// Broker routes from config, read by every write that may store an event.
     routes: Arc<RwLock<Arc<Vec<OutboxRoute>>>>,
+    /// The running dispatcher's offer for fresh deliveries ([`crate::handoff`]).
+    handoff: Arc<RwLock<Option<Handoff>>>,
 }
 
 struct ReaderPool {
@@ -168,7 +170,18 @@ impl SqliteStore {
             }),
             signals: Arc::new(Signals::default()),
             routes: Arc::default(),
+            handoff: Arc::default(),
         })
+    }
+
+    /// The dispatcher's offer for fresh deliveries, if one is open.
+    fn handoff(&self) -> Option<Handoff> {
+        let handoff = self.handoff.read().unwrap_or_else(|p| p.into_inner());
+        handoff.as_ref().filter(|h| h.is_open()).cloned()
+    }
+
+    fn set_handoff(&self, handoff: Handoff) {
+        *self.handoff.write().unwrap_or_else(|p| p.into_inner()) = Some(handoff);
     }
 
     /// The broker routes in force now.

@@ -64,7 +64,7 @@ pub(super) fn finish_row(
     ])?;
     if let Some(event) = rules::final_event(op, now) {
         let data_json = serde_json::to_string(&event.data)?;
-        insert_event_row(conn, routes, event, &data_json)?;
+        insert_event_row(conn, routes, event, &data_json, None)?;
     }
     Ok(())
 }
