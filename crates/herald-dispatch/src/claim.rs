@@ -7,11 +7,11 @@
 
 use herald_core::clock::{sleep_until, Clock};
 use herald_core::Timestamp;
-use herald_store::{AttemptRecord, Store, StoreResult};
+use herald_store::{AttemptRecord, Signals, Store, StoreResult};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +40,8 @@ pub(crate) trait ClaimSource: Send + Sync {
         limit: u32,
         lease: Duration,
     ) -> impl Future<Output = StoreResult<Vec<Self::Job>>> + Send;
+    /// The wake-up that says one of this engine's deliveries may have become due.
+    fn due_signal(signals: &Signals) -> &Notify;
     /// When the next delivery (or its lease) falls due.
     fn next_due(&self) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
     /// Starts one claimed delivery; `slot` goes with its result to the recorder.
@@ -63,7 +65,7 @@ pub(crate) async fn claim_loop<S: ClaimSource>(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         // Listen before looking, so a delivery that becomes due meanwhile is not missed.
-        let notified = store.signals().deliveries_due.notified();
+        let notified = S::due_signal(store.signals()).notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
@@ -142,18 +144,22 @@ pub(crate) type Records = mpsc::UnboundedSender<RecordMsg>;
 
 /// Starts the recorder: it writes results as they come, batching whatever is queued
 /// into one call, until every [`Records`] sender is dropped.
+/// `after_batch` (if any) is fired after every batch written: the outbox's results free
+/// the next delivery of their line, which its claim loop must then look for.
 pub(crate) fn spawn_recorder(
     store: Arc<dyn Store>,
     what: &'static str,
+    after_batch: Option<fn(&Signals) -> &Notify>,
 ) -> (Records, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (tx, tokio::spawn(record_loop(store, rx, what)))
+    (tx, tokio::spawn(record_loop(store, rx, what, after_batch)))
 }
 
 async fn record_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<RecordMsg>,
     what: &'static str,
+    after_batch: Option<fn(&Signals) -> &Notify>,
 ) {
     let mut batch: Vec<RecordMsg> = Vec::new();
     while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -175,6 +181,9 @@ async fn record_loop(
             }
         }
         batch.clear(); // frees the slots
+        if let Some(signal) = after_batch {
+            signal(store.signals()).notify_waiters();
+        }
     }
 }
 

@@ -214,7 +214,7 @@ impl Dispatcher {
             client,
             observer,
         } = self;
-        let (records, recorder) = spawn_recorder(store.clone(), "delivery");
+        let (records, recorder) = spawn_recorder(store.clone(), "delivery", None);
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         let hard_stop = CancellationToken::new();
         let grace = config.timeout + Duration::from_secs(1);

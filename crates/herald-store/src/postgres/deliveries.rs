@@ -373,7 +373,7 @@ impl PgStore {
             }
         });
         // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
-        self.signals_arc().deliveries_due.notify_waiters();
+        self.signals_arc().deliveries_changed();
         Ok(())
     }
 }

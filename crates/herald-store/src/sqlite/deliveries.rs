@@ -88,6 +88,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        let reschedules = rules::reschedules(&records);
         self.write_internal(move |conn| {
             for r in records {
                 let id = r.delivery_id.to_string();
@@ -156,8 +157,11 @@ impl DeliveryStore for SqliteStore {
             Ok(())
         })
         .await?;
-        // A retry may now be the earliest due delivery: let the dispatcher re-plan its sleep.
-        self.signals.deliveries_due.notify_waiters();
+        // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
+        // A success or a final failure makes nothing due.
+        if reschedules {
+            self.signals.deliveries_changed();
+        }
         Ok(())
     }
 
@@ -209,7 +213,7 @@ impl DeliveryStore for SqliteStore {
                 get_delivery_row(conn, &id.to_string())
             })
             .await?;
-        self.signals.deliveries_due.notify_waiters();
+        self.signals.deliveries_changed();
         Ok(d)
     }
 
@@ -261,7 +265,7 @@ impl DeliveryStore for SqliteStore {
             })
             .await?;
         if batch.replayed > 0 {
-            self.signals.deliveries_due.notify_waiters();
+            self.signals.deliveries_changed();
         }
         Ok(batch)
     }

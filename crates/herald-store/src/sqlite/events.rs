@@ -40,7 +40,7 @@ pub(super) type Handed = Vec<(DeliveryJob, tokio::sync::OwnedSemaphorePermit)>;
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook
 /// (leased and returned as a job while `handoff` has free slots) and broker route.
-/// Returns the event, how many deliveries it made, and the jobs to hand off once committed.
+/// Returns the event and what fan-out made of it.
 /// `data_json` is `e.data` serialised, done by the caller: off the writer thread where it can be.
 pub(super) fn insert_event_row(
     conn: &Connection,
@@ -48,7 +48,7 @@ pub(super) fn insert_event_row(
     e: NewEvent,
     data_json: &str,
     handoff: Option<&Handoff>,
-) -> StoreResult<(Event, usize, Handed)> {
+) -> StoreResult<(Event, Fanned)> {
     let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
     let sequence: Option<i64> = match &e.key {
         Some(key) => Some(
@@ -76,8 +76,19 @@ pub(super) fn insert_event_row(
         e.created_at.0
     ])?;
     let event = rules::stored_event(e, sequence);
-    let (fanned, handed) = fan_out(conn, routes, &event, handoff)?;
-    Ok((event, fanned, handed))
+    let fanned = fan_out(conn, routes, &event, handoff)?;
+    Ok((event, fanned))
+}
+
+/// What fan-out made of one event.
+#[derive(Default)]
+pub(super) struct Fanned {
+    /// Webhook deliveries, handed off or not.
+    pub webhooks: usize,
+    /// Broker deliveries (the outbox).
+    pub routes: usize,
+    /// The webhook deliveries leased for the dispatcher, to hand it once committed.
+    pub handed: Handed,
 }
 
 /// The live webhooks of one tenant: as fan-out matches them, and whole (for handed-off
@@ -137,7 +148,7 @@ fn fan_out(
     routes: &[OutboxRoute],
     e: &Event,
     handoff: Option<&Handoff>,
-) -> StoreResult<(usize, Handed)> {
+) -> StoreResult<Fanned> {
     let found = fan_out_targets(conn, e.tenant)?;
     let planned = fanout::plan(e, &found.targets, routes);
     let (event_id, tenant) = (e.id.to_string(), e.tenant.map(|t| t.to_string()));
@@ -174,7 +185,15 @@ fn fan_out(
             }
         };
     }
-    Ok((planned.len(), handed))
+    let webhooks = planned
+        .iter()
+        .filter(|p| matches!(p.to, To::Webhook(_)))
+        .count();
+    Ok(Fanned {
+        webhooks,
+        routes: planned.len() - webhooks,
+        handed,
+    })
 }
 
 #[async_trait]
@@ -189,12 +208,12 @@ impl EventStore for SqliteStore {
         let sink = handoff.clone();
         // Serialised here, in the request's task, not on the single writer thread.
         let data_json = serde_json::to_string(&event.data)?;
-        let (created, fanned, handed) = self
+        let (created, fanned) = self
             .write(move |conn| {
                 if let Some(idem) = &idem {
                     let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
                     if let Some(existing) = check_idempotency(conn, idem, live)? {
-                        return Ok((Created::Existing(existing), 0, Vec::new()));
+                        return Ok((Created::Existing(existing), Fanned::default()));
                     }
                 }
                 let prior: Option<String> = conn
@@ -207,25 +226,27 @@ impl EventStore for SqliteStore {
                     }
                     return Ok((
                         Created::Existing(get_event_row(conn, &event.id.to_string())?),
-                        0,
-                        Vec::new(),
+                        Fanned::default(),
                     ));
                 }
                 let created_at = event.created_at;
-                let (stored, fanned, handed) =
+                let (stored, fanned) =
                     insert_event_row(conn, &routes, event, &data_json, handoff.as_ref())?;
                 if let Some(idem) = &idem {
                     record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
                 }
-                Ok((Created::New(stored), fanned, handed))
+                Ok((Created::New(stored), fanned))
             })
             .await?;
-        // Only what was not handed off waits for a claim.
-        if fanned > handed.len() {
+        // Only what was not handed off waits for a claim, and only its engine is woken.
+        if fanned.webhooks > fanned.handed.len() {
             self.signals.deliveries_due.notify_waiters();
         }
-        if let (Some(handoff), false) = (&sink, handed.is_empty()) {
-            handoff.hand(handed);
+        if fanned.routes > 0 {
+            self.signals.broker_deliveries_due.notify_waiters();
+        }
+        if let (Some(handoff), false) = (&sink, fanned.handed.is_empty()) {
+            handoff.hand(fanned.handed);
         }
         Ok(created)
     }
