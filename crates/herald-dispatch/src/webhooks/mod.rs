@@ -272,6 +272,14 @@ pub(super) async fn deliver(
                     Err(_) => return,
                 },
             };
+            // It waited, maybe for longer than its lease (behind sends that each hang to
+            // the timeout): one whose lease cannot cover its send is left alone, neither
+            // sent nor written, for the store may already have handed it to the next
+            // claim (this node's or another's), which sends it.
+            if shared.clock.now().plus(shared.config.timeout) >= job.lease_until {
+                tracing::debug!(delivery = %job.delivery.id, webhook = %job.webhook.id, "lease ran out while the delivery waited for its webhook's slot; left to the next claim");
+                return;
+            }
             // It waited, maybe for several timeouts: the webhook may have changed since
             // the claim read it.
             if let Some((until, reason)) = changed_while_queued(shared, &job).await {

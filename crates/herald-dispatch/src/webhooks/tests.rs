@@ -448,6 +448,57 @@ async fn a_delivery_queued_while_its_url_changes_goes_to_the_new_url() {
     r.stop().await;
 }
 
+/// A delivery that waited for its webhook's slot longer than its lease (queued behind
+/// slow sends: with the default queue of half the global slots behind a webhook of
+/// concurrency 1, the hundredth waits a hundred timeouts) is not sent by the copy that
+/// waited: once the lease is over the store hands the delivery to the next claim, which
+/// sends it, and the stale copy sending too delivered it twice without any failure.
+#[tokio::test]
+async fn a_delivery_whose_lease_ran_out_while_it_waited_is_sent_once() {
+    let r = start(DispatcherConfig::default());
+    let seen = Receiver::start().await;
+    seen.script([Behavior::Delayed(200, Duration::from_millis(1500))]);
+    seen.set_fallback(Behavior::Status(200));
+    let wh = r
+        .store
+        .create_webhook(webhook(&seen.url("/hooks"), r.clock.now(), Some(1)))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    let first = seen.wait_for(1, Duration::from_secs(5)).await.remove(0);
+    let first = first.header("x-delivery-id");
+    // All four are claimed: one being sent, three waiting for the slot.
+    eventually("all four claimed", || async {
+        r.store
+            .claim_due_deliveries(r.clock.now(), 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    // The waiting ones outwait their lease; the claim loop claims them again.
+    r.clock
+        .advance(DispatcherConfig::default().timeout * 4 + Duration::from_secs(31));
+    eventually("all delivered", || async {
+        deliveries(&*r.store, wh.id)
+            .await
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    r.stop().await;
+    let mut sends: HashMap<String, usize> = HashMap::new();
+    for received in seen.received() {
+        *sends.entry(received.header("x-delivery-id")).or_default() += 1;
+    }
+    assert_eq!(sends.len(), 4, "{sends:?}");
+    // The one being sent when its lease ran out may go again: that is at least once.
+    sends.remove(&first);
+    assert!(sends.values().all(|&n| n == 1), "sent twice: {sends:?}");
+}
+
 pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
