@@ -10,6 +10,7 @@ use super::{deliver, Deferral, Shared};
 use herald_core::ids::WebhookId;
 use herald_core::Timestamp;
 use herald_store::{DeliveryJob, StoreError, Webhook};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,10 +65,27 @@ pub(super) struct WebhookState {
 
 /// How many deliveries one webhook may have queued and in flight. Half the global slots at
 /// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
-/// global slots) instead of going back to the store, while the other half of the slots stays
-/// free for every other webhook however slow this one gets.
+/// global slots) instead of going back to the store. The other half of the slots stays
+/// free for sending however slow the webhooks get: see [`waiting_cap`].
 fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
     (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
+}
+
+/// How many claimed deliveries may wait behind their webhooks' concurrency, every webhook
+/// together: half the global slots. Each webhook's own cap ([`queue_cap`]) is half the
+/// slots too, so two slow webhooks (of one tenant, with `max_concurrency: 1`) held every
+/// slot, and no other webhook's delivery was claimed until a hanging send timed out.
+fn waiting_cap(max_in_flight: usize) -> usize {
+    (max_in_flight / 2).max(1)
+}
+
+/// One delivery counted as waiting for its webhook's slot, until dropped.
+pub(crate) struct Waiting(Arc<Shared>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How far a delivery is pushed back when its webhook's queue is full: about the time the
@@ -136,7 +154,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         .max_concurrency
         .unwrap_or(shared.config.per_webhook_concurrency)
         .max(1);
-    let semaphore = {
+    let (semaphore, waiting) = {
         let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         let state = map.entry(webhook).or_insert_with(|| WebhookState {
             concurrency,
@@ -151,9 +169,14 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             state.concurrency = concurrency;
             state.semaphore = Arc::new(Semaphore::new(concurrency as usize));
         }
+        // With every slot of its webhook taken, it would wait (holding a global slot).
+        let waits = state.pending >= concurrency as usize;
+        let max_in_flight = shared.config.max_in_flight;
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some((t, Deferral::CircuitOpen))
-        } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
+        } else if state.pending >= queue_cap(concurrency, max_in_flight)
+            || (waits && shared.waiting.load(Ordering::SeqCst) >= waiting_cap(max_in_flight))
+        {
             Some((
                 now.plus(saturated_defer(state.last_latency_ms)),
                 Deferral::Saturated,
@@ -168,7 +191,12 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             defer(shared, &job, t, reason, slot);
             return;
         }
-        state.semaphore.clone()
+        // Counted under the lock, so two admissions never both take the last place.
+        let waiting = waits.then(|| {
+            shared.waiting.fetch_add(1, Ordering::SeqCst);
+            Waiting(shared.clone())
+        });
+        (state.semaphore.clone(), waiting)
     };
     let guard = PendingGuard {
         shared: shared.clone(),
@@ -177,7 +205,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
     let shared = shared.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        deliver(&shared, job, semaphore, slot).await
+        deliver(&shared, job, semaphore, slot, waiting).await
     });
 }
 

@@ -23,7 +23,7 @@ pub(crate) mod send;
 pub(crate) mod tests;
 
 use crate::claim::{drain, finish_recording, spawn_recorder, Records};
-use admission::{changed_while_queued, WebhookState};
+use admission::{changed_while_queued, Waiting, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
 use herald_core::ids::WebhookId;
@@ -145,6 +145,9 @@ pub(super) struct Shared {
     config: DispatcherConfig,
     client: reqwest::Client,
     webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
+    /// Claimed deliveries waiting behind their webhook's concurrency (not yet sending),
+    /// every webhook together: at most half the global slots (see `admission`).
+    waiting: std::sync::atomic::AtomicUsize,
     records: Records,
     observer: Option<Arc<dyn AttemptObserver>>,
     /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
@@ -223,6 +226,7 @@ impl Dispatcher {
             config,
             client,
             webhooks: Mutex::new(HashMap::new()),
+            waiting: Default::default(),
             records,
             observer,
             shutdown: shutdown.clone(),
@@ -255,6 +259,7 @@ pub(super) async fn deliver(
     job: DeliveryJob,
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
+    waiting: Option<Waiting>,
 ) {
     if shared.shutdown.is_cancelled() {
         return hand_back(shared, &job, slot);
@@ -272,6 +277,7 @@ pub(super) async fn deliver(
                     Err(_) => return,
                 },
             };
+            drop(waiting);
             // It waited, maybe for longer than its lease (behind sends that each hang to
             // the timeout): one whose lease cannot cover its send is left alone, neither
             // sent nor written, for the store may already have handed it to the next

@@ -499,6 +499,58 @@ async fn a_delivery_whose_lease_ran_out_while_it_waited_is_sent_once() {
     assert!(sends.values().all(|&n| n == 1), "sent twice: {sends:?}");
 }
 
+/// Deliveries waiting behind their webhooks' concurrency may not hold every global slot:
+/// each webhook may queue half the slots, so two slow webhooks (a tenant can make them
+/// with `max_concurrency: 1`) held them all and no other webhook's delivery was even
+/// claimed until a hanging send timed out. Half the slots at most are waiting ones.
+#[tokio::test]
+async fn webhooks_queued_behind_hanging_sends_leave_slots_for_the_others() {
+    let r = start(DispatcherConfig {
+        max_in_flight: 8,
+        timeout: Duration::from_secs(60),
+        ..DispatcherConfig::default()
+    });
+    let hanging = Receiver::start().await;
+    hanging.set_fallback(Behavior::Hang(Duration::from_secs(120)));
+    for _ in 0..2 {
+        r.store
+            .create_webhook(webhook(&hanging.url("/hooks"), r.clock.now(), Some(1)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    // Both hang; their other deliveries, older than the next one, are claimed first.
+    hanging.wait_for(2, Duration::from_secs(5)).await;
+    let (url, healthy) = receiver(&[200]).await;
+    let mut other = webhook(&url, r.clock.now(), None);
+    other.events = vec![EventPattern::parse("invoice.*").unwrap()];
+    let other = r.store.create_webhook(other).await.unwrap();
+    let id = EventId::generate();
+    let event = NewEvent {
+        id,
+        tenant: None,
+        event_type: "invoice.paid".into(),
+        key: None,
+        data: serde_json::json!({}),
+        created_at: r.clock.now(),
+        request_hash: id.to_string(),
+    };
+    r.store.insert_event(event, None).await.unwrap();
+    eventually(
+        "the other webhook's delivery, while the slow ones hang",
+        || async {
+            deliveries(&*r.store, other.id)
+                .await
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Succeeded)
+        },
+    )
+    .await;
+    assert_eq!(healthy.count(), 1);
+}
+
 pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
