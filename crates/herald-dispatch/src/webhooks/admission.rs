@@ -7,7 +7,7 @@ use super::breaker::Breaker;
 use super::record::{defer, record_result};
 use super::send::SendResult;
 use super::{deliver, Deferral, Shared};
-use herald_core::ids::WebhookId;
+use herald_core::ids::{TenantId, WebhookId};
 use herald_core::Timestamp;
 use herald_store::{DeliveryJob, StoreError, Webhook};
 use std::sync::atomic::Ordering;
@@ -79,6 +79,15 @@ fn waiting_cap(max_in_flight: usize) -> usize {
     (max_in_flight / 2).max(1)
 }
 
+/// Whether a tenant holding `held` deliveries (queued or in flight) may take one more
+/// while `free` global slots are left besides the one it came with: up to half the slots,
+/// and past that only while a quarter of them is free (its own counted), so one tenant's slow or hanging endpoints (as many webhooks
+/// as it likes, each sending up to its concurrency) never take the slots another tenant's
+/// delivery needs, and a tenant alone still uses most of them.
+fn tenant_may_take(held: usize, free: usize, max_in_flight: usize) -> bool {
+    held < max_in_flight / 2 || free + 1 >= max_in_flight / 4
+}
+
 /// One delivery counted as waiting for its webhook's slot, until dropped.
 pub(crate) struct Waiting(Arc<Shared>);
 
@@ -99,10 +108,11 @@ fn saturated_defer(last_latency_ms: u64) -> Duration {
         .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
 }
 
-/// Decrements a webhook's pending count however its task ends.
+/// Decrements a webhook's (and its tenant's) pending count however its task ends.
 struct PendingGuard {
     shared: Arc<Shared>,
     webhook: WebhookId,
+    tenant: Option<TenantId>,
 }
 
 impl Drop for PendingGuard {
@@ -116,6 +126,18 @@ impl Drop for PendingGuard {
             state.pending = state.pending.saturating_sub(1);
             if state.pending == 0 && state.breaker.is_idle() {
                 map.remove(&self.webhook);
+            }
+        }
+        drop(map);
+        let mut tenants = self
+            .shared
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = tenants.get_mut(&self.tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                tenants.remove(&self.tenant);
             }
         }
     }
@@ -172,10 +194,13 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         // With every slot of its webhook taken, it would wait (holding a global slot).
         let waits = state.pending >= concurrency as usize;
         let max_in_flight = shared.config.max_in_flight;
+        let mut tenants = shared.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let held = tenants.get(&job.webhook.tenant).copied().unwrap_or(0);
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some((t, Deferral::CircuitOpen))
         } else if state.pending >= queue_cap(concurrency, max_in_flight)
             || (waits && shared.waiting.load(Ordering::SeqCst) >= waiting_cap(max_in_flight))
+            || !tenant_may_take(held, shared.slots.available_permits(), max_in_flight)
         {
             Some((
                 now.plus(saturated_defer(state.last_latency_ms)),
@@ -183,8 +208,10 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             ))
         } else {
             state.pending += 1;
+            *tenants.entry(job.webhook.tenant).or_insert(0) += 1;
             None
         };
+        drop(tenants);
         if let Some((t, reason)) = defer_until {
             drop(map);
             tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), reason = reason.label(), "delivery deferred");
@@ -201,6 +228,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
     let guard = PendingGuard {
         shared: shared.clone(),
         webhook,
+        tenant: job.webhook.tenant,
     };
     let shared = shared.clone();
     tokio::spawn(async move {

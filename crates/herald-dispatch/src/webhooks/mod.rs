@@ -26,7 +26,7 @@ use crate::claim::{drain, finish_recording, spawn_recorder, Records};
 use admission::{changed_while_queued, Waiting, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
-use herald_core::ids::WebhookId;
+use herald_core::ids::{TenantId, WebhookId};
 use herald_core::retry::RetrySchedule;
 use herald_store::{AttemptOutcome, DeliveryJob, Store};
 use record::{defer, hand_back, record_result};
@@ -148,6 +148,10 @@ pub(super) struct Shared {
     /// Claimed deliveries waiting behind their webhook's concurrency (not yet sending),
     /// every webhook together: at most half the global slots (see `admission`).
     waiting: std::sync::atomic::AtomicUsize,
+    /// Deliveries each tenant has queued or in flight (see `admission`).
+    tenants: Mutex<HashMap<Option<TenantId>, usize>>,
+    /// The global slots, as the claim loop takes them: how many are free.
+    slots: Arc<Semaphore>,
     records: Records,
     observer: Option<Arc<dyn AttemptObserver>>,
     /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
@@ -227,6 +231,8 @@ impl Dispatcher {
             client,
             webhooks: Mutex::new(HashMap::new()),
             waiting: Default::default(),
+            tenants: Mutex::new(HashMap::new()),
+            slots: slots.clone(),
             records,
             observer,
             shutdown: shutdown.clone(),
