@@ -265,7 +265,7 @@ pub(super) async fn deliver(
     job: DeliveryJob,
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
-    waiting: Option<Waiting>,
+    mut waiting: Option<Waiting>,
 ) {
     if shared.shutdown.is_cancelled() {
         return hand_back(shared, &job, slot);
@@ -283,7 +283,7 @@ pub(super) async fn deliver(
                     Err(_) => return,
                 },
             };
-            drop(waiting);
+            drop(waiting.take());
             // It waited, maybe for longer than its lease (behind sends that each hang to
             // the timeout): one whose lease cannot cover its send is left alone, neither
             // sent nor written, for the store may already have handed it to the next
@@ -301,6 +301,8 @@ pub(super) async fn deliver(
             permit
         }
     };
+    // Sending now, not waiting (even if admission thought it would have to).
+    drop(waiting.take());
     let config = &shared.config;
     let webhook = job.webhook.id;
     let at = shared.clock.now();
