@@ -80,12 +80,14 @@ fn waiting_cap(max_in_flight: usize) -> usize {
 }
 
 /// Whether a tenant holding `held` deliveries (queued or in flight) may take one more
-/// while `free` global slots are left besides the one it came with: up to half the slots,
-/// and past that only while a quarter of them is free (its own counted), so one tenant's slow or hanging endpoints (as many webhooks
-/// as it likes, each sending up to its concurrency) never take the slots another tenant's
-/// delivery needs, and a tenant alone still uses most of them.
-fn tenant_may_take(held: usize, free: usize, max_in_flight: usize) -> bool {
-    held < max_in_flight / 2 || free + 1 >= max_in_flight / 4
+/// while `free` global slots are left besides the one it came with and `active` tenants
+/// (itself included) hold some: up to its share of half the slots (half alone, a quarter
+/// each for two, …), and past that only while a quarter of the slots is free (its own
+/// counted). So the slow or hanging endpoints of one tenant, or of a few (as many webhooks
+/// as they like, each sending up to its concurrency), never take the slots another
+/// tenant's delivery needs, and a tenant alone still uses most of them.
+fn tenant_may_take(held: usize, free: usize, active: usize, max_in_flight: usize) -> bool {
+    held < max_in_flight / 2 / active.max(1) || free + 1 >= max_in_flight / 4
 }
 
 /// One delivery counted as waiting for its webhook's slot, until dropped.
@@ -196,11 +198,17 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         let max_in_flight = shared.config.max_in_flight;
         let mut tenants = shared.tenants.lock().unwrap_or_else(|p| p.into_inner());
         let held = tenants.get(&job.webhook.tenant).copied().unwrap_or(0);
+        let active = tenants.len() + usize::from(held == 0);
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some((t, Deferral::CircuitOpen))
         } else if state.pending >= queue_cap(concurrency, max_in_flight)
             || (waits && shared.waiting.load(Ordering::SeqCst) >= waiting_cap(max_in_flight))
-            || !tenant_may_take(held, shared.slots.available_permits(), max_in_flight)
+            || !tenant_may_take(
+                held,
+                shared.slots.available_permits(),
+                active,
+                max_in_flight,
+            )
         {
             Some((
                 now.plus(saturated_defer(state.last_latency_ms)),

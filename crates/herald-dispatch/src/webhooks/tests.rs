@@ -609,12 +609,10 @@ async fn one_tenants_hanging_sends_leave_slots_for_other_tenants() {
     assert_eq!(healthy.count(), 1);
 }
 
-/// Two tenants in trouble together still hold every slot: each stays within half of
-/// them, and a third tenant's delivery waits until a hanging send times out. Fixing it
-/// needs a fair share among the tenants with work (the slots are taken before the claim
-/// says whose delivery it is), not a fixed cap.
+/// Two tenants in trouble together may not hold every slot either: with half the slots
+/// each, a third tenant's delivery waited until a hanging send timed out. A tenant's share
+/// of half the slots shrinks with the tenants holding some; past it, a quarter stays free.
 #[tokio::test]
-#[ignore = "known gap: two tenants with hanging endpoints hold every global slot; needs a fair-share admission"]
 async fn two_tenants_hanging_sends_leave_slots_for_a_third() {
     let r = start(DispatcherConfig {
         max_in_flight: 8,
@@ -632,7 +630,8 @@ async fn two_tenants_hanging_sends_leave_slots_for_a_third() {
         }
         publish_as(&r, Some(slow), "payment.succeeded").await;
     }
-    hanging.wait_for(8, Duration::from_secs(5)).await;
+    // Seven of the eight: the last one would leave no slot free.
+    hanging.wait_for(7, Duration::from_secs(5)).await;
     let third = TenantId::generate();
     let (url, healthy) = receiver(&[200]).await;
     let mut w = webhook(&url, r.clock.now(), None);
