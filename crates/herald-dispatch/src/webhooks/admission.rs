@@ -221,6 +221,11 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         };
         drop(tenants);
         if let Some((t, reason)) = defer_until {
+            if state.pending == 0 && state.breaker.is_idle() {
+                // Made just now for this delivery (its tenant's share was full): nothing
+                // to remember, and no task that would remove it.
+                map.remove(&webhook);
+            }
             drop(map);
             tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), reason = reason.label(), "delivery deferred");
             defer(shared, &job, t, reason, slot);
