@@ -24,10 +24,10 @@ pub(crate) mod tests;
 
 use crate::claim::ClaimSource;
 use crate::claim::{drain, finish_recording, spawn_recorder, Records};
-use admission::{changed_while_queued, WebhookState};
+use admission::{changed_while_queued, Waiting, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
-use herald_core::ids::WebhookId;
+use herald_core::ids::{TenantId, WebhookId};
 use herald_core::retry::RetrySchedule;
 use herald_store::{AttemptOutcome, DeliveryJob, Handoff, Store};
 use record::{defer, hand_back, record_result};
@@ -146,6 +146,13 @@ pub(super) struct Shared {
     config: DispatcherConfig,
     client: reqwest::Client,
     webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
+    /// Claimed deliveries waiting behind their webhook's concurrency (not yet sending),
+    /// every webhook together: at most half the global slots (see `admission`).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Deliveries each tenant has queued or in flight (see `admission`).
+    tenants: Mutex<HashMap<Option<TenantId>, usize>>,
+    /// The global slots, as the claim loop takes them: how many are free.
+    slots: Arc<Semaphore>,
     records: Records,
     observer: Option<Arc<dyn AttemptObserver>>,
     /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
@@ -224,6 +231,9 @@ impl Dispatcher {
             config,
             client,
             webhooks: Mutex::new(HashMap::new()),
+            waiting: Default::default(),
+            tenants: Mutex::new(HashMap::new()),
+            slots: slots.clone(),
             records,
             observer,
             shutdown: shutdown.clone(),
@@ -283,6 +293,7 @@ pub(super) async fn deliver(
     job: DeliveryJob,
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
+    mut waiting: Option<Waiting>,
 ) {
     if shared.shutdown.is_cancelled() {
         return hand_back(shared, &job, slot);
@@ -300,6 +311,15 @@ pub(super) async fn deliver(
                     Err(_) => return,
                 },
             };
+            drop(waiting.take());
+            // It waited, maybe for longer than its lease (behind sends that each hang to
+            // the timeout): one whose lease cannot cover its send is left alone, neither
+            // sent nor written, for the store may already have handed it to the next
+            // claim (this node's or another's), which sends it.
+            if shared.clock.now().plus(shared.config.timeout) >= job.lease_until {
+                tracing::debug!(delivery = %job.delivery.id, webhook = %job.webhook.id, "lease ran out while the delivery waited for its webhook's slot; left to the next claim");
+                return;
+            }
             // It waited, maybe for several timeouts: the webhook may have changed since
             // the claim read it.
             if let Some((until, reason)) = changed_while_queued(shared, &job).await {
@@ -309,6 +329,8 @@ pub(super) async fn deliver(
             permit
         }
     };
+    // Sending now, not waiting (even if admission thought it would have to).
+    drop(waiting.take());
     let config = &shared.config;
     let webhook = job.webhook.id;
     let at = shared.clock.now();

@@ -102,6 +102,7 @@ impl DeliveryStore for PgStore {
                         event: e.clone(),
                         delivery: d,
                         unsendable: None,
+                        lease_until: now.plus(lease),
                     }),
                     _ => orphans.push(d.id.to_string()),
                 }

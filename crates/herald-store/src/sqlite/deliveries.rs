@@ -68,7 +68,13 @@ impl DeliveryStore for SqliteStore {
                 };
                 match (webhook, event) {
                     (Some(webhook), Some(event)) => {
-                        jobs.push(DeliveryJob { delivery: d, event, webhook, unsendable: None })
+                        jobs.push(DeliveryJob {
+                        delivery: d,
+                        event,
+                        webhook,
+                        unsendable: None,
+                        lease_until: now.plus(lease),
+                    })
                     }
                     // Its webhook was deleted after it was made: nothing left to send to. One
                     // such row must never fail the claim (that would stall every delivery).
