@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The longest the loop sleeps on the real clock, so expired leases are picked up.
+/// The longest the loop sleeps (by its clock), so expired leases are picked up.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// At most this many results per `record_attempts` call.
 const RECORD_BATCH: usize = 256;
@@ -113,11 +113,10 @@ pub(crate) async fn claim_loop<S: ClaimSource>(
                 Some(clock.now().plus(MAX_IDLE))
             }
         };
-        let cap = clock.moved().is_none().then(|| clock.now().plus(MAX_IDLE));
-        let deadline = match (next, cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Leases taken without this loop (deliveries handed off by the writes that made
+        // them) expire unannounced: look again at least every MAX_IDLE of the clock.
+        let cap = clock.now().plus(MAX_IDLE);
+        let deadline = Some(next.map_or(cap, |next| next.min(cap)));
         let sleep = async {
             match deadline {
                 Some(t) => sleep_until(&**clock, t).await,

@@ -541,6 +541,9 @@ async fn webhooks_queued_behind_hanging_sends_leave_slots_for_the_others() {
     eventually(
         "the other webhook's delivery, while the slow ones hang",
         || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
             deliveries(&*r.store, other.id)
                 .await
                 .iter()
@@ -599,6 +602,9 @@ async fn one_tenants_hanging_sends_leave_slots_for_other_tenants() {
     eventually(
         "the other tenant's delivery, while the slow ones hang",
         || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
             deliveries(&*r.store, w.id)
                 .await
                 .iter()
@@ -630,8 +636,10 @@ async fn two_tenants_hanging_sends_leave_slots_for_a_third() {
         }
         publish_as(&r, Some(slow), "payment.succeeded").await;
     }
-    // Seven of the eight: the last one would leave no slot free.
-    hanging.wait_for(7, Duration::from_secs(5)).await;
+    // Six or seven of the eight are sent (seven when a claim starts them one by one, six
+    // when they are handed off by the event's write, which takes their slots at once); the
+    // rest would leave no slot free.
+    hanging.wait_for(6, Duration::from_secs(5)).await;
     let third = TenantId::generate();
     let (url, healthy) = receiver(&[200]).await;
     let mut w = webhook(&url, r.clock.now(), None);
@@ -641,6 +649,9 @@ async fn two_tenants_hanging_sends_leave_slots_for_a_third() {
     eventually(
         "the third tenant's delivery, while the others hang",
         || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
             deliveries(&*r.store, w.id)
                 .await
                 .iter()

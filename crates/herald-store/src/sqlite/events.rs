@@ -164,8 +164,9 @@ fn fan_out(
                 )?
                 .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0, lease_until])?;
                 let row = found.targets.iter().position(|t| t.webhook == *webhook);
-                if let (Some((_, slot)), Some(i)) = (slot, row) {
-                    handed.push((fresh_job(p.id, e, &found.rows[i]), slot));
+                if let (Some((lease, slot)), Some(i)) = (slot, row) {
+                    let job = fresh_job(p.id, e, &found.rows[i], e.created_at.plus(lease));
+                    handed.push((job, slot));
                 }
             }
             To::Route { name, ordering_key } => {
@@ -320,7 +321,7 @@ impl EventStore for SqliteStore {
 
 /// The job of a delivery just stored leased for the dispatcher: what a claim would have
 /// read back.
-fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook) -> DeliveryJob {
+fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook, lease_until: Timestamp) -> DeliveryJob {
     DeliveryJob {
         delivery: Delivery {
             id,
@@ -341,5 +342,6 @@ fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook) -> DeliveryJob {
         event: e.clone(),
         webhook: webhook.clone(),
         unsendable: None,
+        lease_until,
     }
 }

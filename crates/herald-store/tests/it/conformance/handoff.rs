@@ -43,6 +43,7 @@ async fn fresh_deliveries_are_handed_off_while_slots_are_free() {
     assert_eq!(job.event, stored);
     assert_eq!(job.webhook, s.get_webhook(job.webhook.id).await.unwrap());
     assert!(job.unsendable.is_none());
+    assert_eq!(job.lease_until, at(60), "leased for the handoff's 60 s");
     let (delivery, attempts) = s.get_delivery(job.delivery.id).await.unwrap();
     assert_eq!(job.delivery, delivery, "the job is the delivery as stored");
     assert!(attempts.is_empty());
