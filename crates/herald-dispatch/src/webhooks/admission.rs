@@ -61,6 +61,9 @@ pub(super) struct WebhookState {
     pub(super) last_latency_ms: u64,
     /// The webhook as last re-read from the store, and when (`None` inside: deleted).
     seen: Option<(Instant, Option<Fingerprint>)>,
+    /// Held while one of its deliveries re-reads it, so the others wait for that read
+    /// instead of each making its own.
+    rereading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many deliveries one webhook may have queued and in flight. Half the global slots at
@@ -187,6 +190,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             breaker: Breaker::default(),
             last_latency_ms: 0,
             seen: None,
+            rereading: Arc::default(),
         });
         if state.concurrency != concurrency {
             // The webhook's setting changed: new work uses the new limit.
@@ -262,35 +266,49 @@ pub(super) async fn changed_while_queued(
     job: &DeliveryJob,
 ) -> Option<(Timestamp, Deferral)> {
     let id = job.webhook.id;
-    let cached = {
+    let cached = || {
         let map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&id)
             .and_then(|state| state.seen.clone())
             .filter(|(at, _)| at.elapsed() < RECHECK_EVERY)
     };
-    let current = match cached {
+    let current = match cached() {
         Some((_, current)) => current,
         None => {
-            let current = match shared.store.get_webhook(id).await {
-                Ok(webhook) => Some(Fingerprint::of(&webhook)),
-                Err(StoreError::NotFound) => None,
-                Err(e) => {
-                    tracing::warn!(webhook = %id, error = %e, "could not re-read a webhook; its queued delivery goes as claimed");
-                    return None;
-                }
+            let gate = {
+                let map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+                map.get(&id).map(|state| state.rereading.clone())
             };
-            let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(state) = map.get_mut(&id) {
-                state.seen = Some((Instant::now(), current.clone()));
+            let _turn = match &gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            match cached() {
+                // Another delivery of the webhook read it while this one waited its turn.
+                Some((_, current)) => current,
+                None => {
+                    let current = match shared.store.get_webhook(id).await {
+                        Ok(webhook) => Some(Fingerprint::of(&webhook)),
+                        Err(StoreError::NotFound) => None,
+                        Err(e) => {
+                            tracing::warn!(webhook = %id, error = %e, "could not re-read a webhook; its queued delivery goes as claimed");
+                            return None;
+                        }
+                    };
+                    let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(state) = map.get_mut(&id) {
+                        state.seen = Some((Instant::now(), current.clone()));
+                    }
+                    current
+                }
             }
-            current
         }
     };
     let now = shared.clock.now();
     match current {
-        Some(current) if current.disabled => {
-            Some((now.plus(DISABLED_DEFER), Deferral::WebhookDisabled))
-        }
+        // Due now: recorded while the webhook is still disabled, the store pauses it with
+        // the webhook's other deliveries; if it was enabled again meanwhile, it goes at once.
+        Some(current) if current.disabled => Some((now, Deferral::WebhookDisabled)),
         Some(current) if current == Fingerprint::of(&job.webhook) => None,
         // Deleted (the store ends a deleted webhook's deliveries) or changed.
         _ => Some((now, Deferral::WebhookChanged)),
