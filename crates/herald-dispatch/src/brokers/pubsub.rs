@@ -96,6 +96,10 @@ impl PubSubPublisher {
         let (environment, domain) = match &self.settings.target {
             PubSubTarget::Emulator { host } => (Environment::Emulator(host.clone()), PUBSUB),
             PubSubTarget::Google { endpoint } => {
+                // gcloud-auth's HTTP client (built with `rustls-no-provider`, so no aws-lc)
+                // takes the process's default crypto provider: ring, as everywhere in Herald.
+                // Already installed (by an earlier call, or by an embedding program) is fine.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let config = google_cloud_auth::project::Config::default()
                     .with_audience(AUDIENCE)
                     .with_scopes(&SCOPES);

@@ -60,11 +60,16 @@ broker = "pubsub"
 topic = "payments-events"
 key = "/data/payment_id"
 
+# Loopback only: the served-documents test starts the app, which connects to its brokers.
 [brokers.sqs]
 region = "eu-west-1"
+endpoint = "http://127.0.0.1:4566"
+access_key_id = "test"
+secret_access_key = "test"
 
 [brokers.pubsub]
 project = "my-project"
+emulator_host = "127.0.0.1:8085"
 "#;
 
 fn config() -> Config {
@@ -136,9 +141,9 @@ fn markdown_contract_is_filled_from_the_settings_in_force() {
         assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
     assert_eq!(doc["servers"]["sqs"]["protocol"], "sqs");
-    assert_eq!(doc["servers"]["sqs"]["host"], "sqs.eu-west-1.amazonaws.com");
+    assert_eq!(doc["servers"]["sqs"]["host"], "127.0.0.1:4566");
     assert_eq!(doc["servers"]["pubsub"]["protocol"], "googlepubsub");
-    assert_eq!(doc["servers"]["pubsub"]["host"], "pubsub.googleapis.com");
+    assert_eq!(doc["servers"]["pubsub"]["host"], "127.0.0.1:8085");
     let fifo = &doc["channels"]["route_sqs_payments_fifo"];
     assert!(
         fifo["description"]
