@@ -49,6 +49,8 @@ pub struct SqsPublisher {
 
 struct Connected {
     client: aws_sdk_sqs::Client,
+    /// Neither the config nor the AWS chain names a region: every call would fail alike.
+    no_region: bool,
     /// Queues by name, looked up once; forgotten when SQS says the queue is gone.
     queues: Mutex<HashMap<String, Queue>>,
 }
@@ -100,11 +102,26 @@ impl SqsPublisher {
         }
         let sdk = loader.load().await;
         let connected = Arc::new(Connected {
+            no_region: sdk.region().is_none(),
             client: aws_sdk_sqs::Client::new(&sdk),
             queues: Mutex::new(HashMap::new()),
         });
         *state = Some(connected.clone());
         connected
+    }
+
+    /// The client, once a region is known (retried, not refused: the environment may
+    /// gain one, as it may gain credentials).
+    async fn ready(&self) -> Result<Arc<Connected>, PublishError> {
+        let connected = self.connected().await;
+        if connected.no_region {
+            // Loaded again next time, in case the environment changed.
+            *self.state.lock().await = None;
+            return Err(PublishError::Unavailable(
+                "no AWS region for SQS: set brokers.sqs.region (or AWS_REGION, or a profile's region)".into(),
+            ));
+        }
+        Ok(connected)
     }
 
     /// The queue named `name`: its URL, and its size limit if Herald may read it.
@@ -252,7 +269,7 @@ impl Publisher for SqsPublisher {
 
     fn connect(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            let connected = self.connected().await;
+            let connected = self.ready().await?;
             // Any authenticated call tells whether SQS answers and takes the credentials.
             connected
                 .client
@@ -282,7 +299,7 @@ impl Publisher for SqsPublisher {
             let body = std::str::from_utf8(&message.payload).map_err(|_| {
                 PublishError::Refused("the event JSON is not UTF-8 text, which SQS needs".into())
             })?;
-            let connected = self.connected().await;
+            let connected = self.ready().await?;
             let queue = Self::queue(&connected, &message.topic).await?;
             let size = sqs_size(message);
             let limit = queue.max_bytes.unwrap_or(SQS_MAX_MESSAGE_BYTES);
