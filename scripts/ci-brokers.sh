@@ -36,14 +36,18 @@ herald_brokers_main() {
 
   # SQS: moto's server (PyPI `moto[server]`, installed with pip when missing; boto3 comes with
   # it and is the SQS tests' third-party consumer). The restart test runs a moto of its own.
+  # moto_server: on PATH, or beside the python3 that pip installs into.
+  find_moto() {
+    command -v moto_server && return
+    python3 -c 'import os, sys; p = os.path.join(os.path.dirname(sys.executable), "moto_server"); print(p if os.access(p, os.X_OK) else "")' 2>/dev/null || true
+  }
   local moto
-  moto=$(command -v moto_server || true)
-  [ -z "$moto" ] && [ -x /root/.pyenv/shims/moto_server ] && moto=/root/.pyenv/shims/moto_server
+  moto=$(find_moto)
   if [ -z "$moto" ]; then
     echo "ci-brokers: installing moto[server] with pip"
     python3 -m pip install --quiet 'moto[server]' boto3 > /tmp/moto-install.log 2>&1 \
       || { echo "ci-brokers: installing moto failed (see /tmp/moto-install.log)"; tail -5 /tmp/moto-install.log; }
-    moto=$(command -v moto_server || true)
+    moto=$(find_moto)
   fi
   if [ -n "$moto" ]; then
     ensure moto 4566 "cd /tmp && setsid nohup '$moto' -H 127.0.0.1 -p 4566 > /tmp/moto.log 2>&1 &" \
@@ -57,7 +61,8 @@ herald_brokers_main() {
   # image; not in any registry Herald may use). Without it the Pub/Sub tests skip.
   local gcloud sdk_root
   gcloud=$(command -v gcloud || true)
-  sdk_root=$([ -n "$gcloud" ] && dirname "$(dirname "$(readlink -f "$gcloud")")")
+  sdk_root=""
+  [ -n "$gcloud" ] && sdk_root=$(dirname "$(dirname "$(readlink -f "$gcloud")")")
   if [ -n "$gcloud" ] && [ -d "$sdk_root/platform/pubsub-emulator" ]; then
     ensure "Pub/Sub emulator" 8085 "cd /tmp && setsid nohup '$gcloud' beta emulators pubsub start --host-port=127.0.0.1:8085 > /tmp/pubsub-emulator.log 2>&1 &" \
       && export HERALD_TEST_PUBSUB_EMULATOR_HOST="${HERALD_TEST_PUBSUB_EMULATOR_HOST:-127.0.0.1:8085}" \
