@@ -7,15 +7,15 @@
 
 use herald_core::clock::{sleep_until, Clock};
 use herald_core::Timestamp;
-use herald_store::{AttemptRecord, Store, StoreResult};
+use herald_store::{AttemptRecord, Signals, Store, StoreResult};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The longest the loop sleeps on the real clock, so expired leases are picked up.
+/// The longest the loop sleeps (by its clock), so expired leases are picked up.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// At most this many results per `record_attempts` call.
 const RECORD_BATCH: usize = 256;
@@ -40,6 +40,8 @@ pub(crate) trait ClaimSource: Send + Sync {
         limit: u32,
         lease: Duration,
     ) -> impl Future<Output = StoreResult<Vec<Self::Job>>> + Send;
+    /// The wake-up that says one of this engine's deliveries may have become due.
+    fn due_signal(signals: &Signals) -> &Notify;
     /// When the next delivery (or its lease) falls due.
     fn next_due(&self) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
     /// Starts one claimed delivery; `slot` goes with its result to the recorder.
@@ -63,7 +65,7 @@ pub(crate) async fn claim_loop<S: ClaimSource>(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         // Listen before looking, so a delivery that becomes due meanwhile is not missed.
-        let notified = store.signals().deliveries_due.notified();
+        let notified = S::due_signal(store.signals()).notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
@@ -111,11 +113,10 @@ pub(crate) async fn claim_loop<S: ClaimSource>(
                 Some(clock.now().plus(MAX_IDLE))
             }
         };
-        let cap = clock.moved().is_none().then(|| clock.now().plus(MAX_IDLE));
-        let deadline = match (next, cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Leases taken without this loop (deliveries handed off by the writes that made
+        // them) expire unannounced: look again at least every MAX_IDLE of the clock.
+        let cap = clock.now().plus(MAX_IDLE);
+        let deadline = Some(next.map_or(cap, |next| next.min(cap)));
         let sleep = async {
             match deadline {
                 Some(t) => sleep_until(&**clock, t).await,
@@ -142,18 +143,22 @@ pub(crate) type Records = mpsc::UnboundedSender<RecordMsg>;
 
 /// Starts the recorder: it writes results as they come, batching whatever is queued
 /// into one call, until every [`Records`] sender is dropped.
+/// `after_batch` (if any) is fired after every batch written: the outbox's results free
+/// the next delivery of their line, which its claim loop must then look for.
 pub(crate) fn spawn_recorder(
     store: Arc<dyn Store>,
     what: &'static str,
+    after_batch: Option<fn(&Signals) -> &Notify>,
 ) -> (Records, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (tx, tokio::spawn(record_loop(store, rx, what)))
+    (tx, tokio::spawn(record_loop(store, rx, what, after_batch)))
 }
 
 async fn record_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<RecordMsg>,
     what: &'static str,
+    after_batch: Option<fn(&Signals) -> &Notify>,
 ) {
     let mut batch: Vec<RecordMsg> = Vec::new();
     while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -175,6 +180,9 @@ async fn record_loop(
             }
         }
         batch.clear(); // frees the slots
+        if let Some(signal) = after_batch {
+            signal(store.signals()).notify_waiters();
+        }
     }
 }
 

@@ -143,6 +143,16 @@ impl EncryptedSecrets {
 // (`WebhookStore`'s creates and updates, `DeliveryStore::claim_due_deliveries`) do more
 // than forward; no aggregate method has a default, so one left out does not compile.
 
+/// Opens a claimed job's webhook secrets. One webhook whose secret does not open (sealed
+/// with another key) must not fail the whole claim: its job goes on marked unsendable,
+/// still sealed, never signed with.
+fn open_job(key: &SecretKey, job: &mut DeliveryJob) {
+    match key.open_webhook(job.webhook.clone()) {
+        Ok(w) => job.webhook = w,
+        Err(e) => job.unsendable = Some(e.to_string()),
+    }
+}
+
 #[async_trait]
 impl TenantStore for EncryptedSecrets {
     async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
@@ -340,6 +350,17 @@ impl WebhookStore for EncryptedSecrets {
 
 #[async_trait]
 impl DeliveryStore for EncryptedSecrets {
+    fn hand_off_fresh(&self, handoff: Handoff) {
+        // Handed-off jobs carry their webhook as stored: opened on the way, as a claim's are.
+        let key = self.key.clone();
+        let sink = handoff.sink();
+        self.inner
+            .hand_off_fresh(handoff.with_sink(Arc::new(move |mut job, slot| {
+                open_job(&key, &mut job);
+                sink(job, slot)
+            })));
+    }
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -347,15 +368,10 @@ impl DeliveryStore for EncryptedSecrets {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let jobs = self.inner.claim_due_deliveries(now, limit, lease).await?;
-        // One webhook whose secret does not open (sealed with another key) must not fail
-        // the whole claim: its jobs go on marked unsendable, still sealed, never signed with.
         Ok(jobs
             .into_iter()
             .map(|mut job| {
-                match self.key.open_webhook(job.webhook.clone()) {
-                    Ok(w) => job.webhook = w,
-                    Err(e) => job.unsendable = Some(e.to_string()),
-                }
+                open_job(&self.key, &mut job);
                 job
             })
             .collect())

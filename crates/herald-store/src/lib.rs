@@ -9,6 +9,7 @@
 pub mod encrypted;
 pub mod fanout;
 pub mod filter;
+pub mod handoff;
 pub mod model;
 pub mod postgres;
 pub(crate) mod rows;
@@ -16,6 +17,7 @@ pub(crate) mod rules;
 pub mod signals;
 pub mod sqlite;
 
+pub use handoff::{Handoff, HandoffSink};
 pub use model::*;
 pub use signals::Signals;
 
@@ -204,6 +206,11 @@ pub trait DeliveryStore: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>>;
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()>;
+    /// Hands the webhook deliveries of events stored from now on straight to a running
+    /// dispatcher, leased in their own write while `handoff` has free slots (see
+    /// [`handoff`]); replaces any handoff set before. A backend that does not hand off
+    /// leaves every delivery to [`claim_due_deliveries`](Self::claim_due_deliveries).
+    fn hand_off_fresh(&self, handoff: Handoff);
     /// When the next webhook delivery (or its lease) falls due.
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
     async fn list_deliveries(&self, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;

@@ -374,6 +374,10 @@ pub struct DeliveryJob {
     /// instead of sending, so the delivery follows its retry schedule, visibly, and the
     /// other deliveries of its claim go out as usual.
     pub unsendable: Option<String>,
+    /// When the claim's lease on the delivery ends. Past it, the store may hand the
+    /// delivery to another claim, so whoever holds this copy must neither send it nor
+    /// write anything for it.
+    pub lease_until: Timestamp,
 }
 
 /// A broker route as the store fans events out to it: events matching `events` get a

@@ -119,6 +119,17 @@ pub fn stored_event(new: NewEvent, sequence: Option<i64>) -> Event {
     }
 }
 
+/// Whether recording these results makes a delivery due again at some time (a retry or a
+/// deferral), so the engines must re-plan their sleep; a success or a final failure does not.
+pub fn reschedules(records: &[AttemptRecord]) -> bool {
+    records.iter().any(|r| {
+        matches!(
+            r.outcome,
+            AttemptOutcome::RetryAt(_) | AttemptOutcome::Deferred(_)
+        )
+    })
+}
+
 /// A delivery's `status` and `next_attempt_at` after an attempt with this outcome.
 pub fn outcome_columns(outcome: &AttemptOutcome) -> (&'static str, Option<i64>) {
     match outcome {

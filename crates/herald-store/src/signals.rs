@@ -10,8 +10,10 @@ pub struct Signals {
     pub operation_changed: broadcast::Sender<OperationId>,
     /// An operation became claimable (`:claim` long polls).
     pub operations_queued: Notify,
-    /// A delivery became due now (the dispatcher).
+    /// A webhook delivery may have become due, or due sooner (the webhook dispatcher).
     pub deliveries_due: Notify,
+    /// A broker delivery may have become due, or due sooner (the outbox engine).
+    pub broker_deliveries_due: Notify,
     /// Counts changes to the registered event types (their schemas), on this node or,
     /// on PostgreSQL, on any node: whoever caches the schemas reloads them when it moves.
     pub event_types: watch::Sender<u64>,
@@ -23,6 +25,7 @@ impl Default for Signals {
             operation_changed: broadcast::channel(4096).0,
             operations_queued: Notify::new(),
             deliveries_due: Notify::new(),
+            broker_deliveries_due: Notify::new(),
             event_types: watch::channel(0).0,
         }
     }
@@ -32,6 +35,12 @@ impl Signals {
     pub fn operation_changed(&self, id: OperationId) {
         // No receivers is fine: nobody is waiting.
         let _ = self.operation_changed.send(id);
+    }
+
+    /// Deliveries of either kind may have become due: both engines re-plan.
+    pub fn deliveries_changed(&self) {
+        self.deliveries_due.notify_waiters();
+        self.broker_deliveries_due.notify_waiters();
     }
 
     /// An event type was stored (here or, on PostgreSQL, on another node).

@@ -16,11 +16,11 @@ use crate::claim::{
 };
 use herald_core::clock::Clock;
 use herald_core::Timestamp;
-use herald_store::{BrokerJob, Store, StoreResult};
+use herald_store::{BrokerJob, Signals, Store, StoreResult};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// At most this many deliveries claimed at once.
@@ -132,7 +132,11 @@ impl BrokerDispatcher {
                 }
             });
         }
-        let (records, recorder) = spawn_recorder(this.store.clone(), "broker delivery");
+        let (records, recorder) = spawn_recorder(
+            this.store.clone(),
+            "broker delivery",
+            Some(|s: &Signals| &s.broker_deliveries_due),
+        );
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let grace = this.config.timeout + Duration::from_secs(1);
         let running = Running { this, records };
@@ -183,6 +187,10 @@ impl ClaimSource for Running {
             .store
             .claim_due_broker_deliveries(now, limit, lease)
             .await
+    }
+
+    fn due_signal(signals: &Signals) -> &Notify {
+        &signals.broker_deliveries_due
     }
 
     async fn next_due(&self) -> StoreResult<Option<Timestamp>> {

@@ -93,7 +93,7 @@ pub fn message_for(job: &BrokerJob, route: &BrokerRoute) -> BrokerMessage {
             job.delivery.id,
             job.delivery.attempts + 1,
         ),
-        payload: serde_json::to_vec(&job.event.to_body()).unwrap_or_default(),
+        payload: job.event.body_bytes(),
     }
 }
 

@@ -7,9 +7,10 @@ use super::breaker::Breaker;
 use super::record::{defer, record_result};
 use super::send::SendResult;
 use super::{deliver, Deferral, Shared};
-use herald_core::ids::WebhookId;
+use herald_core::ids::{TenantId, WebhookId};
 use herald_core::Timestamp;
 use herald_store::{DeliveryJob, StoreError, Webhook};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,10 +65,38 @@ pub(super) struct WebhookState {
 
 /// How many deliveries one webhook may have queued and in flight. Half the global slots at
 /// least: a burst claimed for one fast webhook waits in memory for its turn (bounded by the
-/// global slots) instead of going back to the store, while the other half of the slots stays
-/// free for every other webhook however slow this one gets.
+/// global slots) instead of going back to the store. The other half of the slots stays
+/// free for sending however slow the webhooks get: see [`waiting_cap`].
 fn queue_cap(concurrency: u32, max_in_flight: usize) -> usize {
     (QUEUE_FACTOR * concurrency as usize).max(max_in_flight / 2)
+}
+
+/// How many claimed deliveries may wait behind their webhooks' concurrency, every webhook
+/// together: half the global slots. Each webhook's own cap ([`queue_cap`]) is half the
+/// slots too, so two slow webhooks (of one tenant, with `max_concurrency: 1`) held every
+/// slot, and no other webhook's delivery was claimed until a hanging send timed out.
+fn waiting_cap(max_in_flight: usize) -> usize {
+    (max_in_flight / 2).max(1)
+}
+
+/// Whether a tenant holding `held` deliveries (queued or in flight) may take one more
+/// while `free` global slots are left besides the one it came with and `active` tenants
+/// (itself included) hold some: up to its share of half the slots (half alone, a quarter
+/// each for two, …), and past that only while a quarter of the slots is free (its own
+/// counted). So the slow or hanging endpoints of one tenant, or of a few (as many webhooks
+/// as they like, each sending up to its concurrency), never take the slots another
+/// tenant's delivery needs, and a tenant alone still uses most of them.
+fn tenant_may_take(held: usize, free: usize, active: usize, max_in_flight: usize) -> bool {
+    held < max_in_flight / 2 / active.max(1) || free + 1 >= max_in_flight / 4
+}
+
+/// One delivery counted as waiting for its webhook's slot, until dropped.
+pub(crate) struct Waiting(Arc<Shared>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How far a delivery is pushed back when its webhook's queue is full: about the time the
@@ -81,10 +110,11 @@ fn saturated_defer(last_latency_ms: u64) -> Duration {
         .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
 }
 
-/// Decrements a webhook's pending count however its task ends.
+/// Decrements a webhook's (and its tenant's) pending count however its task ends.
 struct PendingGuard {
     shared: Arc<Shared>,
     webhook: WebhookId,
+    tenant: Option<TenantId>,
 }
 
 impl Drop for PendingGuard {
@@ -98,6 +128,18 @@ impl Drop for PendingGuard {
             state.pending = state.pending.saturating_sub(1);
             if state.pending == 0 && state.breaker.is_idle() {
                 map.remove(&self.webhook);
+            }
+        }
+        drop(map);
+        let mut tenants = self
+            .shared
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = tenants.get_mut(&self.tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                tenants.remove(&self.tenant);
             }
         }
     }
@@ -136,7 +178,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         .max_concurrency
         .unwrap_or(shared.config.per_webhook_concurrency)
         .max(1);
-    let semaphore = {
+    let (semaphore, waiting) = {
         let mut map = shared.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         let state = map.entry(webhook).or_insert_with(|| WebhookState {
             concurrency,
@@ -151,33 +193,60 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             state.concurrency = concurrency;
             state.semaphore = Arc::new(Semaphore::new(concurrency as usize));
         }
+        // With every slot of its webhook taken, it would wait (holding a global slot).
+        let waits = state.pending >= concurrency as usize;
+        let max_in_flight = shared.config.max_in_flight;
+        let mut tenants = shared.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let held = tenants.get(&job.webhook.tenant).copied().unwrap_or(0);
+        let active = tenants.len() + usize::from(held == 0);
         let defer_until = if let Some(t) = state.breaker.open_until(now) {
             Some((t, Deferral::CircuitOpen))
-        } else if state.pending >= queue_cap(concurrency, shared.config.max_in_flight) {
+        } else if state.pending >= queue_cap(concurrency, max_in_flight)
+            || (waits && shared.waiting.load(Ordering::SeqCst) >= waiting_cap(max_in_flight))
+            || !tenant_may_take(
+                held,
+                shared.slots.available_permits(),
+                active,
+                max_in_flight,
+            )
+        {
             Some((
                 now.plus(saturated_defer(state.last_latency_ms)),
                 Deferral::Saturated,
             ))
         } else {
             state.pending += 1;
+            *tenants.entry(job.webhook.tenant).or_insert(0) += 1;
             None
         };
+        drop(tenants);
         if let Some((t, reason)) = defer_until {
+            if state.pending == 0 && state.breaker.is_idle() {
+                // Made just now for this delivery (its tenant's share was full): nothing
+                // to remember, and no task that would remove it.
+                map.remove(&webhook);
+            }
             drop(map);
             tracing::debug!(delivery = %job.delivery.id, %webhook, until = %t.to_rfc3339(), reason = reason.label(), "delivery deferred");
             defer(shared, &job, t, reason, slot);
             return;
         }
-        state.semaphore.clone()
+        // Counted under the lock, so two admissions never both take the last place.
+        let waiting = waits.then(|| {
+            shared.waiting.fetch_add(1, Ordering::SeqCst);
+            Waiting(shared.clone())
+        });
+        (state.semaphore.clone(), waiting)
     };
     let guard = PendingGuard {
         shared: shared.clone(),
         webhook,
+        tenant: job.webhook.tenant,
     };
     let shared = shared.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        deliver(&shared, job, semaphore, slot).await
+        deliver(&shared, job, semaphore, slot, waiting).await
     });
 }
 

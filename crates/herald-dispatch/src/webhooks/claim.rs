@@ -6,10 +6,10 @@ use super::Shared;
 use crate::claim::ClaimSource;
 use herald_core::clock::Clock;
 use herald_core::Timestamp;
-use herald_store::{DeliveryJob, Store, StoreResult};
+use herald_store::{DeliveryJob, Signals, Store, StoreResult};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 impl ClaimSource for Arc<Shared> {
     type Job = DeliveryJob;
@@ -36,6 +36,10 @@ impl ClaimSource for Arc<Shared> {
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
         self.store.claim_due_deliveries(now, limit, lease).await
+    }
+
+    fn due_signal(signals: &Signals) -> &Notify {
+        &signals.deliveries_due
     }
 
     async fn next_due(&self) -> StoreResult<Option<Timestamp>> {

@@ -22,19 +22,20 @@ pub(crate) mod send;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use crate::claim::ClaimSource;
 use crate::claim::{drain, finish_recording, spawn_recorder, Records};
-use admission::{changed_while_queued, WebhookState};
+use admission::{changed_while_queued, Waiting, WebhookState};
 use breaker::Admission;
 use herald_core::clock::Clock;
-use herald_core::ids::WebhookId;
+use herald_core::ids::{TenantId, WebhookId};
 use herald_core::retry::RetrySchedule;
-use herald_store::{AttemptOutcome, DeliveryJob, Store};
+use herald_store::{AttemptOutcome, DeliveryJob, Handoff, Store};
 use record::{defer, hand_back, record_result};
 use send::SendResult;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 /// How the dispatcher sends.
@@ -145,6 +146,13 @@ pub(super) struct Shared {
     config: DispatcherConfig,
     client: reqwest::Client,
     webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
+    /// Claimed deliveries waiting behind their webhook's concurrency (not yet sending),
+    /// every webhook together: at most half the global slots (see `admission`).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Deliveries each tenant has queued or in flight (see `admission`).
+    tenants: Mutex<HashMap<Option<TenantId>, usize>>,
+    /// The global slots, as the claim loop takes them: how many are free.
+    slots: Arc<Semaphore>,
     records: Records,
     observer: Option<Arc<dyn AttemptObserver>>,
     /// Cancelled on shutdown: deliveries still waiting for a per-webhook slot hand their
@@ -213,7 +221,7 @@ impl Dispatcher {
             client,
             observer,
         } = self;
-        let (records, recorder) = spawn_recorder(store.clone(), "delivery");
+        let (records, recorder) = spawn_recorder(store.clone(), "delivery", None);
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         let hard_stop = CancellationToken::new();
         let grace = config.timeout + Duration::from_secs(1);
@@ -223,14 +231,43 @@ impl Dispatcher {
             config,
             client,
             webhooks: Mutex::new(HashMap::new()),
+            waiting: Default::default(),
+            tenants: Mutex::new(HashMap::new()),
+            slots: slots.clone(),
             records,
             observer,
             shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
         });
+        // Fresh deliveries come straight from the writes that create them while slots are
+        // free (herald_store::handoff), the rest through the claim loop.
+        let (handed_tx, mut handed) =
+            mpsc::unbounded_channel::<(DeliveryJob, OwnedSemaphorePermit)>();
+        let handoff = Handoff::new(
+            slots.clone(),
+            shared.lease(),
+            Arc::new(move |job, slot| {
+                let _ = handed_tx.send((job, slot));
+            }),
+        );
+        shared.store.hand_off_fresh(handoff.clone());
+        let taker = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some((job, slot)) = handed.recv().await {
+                    if shared.shutdown.is_cancelled() {
+                        hand_back(&shared, &job, slot);
+                    } else {
+                        admission::dispatch(&shared, job, slot);
+                    }
+                }
+            })
+        };
         tracing::debug!("dispatcher started");
 
         crate::claim::claim_loop(&shared, &slots, &shutdown).await;
+        // Nothing more is handed off; what already was is handed back by the taker.
+        handoff.close();
 
         // Stop: every slot back means every send finished and its result is recorded.
         let total = shared.config.max_in_flight;
@@ -239,6 +276,7 @@ impl Dispatcher {
             tracing::warn!(in_flight = left, "dispatcher stopping with sends still in flight; they are cut short and handed back for another attempt");
             hard_stop.cancel();
         }
+        taker.abort();
         drop(shared);
         if finish_recording(recorder).await {
             tracing::debug!("dispatcher stopped");
@@ -255,6 +293,7 @@ pub(super) async fn deliver(
     job: DeliveryJob,
     semaphore: Arc<Semaphore>,
     slot: OwnedSemaphorePermit,
+    mut waiting: Option<Waiting>,
 ) {
     if shared.shutdown.is_cancelled() {
         return hand_back(shared, &job, slot);
@@ -272,6 +311,15 @@ pub(super) async fn deliver(
                     Err(_) => return,
                 },
             };
+            drop(waiting.take());
+            // It waited, maybe for longer than its lease (behind sends that each hang to
+            // the timeout): one whose lease cannot cover its send is left alone, neither
+            // sent nor written, for the store may already have handed it to the next
+            // claim (this node's or another's), which sends it.
+            if shared.clock.now().plus(shared.config.timeout) >= job.lease_until {
+                tracing::debug!(delivery = %job.delivery.id, webhook = %job.webhook.id, "lease ran out while the delivery waited for its webhook's slot; left to the next claim");
+                return;
+            }
             // It waited, maybe for several timeouts: the webhook may have changed since
             // the claim read it.
             if let Some((until, reason)) = changed_while_queued(shared, &job).await {
@@ -281,6 +329,8 @@ pub(super) async fn deliver(
             permit
         }
     };
+    // Sending now, not waiting (even if admission thought it would have to).
+    drop(waiting.take());
     let config = &shared.config;
     let webhook = job.webhook.id;
     let at = shared.clock.now();

@@ -25,6 +25,12 @@ pub(super) fn defer(
     reason: Deferral,
     slot: OwnedSemaphorePermit,
 ) {
+    if shared.clock.now() >= job.lease_until {
+        // The lease is over: the delivery may be another claim's now, and putting it back
+        // would clear that claim's lease. It is due anyway, so the next claim takes it.
+        tracing::debug!(delivery = %job.delivery.id, reason = reason.label(), "lease over; not deferred");
+        return;
+    }
     if let Some(observer) = &shared.observer {
         observer.deferred(reason);
     }

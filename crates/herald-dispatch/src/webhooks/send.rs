@@ -179,10 +179,7 @@ pub(crate) async fn send(
             return SendResult::failed(e.to_string(), started);
         }
     }
-    let body = match serde_json::to_vec(&job.event.to_body()) {
-        Ok(b) => b,
-        Err(e) => return SendResult::failed(format!("could not encode the event: {e}"), started),
-    };
+    let body = job.event.body_bytes();
     let mut request = client.post(url);
     for (name, value) in delivery_headers(job, attempt_number, now, &body) {
         request = request.header(name, value);

@@ -2,7 +2,7 @@
 //! the kit's receivers.
 
 use super::*;
-use herald_core::ids::EventId;
+use herald_core::ids::{EventId, TenantId};
 use herald_core::pattern::EventPattern;
 use herald_core::signing::{verify_herald, SignatureFormat};
 use herald_core::ManualClock;
@@ -446,6 +446,220 @@ async fn a_delivery_queued_while_its_url_changes_goes_to_the_new_url() {
         .unwrap()
         .contains(&Deferral::WebhookChanged));
     r.stop().await;
+}
+
+/// A delivery that waited for its webhook's slot longer than its lease (queued behind
+/// slow sends: with the default queue of half the global slots behind a webhook of
+/// concurrency 1, the hundredth waits a hundred timeouts) is not sent by the copy that
+/// waited: once the lease is over the store hands the delivery to the next claim, which
+/// sends it, and the stale copy sending too delivered it twice without any failure.
+#[tokio::test]
+async fn a_delivery_whose_lease_ran_out_while_it_waited_is_sent_once() {
+    let r = start(DispatcherConfig::default());
+    let seen = Receiver::start().await;
+    seen.script([Behavior::Delayed(200, Duration::from_millis(1500))]);
+    seen.set_fallback(Behavior::Status(200));
+    let wh = r
+        .store
+        .create_webhook(webhook(&seen.url("/hooks"), r.clock.now(), Some(1)))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    let first = seen.wait_for(1, Duration::from_secs(5)).await.remove(0);
+    let first = first.header("x-delivery-id");
+    // All four are claimed: one being sent, three waiting for the slot.
+    eventually("all four claimed", || async {
+        r.store
+            .claim_due_deliveries(r.clock.now(), 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    // The waiting ones outwait their lease; the claim loop claims them again.
+    r.clock
+        .advance(DispatcherConfig::default().timeout * 4 + Duration::from_secs(31));
+    eventually("all delivered", || async {
+        deliveries(&*r.store, wh.id)
+            .await
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    r.stop().await;
+    let mut sends: HashMap<String, usize> = HashMap::new();
+    for received in seen.received() {
+        *sends.entry(received.header("x-delivery-id")).or_default() += 1;
+    }
+    assert_eq!(sends.len(), 4, "{sends:?}");
+    // The one being sent when its lease ran out may go again: that is at least once.
+    sends.remove(&first);
+    assert!(sends.values().all(|&n| n == 1), "sent twice: {sends:?}");
+}
+
+/// Deliveries waiting behind their webhooks' concurrency may not hold every global slot:
+/// each webhook may queue half the slots, so two slow webhooks (a tenant can make them
+/// with `max_concurrency: 1`) held them all and no other webhook's delivery was even
+/// claimed until a hanging send timed out. Half the slots at most are waiting ones.
+#[tokio::test]
+async fn webhooks_queued_behind_hanging_sends_leave_slots_for_the_others() {
+    let r = start(DispatcherConfig {
+        max_in_flight: 8,
+        timeout: Duration::from_secs(60),
+        ..DispatcherConfig::default()
+    });
+    let hanging = Receiver::start().await;
+    hanging.set_fallback(Behavior::Hang(Duration::from_secs(120)));
+    for _ in 0..2 {
+        r.store
+            .create_webhook(webhook(&hanging.url("/hooks"), r.clock.now(), Some(1)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        publish(&*r.store, r.clock.now()).await;
+    }
+    // Both hang; their other deliveries, older than the next one, are claimed first.
+    hanging.wait_for(2, Duration::from_secs(5)).await;
+    let (url, healthy) = receiver(&[200]).await;
+    let mut other = webhook(&url, r.clock.now(), None);
+    other.events = vec![EventPattern::parse("invoice.*").unwrap()];
+    let other = r.store.create_webhook(other).await.unwrap();
+    let id = EventId::generate();
+    let event = NewEvent {
+        id,
+        tenant: None,
+        event_type: "invoice.paid".into(),
+        key: None,
+        data: serde_json::json!({}),
+        created_at: r.clock.now(),
+        request_hash: id.to_string(),
+    };
+    r.store.insert_event(event, None).await.unwrap();
+    eventually(
+        "the other webhook's delivery, while the slow ones hang",
+        || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
+            deliveries(&*r.store, other.id)
+                .await
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Succeeded)
+        },
+    )
+    .await;
+    assert_eq!(healthy.count(), 1);
+}
+
+/// An event of `tenant`'s of type `event_type`, stored now.
+async fn publish_as(r: &Running, tenant: Option<TenantId>, event_type: &str) {
+    let id = EventId::generate();
+    let event = NewEvent {
+        id,
+        tenant,
+        event_type: event_type.into(),
+        key: None,
+        data: serde_json::json!({}),
+        created_at: r.clock.now(),
+        request_hash: id.to_string(),
+    };
+    r.store.insert_event(event, None).await.unwrap();
+}
+
+/// One tenant's slow endpoints may not hold every global slot with sends in flight
+/// either: a tenant with as many webhooks as there are slots, each hanging, took them
+/// all, and another tenant's delivery was not even claimed until a send timed out (and
+/// then only after the first tenant's older backlog). A tenant holds half the slots, or
+/// more only while a quarter of them stay free.
+#[tokio::test]
+async fn one_tenants_hanging_sends_leave_slots_for_other_tenants() {
+    let r = start(DispatcherConfig {
+        max_in_flight: 8,
+        timeout: Duration::from_secs(60),
+        ..DispatcherConfig::default()
+    });
+    let hanging = Receiver::start().await;
+    hanging.set_fallback(Behavior::Hang(Duration::from_secs(120)));
+    let slow = TenantId::generate();
+    for _ in 0..8 {
+        let mut w = webhook(&hanging.url("/hooks"), r.clock.now(), Some(1));
+        w.tenant = Some(slow);
+        r.store.create_webhook(w).await.unwrap();
+    }
+    for _ in 0..4 {
+        publish_as(&r, Some(slow), "payment.succeeded").await;
+    }
+    hanging.wait_for(4, Duration::from_secs(5)).await;
+    let other = TenantId::generate();
+    let (url, healthy) = receiver(&[200]).await;
+    let mut w = webhook(&url, r.clock.now(), None);
+    w.tenant = Some(other);
+    let w = r.store.create_webhook(w).await.unwrap();
+    publish_as(&r, Some(other), "payment.succeeded").await;
+    eventually(
+        "the other tenant's delivery, while the slow ones hang",
+        || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
+            deliveries(&*r.store, w.id)
+                .await
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Succeeded)
+        },
+    )
+    .await;
+    assert_eq!(healthy.count(), 1);
+}
+
+/// Two tenants in trouble together may not hold every slot either: with half the slots
+/// each, a third tenant's delivery waited until a hanging send timed out. A tenant's share
+/// of half the slots shrinks with the tenants holding some; past it, a quarter stays free.
+#[tokio::test]
+async fn two_tenants_hanging_sends_leave_slots_for_a_third() {
+    let r = start(DispatcherConfig {
+        max_in_flight: 8,
+        timeout: Duration::from_secs(60),
+        ..DispatcherConfig::default()
+    });
+    let hanging = Receiver::start().await;
+    hanging.set_fallback(Behavior::Hang(Duration::from_secs(120)));
+    for _ in 0..2 {
+        let slow = TenantId::generate();
+        for _ in 0..4 {
+            let mut w = webhook(&hanging.url("/hooks"), r.clock.now(), Some(1));
+            w.tenant = Some(slow);
+            r.store.create_webhook(w).await.unwrap();
+        }
+        publish_as(&r, Some(slow), "payment.succeeded").await;
+    }
+    // Six or seven of the eight are sent (seven when a claim starts them one by one, six
+    // when they are handed off by the event's write, which takes their slots at once); the
+    // rest would leave no slot free.
+    hanging.wait_for(6, Duration::from_secs(5)).await;
+    let third = TenantId::generate();
+    let (url, healthy) = receiver(&[200]).await;
+    let mut w = webhook(&url, r.clock.now(), None);
+    w.tenant = Some(third);
+    let w = r.store.create_webhook(w).await.unwrap();
+    publish_as(&r, Some(third), "payment.succeeded").await;
+    eventually(
+        "the third tenant's delivery, while the others hang",
+        || async {
+            // A delivery deferred for a moment (its slot was still held by a deferral
+            // being written) comes due again: the clock moves as real time does.
+            r.clock.advance(Duration::from_millis(50));
+            deliveries(&*r.store, w.id)
+                .await
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Succeeded)
+        },
+    )
+    .await;
+    assert_eq!(healthy.count(), 1);
 }
 
 pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {

@@ -30,6 +30,11 @@ pub(super) struct DeliveryResults {
 
 #[async_trait]
 impl DeliveryStore for PgStore {
+    /// Not on PostgreSQL yet: its group-committing event writer ([`super::event_writer`])
+    /// stores every delivery unleased, and the dispatchers of all nodes claim them
+    /// (`SKIP LOCKED`) as before.
+    fn hand_off_fresh(&self, _handoff: Handoff) {}
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -97,6 +102,7 @@ impl DeliveryStore for PgStore {
                         event: e.clone(),
                         delivery: d,
                         unsendable: None,
+                        lease_until: now.plus(lease),
                     }),
                     _ => orphans.push(d.id.to_string()),
                 }
@@ -368,7 +374,7 @@ impl PgStore {
             }
         });
         // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
-        self.signals_arc().deliveries_due.notify_waiters();
+        self.signals_arc().deliveries_changed();
         Ok(())
     }
 }

@@ -104,7 +104,7 @@ async fn writer_loop(
         held = later;
         let due = run(&pool, batch, &mut patterns).await;
         if due {
-            signals.deliveries_due.notify_waiters();
+            signals.deliveries_changed();
             let _ = notes.send(Note::Due);
         }
     }

@@ -350,7 +350,7 @@ async fn listen(
                         }
                         // Anything may have changed while we were not listening.
                         signals.operations_queued.notify_waiters();
-                        signals.deliveries_due.notify_waiters();
+                        signals.deliveries_changed();
                         signals.event_types_changed();
                         while let Some(n) = rx.recv().await {
                             match n.channel() {
@@ -362,7 +362,7 @@ async fn listen(
                                 channel::OPERATIONS_QUEUED => {
                                     signals.operations_queued.notify_waiters()
                                 }
-                                channel::DELIVERIES_DUE => signals.deliveries_due.notify_waiters(),
+                                channel::DELIVERIES_DUE => signals.deliveries_changed(),
                                 channel::EVENT_TYPES_CHANGED => signals.event_types_changed(),
                                 _ => {}
                             }

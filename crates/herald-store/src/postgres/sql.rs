@@ -82,7 +82,7 @@ impl Wake {
             let _ = notes.send(Note::Queued);
         }
         if self.due {
-            signals.deliveries_due.notify_waiters();
+            signals.deliveries_changed();
             let _ = notes.send(Note::Due);
         }
         if self.event_types {

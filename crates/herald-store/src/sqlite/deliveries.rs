@@ -19,6 +19,10 @@ use std::time::Duration;
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {
+    fn hand_off_fresh(&self, handoff: Handoff) {
+        self.set_handoff(handoff);
+    }
+
     async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -64,7 +68,13 @@ impl DeliveryStore for SqliteStore {
                 };
                 match (webhook, event) {
                     (Some(webhook), Some(event)) => {
-                        jobs.push(DeliveryJob { delivery: d, event, webhook, unsendable: None })
+                        jobs.push(DeliveryJob {
+                        delivery: d,
+                        event,
+                        webhook,
+                        unsendable: None,
+                        lease_until: now.plus(lease),
+                    })
                     }
                     // Its webhook was deleted after it was made: nothing left to send to. One
                     // such row must never fail the claim (that would stall every delivery).
@@ -84,6 +94,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        let reschedules = rules::reschedules(&records);
         self.write_internal(move |conn| {
             for r in records {
                 let id = r.delivery_id.to_string();
@@ -152,8 +163,11 @@ impl DeliveryStore for SqliteStore {
             Ok(())
         })
         .await?;
-        // A retry may now be the earliest due delivery: let the dispatcher re-plan its sleep.
-        self.signals.deliveries_due.notify_waiters();
+        // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
+        // A success or a final failure makes nothing due.
+        if reschedules {
+            self.signals.deliveries_changed();
+        }
         Ok(())
     }
 
@@ -205,7 +219,7 @@ impl DeliveryStore for SqliteStore {
                 get_delivery_row(conn, &id.to_string())
             })
             .await?;
-        self.signals.deliveries_due.notify_waiters();
+        self.signals.deliveries_changed();
         Ok(d)
     }
 
@@ -257,7 +271,7 @@ impl DeliveryStore for SqliteStore {
             })
             .await?;
         if batch.replayed > 0 {
-            self.signals.deliveries_due.notify_waiters();
+            self.signals.deliveries_changed();
         }
         Ok(batch)
     }

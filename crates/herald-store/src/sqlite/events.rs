@@ -1,6 +1,6 @@
 //! [`EventStore`] for SQLite: events with their deliveries (one write job each), event types, retention.
 
-use super::rows::{self};
+use super::rows::{self, WEBHOOK_COLUMNS};
 use super::sql::*;
 use super::SqliteStore;
 use crate::fanout::{self, Target, To};
@@ -35,15 +35,20 @@ pub(super) const PURGE_DELIVERIES: &str =
 pub(super) const PURGE_EVENTS: &str =
     "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))";
 
-/// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
-/// Returns the event and how many deliveries it made.
+/// Jobs handed off by a write, each with its dispatcher slot (see [`crate::handoff`]).
+pub(super) type Handed = Vec<(DeliveryJob, tokio::sync::OwnedSemaphorePermit)>;
+
+/// Stores an event, numbers it within its key, and creates one delivery per matching webhook
+/// (leased and returned as a job while `handoff` has free slots) and broker route.
+/// Returns the event and what fan-out made of it.
 /// `data_json` is `e.data` serialised, done by the caller: off the writer thread where it can be.
 pub(super) fn insert_event_row(
     conn: &Connection,
     routes: &[OutboxRoute],
     e: NewEvent,
     data_json: &str,
-) -> StoreResult<(Event, usize)> {
+    handoff: Option<&Handoff>,
+) -> StoreResult<(Event, Fanned)> {
     let tenant = e.tenant.map(|t| t.to_string()).unwrap_or_default();
     let sequence: Option<i64> = match &e.key {
         Some(key) => Some(
@@ -71,12 +76,29 @@ pub(super) fn insert_event_row(
         e.created_at.0
     ])?;
     let event = rules::stored_event(e, sequence);
-    let fanned = fan_out(conn, routes, &event)?;
+    let fanned = fan_out(conn, routes, &event, handoff)?;
     Ok((event, fanned))
 }
 
-/// The live webhooks of one tenant, patterns parsed.
-pub(super) type FanOutTargets = Rc<Vec<Target>>;
+/// What fan-out made of one event.
+#[derive(Default)]
+pub(super) struct Fanned {
+    /// Webhook deliveries, handed off or not.
+    pub webhooks: usize,
+    /// Broker deliveries (the outbox).
+    pub routes: usize,
+    /// The webhook deliveries leased for the dispatcher, to hand it once committed.
+    pub handed: Handed,
+}
+
+/// The live webhooks of one tenant: as fan-out matches them, and whole (for handed-off
+/// jobs), in the same order.
+pub(super) struct TenantTargets {
+    targets: Vec<Target>,
+    rows: Vec<Webhook>,
+}
+
+pub(super) type FanOutTargets = Rc<TenantTargets>;
 
 thread_local! {
     /// The writer's view of each tenant's live webhooks, so fan-out costs no query and no
@@ -96,43 +118,59 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
     if let Some(found) = FAN_OUT_TARGETS.with(|c| c.borrow().get(&tenant).cloned()) {
         return Ok(found);
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, events FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0",
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id IS ?1 AND deleted = 0 AND disabled = 0"
+    );
+    let rows = query_all(
+        conn,
+        &sql,
+        vec![tenant.map_or(Arg::Null, |t| Arg::Text(t.to_string()))],
+        rows::webhook,
     )?;
-    let rows: Vec<(String, String)> = stmt
-        .query_map(params![tenant.map(|t| t.to_string())], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut targets = Vec::with_capacity(rows.len());
-    for (webhook, patterns) in rows {
-        targets.push(Target {
-            webhook,
+    let targets = rows
+        .iter()
+        .map(|w| Target {
+            webhook: w.id.to_string(),
             tenant,
-            patterns: Arc::new(fanout::parse_patterns(&patterns)?),
-        });
-    }
-    let targets = Rc::new(targets);
-    FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, targets.clone()));
-    Ok(targets)
+            patterns: Arc::new(w.events.clone()),
+        })
+        .collect();
+    let found = Rc::new(TenantTargets { targets, rows });
+    FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, found.clone()));
+    Ok(found)
 }
 
 /// The event's deliveries, as [`fanout::plan`] decides them (its tenant's webhooks, then
-/// the broker routes: the outbox), inserted in the event's transaction.
-fn fan_out(conn: &Connection, routes: &[OutboxRoute], e: &Event) -> StoreResult<usize> {
-    let targets = fan_out_targets(conn, e.tenant)?;
-    let planned = fanout::plan(e, &targets, routes);
+/// the broker routes: the outbox), inserted in the event's transaction. A webhook
+/// delivery that gets a slot of `handoff` is stored leased and returned as a job.
+fn fan_out(
+    conn: &Connection,
+    routes: &[OutboxRoute],
+    e: &Event,
+    handoff: Option<&Handoff>,
+) -> StoreResult<Fanned> {
+    let found = fan_out_targets(conn, e.tenant)?;
+    let planned = fanout::plan(e, &found.targets, routes);
     let (event_id, tenant) = (e.id.to_string(), e.tenant.map(|t| t.to_string()));
+    let mut handed = Vec::new();
     for p in &planned {
         match &p.to {
-            To::Webhook(webhook) => conn
-                .prepare_cached(
+            To::Webhook(webhook) => {
+                let slot = handoff.and_then(|h| h.try_slot().map(|slot| (h.lease(), slot)));
+                let lease_until = slot.as_ref().map(|(lease, _)| e.created_at.plus(*lease).0);
+                conn.prepare_cached(
                     "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
-                     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6, ?6)",
+                     next_attempt_at, lease_until, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7, ?6, ?6)",
                 )?
-                .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0])?,
-            To::Route { name, ordering_key } => conn
-                .prepare_cached(
+                .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0, lease_until])?;
+                let row = found.targets.iter().position(|t| t.webhook == *webhook);
+                if let (Some((lease, slot)), Some(i)) = (slot, row) {
+                    let job = fresh_job(p.id, e, &found.rows[i], e.created_at.plus(lease));
+                    handed.push((job, slot));
+                }
+            }
+            To::Route { name, ordering_key } => {
+                conn.prepare_cached(
                     "INSERT INTO deliveries (id, event_id, route, ordering_key, tenant_id, event_type, event_created_at, status, \
                      next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7, ?7, ?7)",
                 )?
@@ -144,10 +182,19 @@ fn fan_out(conn: &Connection, routes: &[OutboxRoute], e: &Event) -> StoreResult<
                     tenant,
                     e.event_type,
                     e.created_at.0
-                ])?,
+                ])?;
+            }
         };
     }
-    Ok(planned.len())
+    let webhooks = planned
+        .iter()
+        .filter(|p| matches!(p.to, To::Webhook(_)))
+        .count();
+    Ok(Fanned {
+        webhooks,
+        routes: planned.len() - webhooks,
+        handed,
+    })
 }
 
 #[async_trait]
@@ -158,6 +205,8 @@ impl EventStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<Created<Event>> {
         let routes = self.routes();
+        let handoff = self.handoff();
+        let sink = handoff.clone();
         // Serialised here, in the request's task, not on the single writer thread.
         let data_json = serde_json::to_string(&event.data)?;
         let (created, fanned) = self
@@ -165,7 +214,7 @@ impl EventStore for SqliteStore {
                 if let Some(idem) = &idem {
                     let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
                     if let Some(existing) = check_idempotency(conn, idem, live)? {
-                        return Ok((Created::Existing(existing), 0));
+                        return Ok((Created::Existing(existing), Fanned::default()));
                     }
                 }
                 let prior: Option<String> = conn
@@ -178,19 +227,27 @@ impl EventStore for SqliteStore {
                     }
                     return Ok((
                         Created::Existing(get_event_row(conn, &event.id.to_string())?),
-                        0,
+                        Fanned::default(),
                     ));
                 }
                 let created_at = event.created_at;
-                let (stored, fanned) = insert_event_row(conn, &routes, event, &data_json)?;
+                let (stored, fanned) =
+                    insert_event_row(conn, &routes, event, &data_json, handoff.as_ref())?;
                 if let Some(idem) = &idem {
                     record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
                 }
                 Ok((Created::New(stored), fanned))
             })
             .await?;
-        if fanned > 0 {
+        // Only what was not handed off waits for a claim, and only its engine is woken.
+        if fanned.webhooks > fanned.handed.len() {
             self.signals.deliveries_due.notify_waiters();
+        }
+        if fanned.routes > 0 {
+            self.signals.broker_deliveries_due.notify_waiters();
+        }
+        if let (Some(handoff), false) = (&sink, fanned.handed.is_empty()) {
+            handoff.hand(fanned.handed);
         }
         Ok(created)
     }
@@ -259,5 +316,32 @@ impl EventStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+/// The job of a delivery just stored leased for the dispatcher: what a claim would have
+/// read back.
+fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook, lease_until: Timestamp) -> DeliveryJob {
+    DeliveryJob {
+        delivery: Delivery {
+            id,
+            event_id: e.id,
+            destination: Destination::Webhook(webhook.id),
+            ordering_key: None,
+            tenant: e.tenant,
+            event_type: e.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            window_attempts: 0,
+            next_attempt_at: Some(e.created_at),
+            last_status_code: None,
+            last_error: None,
+            created_at: e.created_at,
+            updated_at: e.created_at,
+        },
+        event: e.clone(),
+        webhook: webhook.clone(),
+        unsendable: None,
+        lease_until,
     }
 }

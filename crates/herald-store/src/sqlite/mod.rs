@@ -22,10 +22,11 @@ mod stats;
 mod tenants;
 mod webhooks;
 
-use crate::{OutboxRoute, Signals, StoreError, StoreResult};
+use crate::{Handoff, OutboxRoute, Signals, StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 /// Told once the job's transaction has ended: `Ok` if it committed.
@@ -50,6 +51,11 @@ pub const DEFAULT_WRITE_QUEUE: usize = 4096;
 const STATEMENT_CACHE: usize = 128;
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
+/// Reads running at once, each on a blocking thread (where it cannot be cancelled).
+const MAX_READS: usize = 16;
+/// Reads that may wait for one of the [`MAX_READS`]; one more is refused with
+/// [`StoreError::Overloaded`].
+const MAX_WAITING_READS: usize = 1024;
 
 pub struct SqliteStore {
     /// Held for the store's life: one process owns an SQLite database (see `open`).
@@ -59,11 +65,36 @@ pub struct SqliteStore {
     signals: Arc<Signals>,
     /// Broker routes from config, read by every write that may store an event.
     routes: Arc<RwLock<Arc<Vec<OutboxRoute>>>>,
+    /// The running dispatcher's offer for fresh deliveries ([`crate::handoff`]).
+    handoff: Arc<RwLock<Option<Handoff>>>,
 }
 
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One per read running: [`MAX_READS`].
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Reads waiting for a slot.
+    waiting: AtomicUsize,
+}
+
+/// One read counted as waiting for a slot, until dropped (however its caller ends).
+struct WaitingRead<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingRead<'a> {
+    fn enter(waiting: &'a AtomicUsize) -> StoreResult<Self> {
+        if waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_READS {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Overloaded);
+        }
+        Ok(Self(waiting))
+    }
+}
+
+impl Drop for WaitingRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ReaderPool {
@@ -165,10 +196,23 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
+                slots: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
+                waiting: AtomicUsize::new(0),
             }),
             signals: Arc::new(Signals::default()),
             routes: Arc::default(),
+            handoff: Arc::default(),
         })
+    }
+
+    /// The dispatcher's offer for fresh deliveries, if one is open.
+    fn handoff(&self) -> Option<Handoff> {
+        let handoff = self.handoff.read().unwrap_or_else(|p| p.into_inner());
+        handoff.as_ref().filter(|h| h.is_open()).cloned()
+    }
+
+    fn set_handoff(&self, handoff: Handoff) {
+        *self.handoff.write().unwrap_or_else(|p| p.into_inner()) = Some(handoff);
     }
 
     /// The broker routes in force now.
@@ -263,14 +307,32 @@ impl SqliteStore {
         result
     }
 
-    /// Runs `f` on a read connection, off the async threads.
+    /// Runs `f` on a read connection, off the async threads, once one of [`MAX_READS`]
+    /// slots is free. A blocking thread cannot be cancelled, so the slot is taken here,
+    /// while waiting still can be: a caller that gives up (its request timed out) before
+    /// its read started leaves no work behind, and reads never pile up on the blocking
+    /// pool. Past [`MAX_WAITING_READS`] waiting, a read is refused with
+    /// [`StoreError::Overloaded`].
     async fn read<R, F>(&self, f: F) -> StoreResult<R>
     where
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
         let pool = self.readers.clone();
+        let slot = match pool.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let waiting = WaitingRead::enter(&pool.waiting)?;
+                let slot =
+                    pool.slots.clone().acquire_owned().await.map_err(|_| {
+                        StoreError::Backend("the store's readers are closed".into())
+                    })?;
+                drop(waiting);
+                slot
+            }
+        };
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let conn = pool.get()?;
             let result = f(&conn);
             pool.put(conn);
@@ -509,6 +571,88 @@ mod tests {
         assert_eq!(
             stored_after_reopen(&path, &[refused.id, accepted.id]).await,
             [false, true]
+        );
+    }
+
+    /// Reads run on blocking threads, which cannot be cancelled: a read whose caller gave
+    /// up (its request timed out, its future dropped) before it started must not run, and
+    /// reads may not pile up without bound behind busy ones (say many `GET /stats` at
+    /// once): past the bound, a read is refused at once with `Overloaded` (503), while
+    /// point reads by key still answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_are_bounded_and_an_abandoned_one_never_runs() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("herald.db")).unwrap());
+        // Every read slot busy with a read held on a latch.
+        let (release, latch) = std::sync::mpsc::channel::<()>();
+        let latch = Arc::new(Mutex::new(latch));
+        let running = Arc::new(AtomicUsize::new(0));
+        let mut busy = Vec::new();
+        for _ in 0..MAX_READS {
+            let (store, latch, running) = (store.clone(), latch.clone(), running.clone());
+            busy.push(tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let _ = latch.lock().unwrap().recv();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        while running.load(Ordering::SeqCst) < MAX_READS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A read that waits, and whose caller then gives up.
+        let ran = Arc::new(AtomicBool::new(false));
+        let abandoned = {
+            let (store, ran) = (store.clone(), ran.clone());
+            tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        ran.store(true, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        // Reads that wait, up to the bound; one more is refused.
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_WAITING_READS {
+            let store = store.clone();
+            waiting.push(tokio::spawn(async move { store.read(|_| Ok(())).await }));
+        }
+        for _ in 0..400 {
+            if store.readers.waiting.load(Ordering::SeqCst) >= MAX_WAITING_READS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let past = tokio::time::timeout(Duration::from_secs(5), store.read(|_| Ok(()))).await;
+        assert!(
+            matches!(past, Ok(Err(StoreError::Overloaded))),
+            "a read past the bound: {past:?}"
+        );
+        // Point reads by key (an API key, a tenant: every request needs them) do not
+        // queue behind the busy reads.
+        assert!(matches!(
+            store.get_tenant(TenantId::generate()).await,
+            Err(StoreError::NotFound)
+        ));
+        for _ in 0..MAX_READS {
+            release.send(()).unwrap();
+        }
+        for read in busy.into_iter().chain(waiting) {
+            read.await.unwrap().unwrap();
+        }
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "the abandoned read ran after its caller had gone"
         );
     }
 }

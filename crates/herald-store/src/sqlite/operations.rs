@@ -64,7 +64,7 @@ pub(super) fn finish_row(
     ])?;
     if let Some(event) = rules::final_event(op, now) {
         let data_json = serde_json::to_string(&event.data)?;
-        insert_event_row(conn, routes, event, &data_json)?;
+        insert_event_row(conn, routes, event, &data_json, None)?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ impl OperationStore for SqliteStore {
             .await?;
         self.signals.operation_changed(id);
         if op.state.is_done() {
-            self.signals.deliveries_due.notify_waiters();
+            self.signals.deliveries_changed();
         }
         Ok(op)
     }
@@ -280,7 +280,7 @@ impl OperationStore for SqliteStore {
         self.signals.operation_changed(id);
         match op.state {
             OperationState::Queued => self.signals.operations_queued.notify_waiters(),
-            _ => self.signals.deliveries_due.notify_waiters(),
+            _ => self.signals.deliveries_changed(),
         }
         Ok(op)
     }
@@ -352,7 +352,7 @@ impl OperationStore for SqliteStore {
             self.signals.operations_queued.notify_waiters();
         }
         if report.worker_lost + report.deadline_exceeded > 0 {
-            self.signals.deliveries_due.notify_waiters();
+            self.signals.deliveries_changed();
         }
         Ok(report)
     }

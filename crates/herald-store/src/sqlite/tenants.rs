@@ -26,7 +26,8 @@ impl TenantStore for SqliteStore {
     }
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
-        self.read(move |conn| {
+        // A point read by key: right here, not behind the bounded (and maybe busy) reads.
+        self.read_now(move |conn| {
             conn.prepare_cached("SELECT name, created_at FROM tenants WHERE id = ?1")?
                 .query(params![id.to_string()])?
                 .next()?
@@ -34,7 +35,6 @@ impl TenantStore for SqliteStore {
                 .transpose()?
                 .ok_or(StoreError::NotFound)
         })
-        .await
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
@@ -52,7 +52,9 @@ impl TenantStore for SqliteStore {
     }
 
     async fn get_key(&self, id: KeyId) -> StoreResult<ApiKey> {
-        self.read(move |conn| {
+        // Every request with an uncached key needs this: a point read, right here, never
+        // behind heavy reads in the bounded queue.
+        self.read_now(move |conn| {
             let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1");
             conn.prepare_cached(&sql)?
                 .query(params![id.to_string()])?
@@ -61,7 +63,6 @@ impl TenantStore for SqliteStore {
                 .transpose()?
                 .ok_or(StoreError::NotFound)
         })
-        .await
     }
 
     async fn revoke_key(&self, id: KeyId, now: Timestamp) -> StoreResult<()> {

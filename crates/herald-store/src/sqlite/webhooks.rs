@@ -96,7 +96,7 @@ impl WebhookStore for SqliteStore {
             })
             .await?;
         if !out.disabled {
-            self.signals.deliveries_due.notify_waiters();
+            self.signals.deliveries_changed();
         }
         Ok(out)
     }

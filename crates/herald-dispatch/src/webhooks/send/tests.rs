@@ -69,6 +69,7 @@ pub(crate) fn job(url: &str, format: SignatureFormat) -> DeliveryJob {
         event,
         webhook,
         unsendable: None,
+        lease_until: T0.plus(std::time::Duration::from_secs(70)),
     }
 }
 

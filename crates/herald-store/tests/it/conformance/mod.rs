@@ -5,6 +5,7 @@
 mod claims;
 mod deliveries;
 mod events;
+mod handoff;
 mod nodes;
 mod operations;
 mod races;
