@@ -8,8 +8,8 @@
 //!   up the others: each webhook has a concurrency limit, a bounded queue and a circuit
 //!   breaker, and the whole engine has a global cap on requests in flight.
 //! - [`outbox`]: [`BrokerDispatcher`] publishes broker deliveries (the same delivery
-//!   log) through the [`brokers`] publishers: NATS JetStream, RabbitMQ, Redis Streams
-//!   and Kafka.
+//!   log) through the [`brokers`] publishers: NATS JetStream, RabbitMQ, Redis Streams,
+//!   Kafka, Amazon SQS and Google Cloud Pub/Sub.
 //! - `claim`: the claim loop and the batched recorder both engines share.
 //! - `reaper` (operation leases and deadlines) and [`retention`] (purging old
 //!   settled events).

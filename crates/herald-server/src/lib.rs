@@ -132,6 +132,17 @@ fn broker_dispatcher(state: &AppState) -> herald_dispatch::BrokerDispatcher {
                     replication_factor: b.kafka.replication_factor,
                     publish_timeout: b.timeout,
                 })),
+                BrokerKind::Sqs => Arc::new(SqsPublisher::new(SqsSettings {
+                    region: b.sqs.region.clone(),
+                    endpoint: b.sqs.endpoint.as_ref().map(|e| e.0.clone()),
+                    credentials: b.sqs.credentials(),
+                })),
+                BrokerKind::PubSub => Arc::new(PubSubPublisher::new(PubSubSettings {
+                    // Checked at load: a Pub/Sub route needs a project.
+                    project: b.pubsub.project.clone().unwrap_or_default(),
+                    target: b.pubsub.target(),
+                    connect_timeout: b.timeout,
+                })),
             }
         })
         .collect();

@@ -26,8 +26,6 @@ use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Brokers DESIGN.md names; their publish counters exist (at zero) before any publisher does.
-const BROKERS: &[&str] = &["nats", "rabbitmq", "redis", "kafka"];
 const OPERATION_STATES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
 const DELIVERY_STATES: &[&str] = &["pending", "succeeded", "failed"];
 
@@ -176,9 +174,10 @@ impl Metrics {
         for outcome in ["succeeded", "failed"] {
             deliveries.with_label_values(&[outcome]);
         }
-        for broker in BROKERS {
+        // Every broker's publish counters exist (at zero) before any publisher does.
+        for broker in herald_dispatch::brokers::BrokerKind::ALL {
             for outcome in ["published", "refused", "unavailable"] {
-                broker_publish.with_label_values(&[broker, outcome]);
+                broker_publish.with_label_values(&[broker.as_str(), outcome]);
             }
         }
         Ok(Self {

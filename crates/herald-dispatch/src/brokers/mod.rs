@@ -4,13 +4,17 @@
 
 mod kafka;
 mod nats;
+mod pubsub;
 mod rabbitmq;
 mod redis_streams;
+mod sqs;
 
 pub use kafka::{KafkaPublisher, KafkaSettings};
 pub use nats::{NatsPublisher, NatsSettings};
+pub use pubsub::{PubSubPublisher, PubSubSettings, PubSubTarget};
 pub use rabbitmq::{RabbitMqPublisher, RabbitMqSettings};
 pub use redis_streams::{RedisPublisher, RedisSettings};
+pub use sqs::{is_fifo as is_sqs_fifo, SqsCredentials, SqsPublisher, SqsSettings};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +26,21 @@ pub enum BrokerKind {
     RabbitMq,
     Redis,
     Kafka,
+    /// Amazon SQS (standard and FIFO queues).
+    Sqs,
+    /// Google Cloud Pub/Sub.
+    PubSub,
 }
 
 impl BrokerKind {
-    pub const ALL: [BrokerKind; 4] = [Self::Nats, Self::RabbitMq, Self::Redis, Self::Kafka];
+    pub const ALL: [BrokerKind; 6] = [
+        Self::Nats,
+        Self::RabbitMq,
+        Self::Redis,
+        Self::Kafka,
+        Self::Sqs,
+        Self::PubSub,
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
@@ -33,6 +48,8 @@ impl BrokerKind {
             "rabbitmq" => Some(Self::RabbitMq),
             "redis" => Some(Self::Redis),
             "kafka" => Some(Self::Kafka),
+            "sqs" => Some(Self::Sqs),
+            "pubsub" => Some(Self::PubSub),
             _ => None,
         }
     }
@@ -43,6 +60,8 @@ impl BrokerKind {
             Self::RabbitMq => "rabbitmq",
             Self::Redis => "redis",
             Self::Kafka => "kafka",
+            Self::Sqs => "sqs",
+            Self::PubSub => "pubsub",
         }
     }
 }
@@ -56,9 +75,11 @@ impl std::fmt::Display for BrokerKind {
 /// One message on its way to a broker.
 #[derive(Debug, Clone)]
 pub struct BrokerMessage {
-    /// NATS subject prefix, AMQP exchange, Redis stream or Kafka topic.
+    /// NATS subject prefix, AMQP exchange, Redis stream, Kafka topic, SQS queue name or
+    /// Pub/Sub topic id.
     pub topic: String,
-    /// The ordering key: NATS subject suffix, AMQP routing key, Kafka record key.
+    /// The ordering key: NATS subject suffix, AMQP routing key, Kafka record key, SQS FIFO
+    /// `MessageGroupId`, Pub/Sub `ordering_key`.
     pub key: Option<String>,
     /// The event id, which consumers and brokers dedupe on.
     pub event_id: String,

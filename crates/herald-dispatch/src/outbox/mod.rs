@@ -66,7 +66,8 @@ pub struct BrokerDispatcher {
     observer: Option<Arc<dyn PublishObserver>>,
 }
 
-/// Told of each publish as it is judged (`broker` is `nats`, `rabbitmq`, `redis` or `kafka`;
+/// Told of each publish as it is judged (`broker` is a [`BrokerKind`]'s name: `nats`, `rabbitmq`,
+/// `redis`, `kafka`, `sqs` or `pubsub`;
 /// `outcome` is `published`, `refused` or `unavailable`). Must be cheap and not block.
 pub trait PublishObserver: Send + Sync + 'static {
     fn publish_judged(&self, broker: &str, outcome: &str);

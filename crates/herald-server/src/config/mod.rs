@@ -18,7 +18,9 @@ mod store;
 mod value;
 mod webhooks;
 
-pub use brokers::{BrokersConfig, KafkaConfig, NatsConfig, RabbitMqConfig, RedisConfig};
+pub use brokers::{
+    BrokersConfig, KafkaConfig, NatsConfig, PubSubConfig, RabbitMqConfig, RedisConfig, SqsConfig,
+};
 pub use event_types::EventTypeConfig;
 pub use metrics::MetricsSettings;
 pub use operations::{OperationType, Trigger};
@@ -152,6 +154,13 @@ impl Config {
         self.limits.validate()?;
         routes::validate(&self.routes)?;
         self.brokers.validate()?;
+        if self.brokers_in_use().contains(&BrokerKind::PubSub)
+            && self.brokers.pubsub.project.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "brokers.pubsub.project is missing: a route publishes to Pub/Sub, whose topics live in a Google Cloud project".into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -165,8 +174,9 @@ impl Config {
         self.store.validate()
     }
 
-    /// The environment's overrides: `HERALD_ADMIN_KEY` and `HERALD_SECRET_KEY` (parsed
-    /// here, as the file's would be), when set and not empty. `var` reads a variable.
+    /// The environment's overrides: `HERALD_ADMIN_KEY`, `HERALD_SECRET_KEY` and, when the
+    /// file names no emulator, `PUBSUB_EMULATOR_HOST` (parsed here, as the file's would
+    /// be), when set and not empty. `var` reads a variable.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let var = |name| var(name).filter(|v| !v.is_empty());
         if let Some(key) = var("HERALD_ADMIN_KEY") {
@@ -177,6 +187,18 @@ impl Config {
                 ConfigError::Invalid(format!("secret_key (HERALD_SECRET_KEY): {e}"))
             })?;
             self.secret_key = Some(key);
+        }
+        if self.brokers.pubsub.emulator_host.is_none() {
+            if let Some(host) = var("PUBSUB_EMULATOR_HOST") {
+                let host =
+                    <brokers::HostPort as value::FromText>::from_text(&host).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "brokers.pubsub.emulator_host (PUBSUB_EMULATOR_HOST): {e}"
+                        ))
+                    })?;
+                self.brokers.pubsub.emulator_host = Some(host);
+                self.brokers.validate()?;
+            }
         }
         Ok(())
     }

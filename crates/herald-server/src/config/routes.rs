@@ -63,8 +63,13 @@ impl TryFrom<RouteToml> for RouteConfig {
             ));
         }
         if !topic_ok(r.broker, trimmed) {
+            let hint = match r.broker {
+                BrokerKind::Sqs => ": an SQS queue name has 1 to 80 letters, digits, `-` or `_` (a FIFO queue's ends in `.fifo`)",
+                BrokerKind::PubSub => ": a Pub/Sub topic id has 3 to 255 letters, digits or `-_.~+%`, starts with a letter and not with `goog`",
+                _ => "",
+            };
             return Err(format!(
-                "topic `{trimmed}` is not a valid {} topic",
+                "topic `{trimmed}` is not a valid {} topic{hint}",
                 r.broker
             ));
         }
@@ -95,6 +100,24 @@ fn topic_ok(broker: BrokerKind, topic: &str) -> bool {
         }
         BrokerKind::RabbitMq => !topic.contains(char::is_whitespace),
         BrokerKind::Redis => true,
+        // A queue name: 1 to 80 letters, digits, `-` and `_`, the `.fifo` suffix counted.
+        BrokerKind::Sqs => {
+            let name = topic.strip_suffix(".fifo").unwrap_or(topic);
+            !name.is_empty()
+                && topic.len() <= 80
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        }
+        // A topic id: 3 to 255 characters, starting with a letter, not with `goog`.
+        BrokerKind::PubSub => {
+            (3..=255).contains(&topic.len())
+                && topic.starts_with(|c: char| c.is_ascii_alphabetic())
+                && !topic.to_ascii_lowercase().starts_with("goog")
+                && topic.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '%')
+                })
+        }
     }
 }
 

@@ -192,7 +192,7 @@ fn an_invalid_value_is_refused_under_its_key_path() {
         ),
         (
             format!("{route}[[routes]]\nevents = [\"a\"]\nbroker = \"kafak\"\ntopic = \"t\""),
-            "routes[1].broker: unknown broker `kafak`; use nats, rabbitmq, redis or kafka",
+            "routes[1].broker: unknown broker `kafak`; use nats, rabbitmq, redis, kafka, sqs or pubsub",
         ),
         (
             format!("{route}[[routes]]\nevents = [\"a.b\", \"pay*\"]\nbroker = \"nats\"\ntopic = \"t\""),
@@ -254,12 +254,10 @@ fn the_environment_overrides_the_keys() {
     );
     assert!(c.secret_key.is_none());
     let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-    c.apply_env(|name| {
-        Some(if name == "HERALD_ADMIN_KEY" {
-            "env".into()
-        } else {
-            key.into()
-        })
+    c.apply_env(|name| match name {
+        "HERALD_ADMIN_KEY" => Some("env".into()),
+        "HERALD_SECRET_KEY" => Some(key.into()),
+        _ => None,
     })
     .unwrap();
     assert_eq!(c.admin_key, Some(Redacted("env".into())));
@@ -341,8 +339,118 @@ fn rejects_bad_config_with_a_clear_message() {
             "[brokers.kafka]\nbootstrap = \"127.0.0.1:9092, 127.0.0.2\"",
             "`127.0.0.2` is not host:port",
         ),
+        (
+            "[[routes]]\nevents = [\"a\"]\nbroker = \"sqs\"\ntopic = \"pay.ments\"",
+            "not a valid sqs topic: an SQS queue name has 1 to 80",
+        ),
+        (
+            "[[routes]]\nevents = [\"a\"]\nbroker = \"sqs\"\ntopic = \".fifo\"",
+            "not a valid sqs topic",
+        ),
+        (
+            "[[routes]]\nevents = [\"a\"]\nbroker = \"pubsub\"\ntopic = \"goog-x\"\n[brokers.pubsub]\nproject = \"p\"",
+            "not a valid pubsub topic: a Pub/Sub topic id",
+        ),
+        (
+            "[[routes]]\nevents = [\"a\"]\nbroker = \"pubsub\"\ntopic = \"payments\"",
+            "brokers.pubsub.project is missing",
+        ),
+        (
+            "[brokers.sqs]\naccess_key_id = \"AKIA\"",
+            "brokers.sqs.secret_access_key is missing",
+        ),
+        (
+            "[brokers.sqs]\nsecret_access_key = \"s3cr3t\"",
+            "brokers.sqs.access_key_id is missing",
+        ),
+        (
+            "[brokers.sqs]\nendpoint = \"127.0.0.1:4566\"",
+            "brokers.sqs.endpoint: `127.0.0.1:4566` is not an http(s) URL",
+        ),
+        (
+            "[brokers.sqs]\nregion = \" \"",
+            "brokers.sqs.region is empty",
+        ),
+        (
+            "[brokers.pubsub]\nemulator_host = \"http://127.0.0.1:8085\"",
+            "brokers.pubsub.emulator_host: `http://127.0.0.1:8085` is not host:port",
+        ),
+        (
+            "[brokers.pubsub]\nendpoint = \"https://pubsub.googleapis.com\"",
+            "brokers.pubsub.endpoint: `https://pubsub.googleapis.com` is not a host name",
+        ),
+        (
+            "[brokers.pubsub]\nendpoint = \"pubsub.googleapis.com\"\nemulator_host = \"127.0.0.1:8085\"",
+            "brokers.pubsub: endpoint and emulator_host",
+        ),
     ] {
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.contains(needle), "{text}: {err}");
     }
+}
+
+#[test]
+fn parses_sqs_and_pubsub_routes_and_their_tables() {
+    use herald_dispatch::brokers::PubSubTarget;
+    let c = Config::parse(
+        r#"
+[[routes]]
+events = ["payment.*"]
+broker = "sqs"
+topic = "payments.fifo"
+[[routes]]
+events = ["payment.*"]
+broker = "pubsub"
+topic = "payments-events"
+[brokers.sqs]
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:4566/"
+access_key_id = "AKIA"
+secret_access_key = "s3cr3t"
+[brokers.pubsub]
+project = "my-project"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.brokers_in_use(),
+        vec![BrokerKind::Sqs, BrokerKind::PubSub]
+    );
+    assert_eq!(c.routes[0].name, "sqs:payments.fifo");
+    assert_eq!(c.brokers.url(BrokerKind::Sqs), "http://127.0.0.1:4566");
+    let creds = c.brokers.sqs.credentials().unwrap();
+    assert_eq!(creds.access_key_id, "AKIA");
+    assert!(
+        !format!("{c:?}").contains("s3cr3t"),
+        "the secret is never printed"
+    );
+    assert_eq!(c.brokers.pubsub.target(), PubSubTarget::google());
+    assert_eq!(
+        c.brokers.url(BrokerKind::PubSub),
+        "https://pubsub.googleapis.com"
+    );
+    // Without a region or endpoint: the chain's region; without keys: the chain's credentials.
+    let d = Config::default();
+    assert!(d.brokers.sqs.credentials().is_none());
+    // PUBSUB_EMULATOR_HOST points Herald at the emulator when the file names none.
+    let mut e = c.clone();
+    e.apply_env(|name| (name == "PUBSUB_EMULATOR_HOST").then(|| "127.0.0.1:8085".to_owned()))
+        .unwrap();
+    assert_eq!(
+        e.brokers.pubsub.target(),
+        PubSubTarget::Emulator {
+            host: "127.0.0.1:8085".into()
+        }
+    );
+    let mut bad = c.clone();
+    let err = bad
+        .apply_env(|name| (name == "PUBSUB_EMULATOR_HOST").then(|| "localhost".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "brokers.pubsub.emulator_host (PUBSUB_EMULATOR_HOST): `localhost` is not host:port"
+        ),
+        "{err}"
+    );
 }

@@ -107,8 +107,11 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
             BrokerKind::RabbitMq => "amqp",
             BrokerKind::Redis => "redis",
             BrokerKind::Kafka => "kafka",
+            BrokerKind::Sqs => "sqs",
+            BrokerKind::PubSub => "googlepubsub",
         };
         let url = config.brokers.url(route.broker);
+        let url = url.as_str();
         let host = url
             .split("://")
             .last()
@@ -150,8 +153,9 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
                 "address": address,
                 "title": route.name,
                 "description": format!(
-                    "Events matching {} published on {} `{topic}`; the key is the event's `{}` (NATS: subject suffix, RabbitMQ: routing key, Kafka: record key, Redis: a stream field).",
-                    route.events.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "), route.broker, route.key
+                    "Events matching {} published on {} `{topic}`; the key is the event's `{}`: {}",
+                    route.events.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "), route.broker, route.key,
+                    super::broker_contract(route.broker, &topic)
                 ),
                 "servers": [ { "$ref": format!("#/servers/{}", route.broker) } ],
                 "messages": route_messages
@@ -167,7 +171,7 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
                 "action": "send",
                 "channel": { "$ref": format!("#/channels/{channel_id}") },
                 "summary": format!("Herald publishes to `{topic}` on {}.", route.broker),
-                "description": "At-least-once, in order per key (a key's later event never goes before its earlier one, retries included), through Herald's durable outbox: a broker that is down delays messages and loses none. The event id travels with each message for dedupe.",
+                "description": format!("Through Herald's durable outbox: a broker that is down delays messages and loses none; a message it refuses for good is dead-lettered for `:redeliver`. {}", super::broker_contract(route.broker, &topic)),
                 "messages": refs
             }),
         );

@@ -266,10 +266,11 @@ fn write_event(out: &mut String, config: &Config, name: &str) {
             let topic = &r.topic;
             let _ = writeln!(
                 out,
-                "- **Broker route `{}`:** published on {} `{topic}`, keyed by the event's `{}`; at-least-once (the message carries the event id for dedupe: JetStream `Nats-Msg-Id`, AMQP `message_id`, a Redis `id` field, a Kafka `herald-event-id` header) and **in order per key**: a key's later event is never published before its earlier one, retries included. A broker that is down delays messages and loses none; a message it refuses for good is `failed` in the delivery log, for `:redeliver`.",
+                "- **Broker route `{}`:** published on {} `{topic}`, keyed by the event's `{}`; {} A broker that is down delays messages and loses none; a message it refuses for good is `failed` in the delivery log, for `:redeliver`.",
                 r.name,
                 r.broker,
-                r.key
+                r.key,
+                super::broker_contract(r.broker, topic)
             );
         }
         let _ = writeln!(out);

@@ -77,6 +77,21 @@ pub(crate) fn human(d: Duration) -> String {
         .join(" ")
 }
 
+/// What a consumer of a route on `broker` publishing to `topic` can count on, for both
+/// contract documents: where the event id travels, and which order holds.
+pub fn broker_contract(broker: herald_dispatch::brokers::BrokerKind, topic: &str) -> &'static str {
+    use herald_dispatch::brokers::BrokerKind::*;
+    match broker {
+        Nats => "at-least-once; the subject is `<topic>.<key>` and the event id is the JetStream `Nats-Msg-Id` (JetStream drops a repeat within its duplicate window); **in order per key**: a key's later event is never published before its earlier one, retries included.",
+        RabbitMq => "at-least-once; the routing key is the key and the event id is the AMQP `message_id`; **in order per key**: a key's later event is never published before its earlier one, retries included.",
+        Redis => "at-least-once; the stream entry has `id` (the event id), `type`, `key`, `traceparent` and `event` fields; **in order per key**: a key's later event is never published before its earlier one, retries included.",
+        Kafka => "at-least-once; the record key is the key (so one key stays on one partition) and the event id rides in a `herald-event-id` header; **in order per key**: a key's later event is never published before its earlier one, retries included.",
+        Sqs if herald_dispatch::brokers::is_sqs_fifo(topic) => "a FIFO queue: `MessageGroupId` is the key and `MessageDeduplicationId` the event id, so a publish retried within SQS's 5-minute deduplication window is delivered once, and one key's events arrive **in order per key**; message attributes `herald-event-id`, `herald-event-type` and `traceparent` (String) carry the event's id, type and trace.",
+        Sqs => "a standard queue: at-least-once and **unordered** (Herald sends a key's events in order, but a standard queue may deliver them in any order and more than once: order by `sequence`, drop repeats by id); message attributes `herald-event-id`, `herald-event-type` and `traceparent` (String) carry the event's id, type and trace.",
+        PubSub => "at-least-once; `ordering_key` is the key, so a subscription with message ordering enabled receives one key's events **in order per key** (a failed publish holds back that key's later events until it goes through); attributes `herald-event-id`, `herald-event-type` and `traceparent` carry the event's id, type and trace (dedupe on `herald-event-id`).",
+    }
+}
+
 /// How each configured broker route treats an event type, for the contract pages:
 /// `(route name, broker, topic, key pointer)` of every route whose patterns match it.
 pub fn routes_for<'a>(config: &'a Config, event_type: &str) -> Vec<&'a crate::config::RouteConfig> {

@@ -42,6 +42,34 @@ events = ["payment.*"]
 broker = "nats"
 topic = "payments.events"
 key = "/data/payment_id"
+
+[[routes]]
+events = ["payment.*"]
+broker = "sqs"
+topic = "payments.fifo"
+key = "/data/payment_id"
+
+[[routes]]
+events = ["payment.*"]
+broker = "sqs"
+topic = "payments"
+
+[[routes]]
+events = ["payment.*"]
+broker = "pubsub"
+topic = "payments-events"
+key = "/data/payment_id"
+
+# Loopback only: the served-documents test starts the app, which connects to its brokers.
+[brokers.sqs]
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:4566"
+access_key_id = "test"
+secret_access_key = "test"
+
+[brokers.pubsub]
+project = "my-project"
+emulator_host = "127.0.0.1:8085"
 "#;
 
 fn config() -> Config {
@@ -100,6 +128,32 @@ fn markdown_contract_is_filled_from_the_settings_in_force() {
         "{channel}"
     );
     assert_eq!(doc["servers"]["nats"]["protocol"], "nats");
+    // SQS and Pub/Sub routes say what their consumers get.
+    for needle in [
+        "**Broker route `sqs:payments.fifo`:** published on sqs `payments.fifo`",
+        "`MessageGroupId` is the key and `MessageDeduplicationId` the event id",
+        "**Broker route `sqs:payments`:** published on sqs `payments`",
+        "a standard queue: at-least-once and **unordered**",
+        "**Broker route `pubsub:payments-events`:**",
+        "`ordering_key` is the key",
+        "`herald-event-id`, `herald-event-type` and `traceparent`",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    assert_eq!(doc["servers"]["sqs"]["protocol"], "sqs");
+    assert_eq!(doc["servers"]["sqs"]["host"], "127.0.0.1:4566");
+    assert_eq!(doc["servers"]["pubsub"]["protocol"], "googlepubsub");
+    assert_eq!(doc["servers"]["pubsub"]["host"], "127.0.0.1:8085");
+    let fifo = &doc["channels"]["route_sqs_payments_fifo"];
+    assert!(
+        fifo["description"]
+            .as_str()
+            .unwrap()
+            .contains("MessageDeduplicationId"),
+        "{fifo}"
+    );
+    let ops = &doc["operations"]["publish_route_pubsub_payments-events"]["description"];
+    assert!(ops.as_str().unwrap().contains("ordering_key"), "{ops}");
     // The type without a trigger says how it is created instead.
     assert!(md.contains("POST /operations { \"type\": \"reindex\""));
     // Defaults are printed when the config sets nothing.
@@ -201,8 +255,8 @@ fn asyncapi_has_a_channel_and_a_send_operation_per_event_type() {
     assert_eq!(doc["asyncapi"], "3.0.0");
     let channels = doc["channels"].as_object().unwrap();
     // One per event type (three final events of each of three operation types, one
-    // declared type), and one for the broker route.
-    assert_eq!(channels.len(), 3 * 3 + 1 + 1);
+    // declared type), and one per broker route (NATS, two SQS, Pub/Sub).
+    assert_eq!(channels.len(), 3 * 3 + 1 + 4);
     assert!(channels.contains_key("reindex.failed"));
     let op = &doc["operations"]["send_payment_refunded"];
     assert_eq!(op["action"], "send");

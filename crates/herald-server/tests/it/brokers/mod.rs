@@ -3,7 +3,8 @@
 //! comes back loses nothing; a message refused for good is dead-lettered and `:redeliver`
 //! sends it again. Each broker's tests run when its variable is set
 //! (`HERALD_TEST_NATS_URL`, `HERALD_TEST_RABBITMQ_URL`, `HERALD_TEST_REDIS_URL`,
-//! `HERALD_TEST_KAFKA_BOOTSTRAP`) and print "skipped: …" otherwise.
+//! `HERALD_TEST_KAFKA_BOOTSTRAP`, `HERALD_TEST_SQS_URL`, `HERALD_TEST_PUBSUB_EMULATOR_HOST`)
+//! and print "skipped: …" otherwise.
 //!
 //! The scenarios every broker shares are written once, in [`scenarios`], over the
 //! [`Broker`] trait; each broker's module implements it and runs them, beside the tests
@@ -11,9 +12,11 @@
 
 mod kafka;
 mod nats;
+mod pubsub;
 mod rabbitmq;
 mod redis;
 mod scenarios;
+mod sqs;
 mod tansu;
 
 use herald_testkit::proxy::Proxy;
@@ -231,10 +234,16 @@ trait Broker {
     const KIND: &'static str;
     /// The start of a fresh topic's name (each broker has its own naming rules).
     const TOPIC_PREFIX: &'static str;
+    /// The size of the event's `blob` that makes a message too large for this broker.
+    const OVERSIZE: usize = 1_200_000;
     /// What reads a topic; made before anything is published (a RabbitMQ queue must be
     /// bound by then), `()` where reading needs nothing set up.
     type Reader;
 
+    /// A topic no earlier run used, named by this broker's rules.
+    fn fresh_topic(&self) -> String {
+        fresh(Self::TOPIC_PREFIX)
+    }
     /// The `[brokers.…]` table that points Herald at `url`.
     fn table(&self, url: &str) -> String;
     /// Where Herald connects when nothing stands in between.

@@ -15,7 +15,7 @@ pub(super) struct Run {
 /// Every event arrives, in key order, with its dedupe id; the delivery log names the
 /// route, the broker and the topic.
 pub(super) async fn every_event_in_key_order<B: Broker>(broker: &B) -> Run {
-    let topic = fresh(B::TOPIC_PREFIX);
+    let topic = broker.fresh_topic();
     let mut reader = broker.reader(&topic).await;
     let app = spawn_app(&config(B::KIND, &topic, &broker.table(broker.url()))).await;
     let posted = post_events(&app, 8, 0).await;
@@ -38,7 +38,7 @@ pub(super) async fn going_away_mid_stream_loses_nothing<B: Broker>(
     outage: &impl Outage,
     herald_url: &str,
 ) -> Run {
-    let topic = fresh(B::TOPIC_PREFIX);
+    let topic = broker.fresh_topic();
     let mut reader = broker.reader(&topic).await;
     let app = spawn_app(&config(B::KIND, &topic, &broker.table(herald_url))).await;
     let mut posted = post_events(&app, 4, 0).await;
@@ -77,14 +77,15 @@ pub(super) async fn oversized_is_dead_lettered_and_the_line_keeps_moving<B: Brok
     big_key: Option<&str>,
     refusal: &str,
 ) {
-    let topic = fresh(B::TOPIC_PREFIX);
+    let topic = broker.fresh_topic();
     let mut reader = broker.reader(&topic).await;
     let config = format!(
-        "max_body_bytes = 4194304\n{}",
+        "max_body_bytes = {}\n{}",
+        (2 * B::OVERSIZE).max(4 * 1024 * 1024),
         config(B::KIND, &topic, &broker.table(broker.url()))
     );
     let app = spawn_app(&config).await;
-    let big = "x".repeat(1_200_000);
+    let big = "x".repeat(B::OVERSIZE);
     let mut event = json!({ "type": "payment.updated",
                             "data": { "payment_id": "pay_1", "n": 0, "blob": big } });
     if let Some(key) = big_key {
@@ -132,7 +133,7 @@ pub(super) async fn refused_is_dead_lettered_and_redeliver_sends_it_once_fixed<B
     broker: &B,
     refusal: &[&str],
 ) {
-    let topic = fresh(B::TOPIC_PREFIX);
+    let topic = broker.fresh_topic();
     let mut breakage = broker.break_topic(&topic).await;
     let app = spawn_app(&config(B::KIND, &topic, &broker.table(broker.url()))).await;
     let r = app
@@ -178,4 +179,54 @@ pub(super) async fn refused_is_dead_lettered_and_redeliver_sends_it_once_fixed<B
         .get(&format!("/deliveries/{}", d["id"].as_str().unwrap()), ADMIN)
         .await;
     assert_eq!(one.body["attempt_log"].as_array().unwrap().len(), 2);
+}
+
+/// An emulator of the test's own that it can stop and start again, forgetting everything
+/// (SQS's and Pub/Sub's emulators keep their state in memory).
+pub(super) trait Restartable: Proxied {
+    /// Stops the emulator; returns once it no longer listens.
+    async fn stop(&mut self);
+    /// Starts it again on the same port; returns once it listens.
+    async fn start(&mut self);
+}
+
+/// The emulator is stopped mid-stream and started again, empty: publishes fail and are
+/// recorded while it is away, and once the topic is made again every event arrives, in key
+/// order. Herald reaches the emulator through a proxy, held down until the test has made
+/// the topic again (an emulator that forgot the topic refuses messages for good).
+pub(super) async fn emulator_restarted_mid_stream_loses_nothing<B: Restartable>(broker: &mut B) {
+    let topic = broker.fresh_topic();
+    let (proxy, herald_url) = proxied(&*broker).await;
+    let mut reader = broker.reader(&topic).await;
+    let app = spawn_app(&config(B::KIND, &topic, &broker.table(&herald_url))).await;
+    let mut posted = post_events(&app, 4, 0).await;
+    all_published(&app, posted.len()).await;
+    // Read before the emulator forgets them.
+    let mut got = broker.read(&mut reader, &topic, posted.len()).await;
+
+    proxy.down();
+    broker.stop().await;
+    posted.extend(post_events(&app, 4, 4).await);
+    app.eventually("a failed attempt while the emulator is stopped", || async {
+        route_deliveries(&app)
+            .await
+            .iter()
+            .any(|d| d["status"] == "pending" && d["last_error"].is_string())
+    })
+    .await;
+    broker.start().await;
+    let mut reader = broker.reader(&topic).await;
+    proxy.up();
+    posted.extend(post_events(&app, 2, 8).await);
+    all_published(&app, posted.len()).await;
+    let before: HashSet<String> = got.iter().map(|(id, _)| id.clone()).collect();
+    let missing = posted.iter().filter(|p| !before.contains(&p.id)).count();
+    got.extend(broker.read(&mut reader, &topic, missing).await);
+    check_arrivals(&posted, &got);
+    let failed_attempts = route_deliveries(&app)
+        .await
+        .iter()
+        .filter(|d| d["attempts"].as_i64().unwrap_or(0) > 1)
+        .count();
+    assert!(failed_attempts > 0, "some publish was retried");
 }
