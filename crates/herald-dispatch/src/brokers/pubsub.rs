@@ -18,6 +18,9 @@ use tokio::sync::Mutex;
 
 /// Pub/Sub takes publish requests of at most 10 MiB (data, attributes and ordering key).
 pub(crate) const PUBSUB_MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+/// Room kept in a publish request for what is not the message: the topic's full name
+/// (`projects/<project>/topics/<topic>`, each part at most 255 characters) and framing.
+const REQUEST_OVERHEAD: usize = 1024;
 /// An ordering key is at most 1 KiB.
 const MAX_ORDERING_KEY_BYTES: usize = 1024;
 
@@ -166,9 +169,11 @@ pub(crate) fn pubsub_message(message: &BrokerMessage) -> Result<PubsubMessage, P
             .iter()
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>();
-    if size > PUBSUB_MAX_REQUEST_BYTES {
+    // The request also holds the topic's full name and the protobuf framing, and the client
+    // refuses any request over the limit before sending it: leave room for them.
+    if size + REQUEST_OVERHEAD > PUBSUB_MAX_REQUEST_BYTES {
         return Err(PublishError::Refused(format!(
-            "the message is {size} bytes (event JSON, attributes and ordering key), over Pub/Sub's limit of {PUBSUB_MAX_REQUEST_BYTES} bytes (10 MiB)"
+            "the message is {size} bytes (event JSON, attributes and ordering key), over Pub/Sub's limit of {PUBSUB_MAX_REQUEST_BYTES} bytes (10 MiB) less {REQUEST_OVERHEAD} for the request around it"
         )));
     }
     Ok(PubsubMessage {
@@ -181,14 +186,19 @@ pub(crate) fn pubsub_message(message: &BrokerMessage) -> Result<PubsubMessage, P
 
 /// Which gRPC statuses are final for this message: the topic does not exist (`NOT_FOUND`),
 /// Herald may not publish to it (`PERMISSION_DENIED`), or Pub/Sub will not take the
-/// message as it is (`INVALID_ARGUMENT`: too large, a bad attribute; `FAILED_PRECONDITION`).
+/// message as it is (`INVALID_ARGUMENT`: too large, a bad attribute; `FAILED_PRECONDITION`;
+/// `OUT_OF_RANGE`: the client's own refusal of a request over the size limit).
 /// They are dead-lettered until someone fixes the topic and redelivers. Everything else is
 /// retried: `UNAVAILABLE`, `RESOURCE_EXHAUSTED` (throttling, quota), `DEADLINE_EXCEEDED`,
 /// `ABORTED`, `INTERNAL`, `UNKNOWN`, and `UNAUTHENTICATED` (a token that expired meanwhile).
 pub(crate) fn judge(status: &Status, topic: &str) -> PublishError {
     let for_good = matches!(
         status.code(),
-        Code::NotFound | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition
+        Code::NotFound
+            | Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
     );
     let text = format!("{:?}: {}", status.code(), status.message());
     if for_good {
@@ -276,6 +286,13 @@ mod tests {
             matches!(&too_big, Err(PublishError::Refused(e)) if e.contains("10 MiB")),
             "{too_big:?}"
         );
+        // Just under the limit with its attributes, but not with the request around it.
+        let tight = PUBSUB_MAX_REQUEST_BYTES - 200;
+        assert!(matches!(
+            pubsub_message(&message(tight, None)),
+            Err(PublishError::Refused(_))
+        ));
+        assert!(pubsub_message(&message(PUBSUB_MAX_REQUEST_BYTES - 2048, None)).is_ok());
         let long_key = "k".repeat(1025);
         assert!(matches!(
             pubsub_message(&message(1, Some(&long_key))),
@@ -290,6 +307,7 @@ mod tests {
             Code::PermissionDenied,
             Code::InvalidArgument,
             Code::FailedPrecondition,
+            Code::OutOfRange,
         ] {
             let e = judge(&Status::new(code, "x"), "t");
             assert!(matches!(e, PublishError::Refused(_)), "{code:?}");

@@ -203,12 +203,15 @@ pub(crate) fn group_id(key: &str) -> Result<&str, PublishError> {
 }
 
 /// Which refusals are final, by SQS error code (both the JSON protocol's names and the
-/// query protocol's, which SQS also sends): a queue that does not exist, no permission or
-/// bad credentials, a message SQS will not take (too large, invalid characters, a bad
+/// query protocol's, which SQS also sends): a queue that does not exist, no permission, a
+/// message SQS will not take (too large, invalid characters, a bad
 /// parameter), and KMS keys Herald may not use. Retrying those cannot help until someone
 /// changes the queue or the config, so they are dead-lettered, and `:redeliver` sends them
 /// again. Everything else is retried: throttling (`RequestThrottled`, `ThrottlingException`,
-/// `KmsThrottled`), `ServiceUnavailable`, internal errors, timeouts and connection failures.
+/// `KmsThrottled`), `ServiceUnavailable`, internal errors, timeouts and connection failures,
+/// and credentials SQS does not accept (`InvalidClientTokenId`, `SignatureDoesNotMatch`,
+/// `InvalidSecurity`, `UnrecognizedClientException`): a key rotated before the config, IAM's
+/// delay for a new key, or a skewed clock would otherwise dead-letter every pending event.
 fn refused_for_good(code: &str) -> bool {
     matches!(
         code,
@@ -216,10 +219,6 @@ fn refused_for_good(code: &str) -> bool {
             | "AWS.SimpleQueueService.NonExistentQueue"
             | "AccessDenied"
             | "AccessDeniedException"
-            | "InvalidSecurity"
-            | "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "SignatureDoesNotMatch"
             | "InvalidParameterValue"
             | "InvalidMessageContents"
             | "MissingParameter"
@@ -374,6 +373,10 @@ mod tests {
             "ServiceUnavailable",
             "InternalError",
             "InternalFailure",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "InvalidSecurity",
+            "UnrecognizedClientException",
         ] {
             assert!(!refused_for_good(code), "{code}");
         }

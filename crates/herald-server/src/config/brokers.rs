@@ -205,7 +205,7 @@ pub struct PubSubConfig {
     /// The Google Cloud project the topics are in; needed when a route uses Pub/Sub.
     pub project: Option<String>,
     /// Another Pub/Sub host than `pubsub.googleapis.com`, such as a regional endpoint
-    /// (`europe-west1-pubsub.googleapis.com`), reached over TLS with credentials.
+    /// (`europe-west1-pubsub.googleapis.com`, no port), reached on 443 over TLS with credentials.
     #[serde(deserialize_with = "value::option")]
     pub endpoint: Option<Host>,
     /// The emulator's `host:port` (plaintext, no credentials). `PUBSUB_EMULATOR_HOST`
@@ -220,6 +220,14 @@ impl PubSubConfig {
             return Err(ConfigError::Invalid(
                 "brokers.pubsub.project is empty; name the Google Cloud project".into(),
             ));
+        }
+        if let Some(endpoint) = self.endpoint.as_ref().filter(|e| e.0.contains(':')) {
+            // The client connects to port 443 of the host and checks its certificate against
+            // the name: with a port in it, no connection would ever be made.
+            return Err(ConfigError::Invalid(format!(
+                "brokers.pubsub.endpoint `{}` has a port; give the host name alone (Pub/Sub is reached on 443)",
+                endpoint.0
+            )));
         }
         if self.endpoint.is_some() && self.emulator_host.is_some() {
             return Err(ConfigError::Invalid(

@@ -380,6 +380,10 @@ fn rejects_bad_config_with_a_clear_message() {
             "brokers.pubsub.endpoint: `https://pubsub.googleapis.com` is not a host name",
         ),
         (
+            "[brokers.pubsub]\nendpoint = \"europe-west1-pubsub.googleapis.com:443\"",
+            "brokers.pubsub.endpoint `europe-west1-pubsub.googleapis.com:443` has a port",
+        ),
+        (
             "[brokers.pubsub]\nendpoint = \"pubsub.googleapis.com\"\nemulator_host = \"127.0.0.1:8085\"",
             "brokers.pubsub: endpoint and emulator_host",
         ),
