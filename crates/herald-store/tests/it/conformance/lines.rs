@@ -321,7 +321,7 @@ struct ModelDelivery {
     status: Status,
 }
 
-/// Runs `HERALD_LINES_CASES` (default 6) seeded sequences of random actions on one
+/// Runs `HERALD_LINES_CASES` (default 100) seeded sequences of random actions on one
 /// ordered webhook and checks every claim against the model: a keyed delivery is claimed
 /// only while no other delivery of its key is in flight and it has the lowest sequence of
 /// its key's pending and failed ones; at the end, with everything healthy again, every
@@ -333,7 +333,7 @@ pub(super) async fn ordered_lines_hold_against_a_model(s: &dyn Store) {
             let cases = std::env::var("HERALD_LINES_CASES")
                 .ok()
                 .and_then(|c| c.parse().ok())
-                .unwrap_or(6u64);
+                .unwrap_or(100u64);
             let origin = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
