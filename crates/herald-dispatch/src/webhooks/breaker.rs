@@ -1,18 +1,24 @@
-//! The circuit breaker: after `breaker_threshold` consecutive failed attempts a
-//! webhook's circuit opens and its deliveries are deferred for `breaker_cooldown`; then
-//! one probe goes through, and its result closes or reopens the circuit. In memory
-//! only, a hint: a restart starts every circuit closed.
+//! The circuit breaker: after failed attempts at `breaker_threshold` different deliveries
+//! in a row (no success between) a webhook's circuit opens and its deliveries are
+//! deferred for `breaker_cooldown`; then one probe goes through, and its result closes or
+//! reopens the circuit. In memory only, a hint: a restart starts every circuit closed.
+//!
+//! Different deliveries, not attempts: an endpoint that is down fails whatever it is
+//! sent, but one event it cannot take (a poison payload, or an ordered webhook's stuck
+//! head retried on its schedule) fails alone, and must not defer the webhook's other
+//! deliveries (or keys) with it.
 
 use super::send::SendResult;
 use super::Shared;
-use herald_core::ids::WebhookId;
+use herald_core::ids::{DeliveryId, WebhookId};
 use herald_core::Timestamp;
 use std::time::Duration;
 
 /// Circuit breaker of one webhook.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Breaker {
-    consecutive_failures: u32,
+    /// The deliveries whose attempts failed since the last success (at most the threshold).
+    failed: Vec<DeliveryId>,
     /// Open until this instant; once it has passed, the circuit is half-open.
     open_until: Option<Timestamp>,
     /// The half-open probe is in flight.
@@ -49,6 +55,7 @@ impl Breaker {
     /// Returns true when this result opened (or reopened) the circuit.
     pub(crate) fn record(
         &mut self,
+        delivery: DeliveryId,
         success: bool,
         was_probe: bool,
         now: Timestamp,
@@ -62,9 +69,11 @@ impl Breaker {
             *self = Breaker::default();
             return false;
         }
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if !self.failed.contains(&delivery) && self.failed.len() < threshold as usize {
+            self.failed.push(delivery);
+        }
         let expired_or_closed = self.open_until.is_none_or(|t| t <= now);
-        if self.consecutive_failures >= threshold && (expired_or_closed || was_probe) {
+        if self.failed.len() >= threshold as usize && (expired_or_closed || was_probe) {
             self.open_until = Some(now.plus(cooldown));
             return true;
         }
@@ -72,7 +81,7 @@ impl Breaker {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.consecutive_failures == 0 && self.open_until.is_none() && !self.probing
+        self.failed.is_empty() && self.open_until.is_none() && !self.probing
     }
 }
 
@@ -96,6 +105,7 @@ impl Shared {
     pub(super) fn breaker_record(
         &self,
         webhook: WebhookId,
+        delivery: DeliveryId,
         result: &SendResult,
         was_probe: bool,
         done: Timestamp,
@@ -107,6 +117,7 @@ impl Shared {
                 .map(|s| {
                     s.last_latency_ms = result.latency_ms;
                     s.breaker.record(
+                        delivery,
                         result.is_success(),
                         was_probe,
                         done,
@@ -135,9 +146,12 @@ mod tests {
         let mut b = Breaker::default();
         for _ in 0..4 {
             assert_eq!(b.admit(T0, Duration::from_secs(10)), Admission::Go);
-            assert!(!b.record(false, false, T0, 5, COOL));
+            assert!(!b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
         }
-        assert!(b.record(false, false, T0, 5, COOL), "fifth failure opens");
+        assert!(
+            b.record(DeliveryId::generate(), false, false, T0, 5, COOL),
+            "fifth failure opens"
+        );
         let reopen = T0.plus(COOL);
         assert_eq!(
             b.admit(T0.plus(Duration::from_secs(1)), Duration::from_secs(10)),
@@ -151,7 +165,7 @@ mod tests {
         );
         // The probe fails: open again for a cooldown.
         let later = reopen.plus(Duration::from_secs(2));
-        assert!(b.record(false, true, later, 5, COOL));
+        assert!(b.record(DeliveryId::generate(), false, true, later, 5, COOL));
         assert_eq!(
             b.admit(later, Duration::from_secs(10)),
             Admission::Defer(later.plus(COOL))
@@ -161,7 +175,14 @@ mod tests {
             b.admit(later.plus(COOL), Duration::from_secs(10)),
             Admission::Probe
         );
-        assert!(!b.record(true, true, later.plus(COOL), 5, COOL));
+        assert!(!b.record(
+            DeliveryId::generate(),
+            true,
+            true,
+            later.plus(COOL),
+            5,
+            COOL
+        ));
         assert!(b.is_idle());
         assert_eq!(
             b.admit(later.plus(COOL), Duration::from_secs(10)),
@@ -173,12 +194,27 @@ mod tests {
     fn a_success_resets_the_failure_count() {
         let mut b = Breaker::default();
         for _ in 0..4 {
-            b.record(false, false, T0, 5, COOL);
+            b.record(DeliveryId::generate(), false, false, T0, 5, COOL);
         }
-        b.record(true, false, T0, 5, COOL);
+        b.record(DeliveryId::generate(), true, false, T0, 5, COOL);
         for _ in 0..4 {
-            assert!(!b.record(false, false, T0, 5, COOL));
+            assert!(!b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
         }
         assert_eq!(b.admit(T0, COOL), Admission::Go);
+    }
+
+    #[test]
+    fn one_delivery_failing_again_and_again_never_opens_the_circuit() {
+        let mut b = Breaker::default();
+        let stuck = DeliveryId::generate();
+        for _ in 0..50 {
+            assert!(!b.record(stuck, false, false, T0, 5, COOL));
+        }
+        // Others failing with it: five different deliveries in a row open it.
+        for _ in 0..3 {
+            assert!(!b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
+        }
+        assert!(!b.record(stuck, false, false, T0, 5, COOL));
+        assert!(b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
     }
 }

@@ -357,6 +357,6 @@ pub(super) async fn deliver(
     };
     let done = shared.clock.now();
 
-    shared.breaker_record(webhook, &result, was_probe, done);
+    shared.breaker_record(webhook, job.delivery.id, &result, was_probe, done);
     record_result(shared, &job, at, done, result, slot);
 }

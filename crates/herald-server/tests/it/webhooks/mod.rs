@@ -9,6 +9,7 @@ mod defects;
 mod events;
 mod fanout;
 mod log;
+mod ordered;
 mod retries;
 mod wire;
 
