@@ -89,6 +89,15 @@ impl ApiError {
                 "LIMIT_REACHED",
                 "A configured limit is reached; nothing was changed.",
             ),
+            StoreError::AlreadyExists => Self::conflict(
+                "ALREADY_EXISTS",
+                "A resource with this name exists already; nothing was changed.",
+            ),
+            StoreError::CursorNotDelivered => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "CURSOR_NOT_DELIVERED",
+                "The cursor is past what this consumer has been handed; nothing was changed.",
+            ),
             StoreError::Backend(e) => Self::internal(e),
         }
     }
