@@ -5,6 +5,7 @@
 mod claims;
 mod deliveries;
 mod events;
+mod feed;
 mod handoff;
 mod nodes;
 mod operations;
@@ -16,6 +17,7 @@ mod webhooks;
 use claims::*;
 use deliveries::*;
 use events::*;
+use feed::*;
 use operations::*;
 use races::*;
 use tenants::*;
@@ -133,6 +135,9 @@ conformance!(
     purges_old_settled_events_in_batches_and_keeps_the_rest,
     replay_goes_in_batches_with_a_cursor,
     webhook_cap_is_checked_in_the_write,
+    feed_reads_in_commit_order_after_a_cursor,
+    consumers_ack_forward_only_and_what_was_delivered,
+    positions_never_go_back_after_retention_empties_the_feed,
 );
 
 // ---------------------------------------------------------------- helpers
