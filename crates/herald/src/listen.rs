@@ -99,7 +99,7 @@ fn event_of(resource: &Value) -> anyhow::Result<Event> {
 /// What the local endpoint made of one event.
 enum Forwarded {
     /// It answered (any status counts as handled).
-    Answered(u16),
+    Answered,
     /// Stopped (Ctrl-C) while the endpoint was not answering: not handled.
     Stopped,
 }
@@ -143,7 +143,7 @@ impl Forwarder {
                     // Read the answer whole, so the latency covers it.
                     let _ = resp.bytes().await;
                     print_line(event, &status.to_string(), started.elapsed());
-                    return Ok(Forwarded::Answered(status));
+                    return Ok(Forwarded::Answered);
                 }
                 Err(e) => {
                     print_line(event, &format!("error: {}", short_error(&e)), started.elapsed());
@@ -266,7 +266,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         };
         let event = event_of(resource)?;
         match forwarder.forward(&event, &stop).await? {
-            Forwarded::Answered(_) => {
+            Forwarded::Answered => {
                 client
                     .ack(&name, &page.next_cursor, tenant)
                     .await
