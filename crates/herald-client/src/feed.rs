@@ -106,10 +106,19 @@ impl Client {
     }
 
     /// `POST /consumers/{name}:ack`: everything up to `cursor` is done with.
-    pub async fn ack(&self, name: &str, cursor: &str, tenant: Option<&str>) -> ClientResult<Consumer> {
+    pub async fn ack(
+        &self,
+        name: &str,
+        cursor: &str,
+        tenant: Option<&str>,
+    ) -> ClientResult<Consumer> {
         let path = format!("/consumers/{name}:ack{}", tenant_query(tenant, true));
-        self.decode_call(reqwest::Method::POST, &path, Some(&json!({ "cursor": cursor })))
-            .await
+        self.decode_call(
+            reqwest::Method::POST,
+            &path,
+            Some(&json!({ "cursor": cursor })),
+        )
+        .await
     }
 
     /// `GET /feed` after `after`, waiting up to `wait`, with `types` patterns.

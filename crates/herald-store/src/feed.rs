@@ -213,7 +213,10 @@ pub(crate) fn page_sql(
 pub(crate) fn pending_sql(d: Dialect, c: &FeedColumns, q: &FeedQuery) -> (String, Vec<Arg>) {
     let w = where_after(d, c, q);
     (
-        format!("SELECT COUNT(*) FROM (SELECT 1 FROM events {} LIMIT 1) AS p", w.sql()),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events {} LIMIT 1) AS p",
+            w.sql()
+        ),
         w.args,
     )
 }
@@ -229,7 +232,11 @@ fn where_after(d: Dialect, c: &FeedColumns, q: &FeedQuery) -> Where {
     // index on (tenant_id, major, minor) serves its first half).
     let (a, b) = (Arg::Int(q.after.major), Arg::Int(q.after.minor));
     w.add_all(
-        &format!("{major} >= ? AND ({major} > ? OR {minor} > ?)", major = c.major, minor = c.minor),
+        &format!(
+            "{major} >= ? AND ({major} > ? OR {minor} > ?)",
+            major = c.major,
+            minor = c.minor
+        ),
         vec![a.clone(), a, b],
     );
     if !q.types.is_empty() && !q.types.iter().any(|p| p.as_str() == "*") {
@@ -271,7 +278,17 @@ mod tests {
         let p = FeedPosition::new(0x1f2e, 42);
         assert_eq!(FeedPosition::parse(&p.cursor()), Ok(p));
         assert_eq!(FeedPosition::parse(""), Ok(FeedPosition::START));
-        for bad in ["x", "1", "1-", "-1", "1-2-3", "+1-2", "1-ffffffffffffffff", "1 -2", "g-1"] {
+        for bad in [
+            "x",
+            "1",
+            "1-",
+            "-1",
+            "1-2-3",
+            "+1-2",
+            "1-ffffffffffffffff",
+            "1 -2",
+            "g-1",
+        ] {
             assert!(FeedPosition::parse(bad).is_err(), "{bad}");
         }
         assert!(FeedPosition::new(1, 0) > FeedPosition::new(0, 99));

@@ -146,7 +146,11 @@ impl Forwarder {
                     return Ok(Forwarded::Answered);
                 }
                 Err(e) => {
-                    print_line(event, &format!("error: {}", short_error(&e)), started.elapsed());
+                    print_line(
+                        event,
+                        &format!("error: {}", short_error(&e)),
+                        started.elapsed(),
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.cancelled() => return Ok(Forwarded::Stopped),
@@ -185,8 +189,8 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         bail!("a tenant key is needed: pass --key or set HERALD_KEY");
     };
     let format = SignatureFormat::parse(&args.format).context("--format")?;
-    let timeout =
-        herald_core::duration::parse(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let timeout = herald_core::duration::parse(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     let client = Client::new(&args.url, key);
     let name = args.consumer.clone().unwrap_or_else(default_consumer);
     let tenant = args.tenant.as_deref();

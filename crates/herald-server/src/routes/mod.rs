@@ -57,10 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/feed", get(feed::read))
-        .route(
-            "/consumers",
-            post(consumers::create).get(consumers::list),
-        )
+        .route("/consumers", post(consumers::create).get(consumers::list))
         .route(
             "/consumers/{name}",
             get(consumers::get)

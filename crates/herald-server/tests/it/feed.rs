@@ -68,7 +68,10 @@ async fn the_long_poll_answers_as_soon_as_an_event_commits() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "the long poll holds while nothing is new");
+    assert!(
+        !waiter.is_finished(),
+        "the long poll holds while nothing is new"
+    );
     let second = publish(&app, Some(&tenant), "pay.ok", 2).await;
     let (status, page) = tokio::time::timeout(Duration::from_secs(40), waiter)
         .await
@@ -92,21 +95,33 @@ async fn cursors_page_through_without_gaps_or_repeats_and_types_filter() {
     let app = spawn_app("").await;
     let (tenant, key) = app.tenant("acme").await;
     let mut published = Vec::new();
-    for (i, ty) in ["pay.ok", "pay.failed", "refund.ok", "pay.ok", "pay"].iter().enumerate() {
+    for (i, ty) in ["pay.ok", "pay.failed", "refund.ok", "pay.ok", "pay"]
+        .iter()
+        .enumerate()
+    {
         published.push((publish(&app, Some(&tenant), ty, i).await, *ty));
     }
     let all: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
     let (seen, cursor) = follow(&app, &key, "/feed?page_size=2", 5).await;
-    let seen: Vec<String> = seen.iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    let seen: Vec<String> = seen
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().into())
+        .collect();
     assert_eq!(seen, all, "every event once, in order, over pages of 2");
     let r = app.get(&format!("/feed?after={cursor}"), &key).await;
     assert!(event_ids(&r.body).is_empty());
 
     let (pay, _) = follow(&app, &key, "/feed?types=pay.*", 3).await;
-    let pay: Vec<String> = pay.iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    let pay: Vec<String> = pay
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().into())
+        .collect();
     assert_eq!(pay, vec![all[0].clone(), all[1].clone(), all[3].clone()]);
     let (exact, _) = follow(&app, &key, "/feed?types=refund.ok,pay", 2).await;
-    let exact: Vec<String> = exact.iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    let exact: Vec<String> = exact
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().into())
+        .collect();
     assert_eq!(exact, vec![all[2].clone(), all[4].clone()]);
 }
 
@@ -242,7 +257,10 @@ async fn consumers_resume_after_their_ack_and_acks_move_forward_only() {
     // Reads after the acknowledged cursor, with the consumer's types.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let page = loop {
-        let page = app.get("/consumers/billing/events?wait=2s", &key).await.body;
+        let page = app
+            .get("/consumers/billing/events?wait=2s", &key)
+            .await
+            .body;
         if event_ids(&page).len() >= 4 || std::time::Instant::now() > deadline {
             break page;
         }
@@ -294,8 +312,12 @@ async fn consumers_resume_after_their_ack_and_acks_move_forward_only() {
         );
     }
     assert_problem(
-        &app.post("/consumers/billing:ack", &other_key, json!({ "cursor": second }))
-            .await,
+        &app.post(
+            "/consumers/billing:ack",
+            &other_key,
+            json!({ "cursor": second }),
+        )
+        .await,
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
     );
@@ -407,7 +429,10 @@ async fn two_nodes_one_feed_every_event_once() {
     let (from_a, _) = follow(&a, &key, "/feed?page_size=1000", 2 * EACH).await;
     let (from_b, _) = follow(&b, &key, "/feed?page_size=1000", 2 * EACH).await;
     let order = |events: &[Value]| -> Vec<String> {
-        events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(order(&from_a), seen);
     assert_eq!(order(&from_b), seen);

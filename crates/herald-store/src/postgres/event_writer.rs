@@ -152,9 +152,7 @@ async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> 
     match outcome {
         Ok(stored) => {
             let due = stored.iter().any(|(_, fanned)| *fanned > 0);
-            let appended = stored
-                .iter()
-                .any(|(r, _)| matches!(r, Ok(Created::New(_))));
+            let appended = stored.iter().any(|(r, _)| matches!(r, Ok(Created::New(_))));
             for (job, (result, _)) in batch.into_iter().zip(stored) {
                 let _ = job.reply.send(result);
             }

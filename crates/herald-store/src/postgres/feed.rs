@@ -5,7 +5,6 @@
 //! (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below it has ended, so
 //! no event can commit later at a position before one already returned.
 
-use tokio_postgres::Row;
 use super::sql::*;
 use super::PgStore;
 use crate::feed::{self, *};
@@ -14,6 +13,7 @@ use crate::{FeedStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::TenantId;
 use herald_core::Timestamp;
+use tokio_postgres::Row;
 
 const COLUMNS: FeedColumns = FeedColumns {
     major: "feed_xid",

@@ -38,23 +38,47 @@ async fn call(
 /// A tenant and a key for it.
 async fn tenant(http: &reqwest::Client, base: &str) -> (String, String) {
     let post = reqwest::Method::POST;
-    let (_, t) = call(http, post.clone(), format!("{base}/tenants"), ADMIN, Some(json!({ "name": "acme" })))
-        .await
-        .unwrap();
+    let (_, t) = call(
+        http,
+        post.clone(),
+        format!("{base}/tenants"),
+        ADMIN,
+        Some(json!({ "name": "acme" })),
+    )
+    .await
+    .unwrap();
     let id = t["id"].as_str().unwrap().to_owned();
-    let (_, k) = call(http, post, format!("{base}/tenants/{id}/keys"), ADMIN, Some(json!({ "role": "tenant" })))
-        .await
-        .unwrap();
+    let (_, k) = call(
+        http,
+        post,
+        format!("{base}/tenants/{id}/keys"),
+        ADMIN,
+        Some(json!({ "role": "tenant" })),
+    )
+    .await
+    .unwrap();
     (id, k["key"].as_str().unwrap().to_owned())
 }
 
 /// Publishes `n` events, one after the other; answers the ids Herald acknowledged.
-async fn publish(http: &reqwest::Client, base: &str, tenant: &str, from: usize, n: usize) -> Vec<String> {
+async fn publish(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    from: usize,
+    n: usize,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for i in from..from + n {
         let body = json!({ "type": "pay.ok", "tenant": tenant, "data": { "i": i } });
-        if let Some((StatusCode::ACCEPTED, v)) =
-            call(http, reqwest::Method::POST, format!("{base}/events"), ADMIN, Some(body)).await
+        if let Some((StatusCode::ACCEPTED, v)) = call(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/events"),
+            ADMIN,
+            Some(body),
+        )
+        .await
         {
             ids.push(v["id"].as_str().unwrap().to_owned());
         }
@@ -84,9 +108,15 @@ async fn a_consumer_resumes_after_its_ack_across_kill_9_and_restart() {
         .unwrap();
     let mut herald = Herald::start(dir.path(), CONFIG, ADMIN, "error");
     let (tenant_id, key) = tenant(&http, &herald.base).await;
-    let (s, _) = call(&http, reqwest::Method::POST, format!("{}/consumers", herald.base), &key, Some(json!({ "name": "billing" })))
-        .await
-        .unwrap();
+    let (s, _) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/consumers", herald.base),
+        &key,
+        Some(json!({ "name": "billing" })),
+    )
+    .await
+    .unwrap();
     assert_eq!(s, StatusCode::CREATED);
 
     let mut published: Vec<String> = Vec::new();
@@ -100,20 +130,32 @@ async fn a_consumer_resumes_after_its_ack_across_kill_9_and_restart() {
             tokio::spawn(async move { publish(&http, &base, &tenant, round * 1000, 40).await })
         };
         let events_url = format!("{base}/consumers/billing/events?page_size=7&wait=5s");
-        // Two pages read and acknowledged…
-        for _ in 0..2 {
-            let (s, page) = call(&http, reqwest::Method::GET, events_url.clone(), &key, None).await.unwrap();
+        // Pages read and acknowledged, 14 events at least…
+        let mut this_round = 0;
+        while this_round < 14 {
+            let (s, page) = call(&http, reqwest::Method::GET, events_url.clone(), &key, None)
+                .await
+                .unwrap();
             assert_eq!(s, StatusCode::OK, "{page}");
             let ids = ids_of(&page);
             let ack = json!({ "cursor": page["next_cursor"] });
-            let (s, c) = call(&http, reqwest::Method::POST, format!("{base}/consumers/billing:ack"), &key, Some(ack))
-                .await
-                .unwrap();
+            let (s, c) = call(
+                &http,
+                reqwest::Method::POST,
+                format!("{base}/consumers/billing:ack"),
+                &key,
+                Some(ack),
+            )
+            .await
+            .unwrap();
             assert_eq!(s, StatusCode::OK, "{c}");
+            this_round += ids.len();
             acked.extend(ids);
         }
         // …then one read and not acknowledged, and the process killed under load.
-        let (_, unacked) = call(&http, reqwest::Method::GET, events_url.clone(), &key, None).await.unwrap();
+        let (_, unacked) = call(&http, reqwest::Method::GET, events_url.clone(), &key, None)
+            .await
+            .unwrap();
         let unacked = ids_of(&unacked);
         herald.kill9();
         published.extend(producer.await.unwrap());
@@ -121,7 +163,10 @@ async fn a_consumer_resumes_after_its_ack_across_kill_9_and_restart() {
         let (s, page) = call(
             &http,
             reqwest::Method::GET,
-            format!("{}/consumers/billing/events?page_size=7&wait=5s", herald.base),
+            format!(
+                "{}/consumers/billing/events?page_size=7&wait=5s",
+                herald.base
+            ),
             &key,
             None,
         )
@@ -148,7 +193,10 @@ async fn a_consumer_resumes_after_its_ack_across_kill_9_and_restart() {
         let (s, page) = call(
             &http,
             reqwest::Method::GET,
-            format!("{}/consumers/billing/events?page_size=50&wait=1s", herald.base),
+            format!(
+                "{}/consumers/billing/events?page_size=50&wait=1s",
+                herald.base
+            ),
             &key,
             None,
         )
@@ -160,16 +208,25 @@ async fn a_consumer_resumes_after_its_ack_across_kill_9_and_restart() {
             break;
         }
         let ack = json!({ "cursor": page["next_cursor"] });
-        call(&http, reqwest::Method::POST, format!("{}/consumers/billing:ack", herald.base), &key, Some(ack))
-            .await
-            .unwrap();
+        call(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/consumers/billing:ack", herald.base),
+            &key,
+            Some(ack),
+        )
+        .await
+        .unwrap();
         acked.extend(ids);
         assert!(Instant::now() < deadline, "draining the feed took too long");
     }
     let unique: HashSet<&String> = acked.iter().collect();
     assert_eq!(unique.len(), acked.len(), "nothing acknowledged twice");
     for id in &published {
-        assert!(unique.contains(id), "{id} was acknowledged by POST /events but never read");
+        assert!(
+            unique.contains(id),
+            "{id} was acknowledged by POST /events but never read"
+        );
     }
     println!(
         "feed crash test: {} events published and acknowledged, {} read and acked",
@@ -197,7 +254,8 @@ async fn local_app() -> (String, Arc<Mutex<Vec<Got>>>) {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
                 .collect();
-            let fail = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["data"]["fail"] == true);
+            let fail =
+                serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["data"]["fail"] == true);
             got.lock().unwrap().push(Got { headers, body });
             if fail {
                 (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no")
@@ -221,7 +279,15 @@ struct Listen {
 impl Listen {
     fn start(base: &str, key: &str, forward_to: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["listen", "--url", base, "--key", key, "--forward-to", forward_to])
+            .args([
+                "listen",
+                "--url",
+                base,
+                "--key",
+                key,
+                "--forward-to",
+                forward_to,
+            ])
             .args(["--consumer", "dev", "--start", "earliest"])
             .args(extra)
             .env_remove("HERALD_WEBHOOK_SECRET")
@@ -246,7 +312,11 @@ impl Listen {
             if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
                 return l.clone();
             }
-            assert!(Instant::now() < deadline, "no line {what}: {:?}", self.lines.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no line {what}: {:?}",
+                self.lines.lock().unwrap()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -254,13 +324,20 @@ impl Listen {
     /// SIGINT, as Ctrl-C sends; answers whether it exited cleanly.
     async fn interrupt(mut self) -> bool {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.success();
             }
-            assert!(Instant::now() < deadline, "herald listen did not stop on SIGINT");
+            assert!(
+                Instant::now() < deadline,
+                "herald listen did not stop on SIGINT"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -280,7 +357,11 @@ async fn wait_for_count(got: &Mutex<Vec<Got>>, n: usize) -> Vec<Got> {
         if now.len() >= n {
             return now;
         }
-        assert!(Instant::now() < deadline, "the local app got {} of {n}", now.len());
+        assert!(
+            Instant::now() < deadline,
+            "the local app got {} of {n}",
+            now.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -310,14 +391,22 @@ async fn herald_listen_forwards_signed_events_once_and_resumes_after_sigint() {
     assert!(secret.starts_with("hsec_"), "{secret_line}");
     let mut first = publish(&http, &herald.base, &tenant_id, 0, 4).await;
     let body = json!({ "type": "pay.failed", "tenant": tenant_id, "data": { "fail": true } });
-    let (_, failing) = call(&http, reqwest::Method::POST, format!("{}/events", herald.base), ADMIN, Some(body))
-        .await
-        .unwrap();
+    let (_, failing) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/events", herald.base),
+        ADMIN,
+        Some(body),
+    )
+    .await
+    .unwrap();
     first.push(failing["id"].as_str().unwrap().to_owned());
     let received = wait_for_count(&got, 5).await;
     let verifier = WebhookVerifier::new(secret.clone());
     for (g, id) in received.iter().zip(&first) {
-        let v = verifier.verify(&g.headers, &g.body).expect("signed as a delivery is");
+        let v = verifier
+            .verify(&g.headers, &g.body)
+            .expect("signed as a delivery is");
         assert_eq!(&v.event_id, id, "in feed order");
         assert_eq!(header(g, "x-event-id"), id);
         assert_eq!(header(g, "x-delivery-attempt"), "1");
@@ -334,20 +423,35 @@ async fn herald_listen_forwards_signed_events_once_and_resumes_after_sigint() {
     let line = listen
         .wait_for_line("for the failing event", |l| l.contains(&failing_id))
         .await;
-    assert!(line.contains("pay.failed") && line.contains("-> 500") && line.contains(" ms"), "{line}");
-    let ok_line = listen.wait_for_line("for the first event", |l| l.contains(&first[0])).await;
+    assert!(
+        line.contains("pay.failed") && line.contains("-> 500") && line.contains(" ms"),
+        "{line}"
+    );
+    let ok_line = listen
+        .wait_for_line("for the first event", |l| l.contains(&first[0]))
+        .await;
     assert!(ok_line.contains("-> 200"), "{ok_line}");
-    assert!(listen.interrupt().await, "herald listen exits cleanly on SIGINT");
+    assert!(
+        listen.interrupt().await,
+        "herald listen exits cleanly on SIGINT"
+    );
 
     // Events published while it is stopped are forwarded by the next run, in the Standard
     // Webhooks format this time; nothing of the first run comes again.
     let second = publish(&http, &herald.base, &tenant_id, 100, 3).await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let listen = Listen::start(&herald.base, &key, &url, &["--format", "standard-webhooks", "--secret", secret]);
+    let listen = Listen::start(
+        &herald.base,
+        &key,
+        &url,
+        &["--format", "standard-webhooks", "--secret", secret],
+    );
     let received = wait_for_count(&got, 8).await;
     let verifier = WebhookVerifier::new(secret);
     for (g, id) in received[5..].iter().zip(&second) {
-        let v = verifier.verify(&g.headers, &g.body).expect("a Standard Webhooks signature");
+        let v = verifier
+            .verify(&g.headers, &g.body)
+            .expect("a Standard Webhooks signature");
         assert_eq!(&v.event_id, id);
         assert_eq!(header(g, "webhook-id"), id);
     }
@@ -358,7 +462,9 @@ async fn herald_listen_forwards_signed_events_once_and_resumes_after_sigint() {
     let mut times: HashMap<String, usize> = HashMap::new();
     for g in &received {
         let body: Value = serde_json::from_slice(&g.body).unwrap();
-        *times.entry(body["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *times
+            .entry(body["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     let all: Vec<&String> = first.iter().chain(&second).chain(&extra).collect();
     assert_eq!(times.len(), all.len(), "{times:?}");

@@ -232,9 +232,27 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("200", ok("Registered.", schema_ref("EventType")))], &[])) }),
     );
 
-    let wait = || query("wait", json!({ "type": "string", "examples": ["20s"] }), "Long poll: wait up to this (at most 60s) for an event when none is there yet.");
-    let tenant_param = || query("tenant", json!({ "type": "string" }), "Admin only: this tenant (left out: events of no tenant).");
-    let page_size = || query("page_size", json!({ "type": "integer", "minimum": 1, "maximum": 1000 }), "Events per answer (default 50).");
+    let wait = || {
+        query(
+            "wait",
+            json!({ "type": "string", "examples": ["20s"] }),
+            "Long poll: wait up to this (at most 60s) for an event when none is there yet.",
+        )
+    };
+    let tenant_param = || {
+        query(
+            "tenant",
+            json!({ "type": "string" }),
+            "Admin only: this tenant (left out: events of no tenant).",
+        )
+    };
+    let page_size = || {
+        query(
+            "page_size",
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),
+            "Events per answer (default 50).",
+        )
+    };
     let name = || path_param("name", "The consumer's name.");
     put(
         "/feed",

@@ -7,7 +7,10 @@ fn feed(tenant: Option<TenantId>, after: FeedPosition, types: &[&str]) -> FeedQu
     FeedQuery {
         tenant,
         after,
-        types: types.iter().map(|t| EventPattern::parse(t).unwrap()).collect(),
+        types: types
+            .iter()
+            .map(|t| EventPattern::parse(t).unwrap())
+            .collect(),
         limit: 100,
     }
 }
@@ -33,8 +36,13 @@ fn ids(page: &FeedPage) -> Vec<EventId> {
 pub async fn feed_reads_in_commit_order_after_a_cursor(s: &dyn Store) {
     let (a, b) = (tenant(s, "a").await, tenant(s, "b").await);
     let mut stored = Vec::new();
-    for (i, ty) in ["pay.ok", "pay.failed", "refund.ok", "pay.ok"].iter().enumerate() {
-        let e = s.insert_event(event(Some(a), ty, None, at(i as i64)), None).await;
+    for (i, ty) in ["pay.ok", "pay.failed", "refund.ok", "pay.ok"]
+        .iter()
+        .enumerate()
+    {
+        let e = s
+            .insert_event(event(Some(a), ty, None, at(i as i64)), None)
+            .await;
         stored.push(e.unwrap().into_inner().id);
         s.insert_event(event(Some(b), ty, None, at(i as i64)), None)
             .await
@@ -66,8 +74,17 @@ pub async fn feed_reads_in_commit_order_after_a_cursor(s: &dyn Store) {
     s.insert_event(event(Some(a), "payx.ok", None, at(10)), None)
         .await
         .unwrap();
-    assert_eq!(settled(s, feed(Some(a), positions[3], &[]), 1).await.events.len(), 1);
-    let pay = s.read_feed(feed(Some(a), positions[3], &["pay.*"])).await.unwrap();
+    assert_eq!(
+        settled(s, feed(Some(a), positions[3], &[]), 1)
+            .await
+            .events
+            .len(),
+        1
+    );
+    let pay = s
+        .read_feed(feed(Some(a), positions[3], &["pay.*"]))
+        .await
+        .unwrap();
     assert!(pay.events.is_empty());
     // The events of no tenant are their own feed.
     let none = settled(s, feed(None, FeedPosition::START, &[]), 1).await;
@@ -94,19 +111,30 @@ pub async fn consumers_ack_forward_only_and_what_was_delivered(s: &dyn Store) {
             .await
             .unwrap();
     }
-    let c = s.create_consumer(new("one", ConsumerStart::Earliest), 2).await.unwrap();
+    let c = s
+        .create_consumer(new("one", ConsumerStart::Earliest), 2)
+        .await
+        .unwrap();
     assert_eq!(c.acked, FeedPosition::START);
     assert!(matches!(
-        s.create_consumer(new("one", ConsumerStart::Earliest), 2).await,
+        s.create_consumer(new("one", ConsumerStart::Earliest), 2)
+            .await,
         Err(StoreError::AlreadyExists)
     ));
     // Latest: after everything readable now.
     settled(s, feed(Some(a), FeedPosition::START, &[]), 3).await;
-    let late = s.create_consumer(new("late", ConsumerStart::Latest), 2).await.unwrap();
+    let late = s
+        .create_consumer(new("late", ConsumerStart::Latest), 2)
+        .await
+        .unwrap();
     let page = s.read_feed(feed(Some(a), late.acked, &[])).await.unwrap();
-    assert!(page.events.is_empty(), "a consumer started at the latest sees nothing old");
+    assert!(
+        page.events.is_empty(),
+        "a consumer started at the latest sees nothing old"
+    );
     assert!(matches!(
-        s.create_consumer(new("third", ConsumerStart::Earliest), 2).await,
+        s.create_consumer(new("third", ConsumerStart::Earliest), 2)
+            .await,
         Err(StoreError::LimitReached)
     ));
     // Another tenant's consumer of the same name is another consumer.
@@ -115,7 +143,8 @@ pub async fn consumers_ack_forward_only_and_what_was_delivered(s: &dyn Store) {
     other.tenant = Some(b);
     s.create_consumer(other, 2).await.unwrap();
     assert!(matches!(
-        s.get_consumer(Some(tenant(s, "c").await), "one".into()).await,
+        s.get_consumer(Some(tenant(s, "c").await), "one".into())
+            .await,
         Err(StoreError::NotFound)
     ));
 
@@ -126,16 +155,34 @@ pub async fn consumers_ack_forward_only_and_what_was_delivered(s: &dyn Store) {
         s.ack_consumer(Some(a), "one".into(), second, at(1)).await,
         Err(StoreError::CursorNotDelivered)
     ));
-    s.consumer_delivered(Some(a), "one".into(), third, at(1)).await.unwrap();
+    s.consumer_delivered(Some(a), "one".into(), third, at(1))
+        .await
+        .unwrap();
     // Delivered never moves back.
-    s.consumer_delivered(Some(a), "one".into(), second, at(1)).await.unwrap();
-    assert_eq!(s.get_consumer(Some(a), "one".into()).await.unwrap().delivered, third);
-    match s.ack_consumer(Some(a), "one".into(), second, at(2)).await.unwrap() {
+    s.consumer_delivered(Some(a), "one".into(), second, at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_consumer(Some(a), "one".into())
+            .await
+            .unwrap()
+            .delivered,
+        third
+    );
+    match s
+        .ack_consumer(Some(a), "one".into(), second, at(2))
+        .await
+        .unwrap()
+    {
         Acked::Moved(c) => assert_eq!(c.acked, second),
         other => panic!("{other:?}"),
     }
     // Behind (or at) the acknowledged position: nothing changes.
-    match s.ack_consumer(Some(a), "one".into(), page.events[0].0, at(3)).await.unwrap() {
+    match s
+        .ack_consumer(Some(a), "one".into(), page.events[0].0, at(3))
+        .await
+        .unwrap()
+    {
         Acked::Unchanged(c) => assert_eq!(c.acked, second),
         other => panic!("{other:?}"),
     }

@@ -127,7 +127,10 @@ async fn postgres_feed_holds_back_events_behind_a_transaction_still_running() {
         .await
         .unwrap()
         .into_inner();
-    let page = store.read_feed(whole_feed(t, FeedPosition::START)).await.unwrap();
+    let page = store
+        .read_feed(whole_feed(t, FeedPosition::START))
+        .await
+        .unwrap();
     assert!(
         page.events.is_empty(),
         "the later commit is held back behind the transaction still running"
@@ -137,7 +140,10 @@ async fn postgres_feed_holds_back_events_behind_a_transaction_still_running() {
     // Other tests' transactions on this server may hold it back a moment longer.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let page = loop {
-        let page = store.read_feed(whole_feed(t, FeedPosition::START)).await.unwrap();
+        let page = store
+            .read_feed(whole_feed(t, FeedPosition::START))
+            .await
+            .unwrap();
         if page.events.len() >= 2 || std::time::Instant::now() > deadline {
             break page;
         }
