@@ -231,6 +231,16 @@ impl Client {
         })
     }
 
+    /// One call without an idempotency key, its body decoded.
+    pub(crate) async fn decode_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> ClientResult<T> {
+        Self::decode(self.call(method, path, body, None).await?.body)
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(body: Value) -> ClientResult<T> {
         serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
     }

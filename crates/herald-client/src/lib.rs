@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod dedupe;
+pub mod feed;
 pub mod verify;
 pub mod worker;
 

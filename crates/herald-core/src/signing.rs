@@ -77,6 +77,49 @@ fn standard_key(secret: &str) -> Vec<u8> {
         .unwrap_or_else(|_| secret.as_bytes().to_vec())
 }
 
+/// The identity and signature headers of one webhook request, as docs/api.md gives them:
+/// Herald's `X-Event-Id`, `X-Event-Type`, `X-Timestamp`, `X-Signature` (one value per
+/// live secret, space-separated), or Standard Webhooks' `webhook-id`, `webhook-timestamp`,
+/// `webhook-signature`. `body` is the exact bytes sent. `herald listen` signs with it.
+pub fn signature_headers(
+    format: SignatureFormat,
+    secrets: &[&str],
+    event_id: &str,
+    event_type: &str,
+    now: crate::Timestamp,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    match format {
+        SignatureFormat::Herald => {
+            let ts = now.to_rfc3339_seconds();
+            let sig = secrets
+                .iter()
+                .map(|s| herald_signature(s, &ts, body))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                ("X-Event-Id", event_id.to_owned()),
+                ("X-Event-Type", event_type.to_owned()),
+                ("X-Timestamp", ts),
+                ("X-Signature", sig),
+            ]
+        }
+        SignatureFormat::StandardWebhooks => {
+            let unix = now.unix_seconds();
+            let sig = secrets
+                .iter()
+                .map(|s| standard_signature(s, event_id, unix, body))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                ("webhook-id", event_id.to_owned()),
+                ("webhook-timestamp", unix.to_string()),
+                ("webhook-signature", sig),
+            ]
+        }
+    }
+}
+
 /// Checks one `sha256=HEX` value (of possibly several, space-separated) in constant time.
 pub fn verify_herald(secret: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     let expected = herald_signature(secret, timestamp, body);

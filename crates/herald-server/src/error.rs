@@ -93,6 +93,15 @@ impl ApiError {
                 "DELIVERY_SUCCEEDED",
                 "The delivery already succeeded: there is nothing to skip. Nothing was changed.",
             ),
+            StoreError::AlreadyExists => Self::conflict(
+                "ALREADY_EXISTS",
+                "A resource with this name exists already; nothing was changed.",
+            ),
+            StoreError::CursorNotDelivered => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "CURSOR_NOT_DELIVERED",
+                "The cursor is past what this consumer has been handed; nothing was changed.",
+            ),
             StoreError::Backend(e) => Self::internal(e),
         }
     }

@@ -1,7 +1,8 @@
 //! The request timeout: a request still running after `request_timeout` is answered
 //! 503 `REQUEST_TIMEOUT` (problem details, `Retry-After`) and its handler is dropped, so
 //! a stalled store or a slow upload never holds a connection for ever. The long polls
-//! (`POST /operations:claim` and `POST /operations/{id}:wait`) wait up to
+//! (`POST /operations:claim`, `POST /operations/{id}:wait`, `GET /feed` and
+//! `GET /consumers/{name}/events`) wait up to
 //! [`LONG_POLL_MAX_WAIT`] by design, so they get that on top of the timeout.
 
 use crate::error::ApiError;
@@ -31,6 +32,8 @@ fn is_long_poll(path: &str) -> bool {
     };
     (lower.starts_with("/operations") && custom("claim"))
         || (lower.starts_with("/operations/") && custom("wait"))
+        || lower == "/feed"
+        || (lower.starts_with("/consumers/") && lower.ends_with("/events"))
 }
 
 pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -77,6 +80,12 @@ mod tests {
         assert_eq!(limit_for(t, "/operations/op_01HX:cancel"), t);
         assert_eq!(limit_for(t, "/operations/op_01HX"), t);
         assert_eq!(limit_for(t, "/events"), t);
+        assert_eq!(limit_for(t, "/feed"), t + LONG_POLL_MAX_WAIT);
+        assert_eq!(
+            limit_for(t, "/consumers/listen-1/events"),
+            t + LONG_POLL_MAX_WAIT
+        );
+        assert_eq!(limit_for(t, "/consumers/listen-1"), t);
         assert_eq!(limit_for(t, "/webhooks/wh_1:wait"), t);
     }
 }

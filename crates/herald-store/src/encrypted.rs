@@ -289,6 +289,53 @@ impl EventStore for EncryptedSecrets {
 }
 
 #[async_trait]
+impl FeedStore for EncryptedSecrets {
+    async fn read_feed(&self, query: FeedQuery) -> StoreResult<FeedPage> {
+        self.inner.read_feed(query).await
+    }
+
+    async fn create_consumer(
+        &self,
+        consumer: NewConsumer,
+        max_per_tenant: u32,
+    ) -> StoreResult<Consumer> {
+        self.inner.create_consumer(consumer, max_per_tenant).await
+    }
+
+    async fn get_consumer(&self, tenant: Option<TenantId>, name: String) -> StoreResult<Consumer> {
+        self.inner.get_consumer(tenant, name).await
+    }
+
+    async fn list_consumers(&self, tenant: Option<TenantId>) -> StoreResult<Vec<Consumer>> {
+        self.inner.list_consumers(tenant).await
+    }
+
+    async fn delete_consumer(&self, tenant: Option<TenantId>, name: String) -> StoreResult<()> {
+        self.inner.delete_consumer(tenant, name).await
+    }
+
+    async fn consumer_delivered(
+        &self,
+        tenant: Option<TenantId>,
+        name: String,
+        upto: FeedPosition,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.inner.consumer_delivered(tenant, name, upto, now).await
+    }
+
+    async fn ack_consumer(
+        &self,
+        tenant: Option<TenantId>,
+        name: String,
+        cursor: FeedPosition,
+        now: Timestamp,
+    ) -> StoreResult<Acked> {
+        self.inner.ack_consumer(tenant, name, cursor, now).await
+    }
+}
+
+#[async_trait]
 impl WebhookStore for EncryptedSecrets {
     // The methods that carry webhook secrets: sealed on the way in, opened on the way out.
 

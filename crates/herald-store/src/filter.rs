@@ -71,6 +71,21 @@ impl Where {
         let mark = format!("{}{}", self.dialect.mark, self.args.len());
         self.clauses.push(clause.replace('?', &mark));
     }
+    /// A clause with several `?`, numbered in order as the next arguments.
+    pub fn add_all(&mut self, clause: &str, args: Vec<Arg>) {
+        let mut out = String::with_capacity(clause.len() + 8);
+        let mut args = args.into_iter();
+        for ch in clause.chars() {
+            if ch == '?' {
+                self.args.push(args.next().expect("an argument per `?`"));
+                out.push_str(&format!("{}{}", self.dialect.mark, self.args.len()));
+            } else {
+                out.push(ch);
+            }
+        }
+        assert!(args.next().is_none(), "a `?` per argument");
+        self.clauses.push(out);
+    }
     pub fn fixed(&mut self, clause: &str) {
         self.clauses.push(clause.to_owned());
     }

@@ -8,6 +8,7 @@
 
 pub mod encrypted;
 pub mod fanout;
+pub mod feed;
 pub mod filter;
 pub mod handoff;
 pub mod lines;
@@ -18,6 +19,9 @@ pub(crate) mod rules;
 pub mod signals;
 pub mod sqlite;
 
+pub use feed::{
+    Acked, BadCursor, Consumer, ConsumerStart, FeedPage, FeedPosition, FeedQuery, NewConsumer,
+};
 pub use handoff::{Handoff, HandoffSink};
 pub use model::*;
 pub use signals::Signals;
@@ -51,6 +55,12 @@ pub enum StoreError {
     /// The delivery already succeeded: there is nothing to skip.
     #[error("the delivery already succeeded")]
     DeliverySucceeded,
+    /// A resource with this name exists already (a consumer): nothing changed.
+    #[error("it already exists; nothing was changed")]
+    AlreadyExists,
+    /// An ack names a position past what the consumer was handed: nothing changed.
+    #[error("the cursor was never delivered to this consumer")]
+    CursorNotDelivered,
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -74,7 +84,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// the aggregates is a `Store`. No aggregate method has a default: a wrapper (say
 /// [`encrypted::EncryptedSecrets`]) must forward each one, or it does not compile.
 pub trait Store:
-    TenantStore + OperationStore + EventStore + WebhookStore + DeliveryStore + OutboxStore + StatsStore
+    TenantStore
+    + OperationStore
+    + EventStore
+    + FeedStore
+    + WebhookStore
+    + DeliveryStore
+    + OutboxStore
+    + StatsStore
 {
 }
 
@@ -82,6 +99,7 @@ impl<T> Store for T where
     T: TenantStore
         + OperationStore
         + EventStore
+        + FeedStore
         + WebhookStore
         + DeliveryStore
         + OutboxStore
@@ -169,6 +187,42 @@ pub trait EventStore: Send + Sync + 'static {
         older_than: Timestamp,
         limit: u32,
     ) -> StoreResult<PurgeReport>;
+}
+
+/// The pull feed (see [`feed`]): a tenant's events in commit order after a cursor, and
+/// named consumers whose acknowledged position the store keeps.
+#[async_trait]
+pub trait FeedStore: Send + Sync + 'static {
+    /// The events after `query.after`, in commit order: a position once returned is never
+    /// preceded by an event that commits later, on any node.
+    async fn read_feed(&self, query: FeedQuery) -> StoreResult<FeedPage>;
+    /// Stores a consumer, refused with [`StoreError::AlreadyExists`] when its tenant has one
+    /// of that name and [`StoreError::LimitReached`] when it has `max_per_tenant` already.
+    async fn create_consumer(
+        &self,
+        consumer: NewConsumer,
+        max_per_tenant: u32,
+    ) -> StoreResult<Consumer>;
+    async fn get_consumer(&self, tenant: Option<TenantId>, name: String) -> StoreResult<Consumer>;
+    async fn list_consumers(&self, tenant: Option<TenantId>) -> StoreResult<Vec<Consumer>>;
+    async fn delete_consumer(&self, tenant: Option<TenantId>, name: String) -> StoreResult<()>;
+    /// Records that a read handed the consumer everything up to `upto` (never moves back).
+    async fn consumer_delivered(
+        &self,
+        tenant: Option<TenantId>,
+        name: String,
+        upto: FeedPosition,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Moves the acknowledged position forward to `cursor`, in one write; a cursor at or
+    /// behind it changes nothing; one past `delivered` is [`StoreError::CursorNotDelivered`].
+    async fn ack_consumer(
+        &self,
+        tenant: Option<TenantId>,
+        name: String,
+        cursor: FeedPosition,
+        now: Timestamp,
+    ) -> StoreResult<Acked>;
 }
 
 /// Webhook subscriptions.

@@ -17,6 +17,9 @@ pub struct Signals {
     /// Counts changes to the registered event types (their schemas), on this node or,
     /// on PostgreSQL, on any node: whoever caches the schemas reloads them when it moves.
     pub event_types: watch::Sender<u64>,
+    /// Counts commits that stored events, on this node or, on PostgreSQL, on any node:
+    /// feed long polls subscribe, read, and wait for it to move.
+    pub events_appended: watch::Sender<u64>,
 }
 
 impl Default for Signals {
@@ -27,6 +30,7 @@ impl Default for Signals {
             deliveries_due: Notify::new(),
             broker_deliveries_due: Notify::new(),
             event_types: watch::channel(0).0,
+            events_appended: watch::channel(0).0,
         }
     }
 }
@@ -41,6 +45,11 @@ impl Signals {
     pub fn deliveries_changed(&self) {
         self.deliveries_due.notify_waiters();
         self.broker_deliveries_due.notify_waiters();
+    }
+
+    /// Events were stored and committed (here or, on PostgreSQL, on another node).
+    pub fn events_appended(&self) {
+        self.events_appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// An event type was stored (here or, on PostgreSQL, on another node).

@@ -1,7 +1,8 @@
 //! The `herald` binary: `serve` runs the API and its delivery engine on one store;
 //! `migrate` prepares a database; `tenants create` and `keys create` talk to a running
 //! Herald (`keys create --offline` writes to the database); `verify` checks a webhook
-//! signature; `contract` prints the async contract, OpenAPI or AsyncAPI from a config.
+//! signature; `contract` prints the async contract, OpenAPI or AsyncAPI from a config;
+//! `listen` forwards a tenant's feed to a local URL, signed ([`listen`]).
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -14,6 +15,8 @@ use herald_store::{ApiKey, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+mod listen;
 
 /// mimalloc: per-thread free lists instead of glibc's arenas, whose malloc/free (and their
 /// lock wake-ups) were the largest self cost of a loaded Herald.
@@ -78,6 +81,10 @@ enum Command {
     /// Check a webhook request's signature (Herald or Standard Webhooks format).
     /// Exits 0 when it is genuine and fresh, 1 otherwise.
     Verify(VerifyArgs),
+    /// Follow a tenant's feed and POST each event, signed as a delivery is, to a local
+    /// URL (local development: no inbound connection needed). Ctrl-C stops after the
+    /// current event; the next run resumes after the last one acknowledged.
+    Listen(listen::ListenArgs),
     /// Print the async contract (Markdown), OpenAPI 3.1 or AsyncAPI 3.0 for a config.
     Contract {
         /// TOML config file; without one, the defaults.
@@ -305,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(args) => verify(args),
+        Command::Listen(args) => listen::listen(args).await,
         Command::Contract {
             config,
             openapi,

@@ -1,5 +1,5 @@
 //! Herald's TOML configuration, one module per section: `[[operation_types]]` with
-//! their triggers ([`operations`]), `[[event_types]]`, `[webhooks]`, `[store]` and
+//! their triggers ([`operations`]), `[[event_types]]`, `[webhooks]`, `[feed]`, `[store]` and
 //! `[limits]`, `[retention]`, `[[routes]]`, `[brokers]` and `[metrics]`.
 //!
 //! Values are deserialised straight into their types (a trigger into its path, event
@@ -10,6 +10,7 @@
 
 mod brokers;
 mod event_types;
+mod feed;
 mod metrics;
 mod operations;
 mod retention;
@@ -22,6 +23,7 @@ pub use brokers::{
     BrokersConfig, KafkaConfig, NatsConfig, PubSubConfig, RabbitMqConfig, RedisConfig, SqsConfig,
 };
 pub use event_types::EventTypeConfig;
+pub use feed::FeedSettings;
 pub use metrics::MetricsSettings;
 pub use operations::{OperationType, Trigger};
 pub use retention::RetentionSettings;
@@ -63,6 +65,9 @@ pub struct Config {
     pub event_types: Vec<EventTypeConfig>,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// The pull feed's bounds.
+    #[serde(default)]
+    pub feed: FeedSettings,
     /// Per-key request rate limits (off unless set).
     #[serde(default)]
     pub limits: LimitSettings,
@@ -91,6 +96,7 @@ impl Default for Config {
             operation_types: vec![],
             event_types: vec![],
             webhooks: WebhookSettings::default(),
+            feed: FeedSettings::default(),
             limits: LimitSettings::default(),
             retention: RetentionSettings::default(),
             routes: vec![],
@@ -150,6 +156,7 @@ impl Config {
         operations::validate(&self.operation_types)?;
         event_types::validate(&self.event_types)?;
         self.webhooks.validate()?;
+        self.feed.validate()?;
         self.retention.validate()?;
         self.limits.validate()?;
         routes::validate(&self.routes)?;

@@ -1,11 +1,13 @@
 //! The route table: one module per resource. Custom methods (`:cancel`, `:claim`, …)
 //! share their resource's path and are told apart by the suffix after `:`.
 
+pub mod consumers;
 pub mod contract;
 pub mod dashboard;
 pub mod deliveries;
 pub mod event_types;
 pub mod events;
+pub mod feed;
 pub mod health;
 pub mod operations;
 pub mod stats;
@@ -54,6 +56,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::get))
+        .route("/feed", get(feed::read))
+        .route("/consumers", post(consumers::create).get(consumers::list))
+        .route(
+            "/consumers/{name}",
+            get(consumers::get)
+                .delete(consumers::delete)
+                .post(consumers::custom_method),
+        )
+        .route("/consumers/{name}/events", get(consumers::events))
         .route("/event-types", get(event_types::list))
         .route("/event-types/{name}", axum::routing::put(event_types::put))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))

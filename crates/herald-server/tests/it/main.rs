@@ -5,6 +5,7 @@ mod backpressure;
 mod brokers;
 mod contract;
 mod faults;
+mod feed;
 mod limits;
 mod observability;
 mod operations;

@@ -104,7 +104,11 @@ async fn writer_loop(
         }
         let (batch, later) = split_repeats(batch);
         held = later;
-        let due = run(&pool, batch, &mut patterns).await;
+        let (due, appended) = run(&pool, batch, &mut patterns).await;
+        if appended {
+            signals.events_appended();
+            let _ = notes.send(Note::Appended);
+        }
         if due {
             signals.deliveries_changed();
             let _ = notes.send(Note::Due);
@@ -137,8 +141,9 @@ fn split_repeats(batch: Vec<EventJob>) -> (Vec<EventJob>, Vec<EventJob>) {
     (now, later)
 }
 
-/// Stores `batch` and answers each job. Returns whether any delivery was made.
-async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> bool {
+/// Stores `batch` and answers each job. Returns whether any delivery was made, and
+/// whether any event was stored.
+async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> (bool, bool) {
     let mut tries = 0;
     let outcome = loop {
         match store_batch(pool, &batch, patterns).await {
@@ -149,25 +154,28 @@ async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> 
     match outcome {
         Ok(stored) => {
             let due = stored.iter().any(|(_, fanned)| *fanned > 0);
+            let appended = stored.iter().any(|(r, _)| matches!(r, Ok(Created::New(_))));
             for (job, (result, _)) in batch.into_iter().zip(stored) {
                 let _ = job.reply.send(result);
             }
-            due
+            (due, appended)
         }
         Err(e) if batch.len() == 1 => {
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }
-            false
+            (false, false)
         }
         Err(e) => {
             // Whatever failed, it takes down only the request that caused it.
             tracing::warn!(error = %e, events = batch.len(), "an event batch failed; storing its events one by one");
-            let mut due = false;
+            let (mut due, mut appended) = (false, false);
             for job in batch {
-                due |= Box::pin(run(pool, vec![job], patterns)).await;
+                let (d, a) = Box::pin(run(pool, vec![job], patterns)).await;
+                due |= d;
+                appended |= a;
             }
-            due
+            (due, appended)
         }
     }
 }
@@ -537,8 +545,9 @@ async fn store_in(
         query(
             tx,
             "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
-             $7::text[], $8::int8[])",
+             SELECT i, t, ty, k, s, d, h, at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+             $5::int8[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY AS u(i, t, ty, k, s, d, h, at, n) \
+             ORDER BY n",
             &[&ev.id, &ev.tenant, &ev.ty, &ev.key, &ev.seq, &ev.data, &ev.hash, &ev.at],
         )
         .await

@@ -161,6 +161,26 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
      ALTER TABLE deliveries ADD COLUMN sequence BIGINT; \
      CREATE INDEX deliveries_webhook_lines ON deliveries(webhook_id, ordering_key, sequence) \
        WHERE webhook_id IS NOT NULL AND ordering_key IS NOT NULL AND status IN ('pending', 'failed');",
+    // The pull feed: each event's position is (the id of the transaction that stored it,
+    // a sequence value), and readers only return events of transactions older than every
+    // one still running, so a position handed out is never preceded by a later commit
+    // (see feed.rs). Events stored before sit at transaction 0, ahead of all new ones.
+    // Consumers keep their acknowledged positions.
+    "ALTER TABLE events ADD COLUMN feed_xid BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE events ALTER COLUMN feed_xid SET DEFAULT (pg_current_xact_id()::text::bigint); \
+     ALTER TABLE events ADD COLUMN feed_pos BIGSERIAL; \
+     CREATE INDEX events_feed ON events(tenant_id, feed_xid, feed_pos); \
+     CREATE TABLE consumers ( \
+         tenant_id TEXT NOT NULL, \
+         name TEXT NOT NULL, \
+         types TEXT NOT NULL, \
+         acked_major BIGINT NOT NULL, \
+         acked_minor BIGINT NOT NULL, \
+         delivered_major BIGINT NOT NULL, \
+         delivered_minor BIGINT NOT NULL, \
+         created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, \
+         PRIMARY KEY (tenant_id, name));",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

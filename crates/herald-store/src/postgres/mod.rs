@@ -9,6 +9,7 @@
 mod deliveries;
 mod event_writer;
 mod events;
+mod feed;
 mod migrations;
 mod operations;
 mod outbox;
@@ -44,6 +45,7 @@ pub(crate) mod channel {
     pub const OPERATIONS_QUEUED: &str = "herald_operations_queued";
     pub const DELIVERIES_DUE: &str = "herald_deliveries_due";
     pub const EVENT_TYPES_CHANGED: &str = "herald_event_types_changed";
+    pub const EVENTS_APPENDED: &str = "herald_events_appended";
 }
 
 pub struct PgStore {
@@ -81,6 +83,8 @@ pub(crate) enum Note {
     Queued,
     Due,
     EventTypes,
+    /// Events committed: feed long polls on other nodes read again.
+    Appended,
 }
 
 /// Sends queued wake-ups as `NOTIFY`, everything queued at once, after the changes they
@@ -94,7 +98,7 @@ pub(crate) enum Note {
 async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
     while let Some(first) = notes.recv().await {
         let mut changed = std::collections::BTreeSet::new();
-        let (mut queued, mut due, mut event_types) = (false, false, false);
+        let (mut queued, mut due, mut event_types, mut appended) = (false, false, false, false);
         let mut note = Some(first);
         while let Some(n) = note {
             match n {
@@ -104,6 +108,7 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                 Note::Queued => queued = true,
                 Note::Due => due = true,
                 Note::EventTypes => event_types = true,
+                Note::Appended => appended = true,
             }
             note = notes.try_recv().ok();
         }
@@ -131,6 +136,12 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
             sql.push_str(&format!(
                 " SELECT pg_notify('{}', '');",
                 channel::EVENT_TYPES_CHANGED
+            ));
+        }
+        if appended {
+            sql.push_str(&format!(
+                " SELECT pg_notify('{}', '');",
+                channel::EVENTS_APPENDED
             ));
         }
         sql.push_str(" COMMIT;");
@@ -336,11 +347,12 @@ async fn listen(
                 });
                 let listening = client
                     .batch_execute(&format!(
-                        "LISTEN {}; LISTEN {}; LISTEN {}; LISTEN {};",
+                        "LISTEN {}; LISTEN {}; LISTEN {}; LISTEN {}; LISTEN {};",
                         channel::OPERATION_CHANGED,
                         channel::OPERATIONS_QUEUED,
                         channel::DELIVERIES_DUE,
-                        channel::EVENT_TYPES_CHANGED
+                        channel::EVENT_TYPES_CHANGED,
+                        channel::EVENTS_APPENDED
                     ))
                     .await;
                 match listening {
@@ -352,6 +364,7 @@ async fn listen(
                         signals.operations_queued.notify_waiters();
                         signals.deliveries_changed();
                         signals.event_types_changed();
+                        signals.events_appended();
                         while let Some(n) = rx.recv().await {
                             match n.channel() {
                                 channel::OPERATION_CHANGED => {
@@ -364,6 +377,7 @@ async fn listen(
                                 }
                                 channel::DELIVERIES_DUE => signals.deliveries_changed(),
                                 channel::EVENT_TYPES_CHANGED => signals.event_types_changed(),
+                                channel::EVENTS_APPENDED => signals.events_appended(),
                                 _ => {}
                             }
                         }

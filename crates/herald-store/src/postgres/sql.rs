@@ -69,6 +69,8 @@ pub(super) struct Wake {
     pub(super) queued: bool,
     pub(super) due: bool,
     pub(super) event_types: bool,
+    /// The transaction may have stored events (an operation's final event).
+    pub(super) events: bool,
 }
 
 impl Wake {
@@ -88,6 +90,10 @@ impl Wake {
         if self.event_types {
             signals.event_types_changed();
             let _ = notes.send(Note::EventTypes);
+        }
+        if self.events {
+            signals.events_appended();
+            let _ = notes.send(Note::Appended);
         }
     }
 }

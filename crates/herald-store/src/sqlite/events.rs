@@ -63,9 +63,13 @@ pub(super) fn insert_event_row(
         ),
         None => None,
     };
+    // The feed's position: drawn inside the write, and the writer commits in order.
+    let position: i64 = conn
+        .prepare_cached("UPDATE feed_counter SET last = last + 1 WHERE id = 1 RETURNING last")?
+        .query_row([], |r| r.get(0))?;
     conn.prepare_cached(
-        "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (id, tenant_id, type, key, sequence, data, request_hash, created_at, position) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         e.id.to_string(),
@@ -75,8 +79,10 @@ pub(super) fn insert_event_row(
         sequence,
         data_json,
         e.request_hash,
-        e.created_at.0
+        e.created_at.0,
+        position
     ])?;
+    super::feed::appended_in_this_batch();
     let event = rules::stored_event(e, sequence);
     let fanned = fan_out(conn, routes, &event, handoff)?;
     Ok((event, fanned))

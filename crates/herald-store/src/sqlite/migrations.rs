@@ -187,6 +187,32 @@ ALTER TABLE deliveries ADD COLUMN sequence INTEGER;
 CREATE INDEX deliveries_webhook_lines ON deliveries(webhook_id, ordering_key, sequence)
     WHERE webhook_id IS NOT NULL AND ordering_key IS NOT NULL AND status IN ('pending', 'failed');
 "#,
+    // 7: the pull feed: each event's commit-ordered position, drawn from a counter that never
+    // goes back (the rowid may, once retention has deleted every event), and consumers with
+    // their acknowledged positions. Events stored before are placed in rowid order, which is
+    // their commit order (one writer).
+    r#"
+ALTER TABLE events ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET position = rowid;
+CREATE TABLE feed_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO feed_counter (id, last) VALUES (1, COALESCE((SELECT MAX(position) FROM events), 0));
+CREATE INDEX events_feed ON events(tenant_id, position);
+CREATE TABLE consumers (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    types TEXT NOT NULL,
+    acked_major INTEGER NOT NULL,
+    acked_minor INTEGER NOT NULL,
+    delivered_major INTEGER NOT NULL,
+    delivered_minor INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+"#,
 ];
 
 /// The schema version this build writes and expects.

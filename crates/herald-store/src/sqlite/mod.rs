@@ -13,6 +13,7 @@
 
 mod deliveries;
 mod events;
+mod feed;
 mod migrations;
 mod operations;
 mod outbox;
@@ -186,9 +187,11 @@ impl SqliteStore {
         conn.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL", [])?;
 
         let (tx, rx) = mpsc::sync_channel::<WriteJob>(write_queue.max(1));
+        let signals = Arc::new(Signals::default());
+        let writer_signals = signals.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_signals))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
@@ -199,7 +202,7 @@ impl SqliteStore {
                 slots: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
                 waiting: AtomicUsize::new(0),
             }),
-            signals: Arc::new(Signals::default()),
+            signals,
             routes: Arc::default(),
             handoff: Arc::default(),
         })
@@ -386,8 +389,10 @@ fn run_in_savepoint<R>(
 }
 
 /// The writer thread: one transaction per batch of queued jobs, until the store drops.
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+/// After a commit that stored events, feed long polls are woken.
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>, signals: &Signals) {
     while let Ok(first) = jobs.recv() {
+        feed::take_appended();
         if !conn.is_autocommit() {
             // Left open by a failed COMMIT whose ROLLBACK failed too; start clean.
             let _ = conn.execute_batch("ROLLBACK");
@@ -435,6 +440,10 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
+        }
+        // Before the replies: whoever is answered may read the feed at once.
+        if feed::take_appended() && committed.is_ok() {
+            signals.events_appended();
         }
         for reply in replies {
             reply(committed.clone());

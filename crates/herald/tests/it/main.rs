@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod common;
 mod crash;
+mod feed;
 mod model;
 mod multinode;
 mod process;

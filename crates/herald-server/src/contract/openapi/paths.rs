@@ -232,6 +232,72 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("200", ok("Registered.", schema_ref("EventType")))], &[])) }),
     );
 
+    let wait = || {
+        query(
+            "wait",
+            json!({ "type": "string", "examples": ["20s"] }),
+            "Long poll: wait up to this (at most 60s) for an event when none is there yet.",
+        )
+    };
+    let tenant_param = || {
+        query(
+            "tenant",
+            json!({ "type": "string" }),
+            "Admin only: this tenant (left out: events of no tenant).",
+        )
+    };
+    let page_size = || {
+        query(
+            "page_size",
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),
+            "Events per answer (default 50).",
+        )
+    };
+    let name = || path_param("name", "The consumer's name.");
+    put(
+        "/feed",
+        json!({ "get": finish(op("Read the feed after a cursor, in commit order (a long poll)", "feed", "readFeed"),
+        vec![
+            query("after", json!({ "type": "string" }), "A `next_cursor` answered before; left out: from the oldest event kept."),
+            wait(),
+            query("types", json!({ "type": "string", "examples": ["payment.*,refund.created"] }), "Comma-separated event-type patterns (`a.b`, `a.*`, `*`)."),
+            page_size(),
+            tenant_param(),
+        ], None,
+        responses(vec![("200", ok("Events after the cursor (maybe none) and the cursor to read after them.", schema_ref("FeedPage")))], &["503"])) }),
+    );
+    put(
+        "/consumers",
+        json!({
+            "post": finish(op("Create a consumer: a feed reader whose acknowledged cursor Herald keeps", "feed", "createConsumer"), vec![],
+                Some(json_body(schema_ref("CreateConsumer"))),
+                responses(vec![("201", ok("Created.", schema_ref("Consumer")))], &["409"])),
+            "get": finish(op("List consumers", "feed", "listConsumers"), vec![tenant_param()], None,
+                responses(vec![("200", ok("Every consumer of the tenant.", list_of("consumers", "Consumer")))], &[]))
+        }),
+    );
+    put(
+        "/consumers/{name}",
+        json!({
+            "get": finish(op("Get a consumer", "feed", "getConsumer"), vec![name(), tenant_param()], None,
+                responses(vec![("200", ok("The consumer.", schema_ref("Consumer")))], &["404"])),
+            "delete": finish(op("Delete a consumer", "feed", "deleteConsumer"), vec![name(), tenant_param()], None,
+                responses(vec![("204", json!({ "description": "Deleted." }))], &["404"]))
+        }),
+    );
+    put(
+        "/consumers/{name}/events",
+        json!({ "get": finish(op("Read a consumer's events after its acknowledged cursor (a long poll)", "feed", "readConsumerEvents"),
+        vec![name(), wait(), page_size(), tenant_param()], None,
+        responses(vec![("200", ok("Events after the acknowledged cursor (maybe none).", schema_ref("FeedPage")))], &["404", "503"])) }),
+    );
+    put(
+        "/consumers/{name}:ack",
+        json!({ "post": finish(op("Acknowledge: move the consumer's cursor forward", "feed", "ackConsumer"), vec![name(), tenant_param()],
+        Some(json_body(json!({ "type": "object", "required": ["cursor"], "additionalProperties": false, "properties": { "cursor": { "type": "string" } } }))),
+        responses(vec![("200", ok("The consumer (unchanged when the cursor is at or behind its own).", schema_ref("Consumer")))], &["404"])) }),
+    );
+
     let list_hooks = list_params(&[("tenant", "string", "Admin only: one tenant's webhooks.")]);
     put(
         "/webhooks",

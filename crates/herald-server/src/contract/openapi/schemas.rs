@@ -23,6 +23,7 @@ pub(super) fn components() -> Value {
             "Problem404": problem_response("No such resource, or not visible to this tenant (never 403)."),
             "Problem409": problem_response("Conflict: a stale lease, an operation already done, or an Idempotency-Key in use."),
             "Problem422": problem_response("The request is not valid."),
+            "Problem503": problem_response("Overloaded or timed out; nothing was changed (for a read). Retry after `Retry-After`."),
             "ProblemDefault": problem_response("Any other error, as problem details.")
         },
         "schemas": {
@@ -118,6 +119,26 @@ pub(super) fn components() -> Value {
                                 "created_at": { "type": "string", "format": "date-time" },
                                 "key": { "type": "string" }, "sequence": { "type": "integer", "minimum": 1 },
                                 "tenant": { "type": "string" }, "data": {} }
+            },
+            "FeedPage": {
+                "type": "object", "required": ["events", "next_cursor"],
+                "properties": { "events": { "type": "array", "items": schema_ref("Event") },
+                                "next_cursor": { "type": "string", "description": "Opaque: pass it back as `after` (or `:ack` it)." } }
+            },
+            "CreateConsumer": {
+                "type": "object", "required": ["name"], "additionalProperties": false,
+                "properties": { "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$" },
+                                "types": { "type": "array", "items": { "type": "string" }, "maxItems": 50 },
+                                "start": { "enum": ["earliest", "latest"] },
+                                "tenant": { "type": "string" } }
+            },
+            "Consumer": {
+                "type": "object", "required": ["name", "types", "cursor", "created_at", "updated_at"],
+                "properties": { "name": { "type": "string" }, "tenant": { "type": "string" },
+                                "types": { "type": "array", "items": { "type": "string" } },
+                                "cursor": { "type": "string", "description": "The acknowledged cursor." },
+                                "created_at": { "type": "string", "format": "date-time" },
+                                "updated_at": { "type": "string", "format": "date-time" } }
             },
             "EventType": {
                 "type": "object", "required": ["name", "schema"],

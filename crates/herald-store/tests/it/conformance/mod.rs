@@ -5,6 +5,7 @@
 mod claims;
 mod deliveries;
 mod events;
+mod feed;
 mod handoff;
 mod lines;
 mod nodes;
@@ -18,6 +19,7 @@ use claims::*;
 use deliveries::*;
 use events::*;
 use lines::*;
+use feed::*;
 use operations::*;
 use races::*;
 use tenants::*;
@@ -138,6 +140,9 @@ conformance!(
     an_ordered_webhook_sends_a_key_one_at_a_time,
     the_sweep_moves_a_line_whose_head_is_gone,
     ordered_lines_hold_against_a_model,
+    feed_reads_in_commit_order_after_a_cursor,
+    consumers_ack_forward_only_and_what_was_delivered,
+    positions_never_go_back_after_retention_empties_the_feed,
 );
 
 // ---------------------------------------------------------------- helpers
