@@ -143,6 +143,11 @@ test("deliveries: redeliver and replay are deduped", () =>
     assert.equal((await tenant.client.getDelivery(delivery.id)).attempt_log?.[0]?.status_code, 200);
     await tenant.client.redeliver(delivery.id);
     await consume();
+    // The redelivery's success is recorded after the receiver answered: replay once it is.
+    await eventually("the redelivery to be recorded", async () => {
+      const d = await tenant.client.getDelivery(delivery.id);
+      return d.attempts >= 2 && d.status === "succeeded";
+    });
     const replay = await tenant.client.replayWebhook(hook.id, { status: "succeeded" });
     assert.deepEqual([replay.replayed, replay.done], [1, true]);
     await consume();
