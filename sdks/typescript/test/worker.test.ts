@@ -10,10 +10,19 @@ import { JobFailed, Worker, type Job } from "@herald/client";
 import { PACKAGE, newTenant, startHerald, type Server } from "./helpers.js";
 
 let server: Server;
+const workers: Worker[] = []; // stopped at the end even when a test failed midway
 before(async () => {
   server = await startHerald();
 });
-after(() => server.stop());
+after(async () => {
+  for (const w of workers) w.stop();
+  await server.stop();
+});
+
+function track(w: Worker): Worker {
+  workers.push(w);
+  return w;
+}
 
 function latch(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
@@ -25,7 +34,7 @@ test("the worker reports progress and completes", async () => {
   const tenant = await newTenant(server);
   const halfway = latch();
   const goOn = latch();
-  const worker = new Worker(
+  const worker = track(new Worker(
     tenant.worker,
     async (job: Job) => {
       job.setProgress(50);
@@ -36,7 +45,7 @@ test("the worker reports progress and completes", async () => {
       return { echo: job.input };
     },
     { types: ["transcode"], claimWaitMs: 1000, heartbeatEveryMs: 200 },
-  );
+  ));
   const running = worker.run();
   const op = await tenant.client.trigger("/videos", { n: 1 });
   await halfway.promise;
@@ -55,7 +64,7 @@ test("the worker reports progress and completes", async () => {
 test("a cancel is seen on heartbeat", async () => {
   const tenant = await newTenant(server);
   const started = latch();
-  const worker = new Worker(
+  const worker = track(new Worker(
     tenant.worker,
     async (job: Job) => {
       started.open();
@@ -63,7 +72,7 @@ test("a cancel is seen on heartbeat", async () => {
       throw new JobFailed("CANCELLED", "cancelled by the client");
     },
     { types: ["transcode"], claimWaitMs: 1000, heartbeatEveryMs: 200 },
-  );
+  ));
   const running = worker.run();
   const op = await tenant.client.trigger("/videos", { n: 2 });
   await started.promise;
@@ -78,7 +87,7 @@ test("stop lets the job in hand finish", async () => {
   const tenant = await newTenant(server);
   const started = latch();
   const release = latch();
-  const worker = new Worker(
+  const worker = track(new Worker(
     tenant.worker,
     async () => {
       started.open();
@@ -86,7 +95,7 @@ test("stop lets the job in hand finish", async () => {
       return "finished after stop";
     },
     { types: ["transcode"], claimWaitMs: 5000, heartbeatEveryMs: 200 },
-  );
+  ));
   let returned = false;
   const running = worker.run().then(() => (returned = true));
   const op = await tenant.client.trigger("/videos", { n: 3 });
@@ -116,14 +125,14 @@ test("a killed worker loses its operation to another after the lease", async () 
     if (child.exitCode === null && child.signalCode === null) await once(child, "exit");
   }
   const attempts: number[] = [];
-  const worker = new Worker(
+  const worker = track(new Worker(
     tenant.worker,
     (job: Job) => {
       attempts.push(job.attempt);
       return { taken_over: true };
     },
     { types: ["transcode"], claimWaitMs: 5000, heartbeatEveryMs: 500 },
-  );
+  ));
   const running = worker.run();
   const done = await tenant.client.wait(op.name, { timeoutMs: 60_000 });
   worker.stop();
