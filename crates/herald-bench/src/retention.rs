@@ -50,6 +50,7 @@ async fn seed(dir: &Path, events: u64) -> anyhow::Result<()> {
             previous_secret: None,
             schedule: None,
             max_concurrency: None,
+            ordering: Default::default(),
             disabled: false,
             disabled_reason: None,
             description: None,

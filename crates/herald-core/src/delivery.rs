@@ -10,6 +10,9 @@ pub enum DeliveryStatus {
     Succeeded,
     /// Every attempt of its window failed (dead); stays listed for redelivery.
     Failed,
+    /// An operator gave it up (`:skip`): never sent again unless redelivered. On an ordered
+    /// webhook this releases the deliveries of its key that it held back.
+    Skipped,
 }
 
 impl DeliveryStatus {
@@ -18,6 +21,7 @@ impl DeliveryStatus {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Succeeded => "succeeded",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
         }
     }
     pub fn parse(text: &str) -> Option<Self> {
@@ -25,6 +29,7 @@ impl DeliveryStatus {
             "pending" => Some(Self::Pending),
             "succeeded" => Some(Self::Succeeded),
             "failed" => Some(Self::Failed),
+            "skipped" => Some(Self::Skipped),
             _ => None,
         }
     }
@@ -59,8 +64,14 @@ pub struct Delivery {
     pub event_id: EventId,
     pub destination: Destination,
     /// The broker key (a route's JSON pointer into the event); deliveries of one route and
-    /// key are published one after another, in the order they were created.
+    /// key are published one after another, in the order they were created. On a webhook
+    /// with `ordering: key`, the event's key: its deliveries go one at a time in `sequence` order.
     pub ordering_key: Option<String>,
+    /// The event's `sequence` within its key, on an ordered webhook's delivery: its place in line.
+    pub sequence: Option<i64>,
+    /// On reads only: the delivery of the same ordered line (webhook and key) that holds this
+    /// pending one back, the head of the line.
+    pub held_by: Option<DeliveryId>,
     pub tenant: Option<TenantId>,
     pub event_type: String,
     pub status: DeliveryStatus,

@@ -6,6 +6,34 @@ use crate::retry::RetrySchedule;
 use crate::signing::SignatureFormat;
 use crate::Timestamp;
 
+/// Whether a webhook's deliveries keep their events' order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// As today: deliveries go concurrently, retries overtake (`sequence` lets a consumer
+    /// rebuild order).
+    #[default]
+    None,
+    /// Deliveries of one event key go one at a time, in `sequence` order, retries included;
+    /// a failing or dead one holds back only its own key. Events without a key are unordered.
+    Key,
+}
+
+impl Ordering {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::Key => "key",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "none" => Some(Self::None),
+            "key" => Some(Self::Key),
+            _ => None,
+        }
+    }
+}
+
 /// `Debug` leaves the secrets out, so a webhook can be logged.
 #[derive(Clone, PartialEq)]
 pub struct Webhook {
@@ -22,6 +50,8 @@ pub struct Webhook {
     pub schedule: Option<RetrySchedule>,
     /// At most this many requests in flight to this webhook.
     pub max_concurrency: Option<u32>,
+    /// Whether deliveries of one event key go in order (`"ordering": "key"`).
+    pub ordering: Ordering,
     pub disabled: bool,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
@@ -48,6 +78,7 @@ impl std::fmt::Debug for Webhook {
             )
             .field("schedule", &self.schedule)
             .field("max_concurrency", &self.max_concurrency)
+            .field("ordering", &self.ordering)
             .field("disabled", &self.disabled)
             .field("disabled_reason", &self.disabled_reason)
             .finish_non_exhaustive()
@@ -84,6 +115,7 @@ mod tests {
             previous_secret: Some(("hsec_previous_secret_value".into(), Timestamp(5))),
             schedule: None,
             max_concurrency: None,
+            ordering: Ordering::None,
             disabled: false,
             disabled_reason: None,
             description: None,

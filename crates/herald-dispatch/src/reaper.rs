@@ -1,5 +1,6 @@
 //! The operations' timekeeper: puts operations whose lease expired back in the queue
-//! (or ends them with `WORKER_LOST`), enforces deadlines and purges after retention.
+//! (or ends them with `WORKER_LOST`), enforces deadlines and purges after retention; and
+//! the ordered webhooks' sweep, which moves on any line whose head is gone.
 
 use herald_core::clock::sleep_until;
 use herald_core::Clock;
@@ -21,6 +22,13 @@ pub(crate) async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, shutdown: 
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaping operations failed; will retry"),
+        }
+        // Ordered webhooks: a line whose head went without releasing the next (its event
+        // purged, or finished on another node while this line grew) moves on here.
+        match store.release_held_heads(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(released = n, "held deliveries released"),
+            Err(e) => tracing::warn!(error = %e, "releasing held deliveries failed; will retry"),
         }
         let next = match store.next_operation_timer().await {
             Ok(Some(t)) => t.min(now.plus(MAX_SLEEP)),

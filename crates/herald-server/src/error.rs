@@ -89,6 +89,10 @@ impl ApiError {
                 "LIMIT_REACHED",
                 "A configured limit is reached; nothing was changed.",
             ),
+            StoreError::DeliverySucceeded => Self::conflict(
+                "DELIVERY_SUCCEEDED",
+                "The delivery already succeeded: there is nothing to skip. Nothing was changed.",
+            ),
             StoreError::Backend(e) => Self::internal(e),
         }
     }

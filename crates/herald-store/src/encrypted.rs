@@ -400,6 +400,14 @@ impl DeliveryStore for EncryptedSecrets {
     async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch> {
         self.inner.replay(replay).await
     }
+
+    async fn skip_delivery(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        self.inner.skip_delivery(id, now).await
+    }
+
+    async fn release_held_heads(&self, now: Timestamp) -> StoreResult<u64> {
+        self.inner.release_held_heads(now).await
+    }
 }
 
 #[async_trait]

@@ -17,6 +17,8 @@ pub struct Target {
     pub webhook: String,
     pub tenant: Option<TenantId>,
     pub patterns: Arc<Vec<EventPattern>>,
+    /// `ordering: key`: its deliveries of a keyed event line up per key.
+    pub ordered: bool,
 }
 
 /// One delivery to make.
@@ -29,8 +31,11 @@ pub struct Planned<'a> {
 /// Where a planned delivery goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum To<'a> {
-    /// A webhook, by its stored id.
-    Webhook(&'a str),
+    /// A webhook, by its stored id; on an ordered webhook, the event's key lines it up.
+    Webhook {
+        webhook: &'a str,
+        ordering_key: Option<String>,
+    },
     /// A broker route, with the event's ordering key on it.
     Route {
         name: &'a str,
@@ -51,7 +56,10 @@ pub fn plan<'a>(
         .filter(|t| {
             t.tenant == event.tenant && t.patterns.iter().any(|p| p.matches(&event.event_type))
         })
-        .map(|t| To::Webhook(&t.webhook));
+        .map(|t| To::Webhook {
+            webhook: &t.webhook,
+            ordering_key: if t.ordered { event.key.clone() } else { None },
+        });
     let routes = routes
         .iter()
         .filter(|r| herald_core::pattern::any_matches(&r.events, &event.event_type))
@@ -100,6 +108,7 @@ impl PatternCache {
         webhook: String,
         tenant: Option<TenantId>,
         stored: String,
+        ordered: bool,
     ) -> StoreResult<Target> {
         let patterns = match self.parsed.get(&webhook) {
             Some((seen, patterns)) if *seen == stored => patterns.clone(),
@@ -114,6 +123,7 @@ impl PatternCache {
             webhook,
             tenant,
             patterns,
+            ordered,
         })
     }
 }
@@ -141,6 +151,7 @@ mod tests {
         Target {
             webhook: webhook.into(),
             tenant,
+            ordered: false,
             patterns: Arc::new(
                 patterns
                     .iter()
@@ -148,6 +159,33 @@ mod tests {
                     .collect(),
             ),
         }
+    }
+
+    fn hook<'a>(webhook: &'a str, ordering_key: Option<&str>) -> To<'a> {
+        To::Webhook {
+            webhook,
+            ordering_key: ordering_key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn an_ordered_webhook_lines_up_keyed_events_only() {
+        let acme = Some(TenantId::generate());
+        let mut ordered = target("wh_o", acme, &["*"]);
+        ordered.ordered = true;
+        let targets = [ordered, target("wh_u", acme, &["*"])];
+        let mut keyed = event(acme, "payment.succeeded");
+        keyed.key = Some("p_1".into());
+        let to: Vec<_> = plan(&keyed, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_o", Some("p_1")), hook("wh_u", None)]);
+        let to: Vec<_> = plan(&event(acme, "payment.succeeded"), &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_o", None), hook("wh_u", None)]);
     }
 
     fn route(name: &str, pattern: &str, key: &str) -> OutboxRoute {
@@ -179,8 +217,8 @@ mod tests {
         assert_eq!(
             to,
             vec![
-                To::Webhook("wh_a"),
-                To::Webhook("wh_e"),
+                hook("wh_a", None),
+                hook("wh_e", None),
                 To::Route {
                     name: "kafka",
                     ordering_key: Some("p_1".into())
@@ -204,7 +242,7 @@ mod tests {
         ];
         let planned = plan(&event(None, "x.y"), &targets, &[]);
         assert_eq!(planned.len(), 1);
-        assert_eq!(planned[0].to, To::Webhook("wh_b"));
+        assert_eq!(planned[0].to, hook("wh_b", None));
         assert!(plan(&event(None, "x.y"), &[], &[]).is_empty());
     }
 
@@ -219,14 +257,14 @@ mod tests {
     fn the_pattern_cache_sees_an_edit_at_once() {
         let mut cache = PatternCache::default();
         let a = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
             .unwrap();
         let again = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into())
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
             .unwrap();
         assert!(Arc::ptr_eq(&a.patterns, &again.patterns), "parsed once");
         let edited = cache
-            .target("wh_a".into(), None, r#"["b.*"]"#.into())
+            .target("wh_a".into(), None, r#"["b.*"]"#.into(), false)
             .unwrap();
         assert_eq!(edited.patterns[0].as_str(), "b.*");
     }

@@ -10,6 +10,7 @@ pub mod encrypted;
 pub mod fanout;
 pub mod filter;
 pub mod handoff;
+pub mod lines;
 pub mod model;
 pub mod postgres;
 pub(crate) mod rows;
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// A configured cap is reached (webhooks per tenant): refused, nothing changed.
     #[error("the limit is reached; nothing was changed")]
     LimitReached,
+    /// The delivery already succeeded: there is nothing to skip.
+    #[error("the delivery already succeeded")]
+    DeliverySucceeded,
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -221,6 +225,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// deliveries of the webhook in the range that have the status asked for, in one short
     /// write, and says where the next batch starts. `NotFound` for an unknown webhook.
     async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch>;
+    /// Gives a pending or failed delivery up (`skipped`): it is not sent again unless
+    /// redelivered, and on an ordered webhook the next delivery of its key is released.
+    /// A skipped one answers as it is; a succeeded one is `DeliverySucceeded`.
+    async fn skip_delivery(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
+    /// The ordered lines' sweep (see [`lines`]): every held head of a live webhook is made
+    /// due. Answers how many were.
+    async fn release_held_heads(&self, now: Timestamp) -> StoreResult<u64>;
 }
 
 /// Broker routes and their deliveries (the outbox).

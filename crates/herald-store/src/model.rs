@@ -262,6 +262,7 @@ pub struct WebhookChange {
     pub description: Option<String>,
     pub schedule: Option<RetrySchedule>,
     pub max_concurrency: Option<u32>,
+    pub ordering: Option<herald_core::webhook::Ordering>,
     pub rotate: Option<Rotation>,
     /// Applied to the secrets of the changed row before it is saved (the encrypting
     /// store seals them here, so a secret stored in plaintext before a key was configured
@@ -322,6 +323,9 @@ impl WebhookChange {
         }
         if let Some(n) = self.max_concurrency {
             webhook.max_concurrency = Some(n);
+        }
+        if let Some(o) = self.ordering {
+            webhook.ordering = o;
         }
         if let Some(rotation) = &self.rotate {
             let old = std::mem::replace(&mut webhook.secret, rotation.secret.clone());

@@ -12,6 +12,7 @@ use herald_core::operation::{Operation, OperationError, OperationState, Outcome}
 use herald_core::pattern::EventPattern;
 use herald_core::retry::RetrySchedule;
 use herald_core::signing::SignatureFormat;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -118,7 +119,7 @@ pub fn event(row: &(impl RowAccess + ?Sized)) -> StoreResult<Event> {
 
 pub const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, events, format, secret, secret_version, \
      previous_secret, previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, \
-     description, created_at, updated_at";
+     description, created_at, updated_at, ordering";
 
 pub fn webhook(row: &(impl RowAccess + ?Sized)) -> StoreResult<Webhook> {
     let id = row.text(0)?;
@@ -155,7 +156,24 @@ pub fn webhook(row: &(impl RowAccess + ?Sized)) -> StoreResult<Webhook> {
         description: row.opt_text(13)?,
         created_at: Timestamp(row.int(14)?),
         updated_at: Timestamp(row.int(15)?),
+        ordering: ordering_of(row.opt_text(16)?)?,
     })
+}
+
+/// A webhook's stored `ordering` (NULL: none).
+fn ordering_of(stored: Option<String>) -> StoreResult<Ordering> {
+    match stored {
+        None => Ok(Ordering::None),
+        Some(text) => Ordering::parse(&text).ok_or_else(|| bad("webhook", &text)),
+    }
+}
+
+/// A webhook's `ordering` as stored: NULL for none, so rows from before it read the same.
+pub fn ordering_arg(o: Ordering) -> Arg {
+    match o {
+        Ordering::None => Arg::Null,
+        Ordering::Key => Arg::text(o.as_str()),
+    }
 }
 
 /// A duration as the stored milliseconds.
@@ -201,7 +219,8 @@ pub fn patterns_json(p: &[EventPattern]) -> String {
 
 pub const DELIVERY_COLUMNS: &str =
     "id, event_id, webhook_id, tenant_id, event_type, status, attempts, \
-     window_attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, route, ordering_key";
+     window_attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, route, ordering_key, \
+     sequence";
 
 pub fn delivery(row: &(impl RowAccess + ?Sized)) -> StoreResult<Delivery> {
     let id = row.text(0)?;
@@ -213,6 +232,8 @@ pub fn delivery(row: &(impl RowAccess + ?Sized)) -> StoreResult<Delivery> {
         event_id: parse_id(&event_id, EventId::parse)?,
         destination,
         ordering_key: row.opt_text(14)?,
+        sequence: row.opt_int(15)?,
+        held_by: None,
         tenant: tenant(row.opt_text(3)?)?,
         event_type: row.text(4)?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| bad("delivery", &status))?,

@@ -51,6 +51,7 @@ fn webhook(url: &str, now: Timestamp, max_concurrency: Option<u32>) -> Webhook {
         previous_secret: None,
         schedule: None,
         max_concurrency,
+        ordering: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,

@@ -83,7 +83,7 @@ pub fn asyncapi(config: &Config, server_url: &str) -> Value {
                 "channel": { "$ref": format!("#/channels/{event}") },
                 "summary": format!("Herald delivers `{event}`."),
                 "description": format!(
-                    "At-least-once. A 2xx within {} acknowledges; anything else is retried after {} (±10 % jitter), a window of {window}; then the delivery is `failed` and can be redelivered. 410 Gone disables the webhook. Ordering is not guaranteed: use `sequence`.",
+                    "At-least-once. A 2xx within {} acknowledges; anything else is retried after {} (±10 % jitter), a window of {window}; then the delivery is `failed` and can be redelivered. 410 Gone disables the webhook. Ordering: not guaranteed on a webhook registered as usual (use `sequence`); on one registered with `\"ordering\": \"key\"`, one key's events arrive one at a time in `sequence` order, the next only after the previous was acknowledged, and a dead one holds its key until redelivered or skipped.",
                     human(w.timeout), schedule.join(", ")
                 ),
                 "messages": [ { "$ref": format!("#/channels/{event}/messages/{id}") } ]

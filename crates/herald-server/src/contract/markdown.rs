@@ -40,7 +40,11 @@ fn webhook_delivery(out: &mut String, config: &Config) {
     );
     let _ = writeln!(
         out,
-        "- **Ordering: not guaranteed.** Events may arrive out of order. Events with a `key` carry `sequence` (1, 2, 3… per tenant and key): keep the highest `sequence` applied per key and ignore older ones; `GET /events?key=` gives the full history to reconcile."
+        "- **Ordering: not guaranteed** on a webhook registered as usual (`\"ordering\": \"none\"`). Events may arrive out of order. Events with a `key` carry `sequence` (1, 2, 3… per tenant and key): keep the highest `sequence` applied per key and ignore older ones; `GET /events?key=` gives the full history to reconcile."
+    );
+    let _ = writeln!(
+        out,
+        "- **Ordered per key** on a webhook registered with `\"ordering\": \"key\"`: the events of one `key` arrive one at a time in `sequence` order; the next is sent only after the previous one was acknowledged (retries included). A failing delivery holds back only its own key; one that exhausts its schedule (`failed`) holds its key until an operator redelivers or skips it (`POST /deliveries/{{id}}:skip`), and a skipped event is never sent unless redelivered, so after a skip `sequence` has a gap. Still at least once: a delivery may repeat (same `X-Event-Id`), but never before an earlier one of its key was acknowledged; a replay sends a key's events again in order. Events without a `key` are unordered."
     );
     let _ = writeln!(
         out,

@@ -1,5 +1,6 @@
 //! The delivery log: list (filters webhook, status, event type, time), one delivery
-//! with every attempt, and `:redeliver` (same event, same event id).
+//! with every attempt, `:redeliver` (same event, same event id) and `:skip` (give one up;
+//! on an ordered webhook, release the deliveries of its key it held back).
 
 use super::{list_params, Listing};
 use super::{next_page_token, split_custom};
@@ -31,9 +32,18 @@ pub fn delivery_json(d: &Delivery) -> Value {
         "created_at": d.created_at.to_rfc3339(),
         "updated_at": d.updated_at.to_rfc3339(),
     });
-    if let Destination::Route(route) = &d.destination {
-        out["route"] = json!(route);
-        out["key"] = json!(d.ordering_key);
+    match &d.destination {
+        Destination::Route(route) => {
+            out["route"] = json!(route);
+            out["key"] = json!(d.ordering_key);
+        }
+        // An ordered webhook's delivery: its line (key), place in it, and who holds it back.
+        Destination::Webhook(_) if d.ordering_key.is_some() => {
+            out["key"] = json!(d.ordering_key);
+            out["sequence"] = json!(d.sequence);
+            out["held_by"] = json!(d.held_by);
+        }
+        Destination::Webhook(_) => {}
     }
     out
 }
@@ -104,8 +114,9 @@ pub async fn list(
         .status
         .as_deref()
         .map(|s| {
-            DeliveryStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid("`status` must be pending, succeeded or failed."))
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid("`status` must be pending, succeeded, failed or skipped.")
+            })
         })
         .transpose()?;
     let filter = DeliveryFilter {
@@ -157,20 +168,31 @@ pub async fn get(
     Ok(Json(out))
 }
 
-/// `POST /deliveries/{id}:redeliver`.
+/// `POST /deliveries/{id}:redeliver` and `POST /deliveries/{id}:skip`.
 pub async fn custom_method(
     State(state): State<AppState>,
     principal: Principal,
     Path(segment): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (id, method) = split_custom(&segment);
-    if method != Some("redeliver") {
-        return Err(ApiError::not_found("No such delivery method"));
-    }
+    let skip = match method {
+        Some("redeliver") => false,
+        Some("skip") => true,
+        _ => return Err(ApiError::not_found("No such delivery method")),
+    };
     let (d, _) = visible_delivery(&state, &principal, id).await?;
+    let now = state.clock.now();
+    if skip {
+        let d = state
+            .store
+            .skip_delivery(d.id, now)
+            .await
+            .map_err(|e| ApiError::from_store(e, "The delivery"))?;
+        return Ok((StatusCode::OK, Json(with_broker(&state, &d))));
+    }
     let d = state
         .store
-        .redeliver(d.id, state.clock.now())
+        .redeliver(d.id, now)
         .await
         .map_err(|e| ApiError::from_store(e, "The delivery"))?;
     Ok((StatusCode::ACCEPTED, Json(with_broker(&state, &d))))

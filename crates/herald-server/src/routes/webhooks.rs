@@ -19,6 +19,7 @@ use herald_core::ids::{TenantId, WebhookId};
 use herald_core::pattern::EventPattern;
 use herald_core::retry::RetrySchedule;
 use herald_core::signing::{generate_secret, SignatureFormat};
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use herald_store::{DeliveryStatus, Replay, Rotation, Webhook, WebhookChange, WebhookFilter};
 use serde::Deserialize;
@@ -34,6 +35,7 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "signing_secret_version": w.secret_version,
         "schedule": w.schedule.as_ref().map(|s| s.waits().iter().map(|d| herald_core::duration::format(*d)).collect::<Vec<_>>()),
         "max_concurrency": w.max_concurrency,
+        "ordering": w.ordering.as_str(),
         "disabled": w.disabled,
         "disabled_reason": w.disabled_reason,
         "description": w.description,
@@ -139,7 +141,20 @@ struct CreateWebhook {
     #[serde(default)]
     max_concurrency: Option<u32>,
     #[serde(default)]
+    ordering: Option<String>,
+    #[serde(default)]
     description: Option<String>,
+}
+
+fn parse_ordering(text: Option<&str>) -> ApiResult<Option<Ordering>> {
+    text.map(|t| {
+        Ordering::parse(t).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`ordering` must be \"none\" or \"key\", not {t:?}."
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn parse_format(text: Option<&str>) -> ApiResult<SignatureFormat> {
@@ -193,6 +208,7 @@ pub async fn create(
         previous_secret: None,
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
+        ordering: parse_ordering(req.ordering.as_deref())?.unwrap_or_default(),
         disabled: false,
         disabled_reason: None,
         description: check_description(req.description)?,
@@ -274,6 +290,7 @@ struct PatchWebhook {
     description: Option<String>,
     schedule: Option<Vec<String>>,
     max_concurrency: Option<u32>,
+    ordering: Option<String>,
 }
 
 pub async fn update(
@@ -304,6 +321,7 @@ pub async fn update(
         description: check_description(req.description)?,
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
+        ordering: parse_ordering(req.ordering.as_deref())?,
         ..WebhookChange::default()
     };
     let w = change_webhook(&state, w.id, change, state.clock.now()).await?;
@@ -438,7 +456,9 @@ async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
     let status = match req.status.as_deref() {
         None | Some("all") => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid("`status` must be \"failed\", \"succeeded\", \"pending\" or \"all\".")
+            ApiError::invalid(
+                "`status` must be \"failed\", \"succeeded\", \"pending\", \"skipped\" or \"all\".",
+            )
         })?),
     };
     // Taken before anything is replayed, so a refusal changes nothing.

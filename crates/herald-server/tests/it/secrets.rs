@@ -357,6 +357,7 @@ fn stored_webhook(
         previous_secret: None,
         schedule: None,
         max_concurrency: None,
+        ordering: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,

@@ -4,6 +4,7 @@ use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
 use crate::filter::{self};
+use crate::lines;
 use crate::model::*;
 use crate::rows::parse_id;
 use crate::rules;
@@ -12,6 +13,7 @@ use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::event::Event;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,9 +51,11 @@ impl DeliveryStore for PgStore {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = $1 WHERE id = ANY(ARRAY( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= $2 \
-                   AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
+                   AND (lease_until IS NULL OR lease_until <= $2) AND {WEBHOOK_HEAD} AND {LINE_IDLE} ORDER BY next_attempt_at LIMIT $3 \
                    FOR UPDATE SKIP LOCKED)) \
-                 RETURNING {DELIVERY_COLUMNS}"
+                 RETURNING {DELIVERY_COLUMNS}",
+                WEBHOOK_HEAD = lines::WEBHOOK_HEAD,
+                LINE_IDLE = lines::line_idle_sql("$2")
             );
             let claimed = claim_in_due_order(
                 &tx,
@@ -142,13 +146,27 @@ impl DeliveryStore for PgStore {
 
     async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         let q = filter::deliveries(filter::POSTGRES, &f);
-        self.read_all(&q.sql, &refs(&pg_args(q.args)), rows::delivery)
-            .await
+        let mut list: Vec<Delivery> = self
+            .read_all(&q.sql, &refs(&pg_args(q.args)), rows::delivery)
+            .await?;
+        if !list
+            .iter()
+            .any(|d| d.ordering_key.is_some() && d.sequence.is_some())
+        {
+            return Ok(list);
+        }
+        in_tx!(self, |tx, wake| {
+            for d in &mut list {
+                d.held_by = held_by(&tx, d).await?;
+            }
+            Ok(list)
+        })
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
         in_tx!(self, |tx, wake| {
-            let d = get_delivery_row(&tx, &id.to_string()).await?;
+            let mut d = get_delivery_row(&tx, &id.to_string()).await?;
+            d.held_by = held_by(&tx, &d).await?;
             let sql = format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY id ASC"
             );
@@ -174,8 +192,13 @@ impl DeliveryStore for PgStore {
                 &[&id.to_string(), &next, &now.0],
             )
             .await?;
+            if let (Some(webhook), Some(_)) = (d.destination.webhook(), &d.ordering_key) {
+                settle_lines(&tx, &webhook.to_string(), now).await?;
+            }
             wake.due = true;
-            get_delivery_row(&tx, &id.to_string()).await
+            let mut d = get_delivery_row(&tx, &id.to_string()).await?;
+            d.held_by = held_by(&tx, &d).await?;
+            Ok(d)
         })
     }
 
@@ -227,6 +250,9 @@ impl DeliveryStore for PgStore {
                 &[&ids, &next, &r.now.0],
             )
             .await?;
+            if replayed > 0 && webhook.ordering == Ordering::Key {
+                settle_lines(&tx, &r.webhook.to_string(), r.now).await?;
+            }
             let next = match looked_at.last() {
                 Some(row) if looked_at.len() == limit as usize => Some(ReplayCursor {
                     event_created_at: Timestamp(row.try_get(1)?),
@@ -238,6 +264,80 @@ impl DeliveryStore for PgStore {
             Ok(ReplayBatch { replayed, next })
         })
     }
+
+    async fn skip_delivery(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        in_tx!(self, |tx, wake| {
+            let id = id.to_string();
+            let d = get_delivery_row(&tx, &id).await?;
+            match d.status {
+                DeliveryStatus::Succeeded => return Err(StoreError::DeliverySucceeded),
+                DeliveryStatus::Skipped => return Ok(Ok(d)),
+                DeliveryStatus::Pending | DeliveryStatus::Failed => {}
+            }
+            // Only from pending or failed: a result recorded meanwhile (a success) stands.
+            let n = execute(
+                &tx,
+                "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, lease_until = NULL, \
+                 updated_at = $2 WHERE id = $1 AND status IN ('pending', 'failed')",
+                &[&id, &now.0],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::DeliverySucceeded);
+            }
+            execute(&tx, &lines::release_next_sql("$1", "$2"), &[&id, &now.0]).await?;
+            wake.due = true;
+            get_delivery_row(&tx, &id).await
+        })
+    }
+
+    async fn release_held_heads(&self, now: Timestamp) -> StoreResult<u64> {
+        in_tx!(self, |tx, wake| {
+            let n = execute(&tx, &lines::release_held_heads_sql("$1"), &[&now.0]).await?;
+            wake.due = n > 0;
+            Ok(n)
+        })
+    }
+}
+
+/// The head holding `d` back, when `d` is a pending delivery of an ordered line behind it.
+async fn held_by(
+    tx: &deadpool_postgres::Transaction<'_>,
+    d: &Delivery,
+) -> StoreResult<Option<DeliveryId>> {
+    let (Some(webhook), Some(key), Some(sequence), DeliveryStatus::Pending) = (
+        d.destination.webhook(),
+        &d.ordering_key,
+        d.sequence,
+        d.status,
+    ) else {
+        return Ok(None);
+    };
+    let row = query_opt(
+        tx,
+        &lines::head_of_sql("$1", "$2", "$3"),
+        &[&webhook.to_string(), key, &sequence],
+    )
+    .await?;
+    match row {
+        Some(row) => Ok(Some(parse_id(
+            &row.try_get::<_, String>(0)?,
+            DeliveryId::parse,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// One webhook's lines settled after many of its deliveries changed at once (see [`lines`]).
+pub(super) async fn settle_lines(
+    tx: &deadpool_postgres::Transaction<'_>,
+    webhook: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let [hold, release] = lines::settle_lines_sql("$1", "$2");
+    execute(tx, &hold, &[&webhook]).await?;
+    execute(tx, &release, &[&webhook, &now.0]).await?;
+    Ok(())
 }
 
 impl PgStore {
@@ -260,7 +360,11 @@ impl PgStore {
             let mut rounds: Vec<DeliveryResults> = Vec::new();
             let mut seen: HashMap<DeliveryId, usize> = HashMap::new();
             let mut d_id: Vec<String> = Vec::with_capacity(records.len());
+            let mut succeeded: Vec<String> = Vec::new();
             for r in &records {
+                if r.outcome == AttemptOutcome::Succeeded {
+                    succeeded.push(r.delivery_id.to_string());
+                }
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
                     Some(a) => {
@@ -345,7 +449,7 @@ impl PgStore {
                            updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
                          FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
                            AS u(rid, status, next, counted, code, error, at) \
-                         WHERE d.id = u.rid",
+                         WHERE d.id = u.rid AND d.status <> 'skipped'",
                         &[&u.id, &u.status, &u.next, &u.counted, &u.code, &u.error, &u.at],
                     )
                     .await?;
@@ -353,6 +457,17 @@ impl PgStore {
                 Ok::<(), StoreError>(())
             };
             futures::try_join!(insert_attempts, update_deliveries)?;
+            // A success ends its line's head: the next delivery of its key goes.
+            if !succeeded.is_empty() {
+                let now = a_at.iter().copied().max().unwrap_or(0);
+                let released = execute(
+                    &tx,
+                    &lines::release_next_of_many_sql("$1", "$2"),
+                    &[&succeeded, &now],
+                )
+                .await?;
+                wake.due |= released > 0;
+            }
             // A result that arrives after its webhook was deleted (sent while the delete ran)
             // must not leave the delivery pending: a deleted webhook owes nothing. A delete
             // that commits after this statement fails the delivery itself.

@@ -13,12 +13,14 @@
 use super::rows::{self, EVENT_COLUMNS};
 use super::{is_transient, Note};
 use crate::fanout::{self, PatternCache, Target, To};
+use crate::lines;
 use crate::model::*;
 use crate::rules;
 use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::{Pool, Transaction};
 use herald_core::event::Event;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -224,6 +226,10 @@ struct DeliveryColumns {
     webhook: Vec<Option<String>>,
     route: Vec<Option<String>>,
     key: Vec<Option<String>>,
+    /// The event's sequence, on an ordered webhook's delivery.
+    seq: Vec<Option<i64>>,
+    /// No due time yet: an ordered webhook's delivery, made due below if it heads its line.
+    held: Vec<bool>,
     tenant: Vec<Option<String>>,
     ty: Vec<String>,
     at: Vec<i64>,
@@ -360,7 +366,7 @@ async fn store_in(
         }
         query(
             tx,
-            "SELECT id, tenant_id, events FROM webhooks WHERE NOT deleted AND NOT disabled \
+            "SELECT id, tenant_id, events, ordering FROM webhooks WHERE NOT deleted AND NOT disabled \
              AND (tenant_id = ANY($1) OR ($2 AND tenant_id IS NULL))",
             &[&tenants, &no_tenant],
         )
@@ -501,15 +507,22 @@ async fn store_in(
             dv.id.push(p.id.to_string());
             dv.event.push(ids[i].clone());
             match &p.to {
-                To::Webhook(webhook) => {
+                To::Webhook {
+                    webhook,
+                    ordering_key,
+                } => {
                     dv.webhook.push(Some(webhook.to_string()));
                     dv.route.push(None);
-                    dv.key.push(None);
+                    dv.key.push(ordering_key.clone());
+                    dv.seq.push(ordering_key.as_ref().and(sequence));
+                    dv.held.push(ordering_key.is_some());
                 }
                 To::Route { name, ordering_key } => {
                     dv.webhook.push(None);
                     dv.route.push(Some(name.to_string()));
                     dv.key.push(ordering_key.clone());
+                    dv.seq.push(None);
+                    dv.held.push(false);
                 }
             }
             dv.tenant.push(tenant.clone());
@@ -538,15 +551,41 @@ async fn store_in(
         query(
             tx,
             "INSERT INTO deliveries (id, event_id, webhook_id, route, ordering_key, tenant_id, event_type, \
-             event_created_at, status, next_attempt_at, created_at, updated_at) \
-             SELECT d, e, w, r, k, t, ty, at, 'pending', at, at, at FROM unnest($1::text[], $2::text[], \
-             $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY \
-             AS u(d, e, w, r, k, t, ty, at, n) ORDER BY n",
-            &[&dv.id, &dv.event, &dv.webhook, &dv.route, &dv.key, &dv.tenant, &dv.ty, &dv.at],
+             event_created_at, status, next_attempt_at, created_at, updated_at, sequence) \
+             SELECT d, e, w, r, k, t, ty, at, 'pending', CASE WHEN h THEN NULL ELSE at END, at, at, s \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::int8[], $9::int8[], $10::bool[]) WITH ORDINALITY \
+             AS u(d, e, w, r, k, t, ty, at, s, h, n) ORDER BY n",
+            &[
+                &dv.id, &dv.event, &dv.webhook, &dv.route, &dv.key, &dv.tenant, &dv.ty, &dv.at, &dv.seq,
+                &dv.held,
+            ],
         )
         .await
     };
     futures::try_join!(insert_events, insert_deliveries)?;
+    // Ordered webhooks' deliveries were stored held; those that head their line (no earlier
+    // delivery of their webhook and key is pending or failed) are due now. This
+    // transaction holds its keys' `event_keys` rows, so no other writer adds to these lines
+    // meanwhile (a head finished on another node meanwhile is the reaper's sweep's to see).
+    let ordered: Vec<&String> = dv
+        .id
+        .iter()
+        .zip(&dv.held)
+        .filter_map(|(id, held)| held.then_some(id))
+        .collect();
+    if !ordered.is_empty() {
+        query(
+            tx,
+            &format!(
+                "UPDATE deliveries SET next_attempt_at = event_created_at WHERE id = ANY($1) AND {} AND {}",
+                lines::WEBHOOK_HEAD,
+                lines::WEBHOOK_LIVE
+            ),
+            &[&ordered],
+        )
+        .await?;
+    }
 
     let mut events = events.into_iter().zip(fanned);
     for f in fate {
@@ -563,7 +602,7 @@ async fn store_in(
 }
 
 /// The writer task's pattern cache, reading this batch's webhook rows (`id, tenant_id,
-/// events`): which webhooks exist is read afresh in every batch (another node may have
+/// events, ordering`): which webhooks exist is read afresh in every batch (another node may have
 /// changed them), only their parse is kept.
 fn targets(cache: &mut PatternCache, rows: &[tokio_postgres::Row]) -> StoreResult<Vec<Target>> {
     cache.trim();
@@ -574,7 +613,9 @@ fn targets(cache: &mut PatternCache, rows: &[tokio_postgres::Row]) -> StoreResul
                 .as_deref()
                 .map(|t| rows::parse_id(t, TenantId::parse))
                 .transpose()?;
-            cache.target(row.try_get(0)?, tenant, row.try_get(2)?)
+            let ordering: Option<String> = row.try_get(3)?;
+            let ordered = ordering.as_deref() == Some(Ordering::Key.as_str());
+            cache.target(row.try_get(0)?, tenant, row.try_get(2)?, ordered)
         })
         .collect()
 }

@@ -6,6 +6,7 @@ use super::sql::*;
 use super::PgStore;
 use crate::fanout::{self, Target, To};
 use crate::filter::{self};
+use crate::lines;
 use crate::model::*;
 use crate::rules;
 use crate::*;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use herald_core::event::Event;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use std::sync::Arc;
 
@@ -70,31 +72,42 @@ async fn fan_out(tx: &Transaction<'_>, routes: &[OutboxRoute], e: &Event) -> Sto
     let mut targets = Vec::new();
     for row in query(
         tx,
-        "SELECT id, events FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
+        "SELECT id, events, ordering FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
         &[&tenant],
     )
     .await?
     {
+        let ordering: Option<String> = row.try_get(2)?;
         targets.push(Target {
             webhook: row.try_get(0)?,
             tenant: e.tenant,
             patterns: Arc::new(fanout::parse_patterns(&row.try_get::<_, String>(1)?)?),
+            ordered: ordering.as_deref() == Some(Ordering::Key.as_str()),
         });
     }
     let planned = fanout::plan(e, &targets, routes);
-    let (mut delivery_ids, mut webhook_ids) = (Vec::new(), Vec::new());
+    let (mut delivery_ids, mut webhook_ids, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for p in &planned {
-        if let To::Webhook(webhook) = p.to {
+        if let To::Webhook {
+            webhook,
+            ordering_key,
+        } = &p.to
+        {
             delivery_ids.push(p.id.to_string());
-            webhook_ids.push(webhook);
+            webhook_ids.push(*webhook);
+            keys.push(ordering_key.clone());
         }
     }
     if !webhook_ids.is_empty() {
+        // An ordered webhook's delivery is stored held (no due time) with its key and
+        // sequence, then made due if it heads its line (see `crate::lines`).
         execute(
             tx,
             "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
-             next_attempt_at, created_at, updated_at) \
-             SELECT d, $3, w, $4, $5, $6, 'pending', $6, $6, $6 FROM unnest($1::text[], $2::text[]) AS u(d, w)",
+             next_attempt_at, created_at, updated_at, ordering_key, sequence) \
+             SELECT d, $3, w, $4, $5, $6::int8, 'pending', CASE WHEN k IS NULL THEN $6::int8 END, $6::int8, $6::int8, k, \
+               CASE WHEN k IS NOT NULL THEN $7::int8 END \
+             FROM unnest($1::text[], $2::text[], $8::text[]) AS u(d, w, k)",
             &[
                 &delivery_ids,
                 &webhook_ids,
@@ -102,9 +115,24 @@ async fn fan_out(tx: &Transaction<'_>, routes: &[OutboxRoute], e: &Event) -> Sto
                 &tenant,
                 &e.event_type,
                 &e.created_at.0,
+                &e.sequence,
+                &keys,
             ],
         )
         .await?;
+        if keys.iter().any(Option::is_some) {
+            execute(
+                tx,
+                &format!(
+                    "UPDATE deliveries SET next_attempt_at = event_created_at WHERE id = ANY($1) \
+                     AND ordering_key IS NOT NULL AND {} AND {}",
+                    lines::WEBHOOK_HEAD,
+                    lines::WEBHOOK_LIVE
+                ),
+                &[&delivery_ids],
+            )
+            .await?;
+        }
     }
     for p in &planned {
         let To::Route { name, ordering_key } = &p.to else {

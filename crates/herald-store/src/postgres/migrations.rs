@@ -155,6 +155,12 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
     // Worker keys scoped to operation types and tenants (JSON arrays as text; NULL: no limit).
     "ALTER TABLE api_keys ADD COLUMN scope_types TEXT; \
      ALTER TABLE api_keys ADD COLUMN scope_tenants TEXT;",
+    // Ordered webhooks: a webhook with `ordering = 'key'` lines up its deliveries per event
+    // key (`ordering_key`), in the event's `sequence`; the index finds a line's head.
+    "ALTER TABLE webhooks ADD COLUMN ordering TEXT; \
+     ALTER TABLE deliveries ADD COLUMN sequence BIGINT; \
+     CREATE INDEX deliveries_webhook_lines ON deliveries(webhook_id, ordering_key, sequence) \
+       WHERE webhook_id IS NOT NULL AND ordering_key IS NOT NULL AND status IN ('pending', 'failed');",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

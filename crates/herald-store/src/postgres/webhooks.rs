@@ -1,15 +1,18 @@
 //! [`WebhookStore`] for PostgreSQL.
 
+use super::deliveries::settle_lines;
 use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
 use crate::filter::{self, Arg};
+use crate::lines;
 use crate::model::*;
 use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 
 #[async_trait]
@@ -46,13 +49,13 @@ impl WebhookStore for PgStore {
             execute(
                 &tx,
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
-                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at, \
+                 ordering) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 &refs(&pg_args(
                     [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
                         .into_iter()
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0)])
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)])
                         .collect(),
                 )),
             )
@@ -122,17 +125,18 @@ impl PgStore {
                 &tx,
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
                  previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
-                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14 WHERE id = $1",
+                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14, ordering = $15 WHERE id = $1",
                 &refs(&pg_args(
                     std::iter::once(Arg::Text(id.clone()))
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(now.0)])
+                        .chain([Arg::Int(now.0), ordering_arg(wh.ordering)])
                         .collect(),
                 )),
             )
             .await?;
             if before.disabled != wh.disabled {
-                // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
+                // Disabled: pending deliveries wait (no due time). Enabled: they are due now,
+                // but for those an ordered line holds back.
                 let next = if wh.disabled { None } else { Some(now.0) };
                 execute(
                     &tx,
@@ -140,6 +144,12 @@ impl PgStore {
                     &[&id, &next, &now.0],
                 )
                 .await?;
+                if !wh.disabled {
+                    settle_lines(&tx, &id, now).await?;
+                }
+            }
+            if before.ordering == Ordering::Key && wh.ordering == Ordering::None {
+                execute(&tx, &lines::dissolve_lines_sql("$1", "$2"), &[&id, &now.0]).await?;
             }
             wake.due = !wh.disabled;
             Ok(wh)

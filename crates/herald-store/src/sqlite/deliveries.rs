@@ -5,15 +5,17 @@ use super::rows::{self, *};
 use super::sql::*;
 use super::SqliteStore;
 use crate::filter::{self};
+use crate::lines;
 use crate::model::*;
 use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
-use rusqlite::params;
 use rusqlite::types::Value as Sql;
+use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -33,8 +35,11 @@ impl DeliveryStore for SqliteStore {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= ?2 \
-                   AND (lease_until IS NULL OR lease_until <= ?2) ORDER BY next_attempt_at LIMIT ?3) \
-                 RETURNING {DELIVERY_COLUMNS}"
+                   AND (lease_until IS NULL OR lease_until <= ?2) AND {WEBHOOK_HEAD} AND {LINE_IDLE} \
+                   ORDER BY next_attempt_at LIMIT ?3) \
+                 RETURNING {DELIVERY_COLUMNS}",
+                WEBHOOK_HEAD = lines::WEBHOOK_HEAD,
+                LINE_IDLE = lines::line_idle_sql("?2")
             );
             let deliveries = query_all(
                 conn,
@@ -95,7 +100,8 @@ impl DeliveryStore for SqliteStore {
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
         let reschedules = rules::reschedules(&records);
-        self.write_internal(move |conn| {
+        let released = self.write_internal(move |conn| {
+            let mut released = 0;
             for r in records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -120,23 +126,30 @@ impl DeliveryStore for SqliteStore {
                 let counted = r.attempt.is_some() as i64;
                 let (status, next) = rules::outcome_columns(&r.outcome);
                 // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
-                // with no due time, like every pending delivery of a disabled webhook.
+                // with no due time, like every pending delivery of a disabled webhook. A delivery
+                // skipped while its attempt was in flight stays skipped (the attempt is logged).
                 if counted == 1 {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
                            THEN NULL ELSE ?3 END, \
                          attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
-                         last_error = ?5, updated_at = ?6 WHERE id = ?1",
+                         last_error = ?5, updated_at = ?6 WHERE id = ?1 AND status <> 'skipped'",
                     )?
                     .execute(params![id, status, next, code, error, at.0])?;
                 } else {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
-                           THEN NULL ELSE ?3 END WHERE id = ?1",
+                           THEN NULL ELSE ?3 END WHERE id = ?1 AND status <> 'skipped'",
                     )?
                     .execute(params![id, status, next])?;
+                }
+                // A success ends its line's head: the next delivery of its key goes.
+                if r.outcome == AttemptOutcome::Succeeded {
+                    released += conn
+                        .prepare_cached(&lines::release_next_sql("?1", "?2"))?
+                        .execute(params![id, at.0])?;
                 }
                 // A result that arrives after its webhook was deleted (sent while the delete
                 // ran) must not make the delivery pending again: a deleted webhook owes nothing.
@@ -160,12 +173,12 @@ impl DeliveryStore for SqliteStore {
                     )?;
                 }
             }
-            Ok(())
+            Ok(released)
         })
         .await?;
         // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
-        // A success or a final failure makes nothing due.
-        if reschedules {
+        // A success or a final failure makes nothing due, unless it released a line's next.
+        if reschedules || released > 0 {
             self.signals.deliveries_changed();
         }
         Ok(())
@@ -186,13 +199,20 @@ impl DeliveryStore for SqliteStore {
 
     async fn list_deliveries(&self, f: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         let q = filter::deliveries(filter::SQLITE, &f);
-        self.read(move |conn| query_all(conn, &q.sql, q.args, rows::delivery))
-            .await
+        self.read(move |conn| {
+            let mut list = query_all(conn, &q.sql, q.args, rows::delivery)?;
+            for d in &mut list {
+                d.held_by = held_by(conn, d)?;
+            }
+            Ok(list)
+        })
+        .await
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<(Delivery, Vec<Attempt>)> {
         self.read(move |conn| {
-            let d = get_delivery_row(conn, &id.to_string())?;
+            let mut d = get_delivery_row(conn, &id.to_string())?;
+            d.held_by = held_by(conn, &d)?;
             let sql = format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY id ASC"
             );
@@ -216,7 +236,12 @@ impl DeliveryStore for SqliteStore {
                      updated_at = ?3 WHERE id = ?1",
                     params![id.to_string(), next, now.0],
                 )?;
-                get_delivery_row(conn, &id.to_string())
+                if let (Some(webhook), Some(_)) = (d.destination.webhook(), &d.ordering_key) {
+                    settle_lines(conn, &webhook.to_string(), now)?;
+                }
+                let mut d = get_delivery_row(conn, &id.to_string())?;
+                d.held_by = held_by(conn, &d)?;
+                Ok(d)
             })
             .await?;
         self.signals.deliveries_changed();
@@ -260,6 +285,9 @@ impl DeliveryStore for SqliteStore {
                 for (id, _) in &looked_at {
                     replayed += update.execute(params![id, next, r.now.0])? as u64;
                 }
+                if replayed > 0 && webhook.ordering == Ordering::Key {
+                    settle_lines(conn, &r.webhook.to_string(), r.now)?;
+                }
                 let next = match looked_at.last() {
                     Some((id, at)) if looked_at.len() == limit as usize => Some(ReplayCursor {
                         event_created_at: Timestamp(*at),
@@ -275,4 +303,71 @@ impl DeliveryStore for SqliteStore {
         }
         Ok(batch)
     }
+
+    async fn skip_delivery(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery> {
+        let d = self
+            .write(move |conn| {
+                let d = get_delivery_row(conn, &id.to_string())?;
+                match d.status {
+                    DeliveryStatus::Succeeded => return Err(StoreError::DeliverySucceeded),
+                    DeliveryStatus::Skipped => return Ok(d),
+                    DeliveryStatus::Pending | DeliveryStatus::Failed => {}
+                }
+                conn.execute(
+                    "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, lease_until = NULL, \
+                     updated_at = ?2 WHERE id = ?1",
+                    params![id.to_string(), now.0],
+                )?;
+                conn.prepare_cached(&lines::release_next_sql("?1", "?2"))?
+                    .execute(params![id.to_string(), now.0])?;
+                get_delivery_row(conn, &id.to_string())
+            })
+            .await?;
+        self.signals.deliveries_changed();
+        Ok(d)
+    }
+
+    async fn release_held_heads(&self, now: Timestamp) -> StoreResult<u64> {
+        let n = self
+            .write_internal(move |conn| {
+                Ok(conn
+                    .prepare_cached(&lines::release_held_heads_sql("?1"))?
+                    .execute(params![now.0])? as u64)
+            })
+            .await?;
+        if n > 0 {
+            self.signals.deliveries_changed();
+        }
+        Ok(n)
+    }
+}
+
+/// The head holding `d` back, when `d` is a pending delivery of an ordered line behind it.
+fn held_by(conn: &rusqlite::Connection, d: &Delivery) -> StoreResult<Option<DeliveryId>> {
+    let (Some(webhook), Some(key), Some(sequence), DeliveryStatus::Pending) = (
+        d.destination.webhook(),
+        &d.ordering_key,
+        d.sequence,
+        d.status,
+    ) else {
+        return Ok(None);
+    };
+    let head: Option<String> = conn
+        .prepare_cached(&lines::head_of_sql("?1", "?2", "?3"))?
+        .query_row(params![webhook.to_string(), key, sequence], |r| r.get(0))
+        .optional()?;
+    head.map(|h| parse_id(&h, DeliveryId::parse)).transpose()
+}
+
+/// One webhook's lines settled after many of its deliveries changed at once (see [`lines`]).
+pub(super) fn settle_lines(
+    conn: &rusqlite::Connection,
+    webhook: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let [hold, release] = lines::settle_lines_sql("?1", "?2");
+    conn.prepare_cached(&hold)?.execute(params![webhook])?;
+    conn.prepare_cached(&release)?
+        .execute(params![webhook, now.0])?;
+    Ok(())
 }

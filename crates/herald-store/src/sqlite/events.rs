@@ -5,6 +5,7 @@ use super::sql::*;
 use super::SqliteStore;
 use crate::fanout::{self, Target, To};
 use crate::filter::{self, Arg};
+use crate::lines;
 use crate::model::*;
 use crate::rows as shared;
 use crate::rules;
@@ -13,6 +14,7 @@ use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::event::Event;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
@@ -133,6 +135,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
             webhook: w.id.to_string(),
             tenant,
             patterns: Arc::new(w.events.clone()),
+            ordered: w.ordering == Ordering::Key,
         })
         .collect();
     let found = Rc::new(TenantTargets { targets, rows });
@@ -155,17 +158,48 @@ fn fan_out(
     let mut handed = Vec::new();
     for p in &planned {
         match &p.to {
-            To::Webhook(webhook) => {
-                let slot = handoff.and_then(|h| h.try_slot().map(|slot| (h.lease(), slot)));
+            To::Webhook {
+                webhook,
+                ordering_key,
+            } => {
+                // On an ordered webhook, a delivery behind its key's head is held (no due
+                // time) until the head is done (see `crate::lines`); the one writer makes
+                // this check exact.
+                let held = match ordering_key {
+                    Some(key) => conn
+                        .prepare_cached(&lines::line_busy_sql("?1", "?2"))?
+                        .exists(params![webhook, key])?,
+                    None => false,
+                };
+                let slot = match held {
+                    true => None,
+                    false => handoff.and_then(|h| h.try_slot().map(|slot| (h.lease(), slot))),
+                };
                 let lease_until = slot.as_ref().map(|(lease, _)| e.created_at.plus(*lease).0);
+                let due = (!held).then_some(e.created_at.0);
+                let sequence = ordering_key.as_ref().and(e.sequence);
                 conn.prepare_cached(
                     "INSERT INTO deliveries (id, event_id, webhook_id, tenant_id, event_type, event_created_at, status, \
-                     next_attempt_at, lease_until, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7, ?6, ?6)",
+                     next_attempt_at, lease_until, created_at, updated_at, ordering_key, sequence) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?8, ?7, ?6, ?6, ?9, ?10)",
                 )?
-                .execute(params![p.id.to_string(), event_id, webhook, tenant, e.event_type, e.created_at.0, lease_until])?;
+                .execute(params![
+                    p.id.to_string(),
+                    event_id,
+                    webhook,
+                    tenant,
+                    e.event_type,
+                    e.created_at.0,
+                    lease_until,
+                    due,
+                    ordering_key,
+                    sequence
+                ])?;
                 let row = found.targets.iter().position(|t| t.webhook == *webhook);
                 if let (Some((lease, slot)), Some(i)) = (slot, row) {
-                    let job = fresh_job(p.id, e, &found.rows[i], e.created_at.plus(lease));
+                    let mut job = fresh_job(p.id, e, &found.rows[i], e.created_at.plus(lease));
+                    job.delivery.ordering_key = ordering_key.clone();
+                    job.delivery.sequence = sequence;
                     handed.push((job, slot));
                 }
             }
@@ -188,7 +222,7 @@ fn fan_out(
     }
     let webhooks = planned
         .iter()
-        .filter(|p| matches!(p.to, To::Webhook(_)))
+        .filter(|p| matches!(p.to, To::Webhook { .. }))
         .count();
     Ok(Fanned {
         webhooks,
@@ -328,6 +362,8 @@ fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook, lease_until: Timestam
             event_id: e.id,
             destination: Destination::Webhook(webhook.id),
             ordering_key: None,
+            sequence: None,
+            held_by: None,
             tenant: e.tenant,
             event_type: e.event_type.clone(),
             status: DeliveryStatus::Pending,

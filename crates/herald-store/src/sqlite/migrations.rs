@@ -179,6 +179,14 @@ CREATE INDEX deliveries_by_event ON deliveries(event_id);
 ALTER TABLE api_keys ADD COLUMN scope_types TEXT;
 ALTER TABLE api_keys ADD COLUMN scope_tenants TEXT;
 "#,
+    // 6: ordered webhooks. A webhook with `ordering = 'key'` lines up its deliveries per event
+    // key (`ordering_key`), in the event's `sequence`; the index finds a line's head.
+    r#"
+ALTER TABLE webhooks ADD COLUMN ordering TEXT;
+ALTER TABLE deliveries ADD COLUMN sequence INTEGER;
+CREATE INDEX deliveries_webhook_lines ON deliveries(webhook_id, ordering_key, sequence)
+    WHERE webhook_id IS NOT NULL AND ordering_key IS NOT NULL AND status IN ('pending', 'failed');
+"#,
 ];
 
 /// The schema version this build writes and expects.

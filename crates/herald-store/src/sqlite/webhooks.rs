@@ -1,16 +1,19 @@
 //! [`WebhookStore`] for SQLite.
 
+use super::deliveries::settle_lines;
 use super::events::*;
 use super::rows::{self, *};
 use super::sql::*;
 use super::SqliteStore;
 use crate::filter::{self, Arg};
+use crate::lines;
 use crate::model::*;
 use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
 use herald_core::ids::*;
+use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter};
@@ -39,13 +42,13 @@ impl WebhookStore for SqliteStore {
             forget_fan_out_targets();
             conn.execute(
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
-                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at, \
+                 ordering) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params_from_iter(
                     [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
                         .into_iter()
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0)]),
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)]),
                 ),
             )?;
             Ok(wh)
@@ -77,20 +80,28 @@ impl WebhookStore for SqliteStore {
                 conn.execute(
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
                      previous_secret = ?7, previous_secret_until = ?8, schedule = ?9, max_concurrency = ?10, \
-                     disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14 WHERE id = ?1",
+                     disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14, ordering = ?15 WHERE id = ?1",
                     params_from_iter(
                         std::iter::once(Arg::text(wh.id))
                             .chain(webhook_settings(&wh))
-                            .chain([Arg::Int(now.0)]),
+                            .chain([Arg::Int(now.0), ordering_arg(wh.ordering)]),
                     ),
                 )?;
+                let id = wh.id.to_string();
                 if before.disabled != wh.disabled {
-                    // Disabled: pending deliveries wait (no due time). Enabled: they are due now.
+                    // Disabled: pending deliveries wait (no due time). Enabled: they are due
+                    // now, but for those an ordered line holds back.
                     let next = if wh.disabled { Sql::Null } else { Sql::Integer(now.0) };
                     conn.execute(
                         "UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?3 WHERE webhook_id = ?1 AND status = 'pending'",
-                        params![wh.id.to_string(), next, now.0],
+                        params![id, next, now.0],
                     )?;
+                    if !wh.disabled {
+                        settle_lines(conn, &id, now)?;
+                    }
+                }
+                if before.ordering == Ordering::Key && wh.ordering == Ordering::None {
+                    conn.execute(&lines::dissolve_lines_sql("?1", "?2"), params![id, now.0])?;
                 }
                 Ok(wh)
             })

@@ -38,6 +38,7 @@ pub async fn webhook(store: &dyn Store, tenant: TenantId) -> WebhookId {
             previous_secret: None,
             schedule: None,
             max_concurrency: None,
+            ordering: Default::default(),
             disabled: false,
             disabled_reason: None,
             description: None,

@@ -270,7 +270,7 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
 
     let list_dlv = list_params(&[
         ("webhook", "string", "Only this webhook."),
-        ("status", "string", "pending, succeeded or failed."),
+        ("status", "string", "pending, succeeded, failed or skipped."),
         ("event_type", "string", "Only this event type."),
         ("since", "string", "RFC 3339."),
         ("until", "string", "RFC 3339."),
@@ -290,6 +290,11 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         "/deliveries/{id}:redeliver",
         json!({ "post": finish(op("Deliver again", "deliveries", "redeliver"), vec![id()], None,
         responses(vec![("202", ok("Queued.", schema_ref("Delivery")))], &["404"])) }),
+    );
+    put(
+        "/deliveries/{id}:skip",
+        json!({ "post": finish(op("Give a delivery up (on an ordered webhook, release its key's line)", "deliveries", "skip"), vec![id()], None,
+        responses(vec![("200", ok("Skipped.", schema_ref("Delivery")))], &["404", "409"])) }),
     );
 
     for t in &config.operation_types {

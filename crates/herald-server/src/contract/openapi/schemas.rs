@@ -132,6 +132,7 @@ pub(super) fn components() -> Value {
                                 "tenant": { "type": "string" },
                                 "schedule": { "type": "array", "items": { "type": "string" } },
                                 "max_concurrency": { "type": "integer", "minimum": 1, "maximum": 1000 },
+                                "ordering": { "enum": ["none", "key"], "description": "`key`: deliveries of one event key go one at a time, in `sequence` order." },
                                 "description": { "type": "string" } }
             },
             "PatchWebhook": {
@@ -139,7 +140,8 @@ pub(super) fn components() -> Value {
                 "properties": { "url": { "type": "string" }, "events": { "type": "array", "items": { "type": "string" } },
                                 "format": { "enum": ["herald", "standard-webhooks"] }, "disabled": { "type": "boolean" },
                                 "description": { "type": "string" }, "schedule": { "type": "array", "items": { "type": "string" } },
-                                "max_concurrency": { "type": "integer" } }
+                                "max_concurrency": { "type": "integer" },
+                                "ordering": { "enum": ["none", "key"] } }
             },
             "Webhook": {
                 "type": "object", "required": ["id", "url", "events", "format", "signing_secret_version", "disabled"],
@@ -150,6 +152,7 @@ pub(super) fn components() -> Value {
                                 "signing_secret": { "type": "string", "description": "Only on creation and rotation." },
                                 "schedule": { "type": ["array", "null"], "items": { "type": "string" } },
                                 "max_concurrency": { "type": ["integer", "null"] },
+                                "ordering": { "enum": ["none", "key"] },
                                 "disabled": { "type": "boolean" }, "disabled_reason": { "type": ["string", "null"] },
                                 "description": { "type": ["string", "null"] },
                                 "created_at": { "type": "string" }, "updated_at": { "type": "string" } }
@@ -157,13 +160,16 @@ pub(super) fn components() -> Value {
             "Replay": {
                 "type": "object", "additionalProperties": false,
                 "properties": { "since": { "type": "string", "format": "date-time" }, "until": { "type": "string", "format": "date-time" },
-                                "status": { "enum": ["failed", "succeeded", "pending", "all"] } }
+                                "status": { "enum": ["failed", "succeeded", "pending", "skipped", "all"] } }
             },
             "Delivery": {
                 "type": "object", "required": ["id", "event_id", "event_type", "webhook_id", "status", "attempts"],
                 "properties": { "id": { "type": "string" }, "event_id": { "type": "string" }, "event_type": { "type": "string" },
                                 "webhook_id": { "type": "string" }, "tenant": { "type": ["string", "null"] },
-                                "status": { "enum": ["pending", "succeeded", "failed"] },
+                                "status": { "enum": ["pending", "succeeded", "failed", "skipped"] },
+                                "key": { "type": ["string", "null"], "description": "A broker delivery's key, or an ordered webhook's line." },
+                                "sequence": { "type": ["integer", "null"], "description": "On an ordered webhook: the event's place in its key's line." },
+                                "held_by": { "type": ["string", "null"], "description": "On an ordered webhook: the delivery at the head of this one's line, holding it back." },
                                 "attempts": { "type": "integer" }, "next_attempt_at": { "type": ["string", "null"] },
                                 "last_status_code": { "type": ["integer", "null"] }, "last_error": { "type": ["string", "null"] },
                                 "attempt_log": { "type": "array", "items": schema_ref("Attempt") },

@@ -6,6 +6,7 @@ mod claims;
 mod deliveries;
 mod events;
 mod handoff;
+mod lines;
 mod nodes;
 mod operations;
 mod races;
@@ -16,6 +17,7 @@ mod webhooks;
 use claims::*;
 use deliveries::*;
 use events::*;
+use lines::*;
 use operations::*;
 use races::*;
 use tenants::*;
@@ -133,6 +135,9 @@ conformance!(
     purges_old_settled_events_in_batches_and_keeps_the_rest,
     replay_goes_in_batches_with_a_cursor,
     webhook_cap_is_checked_in_the_write,
+    an_ordered_webhook_sends_a_key_one_at_a_time,
+    the_sweep_moves_a_line_whose_head_is_gone,
+    ordered_lines_hold_against_a_model,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -252,6 +257,7 @@ fn webhook(tenant: Option<TenantId>, patterns: &[&str]) -> Webhook {
         previous_secret: None,
         schedule: None,
         max_concurrency: Some(4),
+        ordering: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: Some("test".into()),

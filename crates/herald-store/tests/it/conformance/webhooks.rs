@@ -57,6 +57,7 @@ pub(super) async fn webhook_crud(s: &dyn Store) {
         url: Some("http://127.0.0.1:9/other".into()),
         schedule: Some(schedule.clone()),
         max_concurrency: Some(7),
+        ordering: Default::default(),
         rotate: Some(Rotation {
             secret: "whsec_new".into(),
             grace_until: Some(at(100)),
@@ -71,6 +72,7 @@ pub(super) async fn webhook_crud(s: &dyn Store) {
         previous_secret: Some(("whsec_test".into(), at(100))),
         schedule: Some(schedule),
         max_concurrency: Some(7),
+        ordering: Default::default(),
         updated_at: at(5),
         ..w1.clone()
     };
