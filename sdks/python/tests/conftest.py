@@ -127,6 +127,8 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: queue.Queue[Received] = queue.Queue()
         self.status = 200
+        #: Requests for these event ids are answered 500 (recorded all the same).
+        self.fail_events: set[str] = set()
         receiver = self
 
         class Handle(http.server.BaseHTTPRequestHandler):
@@ -134,7 +136,8 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 receiver.requests.put(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
+                failing = self.headers.get("X-Event-Id") in receiver.fail_events
+                self.send_response(500 if failing else receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -63,6 +63,7 @@ def test_the_routes_the_client_calls_are_in_the_document(herald: Server) -> None
         ("get", "/webhooks/{id}"), ("patch", "/webhooks/{id}"), ("delete", "/webhooks/{id}"),
         ("post", "/webhooks/{id}:rotateSecret"), ("post", "/webhooks/{id}:replay"),
         ("get", "/deliveries"), ("get", "/deliveries/{id}"), ("post", "/deliveries/{id}:redeliver"),
+        ("post", "/deliveries/{id}:skip"),
         ("post", "/operations"), ("get", "/operations"), ("get", "/operations/{id}"), ("delete", "/operations/{id}"),
         ("post", "/operations/{id}:cancel"), ("post", "/operations/{id}:wait"), ("post", "/operations:claim"),
         ("post", "/operations/{id}:heartbeat"), ("post", "/operations/{id}:complete"),

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ import pytest
 from herald_client import (
     BadSignatureError,
     Delivery,
+    DeliverySucceededError,
     Herald,
     MemoryDedupe,
     MissingHeaderError,
@@ -221,3 +223,36 @@ def test_the_flask_example_receives_a_real_delivery(admin: Herald, tenant: Tenan
         assert e.value.code == 400
     finally:
         server.shutdown()
+
+
+def test_an_ordered_webhook_holds_a_key_behind_its_failing_head_until_skipped(
+    admin: Herald, tenant: TenantKit, receiver: Receiver
+) -> None:
+    hook = tenant.client.create_webhook(receiver.url, ["order.*"], ordering="key")
+    assert hook["ordering"] == "key"
+    verifier = WebhookVerifier(hook["signing_secret"])
+    key = "order-" + uuid.uuid4().hex[:8]
+    first_id = "evt_01" + uuid.uuid4().hex[:24].upper()
+    receiver.fail_events.add(first_id)  # the head of the line keeps failing
+    admin.publish("order.created", {"n": 1}, id=first_id, tenant=tenant.id, key=key)
+    second = admin.publish("order.paid", {"n": 2}, tenant=tenant.id, key=key)
+
+    def by_event(event_id: str) -> Delivery | None:
+        return next((d for d in tenant.client.iter_deliveries(webhook=hook["id"]) if d["event_id"] == event_id), None)
+
+    head = eventually("the head's delivery", lambda: by_event(first_id))
+    held = eventually("the second to be held by the head", lambda: (d := by_event(second["id"])) and d.get("held_by") == head["id"] and d)
+    assert held["status"] == "pending" and held["sequence"] == 2
+
+    skipped = tenant.client.skip_delivery(head["id"])
+    assert skipped["status"] == "skipped"
+    # Released: the second event of the key arrives now (the head's failed tries came before it).
+    while True:
+        got = receiver.next()
+        if verifier.verify(got.headers, got.body).event_id == second["id"]:
+            break
+    done = eventually("the second to be recorded", lambda: (d := by_event(second["id"])) and d["status"] == "succeeded" and d)
+    with pytest.raises(DeliverySucceededError) as e:
+        tenant.client.skip_delivery(done["id"])
+    assert e.value.code == "DELIVERY_SUCCEEDED" and e.value.status == 409
+    assert [d["id"] for d in tenant.client.list_deliveries(webhook=hook["id"], status="skipped").items] == [head["id"]]

@@ -18,7 +18,9 @@ import type {
 } from "./types.js";
 
 export type WebhookFormat = "herald" | "standard-webhooks";
-export type ReplayStatus = "failed" | "succeeded" | "pending" | "all";
+export type WebhookOrdering = "none" | "key";
+export type ReplayStatus = "failed" | "succeeded" | "pending" | "skipped" | "all";
+export type DeliveryStatus = "pending" | "succeeded" | "failed" | "skipped";
 
 /** One page of a list; `nextPageToken` is `""` on the last page. */
 export interface Page<T> {
@@ -240,6 +242,8 @@ export class Herald {
     max_concurrency?: number;
     description?: string;
     signing_secret_version?: number;
+    /** `key`: deliveries of one event key go one at a time, in `sequence` order. */
+    ordering?: WebhookOrdering;
   }): Promise<Webhook> {
     return this.#json("POST", "/webhooks", compact(webhook));
   }
@@ -263,6 +267,7 @@ export class Herald {
       schedule?: string[];
       max_concurrency?: number;
       description?: string;
+      ordering?: WebhookOrdering;
     },
   ): Promise<Webhook> {
     return this.#json("PATCH", `/webhooks/${seg(webhookId)}`, compact(changes));
@@ -301,6 +306,10 @@ export class Herald {
   /** The same event (same event id) again, with a fresh retry window. */
   redeliver(deliveryId: string): Promise<Delivery> {
     return this.#json("POST", `/deliveries/${seg(deliveryId)}:redeliver`);
+  }
+  /** Gives a delivery up (`skipped`); on an ordered webhook this releases its key's line. One that succeeded: DeliverySucceededError. */
+  skipDelivery(deliveryId: string): Promise<Delivery> {
+    return this.#json("POST", `/deliveries/${seg(deliveryId)}:skip`);
   }
 
   // -- operations ---------------------------------------------------------------
@@ -442,7 +451,7 @@ export interface EventFilter {
 }
 export interface DeliveryFilter {
   webhook?: string;
-  status?: "pending" | "succeeded" | "failed";
+  status?: DeliveryStatus;
   event_type?: string;
   since?: string;
   until?: string;

@@ -75,6 +75,8 @@ export class LeaseStaleError extends ConflictError { override name = "LeaseStale
 export class OperationDoneError extends ConflictError { override name = "OperationDoneError"; }
 /** 409 `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running. */
 export class IdempotencyKeyInUseError extends ConflictError { override name = "IdempotencyKeyInUseError"; }
+/** 409 `DELIVERY_SUCCEEDED`: a delivery that succeeded cannot be skipped. */
+export class DeliverySucceededError extends ConflictError { override name = "DeliverySucceededError"; }
 /** 429 `RATE_LIMITED`. */
 export class RateLimitedError extends ApiError { override name = "RateLimitedError"; }
 /** 503 `OVERLOADED` or `REQUEST_TIMEOUT`. */
@@ -97,6 +99,7 @@ const BY_CODE: Record<string, ApiErrorClass> = {
   LEASE_STALE: LeaseStaleError,
   OPERATION_DONE: OperationDoneError,
   IDEMPOTENCY_KEY_IN_USE: IdempotencyKeyInUseError,
+  DELIVERY_SUCCEEDED: DeliverySucceededError,
   RATE_LIMITED: RateLimitedError,
   OVERLOADED: UnavailableError,
   REQUEST_TIMEOUT: UnavailableError,

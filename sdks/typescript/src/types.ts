@@ -64,6 +64,7 @@ export interface CreateWebhook {
   tenant?: string;
   schedule?: string[];
   max_concurrency?: number;
+  ordering?: "none" | "key";
   description?: string;
 }
 
@@ -73,7 +74,10 @@ export interface Delivery {
   event_type: string;
   webhook_id: string;
   tenant?: string | null;
-  status: "pending" | "succeeded" | "failed";
+  status: "pending" | "succeeded" | "failed" | "skipped";
+  key?: string | null;
+  sequence?: number | null;
+  held_by?: string | null;
   attempts: number;
   next_attempt_at?: string | null;
   last_status_code?: number | null;
@@ -153,6 +157,7 @@ export interface PatchWebhook {
   description?: string;
   schedule?: string[];
   max_concurrency?: number;
+  ordering?: "none" | "key";
 }
 
 /** RFC 9457 problem details with a stable `code`. */
@@ -167,7 +172,7 @@ export interface Problem {
 export interface Replay {
   since?: string;
   until?: string;
-  status?: "failed" | "succeeded" | "pending" | "all";
+  status?: "failed" | "succeeded" | "pending" | "skipped" | "all";
 }
 
 export interface Status {
@@ -194,6 +199,7 @@ export interface Webhook {
   signing_secret?: string;
   schedule?: string[] | null;
   max_concurrency?: number | null;
+  ordering?: "none" | "key";
   disabled: boolean;
   disabled_reason?: string | null;
   description?: string | null;

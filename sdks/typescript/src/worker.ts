@@ -135,11 +135,15 @@ export class Worker {
   /** Claims and runs jobs until `stop()`, then waits for the jobs in hand. Rejects only when Herald refuses the key. */
   async run(): Promise<void> {
     const stop = this.#stop.signal;
+    const stopped = new Promise<void>((resolve) => {
+      if (stop.aborted) resolve();
+      else stop.addEventListener("abort", () => resolve(), { once: true });
+    });
     let backoff = 200;
     try {
       while (!stop.aborted) {
         if (this.#jobs.size >= this.#options.concurrency) {
-          await Promise.race([...this.#jobs, pause(1 << 30, stop)]);
+          await Promise.race([...this.#jobs, stopped]); // a free slot, or stop
           continue;
         }
         let claimed: ClaimedOperation[];

@@ -98,6 +98,8 @@ export class Receiver {
   readonly #queue: Received[] = [];
   readonly #waiters: ((r: Received) => void)[] = [];
   readonly #server: HttpServer;
+  /** Requests for these event ids are answered 500 (recorded all the same). */
+  readonly failEvents = new Set<string>();
   url = "";
 
   private constructor() {
@@ -109,7 +111,7 @@ export class Receiver {
         const waiter = this.#waiters.shift();
         if (waiter) waiter(got);
         else this.#queue.push(got);
-        res.writeHead(200).end();
+        res.writeHead(this.failEvents.has(String(req.headers["x-event-id"])) ? 500 : 200).end();
       });
     });
   }

@@ -51,7 +51,7 @@ test("the routes the client calls are in the document", async () => {
     ["post", "/events"], ["get", "/events"], ["get", "/events/{id}"], ["put", "/event-types/{name}"], ["get", "/event-types"],
     ["post", "/webhooks"], ["get", "/webhooks"], ["get", "/webhooks/{id}"], ["patch", "/webhooks/{id}"], ["delete", "/webhooks/{id}"],
     ["post", "/webhooks/{id}:rotateSecret"], ["post", "/webhooks/{id}:replay"], ["get", "/deliveries"], ["get", "/deliveries/{id}"],
-    ["post", "/deliveries/{id}:redeliver"], ["post", "/operations"], ["get", "/operations"], ["get", "/operations/{id}"],
+    ["post", "/deliveries/{id}:redeliver"], ["post", "/deliveries/{id}:skip"], ["post", "/operations"], ["get", "/operations"], ["get", "/operations/{id}"],
     ["delete", "/operations/{id}"], ["post", "/operations/{id}:cancel"], ["post", "/operations/{id}:wait"], ["post", "/operations:claim"],
     ["post", "/operations/{id}:heartbeat"], ["post", "/operations/{id}:complete"], ["post", "/operations/{id}:fail"], ["post", "/videos"],
   ];

@@ -3,8 +3,10 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
+import { randomUUID } from "node:crypto";
 import {
   BadSignatureError,
+  DeliverySucceededError,
   MemoryDedupe,
   MissingHeaderError,
   NotFoundError,
@@ -183,3 +185,41 @@ test("the Express example applies a real delivery once and refuses unsigned requ
     await new Promise((ok) => http.close(ok));
   }
 });
+
+test("an ordered webhook holds a key behind its failing head until it is skipped", () =>
+  withReceiver(async (r) => {
+    const tenant = await newTenant(server);
+    const admin = server.admin();
+    const hook = await tenant.client.createWebhook({ url: r.url, events: ["order.*"], ordering: "key" });
+    assert.equal(hook.ordering, "key");
+    const verifier = new WebhookVerifier(hook.signing_secret!);
+    const key = "order-" + randomUUID().slice(0, 8);
+    const firstId = "evt_01" + randomUUID().replaceAll("-", "").slice(0, 24).toUpperCase();
+    r.failEvents.add(firstId); // the head of the line keeps failing
+    await admin.publish({ id: firstId, type: "order.created", data: { n: 1 }, tenant: tenant.id, key });
+    const second = await admin.publish({ type: "order.paid", data: { n: 2 }, tenant: tenant.id, key });
+    const byEvent = async (eventId: string): Promise<Delivery | undefined> => {
+      for await (const d of tenant.client.iterDeliveries({ webhook: hook.id })) if (d.event_id === eventId) return d;
+      return undefined;
+    };
+    const head = await eventually("the head's delivery", () => byEvent(firstId));
+    const held = await eventually("the second to be held by the head", async () => {
+      const d = await byEvent(second.id);
+      return d?.held_by === head.id ? d : undefined;
+    });
+    assert.deepEqual([held.status, held.sequence], ["pending", 2]);
+
+    assert.equal((await tenant.client.skipDelivery(head.id)).status, "skipped");
+    // Released: the key's second event arrives now (the head's failed tries came before it).
+    for (;;) {
+      const got = await r.next();
+      if (verifier.verify(got.headers, got.body).eventId === second.id) break;
+    }
+    const done = await eventually("the second to be recorded", async () => {
+      const d = await byEvent(second.id);
+      return d?.status === "succeeded" ? d : undefined;
+    });
+    await assert.rejects(tenant.client.skipDelivery(done.id), (e: unknown) => e instanceof DeliverySucceededError && e.code === "DELIVERY_SUCCEEDED");
+    const skipped = await tenant.client.listDeliveries({ webhook: hook.id, status: "skipped" });
+    assert.deepEqual(skipped.items.map((d) => d.id), [head.id]);
+  }));

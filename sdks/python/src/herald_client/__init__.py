@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     BodyTooLargeError,
     ConflictError,
     DecodeError,
+    DeliverySucceededError,
     HeraldError,
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
@@ -55,7 +56,7 @@ from .worker import Job, JobFailed, Worker  # noqa: E402
 
 __all__ = [
     "ApiError", "AuthenticationError", "BadSignatureError", "BodyTooLargeError", "ClaimedOperation",
-    "ConflictError", "DecodeError", "DedupeStore", "Delivery", "Event", "EventAccepted", "EventType",
+    "ConflictError", "DecodeError", "DeliverySucceededError", "DedupeStore", "Delivery", "Event", "EventAccepted", "EventType",
     "Herald", "HeraldError", "HeartbeatReply", "IdempotencyKeyInUseError", "IdempotencyKeyReusedError",
     "InternalError", "InvalidRequestError", "Job", "JobFailed", "Key", "LeaseStaleError",
     "MalformedHeaderError", "MemoryDedupe", "MissingHeaderError", "NotFoundError", "Operation",

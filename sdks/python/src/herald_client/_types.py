@@ -69,6 +69,7 @@ class CreateWebhook(TypedDict):
     tenant: NotRequired[str]
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
+    ordering: NotRequired[Literal["none", "key"]]
     description: NotRequired[str]
 
 
@@ -78,7 +79,10 @@ class Delivery(TypedDict):
     event_type: str
     webhook_id: str
     tenant: NotRequired[str | None]
-    status: Literal["pending", "succeeded", "failed"]
+    status: Literal["pending", "succeeded", "failed", "skipped"]
+    key: NotRequired[str | None]
+    sequence: NotRequired[int | None]
+    held_by: NotRequired[str | None]
     attempts: int
     next_attempt_at: NotRequired[str | None]
     last_status_code: NotRequired[int | None]
@@ -160,6 +164,7 @@ class PatchWebhook(TypedDict):
     description: NotRequired[str]
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
+    ordering: NotRequired[Literal["none", "key"]]
 
 
 class Problem(TypedDict):
@@ -175,7 +180,7 @@ class Problem(TypedDict):
 class Replay(TypedDict):
     since: NotRequired[str]
     until: NotRequired[str]
-    status: NotRequired[Literal["failed", "succeeded", "pending", "all"]]
+    status: NotRequired[Literal["failed", "succeeded", "pending", "skipped", "all"]]
 
 
 class Status(TypedDict):
@@ -202,6 +207,7 @@ class Webhook(TypedDict):
     signing_secret: NotRequired[str]
     schedule: NotRequired[list[str] | None]
     max_concurrency: NotRequired[int | None]
+    ordering: NotRequired[Literal["none", "key"]]
     disabled: bool
     disabled_reason: NotRequired[str | None]
     description: NotRequired[str | None]

@@ -33,7 +33,9 @@ from .errors import DecodeError, TransportError, UnavailableError, RateLimitedEr
 T = TypeVar("T")
 
 WebhookFormat = Literal["herald", "standard-webhooks"]
-ReplayStatus = Literal["failed", "succeeded", "pending", "all"]
+WebhookOrdering = Literal["none", "key"]
+ReplayStatus = Literal["failed", "succeeded", "pending", "skipped", "all"]
+DeliveryStatus = Literal["pending", "succeeded", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,10 @@ class Herald:
         max_concurrency: int | None = None,
         description: str | None = None,
         signing_secret_version: int | None = None,
+        ordering: WebhookOrdering | None = None,
     ) -> Webhook:
-        """``signing_secret`` is in this answer only (and in :meth:`rotate_webhook_secret`'s)."""
+        """``signing_secret`` is in this answer only (and in :meth:`rotate_webhook_secret`'s).
+        ``ordering="key"``: deliveries of one event key go one at a time, in ``sequence`` order."""
         body = _drop_none(
             {
                 "url": url,
@@ -266,6 +270,7 @@ class Herald:
                 "max_concurrency": max_concurrency,
                 "description": description,
                 "signing_secret_version": signing_secret_version,
+                "ordering": ordering,
             }
         )
         return cast(Webhook, self._json("POST", "/webhooks", body))
@@ -292,6 +297,7 @@ class Herald:
         schedule: Sequence[str] | None = None,
         max_concurrency: int | None = None,
         description: str | None = None,
+        ordering: WebhookOrdering | None = None,
     ) -> Webhook:
         """``PATCH``: only the fields given change."""
         body = _drop_none(
@@ -303,6 +309,7 @@ class Herald:
                 "schedule": list(schedule) if schedule is not None else None,
                 "max_concurrency": max_concurrency,
                 "description": description,
+                "ordering": ordering,
             }
         )
         return cast(Webhook, self._json("PATCH", "/webhooks/" + _path(webhook_id), body))
@@ -341,7 +348,7 @@ class Herald:
         self,
         *,
         webhook: str | None = None,
-        status: str | None = None,
+        status: DeliveryStatus | None = None,
         event_type: str | None = None,
         since: str | None = None,
         until: str | None = None,
@@ -372,6 +379,11 @@ class Herald:
     def redeliver(self, delivery_id: str) -> Delivery:
         """The same event (same event id) again, with a fresh retry window."""
         return cast(Delivery, self._json("POST", f"/deliveries/{_path(delivery_id)}:redeliver"))
+
+    def skip_delivery(self, delivery_id: str) -> Delivery:
+        """Gives a delivery up (``skipped``); on an ordered webhook this releases its key's
+        line. A delivery that already succeeded is :class:`DeliverySucceededError`."""
+        return cast(Delivery, self._json("POST", f"/deliveries/{_path(delivery_id)}:skip"))
 
     # -- operations ---------------------------------------------------------------
 

@@ -83,6 +83,10 @@ class IdempotencyKeyInUseError(ConflictError):
     """409 ``IDEMPOTENCY_KEY_IN_USE``: the first request with this key is still running."""
 
 
+class DeliverySucceededError(ConflictError):
+    """409 ``DELIVERY_SUCCEEDED``: a delivery that succeeded cannot be skipped."""
+
+
 class RateLimitedError(ApiError):
     """429 ``RATE_LIMITED``; ``retry_after`` says when to retry."""
 
@@ -108,6 +112,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "LEASE_STALE": LeaseStaleError,
     "OPERATION_DONE": OperationDoneError,
     "IDEMPOTENCY_KEY_IN_USE": IdempotencyKeyInUseError,
+    "DELIVERY_SUCCEEDED": DeliverySucceededError,
     "RATE_LIMITED": RateLimitedError,
     "OVERLOADED": UnavailableError,
     "REQUEST_TIMEOUT": UnavailableError,
