@@ -74,3 +74,41 @@ def test_the_routes_the_client_calls_are_in_the_document(herald: Server) -> None
     # And the package exports what it documents.
     for name in herald_client.__all__:
         assert hasattr(herald_client, name), name
+
+
+# Each method that sends a request body, the schema of that body, and the method's parameters
+# that are not body fields (paths, headers).
+REQUEST_METHODS = [
+    ("create_webhook", "CreateWebhook", set()),
+    ("update_webhook", "PatchWebhook", {"webhook_id"}),
+    ("publish", "CreateEvent", {"idempotency_key"}),
+    ("create_operation", "CreateOperation", {"idempotency_key"}),
+    ("replay_webhook", "Replay", {"webhook_id"}),
+    ("claim", "ClaimRequest", set()),
+    ("heartbeat", "Heartbeat", {"operation"}),
+    ("create_key", "CreateKey", set()),
+]
+
+
+def test_request_parameters_are_the_documents_fields_and_enums(herald: Server) -> None:
+    import inspect
+
+    from herald_client import Herald
+
+    schemas = fetch_document(herald)["components"]["schemas"]
+    for method_name, schema_name, extra in REQUEST_METHODS:
+        method = getattr(Herald, method_name)
+        params = set(inspect.signature(method).parameters) - {"self"} - extra
+        props = schemas[schema_name]["properties"]
+        assert params == set(props), f"{method_name} vs {schema_name}: {sorted(params ^ set(props))}"
+        hints = typing.get_type_hints(method)
+        for field, prop in props.items():
+            if "enum" in prop:
+                assert literals(hints[field]) == set(prop["enum"]), f"{method_name}({field}) vs {schema_name}.{field}"
+
+
+def literals(hint: object) -> set[object]:
+    """The values of a Literal, also inside `Literal[...] | None`."""
+    if typing.get_origin(hint) is typing.Literal:
+        return set(typing.get_args(hint))
+    return {v for arg in typing.get_args(hint) for v in literals(arg)}

@@ -5,6 +5,10 @@
 import { apiError, DecodeError, RateLimitedError, TransportError, UnavailableError, WaitTimeoutError } from "./errors.js";
 import type {
   ClaimedOperation,
+  CreateEvent,
+  CreateKey,
+  CreateOperation,
+  CreateWebhook,
   Delivery,
   Event,
   EventAccepted,
@@ -13,14 +17,18 @@ import type {
   Key,
   Operation,
   OperationError,
+  PatchWebhook,
+  Replay,
   Tenant,
   Webhook,
 } from "./types.js";
 
-export type WebhookFormat = "herald" | "standard-webhooks";
-export type WebhookOrdering = "none" | "key";
-export type ReplayStatus = "failed" | "succeeded" | "pending" | "skipped" | "all";
-export type DeliveryStatus = "pending" | "succeeded" | "failed" | "skipped";
+// Request bodies are the generated types of the OpenAPI document (src/types.ts), so a change of
+// the document changes these signatures when the types are regenerated.
+export type WebhookFormat = NonNullable<CreateWebhook["format"]>;
+export type WebhookOrdering = NonNullable<CreateWebhook["ordering"]>;
+export type ReplayStatus = NonNullable<Replay["status"]>;
+export type DeliveryStatus = Delivery["status"];
 
 /** One page of a list; `nextPageToken` is `""` on the last page. */
 export interface Page<T> {
@@ -195,7 +203,7 @@ export class Herald {
     return this.#json("POST", `/tenants/${seg(tenantId)}/keys`, { role: "tenant" });
   }
   /** An admin or worker key; a worker key may be scoped to `types` and `tenants`. */
-  createKey(role: "admin" | "worker", scope: { types?: string[]; tenants?: string[] } = {}): Promise<Key> {
+  createKey(role: CreateKey["role"], scope: Omit<CreateKey, "role"> = {}): Promise<Key> {
     return this.#json("POST", "/keys", compact({ role, types: scope.types, tenants: scope.tenants }));
   }
   async revokeKey(keyId: string): Promise<void> {
@@ -205,10 +213,7 @@ export class Herald {
   // -- events -------------------------------------------------------------------
 
   /** `POST /events` (admin): durable before it resolves. `id` or `idempotencyKey` dedupe a retry. */
-  publish(
-    event: { type: string; data: unknown; id?: string; tenant?: string; key?: string },
-    options: { idempotencyKey?: string } = {},
-  ): Promise<EventAccepted> {
+  publish(event: CreateEvent, options: { idempotencyKey?: string } = {}): Promise<EventAccepted> {
     const body = compact({ id: event.id, type: event.type, tenant: event.tenant, key: event.key, data: event.data ?? null });
     return this.#json("POST", "/events", body, options);
   }
@@ -233,19 +238,9 @@ export class Herald {
   // -- webhooks -----------------------------------------------------------------
 
   /** `signing_secret` is in this answer only (and in `rotateWebhookSecret`'s). */
-  createWebhook(webhook: {
-    url: string;
-    events: string[];
-    format?: WebhookFormat;
-    tenant?: string;
-    schedule?: string[];
-    max_concurrency?: number;
-    description?: string;
-    signing_secret_version?: number;
-    /** `key`: deliveries of one event key go one at a time, in `sequence` order. */
-    ordering?: WebhookOrdering;
-  }): Promise<Webhook> {
-    return this.#json("POST", "/webhooks", compact(webhook));
+  /** `signing_secret` is in this answer only (and in `rotateWebhookSecret`'s). `ordering: "key"`: a key's deliveries go one at a time, in `sequence` order. */
+  createWebhook(webhook: CreateWebhook): Promise<Webhook> {
+    return this.#json("POST", "/webhooks", compact({ ...webhook }));
   }
   getWebhook(webhookId: string): Promise<Webhook> {
     return this.#json("GET", `/webhooks/${seg(webhookId)}`);
@@ -257,20 +252,8 @@ export class Herald {
     return this.#iterate("/webhooks", "webhooks", { ...filter });
   }
   /** `PATCH`: only the fields given change. */
-  updateWebhook(
-    webhookId: string,
-    changes: {
-      url?: string;
-      events?: string[];
-      format?: WebhookFormat;
-      disabled?: boolean;
-      schedule?: string[];
-      max_concurrency?: number;
-      description?: string;
-      ordering?: WebhookOrdering;
-    },
-  ): Promise<Webhook> {
-    return this.#json("PATCH", `/webhooks/${seg(webhookId)}`, compact(changes));
+  updateWebhook(webhookId: string, changes: PatchWebhook): Promise<Webhook> {
+    return this.#json("PATCH", `/webhooks/${seg(webhookId)}`, compact({ ...changes }));
   }
   async deleteWebhook(webhookId: string): Promise<void> {
     await this.request("DELETE", `/webhooks/${seg(webhookId)}`);
@@ -286,8 +269,8 @@ export class Herald {
     return this.#json("POST", `/webhooks/${seg(webhookId)}:rotateSecret`, compact(options));
   }
   /** Queues again the deliveries whose event is in `[since, until)`; `done: false` means the rest continues in the background. */
-  replayWebhook(webhookId: string, range: { since?: string; until?: string; status?: ReplayStatus } = {}): Promise<ReplayResult> {
-    return this.#json("POST", `/webhooks/${seg(webhookId)}:replay`, compact(range));
+  replayWebhook(webhookId: string, range: Replay = {}): Promise<ReplayResult> {
+    return this.#json("POST", `/webhooks/${seg(webhookId)}:replay`, compact({ ...range }));
   }
 
   // -- deliveries ---------------------------------------------------------------
@@ -321,11 +304,8 @@ export class Herald {
     return answer.body as Operation;
   }
   /** `POST /operations` (admin). */
-  createOperation(
-    operation: { type: string; tenant?: string; metadata?: Record<string, unknown>; input?: unknown },
-    options: { idempotencyKey?: string } = {},
-  ): Promise<Operation> {
-    return this.#json("POST", "/operations", compact(operation), options);
+  createOperation(operation: CreateOperation, options: { idempotencyKey?: string } = {}): Promise<Operation> {
+    return this.#json("POST", "/operations", compact({ ...operation }), options);
   }
   /** The operation and Herald's `Retry-After` (seconds) while it is not done. */
   async getOperationWithHint(operation: string, signal?: AbortSignal): Promise<{ operation: Operation; retryAfter: number | undefined }> {
