@@ -5,7 +5,7 @@
 # (HERALD_SDK_CACHE, default ~/.cache/herald-sdk), installs the Python SDK with its one command
 # (pip install ./sdks/python) and its pinned test tools, runs mypy --strict and pytest; then
 # `npm ci` (node_modules is git-ignored) and `npm test` for the TypeScript SDK.
-# A missing python3 (3.11+) or node (20.3+) skips that SDK with a message; with CI=true it fails.
+# A missing python3 (3.11+) or node (20.11+) skips that SDK with a message; with CI=true it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${HERALD_TEST_SDKS:-}" != 1 ]; then
@@ -45,11 +45,11 @@ else
 fi
 
 if command -v node >/dev/null && command -v npm >/dev/null &&
-    node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 3) ? 0 : 1)'; then
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 11) ? 0 : 1)'; then
     echo "sdk-tests: TypeScript SDK (node $(node --version), npm $(npm --version))"
     (cd sdks/typescript && npm ci --no-audit --no-fund && npm test) || failed+=("typescript: npm test")
 else
-    missing "node (20.3 or later) with npm" TypeScript
+    missing "node (20.11 or later) with npm" TypeScript
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
