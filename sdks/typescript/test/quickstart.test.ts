@@ -1,5 +1,5 @@
 // The README's quickstart, run as written: its `herald.toml` block is the config of a fresh
-// `herald serve`, its JavaScript block runs with node against it.
+// `herald serve`; its TypeScript block is compiled with tsc (strict) and run with node against it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -22,8 +22,13 @@ test("the README quickstart runs", async () => {
     // Inside the package, so that `@herald/client` resolves to this checkout's build.
     const dir = join(PACKAGE, "build-test", "quickstart");
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "quickstart.mjs"), block("js", readme));
-    const { stdout } = await promisify(execFile)(process.execPath, [join(dir, "quickstart.mjs")], {
+    writeFileSync(join(dir, "quickstart.ts"), block("ts", readme));
+    const tsc = join(PACKAGE, "node_modules", "typescript", "bin", "tsc");
+    await promisify(execFile)(process.execPath, [
+      tsc, "--strict", "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext",
+      "--skipLibCheck", "--types", "node", "--rootDir", dir, "--outDir", dir, join(dir, "quickstart.ts"),
+    ], { cwd: PACKAGE });
+    const { stdout } = await promisify(execFile)(process.execPath, [join(dir, "quickstart.js")], {
       env: { ...process.env, HERALD_URL: server.url, HERALD_ADMIN_KEY: server.adminKey },
       timeout: 120_000,
     });
