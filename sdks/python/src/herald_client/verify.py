@@ -1,0 +1,187 @@
+"""Webhook verification for both formats Herald sends:
+
+- Herald's own: ``X-Signature: sha256=HEX``, HMAC-SHA256 of ``X-Timestamp + "." + raw body``
+  keyed with the secret's UTF-8 bytes (``hsec_…``);
+- Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,BASE64``
+  over ``id.timestamp.body``, keyed with the base64-decoded ``whsec_…`` secret.
+
+Several signatures in one header (space-separated, as during a secret rotation) and
+several secrets are all compared, each with :func:`hmac.compare_digest`. A timestamp
+outside the tolerance is refused, so a captured request cannot be replayed later.
+Verify the raw bytes, before any JSON parsing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Union
+
+Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+
+
+class WebhookVerificationError(Exception):
+    """The request is not a genuine, fresh Herald delivery. Answer it with 400 or 401."""
+
+
+class MissingHeaderError(WebhookVerificationError):
+    def __init__(self, header: str) -> None:
+        super().__init__(f"missing header {header}")
+        self.header = header
+
+
+class MalformedHeaderError(WebhookVerificationError):
+    def __init__(self, header: str) -> None:
+        super().__init__(f"header {header} is malformed")
+        self.header = header
+
+
+class OutsideToleranceError(WebhookVerificationError):
+    def __init__(self, skew_seconds: int, tolerance_seconds: int) -> None:
+        super().__init__(
+            f"timestamp is {skew_seconds}s away from now, beyond the {tolerance_seconds}s tolerance"
+        )
+        self.skew_seconds = skew_seconds
+        self.tolerance_seconds = tolerance_seconds
+
+
+class BadSignatureError(WebhookVerificationError):
+    def __init__(self) -> None:
+        super().__init__("no signature matches any of the secrets")
+
+
+@dataclass(frozen=True)
+class VerifiedWebhook:
+    """A request that passed: dedupe on ``event_id``."""
+
+    format: Literal["herald", "standard-webhooks"]
+    #: ``X-Event-Id`` or ``webhook-id``.
+    event_id: str
+    #: Seconds since the Unix epoch, from the signed timestamp.
+    timestamp: int
+
+
+def herald_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=HEX`` of HMAC-SHA256(secret's UTF-8 bytes, ``timestamp.body``)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def _standard_key(secret: str) -> bytes:
+    encoded = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return secret.encode()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,BASE64`` of HMAC-SHA256(decoded secret, ``id.timestamp.body``)."""
+    mac = hmac.new(_standard_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def _lookup(headers: Headers) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    found: dict[str, str] = {}
+    for k, v in items:
+        found.setdefault(k.lower(), v)
+    return found
+
+
+def _any_equal(header: str, expected: str) -> bool:
+    """Every candidate is compared, each in constant time, so timing tells nothing."""
+    found = False
+    want = expected.encode()
+    for candidate in header.split():
+        found |= hmac.compare_digest(candidate.encode(), want)
+    return found
+
+
+class WebhookVerifier:
+    """Verifies webhook requests against one or more secrets (several while you rotate),
+    exactly as Herald showed them (``hsec_…`` or ``whsec_…``)."""
+
+    def __init__(self, secrets: str | Sequence[str], *, tolerance: float = 300.0) -> None:
+        self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
+        if not self.secrets:
+            raise ValueError("at least one secret is needed")
+        self.tolerance = int(tolerance)
+
+    def verify(self, headers: Headers, body: bytes, *, now: float | None = None) -> VerifiedWebhook:
+        """Raises a :class:`WebhookVerificationError` unless the request is genuine and
+        within the tolerance of ``now`` (default: the system clock). The format is chosen
+        by the headers present. ``headers`` is any mapping (names matched case-insensitively,
+        e.g. Flask's ``request.headers``) or a list of pairs."""
+        h = _lookup(headers)
+        at = int(time.time() if now is None else now)
+        if "webhook-signature" in h:
+            return self._standard(h, body, at)
+        if "x-signature" in h:
+            return self._herald(h, body, at)
+        raise MissingHeaderError("X-Signature or webhook-signature")
+
+    def _check_skew(self, timestamp: int, now: int) -> None:
+        skew = now - timestamp
+        if abs(skew) > self.tolerance:
+            raise OutsideToleranceError(skew, self.tolerance)
+
+    def _herald(self, h: dict[str, str], body: bytes, now: int) -> VerifiedWebhook:
+        signature = h["x-signature"]
+        ts_text = h.get("x-timestamp")
+        if ts_text is None:
+            raise MissingHeaderError("X-Timestamp")
+        event_id = h.get("x-event-id")
+        if event_id is None:
+            raise MissingHeaderError("X-Event-Id")
+        try:
+            parsed = datetime.fromisoformat(ts_text.strip())
+            if parsed.tzinfo is None:
+                raise ValueError("no offset")
+            ts = int(parsed.timestamp())
+        except ValueError:
+            raise MalformedHeaderError("X-Timestamp") from None
+        self._check_skew(ts, now)
+        matched = False
+        for secret in self.secrets:
+            matched |= _any_equal(signature, herald_signature(secret, ts_text, body))
+        if not matched:
+            raise BadSignatureError()
+        return VerifiedWebhook("herald", event_id, ts)
+
+    def _standard(self, h: dict[str, str], body: bytes, now: int) -> VerifiedWebhook:
+        signature = h["webhook-signature"]
+        msg_id = h.get("webhook-id")
+        if msg_id is None:
+            raise MissingHeaderError("webhook-id")
+        ts_text = h.get("webhook-timestamp")
+        if ts_text is None:
+            raise MissingHeaderError("webhook-timestamp")
+        try:
+            ts = int(ts_text.strip())
+        except ValueError:
+            raise MalformedHeaderError("webhook-timestamp") from None
+        self._check_skew(ts, now)
+        matched = False
+        for secret in self.secrets:
+            matched |= _any_equal(signature, standard_signature(secret, msg_id, ts, body))
+        if not matched:
+            raise BadSignatureError()
+        return VerifiedWebhook("standard-webhooks", msg_id, ts)
+
+
+def verify_webhook(
+    secrets: str | Sequence[str],
+    headers: Headers,
+    body: bytes,
+    *,
+    tolerance: float = 300.0,
+    now: float | None = None,
+) -> VerifiedWebhook:
+    """The framework-agnostic one-call form of :meth:`WebhookVerifier.verify`."""
+    return WebhookVerifier(secrets, tolerance=tolerance).verify(headers, body, now=now)
