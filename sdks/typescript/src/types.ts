@@ -31,6 +31,22 @@ export interface Complete {
   response?: unknown;
 }
 
+export interface Consumer {
+  name: string;
+  tenant?: string;
+  types: string[];
+  cursor: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface CreateConsumer {
+  name: string;
+  types?: string[];
+  start?: "earliest" | "latest";
+  tenant?: string;
+}
+
 export interface CreateEvent {
   id?: string;
   type: string;
@@ -113,6 +129,11 @@ export interface Fail {
   lease_token: string;
   error: OperationError;
   retryable?: boolean;
+}
+
+export interface FeedPage {
+  events: Event[];
+  next_cursor: string;
 }
 
 export interface Heartbeat {

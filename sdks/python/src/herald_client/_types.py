@@ -36,6 +36,22 @@ class Complete(TypedDict):
     response: NotRequired[Any]
 
 
+class Consumer(TypedDict):
+    name: str
+    tenant: NotRequired[str]
+    types: list[str]
+    cursor: str
+    created_at: str
+    updated_at: str
+
+
+class CreateConsumer(TypedDict):
+    name: str
+    types: NotRequired[list[str]]
+    start: NotRequired[Literal["earliest", "latest"]]
+    tenant: NotRequired[str]
+
+
 class CreateEvent(TypedDict):
     id: NotRequired[str]
     type: str
@@ -119,6 +135,11 @@ class Fail(TypedDict):
     lease_token: str
     error: "OperationError"
     retryable: NotRequired[bool]
+
+
+class FeedPage(TypedDict):
+    events: list["Event"]
+    next_cursor: str
 
 
 class Heartbeat(TypedDict):
