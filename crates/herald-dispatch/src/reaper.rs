@@ -1,6 +1,6 @@
 //! The operations' timekeeper: puts operations whose lease expired back in the queue
 //! (or ends them with `WORKER_LOST`), enforces deadlines and purges after retention; and
-//! the ordered webhooks' sweep, which moves on any line whose head is gone.
+//! the ordered webhooks' safety sweep, which moves on any line whose head is gone.
 
 use herald_core::clock::sleep_until;
 use herald_core::Clock;
@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 /// still seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// How often the ordered lines' sweep runs (and once at start).
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
 pub(crate) async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+    let mut next_sweep = herald_core::Timestamp(0);
     while !shutdown.is_cancelled() {
         let now = clock.now();
         match store.reap_operations(now).await {
@@ -23,12 +27,18 @@ pub(crate) async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, shutdown: 
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaping operations failed; will retry"),
         }
-        // Ordered webhooks: a line whose head went without releasing the next (its event
-        // purged, or finished on another node while this line grew) moves on here.
-        match store.release_held_heads(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(released = n, "held deliveries released"),
-            Err(e) => tracing::warn!(error = %e, "releasing held deliveries failed; will retry"),
+        // Ordered webhooks: every write that ends a line's head releases the next itself;
+        // this sweep, at start and then every few minutes, is the safety net (it reads every
+        // held delivery, so it is not run every pass).
+        if next_sweep <= now {
+            match store.release_held_heads(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(released = n, "held deliveries released by the sweep"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing held deliveries failed; will retry")
+                }
+            }
+            next_sweep = now.plus(SWEEP_EVERY);
         }
         let next = match store.next_operation_timer().await {
             Ok(Some(t)) => t.min(now.plus(MAX_SLEEP)),

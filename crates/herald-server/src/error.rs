@@ -93,6 +93,10 @@ impl ApiError {
                 "DELIVERY_SUCCEEDED",
                 "The delivery already succeeded: there is nothing to skip. Nothing was changed.",
             ),
+            StoreError::DeliveryInFlight => Self::conflict(
+                "DELIVERY_IN_FLIGHT",
+                "The delivery's attempt is in flight; skip it once that attempt has ended (its result is in the delivery log). Nothing was changed.",
+            ),
             StoreError::AlreadyExists => Self::conflict(
                 "ALREADY_EXISTS",
                 "A resource with this name exists already; nothing was changed.",

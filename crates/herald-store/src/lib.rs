@@ -55,6 +55,9 @@ pub enum StoreError {
     /// The delivery already succeeded: there is nothing to skip.
     #[error("the delivery already succeeded")]
     DeliverySucceeded,
+    /// The delivery's attempt is in flight: it can be skipped once that attempt ends.
+    #[error("the delivery's attempt is in flight")]
+    DeliveryInFlight,
     /// A resource with this name exists already (a consumer): nothing changed.
     #[error("it already exists; nothing was changed")]
     AlreadyExists,
@@ -281,7 +284,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
     async fn replay(&self, replay: Replay) -> StoreResult<ReplayBatch>;
     /// Gives a pending or failed delivery up (`skipped`): it is not sent again unless
     /// redelivered, and on an ordered webhook the next delivery of its key is released.
-    /// A skipped one answers as it is; a succeeded one is `DeliverySucceeded`.
+    /// A skipped one answers as it is; a succeeded one is `DeliverySucceeded`; one whose
+    /// attempt is in flight (leased) is `DeliveryInFlight`, so a key never has two sends out.
     async fn skip_delivery(&self, id: DeliveryId, now: Timestamp) -> StoreResult<Delivery>;
     /// The ordered lines' sweep (see [`lines`]): every held head of a live webhook is made
     /// due. Answers how many were.

@@ -9,12 +9,14 @@
 //!   head ([`WEBHOOK_HEAD`]), so a key never has two deliveries in flight, whatever made the
 //!   others due.
 //! - **Cost:** the deliveries behind a head are *held*: pending with no due time, so no claim
-//!   looks at them. They are made due when they become the head: right after the head's
-//!   success or skip is recorded, and, for any way a head can go that does not do that (its
-//!   event purged by retention, a result recorded on one PostgreSQL node while another node
-//!   committed the next delivery), by a sweep the reaper runs every second
-//!   ([`crate::DeliveryStore::release_held_heads`]). Anything that makes a line's later
-//!   deliveries due at once (an enable, a replay, a redelivery) parks them again.
+//!   looks at them. Every write that ends a head makes the next one due: a success or a skip
+//!   ([`release_next_sql`]), retention purging a dead head's event ([`release_line_sql`]);
+//!   whatever makes many of a line's deliveries due or held at once (an enable, a replay, a
+//!   redelivery) settles the webhook's lines ([`settle_lines_sql`]); a retry of a delivery no
+//!   longer at the head is held ([`hold_if_behind_sql`]). On PostgreSQL the key's
+//!   `event_keys` row orders a result against the next event of its key committing on
+//!   another node. A sweep at start and every few minutes
+//!   ([`crate::DeliveryStore::release_held_heads`]) is the safety net.
 //!
 //! The SQL below is written for both backends: booleans are tested as `w.disabled`, which
 //! SQLite reads as its 0/1 integer.
@@ -38,6 +40,47 @@ pub fn line_idle_sql(now: &str) -> String {
          AND busy.webhook_id IS NOT NULL AND busy.ordering_key IS NOT NULL \
          AND busy.status IN ('pending', 'failed') AND busy.status = 'pending' \
          AND busy.lease_until > {now} AND busy.id <> deliveries.id))"
+    )
+}
+
+/// For the dispatcher's sleep: when the row `deliveries` (a pending delivery with a due time)
+/// can be claimed at the earliest: not before any lease on its line ends. 0 for an unordered one.
+pub const LINE_LEASE: &str = "COALESCE((SELECT MAX(busy.lease_until) FROM deliveries AS busy \
+     WHERE busy.webhook_id = deliveries.webhook_id AND busy.ordering_key = deliveries.ordering_key \
+     AND busy.webhook_id IS NOT NULL AND busy.ordering_key IS NOT NULL \
+     AND busy.status IN ('pending', 'failed') AND busy.status = 'pending' AND busy.id <> deliveries.id), 0)";
+
+/// After a result that leaves a delivery (parameter) pending with a due time: if it is an
+/// ordered delivery that is not its line's head (an earlier one was put back meanwhile),
+/// it is held, so claims and the dispatcher's sleep do not keep finding it.
+pub fn hold_if_behind_sql(delivery: &str) -> String {
+    format!(
+        "UPDATE deliveries SET next_attempt_at = NULL WHERE id = {delivery} AND {IN_LINE} \
+         AND next_attempt_at IS NOT NULL AND NOT {WEBHOOK_HEAD}"
+    )
+}
+
+/// A line (parameters: webhook, key) whose head may have gone (its event purged): the head
+/// it has now, if held and its webhook is live, becomes due.
+pub fn release_line_sql(webhook: &str, key: &str, now: &str) -> String {
+    format!(
+        "UPDATE deliveries SET next_attempt_at = {now} WHERE id = (SELECT h.id FROM deliveries h \
+           WHERE h.webhook_id = {webhook} AND h.ordering_key = {key} \
+           AND h.webhook_id IS NOT NULL AND h.ordering_key IS NOT NULL AND h.status IN ('pending', 'failed') \
+           ORDER BY h.sequence LIMIT 1) \
+         AND status = 'pending' AND next_attempt_at IS NULL AND {WEBHOOK_LIVE}"
+    )
+}
+
+/// A delivery's place in line (parameters: the delivery, whether its webhook is ordered now,
+/// as 1 or 0) set again from its event, as a redelivery or a replay puts it back: keyed and
+/// numbered on an ordered webhook, unordered otherwise (whatever it was when made).
+pub fn reline_sql(delivery: &str, ordered: &str) -> String {
+    format!(
+        "UPDATE deliveries SET \
+           ordering_key = CASE WHEN {ordered} = 1 THEN (SELECT e.key FROM events e WHERE e.id = deliveries.event_id) END, \
+           sequence = CASE WHEN {ordered} = 1 THEN (SELECT e.sequence FROM events e WHERE e.id = deliveries.event_id) END \
+         WHERE id = {delivery} AND webhook_id IS NOT NULL"
     )
 }
 

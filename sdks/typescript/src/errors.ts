@@ -77,6 +77,8 @@ export class OperationDoneError extends ConflictError { override name = "Operati
 export class IdempotencyKeyInUseError extends ConflictError { override name = "IdempotencyKeyInUseError"; }
 /** 409 `DELIVERY_SUCCEEDED`: a delivery that succeeded cannot be skipped. */
 export class DeliverySucceededError extends ConflictError { override name = "DeliverySucceededError"; }
+/** 409 `DELIVERY_IN_FLIGHT`: the delivery's attempt is in flight; skip it once that attempt ended. */
+export class DeliveryInFlightError extends ConflictError { override name = "DeliveryInFlightError"; }
 /** 429 `RATE_LIMITED`. */
 export class RateLimitedError extends ApiError { override name = "RateLimitedError"; }
 /** 503 `OVERLOADED` or `REQUEST_TIMEOUT`. */
@@ -100,6 +102,7 @@ const BY_CODE: Record<string, ApiErrorClass> = {
   OPERATION_DONE: OperationDoneError,
   IDEMPOTENCY_KEY_IN_USE: IdempotencyKeyInUseError,
   DELIVERY_SUCCEEDED: DeliverySucceededError,
+  DELIVERY_IN_FLIGHT: DeliveryInFlightError,
   RATE_LIMITED: RateLimitedError,
   OVERLOADED: UnavailableError,
   REQUEST_TIMEOUT: UnavailableError,

@@ -1,12 +1,13 @@
-//! The circuit breaker: after failed attempts at `breaker_threshold` different deliveries
-//! in a row (no success between) a webhook's circuit opens and its deliveries are
+//! The circuit breaker: after `breaker_threshold` failed attempts in a row (no success
+//! between) at two deliveries or more, a webhook's circuit opens and its deliveries are
 //! deferred for `breaker_cooldown`; then one probe goes through, and its result closes or
 //! reopens the circuit. In memory only, a hint: a restart starts every circuit closed.
 //!
-//! Different deliveries, not attempts: an endpoint that is down fails whatever it is
-//! sent, but one event it cannot take (a poison payload, or an ordered webhook's stuck
-//! head retried on its schedule) fails alone, and must not defer the webhook's other
-//! deliveries (or keys) with it.
+//! Two deliveries or more: an endpoint that is down fails whatever it is sent, but one
+//! event it cannot take (a poison payload, an ordered webhook's stuck head), retried on its
+//! schedule, fails alone; it must not open the circuit and then, as the probe, keep it open,
+//! deferring the webhook's other deliveries (or keys) with it. Counting attempts, not
+//! deliveries, still opens the circuit for an ordered webhook with only a few keys in line.
 
 use super::send::SendResult;
 use super::Shared;
@@ -17,7 +18,8 @@ use std::time::Duration;
 /// Circuit breaker of one webhook.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Breaker {
-    /// The deliveries whose attempts failed since the last success (at most the threshold).
+    consecutive_failures: u32,
+    /// The deliveries whose attempts failed since the last success (at most two kept).
     failed: Vec<DeliveryId>,
     /// Open until this instant; once it has passed, the circuit is half-open.
     open_until: Option<Timestamp>,
@@ -69,11 +71,13 @@ impl Breaker {
             *self = Breaker::default();
             return false;
         }
-        if !self.failed.contains(&delivery) && self.failed.len() < threshold as usize {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if !self.failed.contains(&delivery) && self.failed.len() < 2 {
             self.failed.push(delivery);
         }
+        let several = self.failed.len() >= 2.min(threshold as usize);
         let expired_or_closed = self.open_until.is_none_or(|t| t <= now);
-        if self.failed.len() >= threshold as usize && (expired_or_closed || was_probe) {
+        if self.consecutive_failures >= threshold && several && (expired_or_closed || was_probe) {
             self.open_until = Some(now.plus(cooldown));
             return true;
         }
@@ -81,7 +85,7 @@ impl Breaker {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.failed.is_empty() && self.open_until.is_none() && !self.probing
+        self.consecutive_failures == 0 && self.open_until.is_none() && !self.probing
     }
 }
 
@@ -210,11 +214,22 @@ mod tests {
         for _ in 0..50 {
             assert!(!b.record(stuck, false, false, T0, 5, COOL));
         }
-        // Others failing with it: five different deliveries in a row open it.
-        for _ in 0..3 {
-            assert!(!b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
-        }
-        assert!(!b.record(stuck, false, false, T0, 5, COOL));
+        // A second delivery failing too: the endpoint looks down, the circuit opens.
         assert!(b.record(DeliveryId::generate(), false, false, T0, 5, COOL));
+    }
+
+    #[test]
+    fn two_deliveries_failing_in_turn_open_it_after_the_threshold() {
+        // An ordered webhook with two keys whose endpoint is down: only two heads go out.
+        let mut b = Breaker::default();
+        let (one, two) = (DeliveryId::generate(), DeliveryId::generate());
+        for i in 0..4 {
+            let d = if i % 2 == 0 { one } else { two };
+            assert!(!b.record(d, false, false, T0, 5, COOL));
+        }
+        assert!(
+            b.record(one, false, false, T0, 5, COOL),
+            "fifth failed attempt opens"
+        );
     }
 }

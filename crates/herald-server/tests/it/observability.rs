@@ -105,7 +105,10 @@ async fn readiness_fails_when_the_schema_is_behind() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.body["status"], "migrations not applied");
     assert_eq!(r.body["schema"]["applied"], 1);
-    assert_eq!(r.body["schema"]["expected"], 5);
+    assert_eq!(
+        r.body["schema"]["expected"],
+        herald_store::sqlite::EXPECTED_VERSION
+    );
 }
 
 #[tokio::test]

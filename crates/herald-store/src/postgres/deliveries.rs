@@ -132,8 +132,12 @@ impl DeliveryStore for PgStore {
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         let t: Option<i64> = match self
             .read_one(
-                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
-                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
+                &format!(
+                    "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0), {})) FROM deliveries \
+                     WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL AND {}",
+                    lines::LINE_LEASE,
+                    lines::WEBHOOK_HEAD
+                ),
                 &[],
             )
             .await?
@@ -192,8 +196,20 @@ impl DeliveryStore for PgStore {
                 &[&id.to_string(), &next, &now.0],
             )
             .await?;
-            if let (Some(webhook), Some(_)) = (d.destination.webhook(), &d.ordering_key) {
-                settle_lines(&tx, &webhook.to_string(), now).await?;
+            if let Some(webhook) = d.destination.webhook() {
+                // Its place in line as its webhook orders now, whatever it was when made.
+                let webhook = webhook.to_string();
+                let ordered =
+                    get_webhook_row(&tx, &webhook, false).await?.ordering == Ordering::Key;
+                execute(
+                    &tx,
+                    &lines::reline_sql("$1", "$2::int8"),
+                    &[&id.to_string(), &(ordered as i64)],
+                )
+                .await?;
+                if ordered || d.ordering_key.is_some() {
+                    settle_lines(&tx, &webhook, now).await?;
+                }
             }
             wake.due = true;
             let mut d = get_delivery_row(&tx, &id.to_string()).await?;
@@ -241,13 +257,18 @@ impl DeliveryStore for PgStore {
                 // Without a status, everything not already on its way.
                 None => "status != 'pending'".to_owned(),
             };
+            // Each one's place in line as its webhook orders now, from its event.
+            let ordered = webhook.ordering == Ordering::Key;
             let replayed = execute(
                 &tx,
                 &format!(
                     "UPDATE deliveries SET status = 'pending', window_attempts = 0, next_attempt_at = $2, \
-                     updated_at = $3 WHERE id = ANY($1) AND {status_clause}"
+                     updated_at = $3, \
+                     ordering_key = CASE WHEN $4 THEN (SELECT e.key FROM events e WHERE e.id = deliveries.event_id) END, \
+                     sequence = CASE WHEN $4 THEN (SELECT e.sequence FROM events e WHERE e.id = deliveries.event_id) END \
+                     WHERE id = ANY($1) AND {status_clause}"
                 ),
-                &[&ids, &next, &r.now.0],
+                &[&ids, &next, &r.now.0, &ordered],
             )
             .await?;
             if replayed > 0 && webhook.ordering == Ordering::Key {
@@ -274,17 +295,24 @@ impl DeliveryStore for PgStore {
                 DeliveryStatus::Skipped => return Ok(Ok(d)),
                 DeliveryStatus::Pending | DeliveryStatus::Failed => {}
             }
-            // Only from pending or failed: a result recorded meanwhile (a success) stands.
+            // Only from pending or failed (a result recorded meanwhile, a success, stands),
+            // and not while its attempt is in flight: the next of its key would go beside it.
             let n = execute(
                 &tx,
                 "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, lease_until = NULL, \
-                 updated_at = $2 WHERE id = $1 AND status IN ('pending', 'failed')",
+                 updated_at = $2 WHERE id = $1 AND status IN ('pending', 'failed') \
+                 AND (status = 'failed' OR lease_until IS NULL OR lease_until <= $2)",
                 &[&id, &now.0],
             )
             .await?;
             if n == 0 {
-                return Err(StoreError::DeliverySucceeded);
+                let again = get_delivery_row(&tx, &id).await?;
+                return Err(match again.status {
+                    DeliveryStatus::Succeeded => StoreError::DeliverySucceeded,
+                    _ => StoreError::DeliveryInFlight,
+                });
             }
+            lock_lines(&tx, std::slice::from_ref(&id)).await?;
             execute(&tx, &lines::release_next_sql("$1", "$2"), &[&id, &now.0]).await?;
             wake.due = true;
             get_delivery_row(&tx, &id).await
@@ -328,6 +356,24 @@ async fn held_by(
     }
 }
 
+/// Takes the `event_keys` rows of the lines of these deliveries (shared, in one order), so an
+/// event of such a key being stored on another node is wholly before or after what follows.
+async fn lock_lines(
+    tx: &deadpool_postgres::Transaction<'_>,
+    deliveries: &[String],
+) -> StoreResult<()> {
+    query(
+        tx,
+        "SELECT 1 FROM event_keys k WHERE (k.tenant_id, k.key) IN \
+           (SELECT COALESCE(d.tenant_id, ''), d.ordering_key FROM deliveries d WHERE d.id = ANY($1) \
+            AND d.webhook_id IS NOT NULL AND d.ordering_key IS NOT NULL) \
+         ORDER BY k.tenant_id, k.key FOR SHARE",
+        &[&deliveries],
+    )
+    .await?;
+    Ok(())
+}
+
 /// One webhook's lines settled after many of its deliveries changed at once (see [`lines`]).
 pub(super) async fn settle_lines(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -361,9 +407,16 @@ impl PgStore {
             let mut seen: HashMap<DeliveryId, usize> = HashMap::new();
             let mut d_id: Vec<String> = Vec::with_capacity(records.len());
             let mut succeeded: Vec<String> = Vec::new();
+            let mut rescheduled: Vec<String> = Vec::new();
             for r in &records {
                 if r.outcome == AttemptOutcome::Succeeded {
                     succeeded.push(r.delivery_id.to_string());
+                }
+                if matches!(
+                    r.outcome,
+                    AttemptOutcome::RetryAt(_) | AttemptOutcome::Deferred(_)
+                ) {
+                    rescheduled.push(r.delivery_id.to_string());
                 }
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -457,8 +510,17 @@ impl PgStore {
                 Ok::<(), StoreError>(())
             };
             futures::try_join!(insert_attempts, update_deliveries)?;
-            // A success ends its line's head: the next delivery of its key goes.
+            // Still pending but no longer its line's head (an earlier one was put back
+            // meanwhile): held until its turn.
+            if !rescheduled.is_empty() {
+                execute(&tx, &lines::hold_if_behind_sql("ANY($1)"), &[&rescheduled]).await?;
+            }
+            // A success ends its line's head: the next delivery of its key goes. The lines'
+            // `event_keys` rows are taken first (shared): an event of the key being stored on
+            // another node commits before this looks for the next (and sees it), or waits for
+            // this to commit (and finds the head done). Either way the next is not left held.
             if !succeeded.is_empty() {
+                lock_lines(&tx, &succeeded).await?;
                 let now = a_at.iter().copied().max().unwrap_or(0);
                 let released = execute(
                     &tx,

@@ -240,6 +240,17 @@ impl EventStore for PgStore {
             if ids.is_empty() {
                 return Ok(Ok(PurgeReport::default()));
             }
+            // Dead heads of ordered lines go with their events: their lines move on.
+            let lines_of: Vec<(String, String)> = query(
+                &tx,
+                "SELECT DISTINCT webhook_id, ordering_key FROM deliveries WHERE event_id = ANY($1) \
+                 AND webhook_id IS NOT NULL AND ordering_key IS NOT NULL AND status = 'failed'",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<StoreResult<_>>()?;
             let attempts = tx
                 .execute(
                     "DELETE FROM attempts WHERE delivery_id IN \
@@ -253,6 +264,15 @@ impl EventStore for PgStore {
             let events = tx
                 .execute("DELETE FROM events WHERE id = ANY($1)", &[&ids])
                 .await?;
+            for (webhook, key) in &lines_of {
+                let n = execute(
+                    &tx,
+                    &lines::release_line_sql("$1", "$2", "$3"),
+                    &[webhook, key, &older_than.0],
+                )
+                .await?;
+                wake.due |= n > 0;
+            }
             Ok(PurgeReport {
                 events,
                 deliveries,

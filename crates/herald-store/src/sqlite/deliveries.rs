@@ -145,6 +145,12 @@ impl DeliveryStore for SqliteStore {
                     )?
                     .execute(params![id, status, next])?;
                 }
+                // Still pending but no longer its line's head (an earlier one was put back
+                // meanwhile): held until its turn.
+                if next.is_some() {
+                    conn.prepare_cached(&lines::hold_if_behind_sql("?1"))?
+                        .execute(params![id])?;
+                }
                 // A success ends its line's head: the next delivery of its key goes.
                 if r.outcome == AttemptOutcome::Succeeded {
                     released += conn
@@ -187,8 +193,12 @@ impl DeliveryStore for SqliteStore {
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         self.read(|conn| {
             let t: Option<i64> = conn.query_row(
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
-                 WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL",
+                &format!(
+                    "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0), {})) FROM deliveries \
+                     WHERE status = 'pending' AND route IS NULL AND next_attempt_at IS NOT NULL AND {}",
+                    lines::LINE_LEASE,
+                    lines::WEBHOOK_HEAD
+                ),
                 [],
                 |r| r.get(0),
             )?;
@@ -236,8 +246,14 @@ impl DeliveryStore for SqliteStore {
                      updated_at = ?3 WHERE id = ?1",
                     params![id.to_string(), next, now.0],
                 )?;
-                if let (Some(webhook), Some(_)) = (d.destination.webhook(), &d.ordering_key) {
-                    settle_lines(conn, &webhook.to_string(), now)?;
+                if let Some(webhook) = d.destination.webhook() {
+                    // Its place in line as its webhook orders now, whatever it was when made.
+                    let ordered = get_webhook_row(conn, &webhook.to_string())?.ordering == Ordering::Key;
+                    conn.prepare_cached(&lines::reline_sql("?1", "?2"))?
+                        .execute(params![id.to_string(), ordered as i64])?;
+                    if ordered || d.ordering_key.is_some() {
+                        settle_lines(conn, &webhook.to_string(), now)?;
+                    }
                 }
                 let mut d = get_delivery_row(conn, &id.to_string())?;
                 d.held_by = held_by(conn, &d)?;
@@ -282,8 +298,14 @@ impl DeliveryStore for SqliteStore {
                      updated_at = ?3 WHERE id = ?1 AND {status_clause}"
                 ))?;
                 let mut replayed = 0;
+                let ordered = (webhook.ordering == Ordering::Key) as i64;
+                let mut reline = conn.prepare_cached(&lines::reline_sql("?1", "?2"))?;
                 for (id, _) in &looked_at {
-                    replayed += update.execute(params![id, next, r.now.0])? as u64;
+                    let n = update.execute(params![id, next, r.now.0])?;
+                    if n > 0 {
+                        reline.execute(params![id, ordered])?;
+                    }
+                    replayed += n as u64;
                 }
                 if replayed > 0 && webhook.ordering == Ordering::Key {
                     settle_lines(conn, &r.webhook.to_string(), r.now)?;
@@ -313,11 +335,15 @@ impl DeliveryStore for SqliteStore {
                     DeliveryStatus::Skipped => return Ok(d),
                     DeliveryStatus::Pending | DeliveryStatus::Failed => {}
                 }
-                conn.execute(
+                // Not while its attempt is in flight: the next of its key would go beside it.
+                let n = conn.execute(
                     "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, lease_until = NULL, \
-                     updated_at = ?2 WHERE id = ?1",
+                     updated_at = ?2 WHERE id = ?1 AND (status = 'failed' OR lease_until IS NULL OR lease_until <= ?2)",
                     params![id.to_string(), now.0],
                 )?;
+                if n == 0 {
+                    return Err(StoreError::DeliveryInFlight);
+                }
                 conn.prepare_cached(&lines::release_next_sql("?1", "?2"))?
                     .execute(params![id.to_string(), now.0])?;
                 get_delivery_row(conn, &id.to_string())

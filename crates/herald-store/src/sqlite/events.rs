@@ -31,6 +31,12 @@ pub(super) const PURGE_PICK: &str = "SELECT e.id FROM events e WHERE e.created_a
 pub(super) const PURGE_ATTEMPTS: &str = "DELETE FROM attempts WHERE delivery_id IN \
      (SELECT d.id FROM deliveries d WHERE d.event_id IN (SELECT value FROM json_each(?1)))";
 
+/// ?1 is a JSON array of event ids: the ordered lines (webhook, key) whose dead deliveries
+/// the purge takes.
+pub(super) const PURGE_LINES: &str = "SELECT DISTINCT webhook_id, ordering_key FROM deliveries \
+     WHERE event_id IN (SELECT value FROM json_each(?1)) AND webhook_id IS NOT NULL \
+     AND ordering_key IS NOT NULL AND status = 'failed'";
+
 pub(super) const PURGE_DELIVERIES: &str =
     "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?1))";
 
@@ -304,21 +310,41 @@ impl EventStore for SqliteStore {
                 .query_map(params![older_than.0, limit], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             if ids.is_empty() {
-                return Ok(PurgeReport::default());
+                return Ok((PurgeReport::default(), 0));
             }
             let ids = serde_json::to_string(&ids)?;
+            // Dead heads of ordered lines go with their events: their lines move on.
+            let lines_of: Vec<(String, String)> = conn
+                .prepare_cached(PURGE_LINES)?
+                .query_map(params![ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             let attempts = conn.prepare_cached(PURGE_ATTEMPTS)?.execute(params![ids])? as u64;
             let deliveries = conn
                 .prepare_cached(PURGE_DELIVERIES)?
                 .execute(params![ids])? as u64;
             let events = conn.prepare_cached(PURGE_EVENTS)?.execute(params![ids])? as u64;
-            Ok(PurgeReport {
-                events,
-                deliveries,
-                attempts,
-            })
+            let mut released = 0;
+            for (webhook, key) in &lines_of {
+                released += conn
+                    .prepare_cached(&lines::release_line_sql("?1", "?2", "?3"))?
+                    .execute(params![webhook, key, older_than.0])?;
+            }
+            Ok((
+                PurgeReport {
+                    events,
+                    deliveries,
+                    attempts,
+                },
+                released,
+            ))
         })
         .await
+        .map(|(report, released)| {
+            if released > 0 {
+                self.signals.deliveries_due.notify_waiters();
+            }
+            report
+        })
     }
 
     async fn get_event(&self, id: EventId) -> StoreResult<Event> {

@@ -15,6 +15,9 @@ mod deliveries;
 mod events;
 mod feed;
 mod migrations;
+
+/// The schema version this build writes and expects.
+pub use migrations::EXPECTED_VERSION;
 mod operations;
 mod outbox;
 mod rows;

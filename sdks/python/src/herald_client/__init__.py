@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     BodyTooLargeError,
     ConflictError,
     DecodeError,
+    DeliveryInFlightError,
     DeliverySucceededError,
     HeraldError,
     IdempotencyKeyInUseError,
@@ -56,7 +57,7 @@ from .worker import Job, JobFailed, Worker  # noqa: E402
 
 __all__ = [
     "ApiError", "AuthenticationError", "BadSignatureError", "BodyTooLargeError", "ClaimedOperation",
-    "ConflictError", "DecodeError", "DeliverySucceededError", "DedupeStore", "Delivery", "Event", "EventAccepted", "EventType",
+    "ConflictError", "DecodeError", "DeliveryInFlightError", "DeliverySucceededError", "DedupeStore", "Delivery", "Event", "EventAccepted", "EventType",
     "Herald", "HeraldError", "HeartbeatReply", "IdempotencyKeyInUseError", "IdempotencyKeyReusedError",
     "InternalError", "InvalidRequestError", "Job", "JobFailed", "Key", "LeaseStaleError",
     "MalformedHeaderError", "MemoryDedupe", "MissingHeaderError", "NotFoundError", "Operation",

@@ -87,6 +87,10 @@ class DeliverySucceededError(ConflictError):
     """409 ``DELIVERY_SUCCEEDED``: a delivery that succeeded cannot be skipped."""
 
 
+class DeliveryInFlightError(ConflictError):
+    """409 ``DELIVERY_IN_FLIGHT``: the delivery's attempt is in flight; skip it once that attempt ended."""
+
+
 class RateLimitedError(ApiError):
     """429 ``RATE_LIMITED``; ``retry_after`` says when to retry."""
 
@@ -113,6 +117,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "OPERATION_DONE": OperationDoneError,
     "IDEMPOTENCY_KEY_IN_USE": IdempotencyKeyInUseError,
     "DELIVERY_SUCCEEDED": DeliverySucceededError,
+    "DELIVERY_IN_FLIGHT": DeliveryInFlightError,
     "RATE_LIMITED": RateLimitedError,
     "OVERLOADED": UnavailableError,
     "REQUEST_TIMEOUT": UnavailableError,

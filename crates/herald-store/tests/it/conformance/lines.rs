@@ -200,15 +200,20 @@ pub(super) async fn an_ordered_webhook_sends_a_key_one_at_a_time(s: &dyn Store) 
     assert_eq!(rest.len(), 3, "a#2, a#3 and b#2: {:?}", lined(&rest));
 }
 
-/// A line whose head is gone without releasing the next (here: its event purged by
-/// retention) moves on at the next sweep, and a disabled webhook's lines wait.
-pub(super) async fn the_sweep_moves_a_line_whose_head_is_gone(s: &dyn Store) {
+/// A line whose dead head goes with its event (retention) moves on in the same write, and a
+/// disabled webhook's lines wait for the enable. The safety sweep finds nothing left to do.
+pub(super) async fn a_line_moves_on_when_retention_purges_its_dead_head(s: &dyn Store) {
     let t = tenant(s, "a").await;
     let wh = ordered_webhook(s, t).await;
     emit(s, event(Some(t), "payment.succeeded", Some("k"), at(1))).await;
     emit(s, event(Some(t), "payment.succeeded", Some("k"), at(100))).await;
     let head = s.claim_due_deliveries(at(2), 10, LEASE).await.unwrap();
-    assert_eq!(head.len(), 1);
+    assert_eq!(lined(&head), vec![(Some("k".into()), Some(1))]);
+    // Its attempt in flight: it cannot be skipped yet (the next would go beside it).
+    assert!(matches!(
+        s.skip_delivery(head[0].delivery.id, at(2)).await,
+        Err(StoreError::DeliveryInFlight)
+    ));
     s.record_attempts(vec![record(
         head[0].delivery.id,
         at(3),
@@ -217,28 +222,40 @@ pub(super) async fn the_sweep_moves_a_line_whose_head_is_gone(s: &dyn Store) {
     )])
     .await
     .unwrap();
-    // The first event (settled: its one delivery is dead) is purged; the second is kept.
-    let purged = s.purge_settled_events(at(50), 100).await.unwrap();
-    assert_eq!(purged.events, 1);
-    assert!(s
-        .claim_due_deliveries(at(200), 10, LEASE)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        s.claim_due_deliveries(at(60), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead: holds its key"
+    );
     s.update_webhook(
         wh.id,
         WebhookChange {
             disabled: Some(true),
             ..Default::default()
         },
-        at(201),
+        at(61),
     )
     .await
     .unwrap();
+    // The first event (settled: its one delivery is dead) is purged; the second is kept.
+    assert_eq!(s.purge_settled_events(at(50), 100).await.unwrap().events, 1);
+    assert!(matches!(
+        s.get_delivery(head[0].delivery.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        s.claim_due_deliveries(at(200), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "disabled: waits"
+    );
     assert_eq!(
         s.release_held_heads(at(202)).await.unwrap(),
         0,
-        "disabled: waits"
+        "disabled: the sweep leaves it"
     );
     s.update_webhook(
         wh.id,
@@ -250,8 +267,6 @@ pub(super) async fn the_sweep_moves_a_line_whose_head_is_gone(s: &dyn Store) {
     )
     .await
     .unwrap();
-    // The enable settles the webhook's lines itself; the sweep finds nothing more.
-    assert_eq!(s.release_held_heads(at(204)).await.unwrap(), 0);
     let next = s.claim_due_deliveries(at(205), 10, LEASE).await.unwrap();
     assert_eq!(lined(&next), vec![(Some("k".into()), Some(2))]);
     s.record_attempts(vec![record(
@@ -262,7 +277,7 @@ pub(super) async fn the_sweep_moves_a_line_whose_head_is_gone(s: &dyn Store) {
     )])
     .await
     .unwrap();
-    // And without the enable: the sweep alone.
+    // Live webhook: the purge itself moves the line on.
     emit(s, event(Some(t), "payment.succeeded", Some("j"), at(300))).await;
     emit(s, event(Some(t), "payment.succeeded", Some("j"), at(400))).await;
     let j1 = s.claim_due_deliveries(at(301), 10, LEASE).await.unwrap();
@@ -275,20 +290,83 @@ pub(super) async fn the_sweep_moves_a_line_whose_head_is_gone(s: &dyn Store) {
     )])
     .await
     .unwrap();
-    // j#1's event goes (and k#2's, settled and old enough too).
-    assert!(s.purge_settled_events(at(350), 100).await.unwrap().events >= 1);
-    assert!(matches!(
-        s.get_delivery(j1[0].delivery.id).await,
-        Err(StoreError::NotFound)
-    ));
     assert!(s
-        .claim_due_deliveries(at(500), 10, LEASE)
+        .claim_due_deliveries(at(310), 10, LEASE)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(s.release_held_heads(at(501)).await.unwrap(), 1);
-    let j2 = s.claim_due_deliveries(at(502), 10, LEASE).await.unwrap();
+    assert!(s.purge_settled_events(at(350), 100).await.unwrap().events >= 1);
+    let j2 = s.claim_due_deliveries(at(500), 10, LEASE).await.unwrap();
     assert_eq!(lined(&j2), vec![(Some("j".into()), Some(2))]);
+    assert_eq!(s.release_held_heads(at(501)).await.unwrap(), 0);
+}
+
+/// Turning ordering off and replaying: the replayed deliveries go unordered (their place in
+/// line is set again from the webhook as it is now), and turning it on again lines up a
+/// replay of deliveries made while it was off.
+pub(super) async fn a_replay_lines_deliveries_up_as_the_webhook_orders_now(s: &dyn Store) {
+    let t = tenant(s, "a").await;
+    let wh = ordered_webhook(s, t).await;
+    for n in 1..=3 {
+        emit(s, event(Some(t), "payment.succeeded", Some("k"), at(n))).await;
+    }
+    for round in 0..3 {
+        let jobs = s
+            .claim_due_deliveries(at(10 + round), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "one at a time");
+        s.record_attempts(vec![record(
+            jobs[0].delivery.id,
+            at(10 + round),
+            Some(200),
+            AttemptOutcome::Succeeded,
+        )])
+        .await
+        .unwrap();
+    }
+    let set = |ordering| WebhookChange {
+        ordering: Some(ordering),
+        ..Default::default()
+    };
+    s.update_webhook(wh.id, set(Ordering::None), at(20))
+        .await
+        .unwrap();
+    let replay = |now| Replay {
+        webhook: wh.id,
+        since: Timestamp(0),
+        until: now,
+        status: None,
+        now,
+        after: None,
+        limit: 500,
+    };
+    assert_eq!(s.replay(replay(at(21))).await.unwrap().replayed, 3);
+    let all = s.claim_due_deliveries(at(22), 10, LEASE).await.unwrap();
+    assert_eq!(all.len(), 3, "unordered now: all at once");
+    assert!(all.iter().all(|j| j.delivery.ordering_key.is_none()));
+    s.record_attempts(
+        all.iter()
+            .map(|j| record(j.delivery.id, at(23), Some(200), AttemptOutcome::Succeeded))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    s.update_webhook(wh.id, set(Ordering::Key), at(30))
+        .await
+        .unwrap();
+    assert_eq!(s.replay(replay(at(31))).await.unwrap().replayed, 3);
+    let first = s.claim_due_deliveries(at(32), 10, LEASE).await.unwrap();
+    assert_eq!(
+        lined(&first),
+        vec![(Some("k".into()), Some(1))],
+        "ordered again: one at a time"
+    );
+    let (redone, _) = s.get_delivery(first[0].delivery.id).await.unwrap();
+    assert_eq!(
+        (redone.ordering_key.as_deref(), redone.sequence),
+        (Some("k"), Some(1))
+    );
 }
 
 /// xorshift64*: small, seeded, and the same on every machine.
@@ -357,8 +435,6 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
     let keys = ["a", "b", "c"];
     let mut model: Vec<ModelDelivery> = Vec::new();
     let mut in_flight: Vec<DeliveryId> = Vec::new();
-    // Skipped while in flight: their results still come, but they hold their line no more.
-    let mut abandoned: Vec<DeliveryId> = Vec::new();
     let mut disabled = false;
     let mut clock = 10i64;
     let lease = Duration::from_secs(24 * 3600);
@@ -452,14 +528,9 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
                     in_flight.push(job.delivery.id);
                 }
             }
-            5..=6 if !in_flight.is_empty() || !abandoned.is_empty() => {
+            5..=6 if !in_flight.is_empty() => {
                 // Results come back in any order.
-                let pick = rng.below(in_flight.len() + abandoned.len());
-                let id = if pick < in_flight.len() {
-                    in_flight.swap_remove(pick)
-                } else {
-                    abandoned.swap_remove(pick - in_flight.len())
-                };
+                let id = in_flight.swap_remove(rng.below(in_flight.len()));
                 let (outcome, status) = match rng.below(3) {
                     0 => (AttemptOutcome::Succeeded, Status::Succeeded),
                     1 => (
@@ -478,10 +549,7 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
                     .map_err(|e| e.to_string())?;
                 let d = model.iter_mut().find(|d| d.id == id).unwrap();
                 log.push(format!("result {:?}#{:?} {status:?}", d.key, d.sequence));
-                // A skipped delivery stays skipped whatever its attempt in flight answers.
-                if d.status != Status::Skipped {
-                    d.status = status;
-                }
+                d.status = status;
             }
             7 if !model.is_empty() => {
                 let i = rng.below(model.len());
@@ -496,24 +564,20 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
                     (Status::Succeeded, other) => {
                         return Err(format!("skip of a success: {other:?}"))
                     }
+                    // Not while its attempt is in flight: the next of its key would go beside it.
+                    (_, Err(StoreError::DeliveryInFlight)) if in_flight.contains(&d.id) => {}
+                    (_, other) if in_flight.contains(&d.id) => {
+                        return Err(format!("skip of one in flight answered {other:?}"))
+                    }
                     (_, Ok(got)) if got.status == DeliveryStatus::Skipped => {
-                        d.status = Status::Skipped;
-                        if let Some(i) = in_flight.iter().position(|f| *f == d.id) {
-                            abandoned.push(in_flight.swap_remove(i));
-                        }
+                        d.status = Status::Skipped
                     }
                     (_, other) => return Err(format!("skip answered {other:?}")),
                 }
             }
             8 if !model.is_empty() => {
-                // Not one skipped while in flight: its late result would clear the lease of
-                // the copy sent again (a result recorded after its lease was taken over
-                // applies, a documented limit), and its line would look idle.
                 let i = rng.below(model.len());
                 let d = &mut model[i];
-                if abandoned.contains(&d.id) {
-                    continue;
-                }
                 log.push(format!(
                     "redeliver {:?}#{:?} ({:?})",
                     d.key, d.sequence, d.status
@@ -557,10 +621,7 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
         .await
         .map_err(|e| e.to_string())?;
     }
-    for id in std::mem::take(&mut in_flight)
-        .into_iter()
-        .chain(std::mem::take(&mut abandoned))
-    {
+    for id in std::mem::take(&mut in_flight) {
         s.record_attempts(vec![record(
             id,
             at(clock),
@@ -569,10 +630,7 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
         )])
         .await
         .map_err(|e| e.to_string())?;
-        let d = model.iter_mut().find(|d| d.id == id).unwrap();
-        if d.status != Status::Skipped {
-            d.status = Status::Succeeded;
-        }
+        model.iter_mut().find(|d| d.id == id).unwrap().status = Status::Succeeded;
     }
     for d in model.iter_mut().filter(|d| d.status == Status::Failed) {
         s.redeliver(d.id, at(clock))
