@@ -697,3 +697,66 @@ async fn run_lines_model(s: &dyn Store, t: TenantId, seed: u64) -> Result<(), St
     }
     Ok(())
 }
+
+/// A delivery put back in line ahead of one in flight (a redelivery of an earlier one): it
+/// is not claimable until the send in flight ends, so the dispatcher's next wake-up is not
+/// before that (it spun on it); and the one in flight, retried, is held behind it.
+pub(super) async fn the_dispatchers_sleep_skips_what_the_claim_cannot_take(s: &dyn Store) {
+    let t = tenant(s, "a").await;
+    ordered_webhook(s, t).await;
+    for n in 1..=3 {
+        emit(s, event(Some(t), "payment.succeeded", Some("k"), at(n))).await;
+    }
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let jobs = s
+            .claim_due_deliveries(at(10 + round), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        ids.push(jobs[0].delivery.id);
+        if round < 2 {
+            s.record_attempts(vec![record(
+                jobs[0].delivery.id,
+                at(10 + round),
+                Some(200),
+                AttemptOutcome::Succeeded,
+            )])
+            .await
+            .unwrap();
+        }
+    }
+    // k#3 is in flight (leased until at(12) + LEASE); k#1 is put back ahead of it.
+    s.redeliver(ids[0], at(13)).await.unwrap();
+    assert!(
+        s.claim_due_deliveries(at(14), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "k#3 is in flight"
+    );
+    let due = s
+        .next_delivery_due()
+        .await
+        .unwrap()
+        .expect("k#1 waits for k#3's lease");
+    assert!(
+        due >= at(12).plus(LEASE),
+        "not before k#3's lease ends: {due:?}"
+    );
+    // k#3 fails and is retried: it is behind k#1 now, so it is held, and k#1 goes.
+    s.record_attempts(vec![record(
+        ids[2],
+        at(15),
+        Some(500),
+        AttemptOutcome::RetryAt(at(16)),
+    )])
+    .await
+    .unwrap();
+    let (k3, _) = s.get_delivery(ids[2]).await.unwrap();
+    assert_eq!((k3.next_attempt_at, k3.held_by), (None, Some(ids[0])));
+    assert_eq!(s.next_delivery_due().await.unwrap(), Some(at(13)));
+    let next = s.claim_due_deliveries(at(17), 10, LEASE).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].delivery.id, ids[0]);
+}

@@ -140,6 +140,7 @@ conformance!(
     an_ordered_webhook_sends_a_key_one_at_a_time,
     a_line_moves_on_when_retention_purges_its_dead_head,
     a_replay_lines_deliveries_up_as_the_webhook_orders_now,
+    the_dispatchers_sleep_skips_what_the_claim_cannot_take,
     ordered_lines_hold_against_a_model,
     feed_reads_in_commit_order_after_a_cursor,
     consumers_ack_forward_only_and_what_was_delivered,
