@@ -9,5 +9,6 @@ mod crash;
 mod feed;
 mod model;
 mod multinode;
+mod ordered_crash;
 mod process;
 mod rebinding;
