@@ -127,32 +127,38 @@ impl DeliveryStore for SqliteStore {
                 let (status, next) = rules::outcome_columns(&r.outcome);
                 // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
                 // with no due time, like every pending delivery of a disabled webhook. A delivery
-                // skipped while its attempt was in flight stays skipped (the attempt is logged).
-                if counted == 1 {
+                // skipped meanwhile (its lease had run out) stays skipped (the attempt is logged).
+                // It answers whether the delivery is in an ordered line.
+                let lined: Option<bool> = if counted == 1 {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
                            THEN NULL ELSE ?3 END, \
                          attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
-                         last_error = ?5, updated_at = ?6 WHERE id = ?1 AND status <> 'skipped'",
+                         last_error = ?5, updated_at = ?6 WHERE id = ?1 AND status <> 'skipped' \
+                         RETURNING ordering_key IS NOT NULL AND webhook_id IS NOT NULL",
                     )?
-                    .execute(params![id, status, next, code, error, at.0])?;
+                    .query_row(params![id, status, next, code, error, at.0], |r| r.get(0))
+                    .optional()?
                 } else {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
-                           THEN NULL ELSE ?3 END WHERE id = ?1 AND status <> 'skipped'",
+                           THEN NULL ELSE ?3 END WHERE id = ?1 AND status <> 'skipped' \
+                         RETURNING ordering_key IS NOT NULL AND webhook_id IS NOT NULL",
                     )?
-                    .execute(params![id, status, next])?;
-                }
+                    .query_row(params![id, status, next], |r| r.get(0))
+                    .optional()?
+                };
+                let lined = lined.unwrap_or(false);
                 // Still pending but no longer its line's head (an earlier one was put back
                 // meanwhile): held until its turn.
-                if next.is_some() {
+                if lined && next.is_some() {
                     conn.prepare_cached(&lines::hold_if_behind_sql("?1"))?
                         .execute(params![id])?;
                 }
                 // A success ends its line's head: the next delivery of its key goes.
-                if r.outcome == AttemptOutcome::Succeeded {
+                if lined && r.outcome == AttemptOutcome::Succeeded {
                     released += conn
                         .prepare_cached(&lines::release_next_sql("?1", "?2"))?
                         .execute(params![id, at.0])?;
