@@ -105,7 +105,8 @@ async fn readiness_fails_when_the_schema_is_behind() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.body["status"], "migrations not applied");
     assert_eq!(r.body["schema"]["applied"], 1);
-    assert_eq!(r.body["schema"]["expected"], 5);
+    // No exact number: migrations are added by more than one branch at a time.
+    assert!(r.body["schema"]["expected"].as_u64().unwrap() >= 6, "{:?}", r.body);
 }
 
 #[tokio::test]

@@ -126,5 +126,6 @@ async fn counts_activity_and_schema_version() {
 
     let v = store.schema_version().await.unwrap();
     assert!(v.is_current(), "{v:?}");
-    assert_eq!(v.expected, 5);
+    // No exact number: migrations are added by more than one branch at a time.
+    assert!(v.expected >= 6, "{v:?}");
 }
