@@ -106,7 +106,11 @@ async fn readiness_fails_when_the_schema_is_behind() {
     assert_eq!(r.body["status"], "migrations not applied");
     assert_eq!(r.body["schema"]["applied"], 1);
     // No exact number: migrations are added by more than one branch at a time.
-    assert!(r.body["schema"]["expected"].as_u64().unwrap() >= 6, "{:?}", r.body);
+    assert!(
+        r.body["schema"]["expected"].as_u64().unwrap() >= 6,
+        "{:?}",
+        r.body
+    );
 }
 
 #[tokio::test]
