@@ -165,6 +165,48 @@ mod tests {
     }
 
     #[test]
+    fn signature_headers_carry_what_each_format_verifies() {
+        let now = crate::Timestamp(1_775_834_400_000);
+        let body = br#"{"id":"evt_1"}"#;
+        let h = signature_headers(
+            SignatureFormat::Herald,
+            &["hsec_a", "hsec_b"],
+            "evt_1",
+            "pay.ok",
+            now,
+            body,
+        );
+        let get = |h: &[(&str, String)], n: &str| {
+            h.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get(&h, "X-Event-Id"), "evt_1");
+        assert_eq!(get(&h, "X-Event-Type"), "pay.ok");
+        let ts = get(&h, "X-Timestamp");
+        assert_eq!(ts, "2026-04-10T15:20:00Z");
+        for secret in ["hsec_a", "hsec_b"] {
+            assert!(verify_herald(secret, &ts, body, &get(&h, "X-Signature")));
+        }
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let h = signature_headers(
+            SignatureFormat::StandardWebhooks,
+            &[secret],
+            "evt_1",
+            "pay.ok",
+            now,
+            body,
+        );
+        assert_eq!(get(&h, "webhook-id"), "evt_1");
+        assert_eq!(get(&h, "webhook-timestamp"), now.unix_seconds().to_string());
+        assert_eq!(
+            get(&h, "webhook-signature"),
+            standard_signature(secret, "evt_1", now.unix_seconds(), body)
+        );
+    }
+
+    #[test]
     fn secrets_are_long_and_distinct() {
         let a = generate_secret(SignatureFormat::Herald);
         let b = generate_secret(SignatureFormat::Herald);

@@ -24,7 +24,7 @@ pub use feed::{
 };
 pub use handoff::{Handoff, HandoffSink};
 pub use model::*;
-pub use signals::Signals;
+pub use signals::{Appended, Signals};
 
 use async_trait::async_trait;
 use herald_core::ids::*;

@@ -1,7 +1,7 @@
 //! In-process wake-ups: a change commits, the waiters it concerns wake, and nothing
 //! polls in a loop. On PostgreSQL, other nodes' changes arrive here too (`LISTEN/NOTIFY`).
 
-use herald_core::ids::OperationId;
+use herald_core::ids::{OperationId, TenantId};
 use tokio::sync::{broadcast, watch, Notify};
 
 #[derive(Debug)]
@@ -17,9 +17,10 @@ pub struct Signals {
     /// Counts changes to the registered event types (their schemas), on this node or,
     /// on PostgreSQL, on any node: whoever caches the schemas reloads them when it moves.
     pub event_types: watch::Sender<u64>,
-    /// Counts commits that stored events, on this node or, on PostgreSQL, on any node:
-    /// feed long polls subscribe, read, and wait for it to move.
-    pub events_appended: watch::Sender<u64>,
+    /// Each tenant (or none) whose events a commit stored, on this node or, on
+    /// PostgreSQL, on any node: feed long polls subscribe, read, and read again when their
+    /// tenant's events are appended.
+    pub events_appended: broadcast::Sender<Appended>,
 }
 
 impl Default for Signals {
@@ -30,7 +31,7 @@ impl Default for Signals {
             deliveries_due: Notify::new(),
             broker_deliveries_due: Notify::new(),
             event_types: watch::channel(0).0,
-            events_appended: watch::channel(0).0,
+            events_appended: broadcast::channel(4096).0,
         }
     }
 }
@@ -48,12 +49,31 @@ impl Signals {
     }
 
     /// Events were stored and committed (here or, on PostgreSQL, on another node).
-    pub fn events_appended(&self) {
-        self.events_appended.send_modify(|n| *n = n.wrapping_add(1));
+    pub fn events_appended(&self, to: Appended) {
+        // No receivers is fine: nobody is waiting.
+        let _ = self.events_appended.send(to);
     }
 
     /// An event type was stored (here or, on PostgreSQL, on another node).
     pub fn event_types_changed(&self) {
         self.event_types.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Whose feed an `events_appended` wake-up concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Events of this tenant (or of no tenant).
+    To(Option<TenantId>),
+    /// Anything may have been appended (the PostgreSQL listener has just (re)connected).
+    Anything,
+}
+
+impl Appended {
+    pub fn concerns(&self, tenant: Option<TenantId>) -> bool {
+        match self {
+            Appended::To(t) => *t == tenant,
+            Appended::Anything => true,
+        }
     }
 }

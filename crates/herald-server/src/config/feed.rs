@@ -8,7 +8,8 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct FeedSettings {
     /// Feed long polls (`GET /feed`, `GET /consumers/{name}/events` with `wait`) waiting at
-    /// once on this node; one more is answered 503 `OVERLOADED` (default 1024).
+    /// once on this node; one more is answered 503 `OVERLOADED` (default 256). Each wake-up
+    /// re-reads the store once per waiting poll, so this also bounds those reads.
     pub max_long_polls: usize,
     /// Consumers one tenant may have; `POST /consumers` past it is 422 (default 100).
     pub max_consumers_per_tenant: u32,
@@ -17,7 +18,7 @@ pub struct FeedSettings {
 impl Default for FeedSettings {
     fn default() -> Self {
         Self {
-            max_long_polls: 1024,
+            max_long_polls: 256,
             max_consumers_per_tenant: 100,
         }
     }

@@ -91,10 +91,10 @@ pub async fn create(
     };
     check_name(&req.name)?;
     let types = parse_types(Some(&req.types.join(",")))?;
-    let start = match req.start.as_deref() {
-        None | Some("earliest") => ConsumerStart::Earliest,
-        Some("latest") => ConsumerStart::Latest,
-        Some(other) => {
+    let start = match req.start.as_deref().unwrap_or("earliest") {
+        "earliest" => ConsumerStart::Earliest,
+        "latest" => ConsumerStart::Latest,
+        other => {
             return Err(ApiError::invalid(format!(
                 "`start` must be \"earliest\" or \"latest\", not {other:?}."
             )))
@@ -251,8 +251,9 @@ pub async fn custom_method(
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_of(&principal, query)?;
     let (name, method) = split_custom(&segment);
-    if method != Some("ack") {
-        return Err(ApiError::not_found("No such route"));
+    match method {
+        Some("ack") => {}
+        _ => return Err(ApiError::not_found("No such route")),
     }
     let name = path_name(name)?;
     let req: AckBody = parse_json(&read_body(body, state.config.max_body_bytes).await?)?;

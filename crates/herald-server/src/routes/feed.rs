@@ -1,5 +1,6 @@
 //! `GET /feed`: a tenant's events in commit order after an opaque cursor, answered as soon
-//! as one exists or at the `wait` (a long poll on the store's `events_appended` signal).
+//! as one exists or at the `wait` (a long poll on the store's `events_appended` signal,
+//! filtered to the reader's tenant).
 //! The long poll is shared with `GET /consumers/{name}/events` ([`super::consumers`]).
 
 use crate::auth::Principal;
@@ -18,6 +19,7 @@ use herald_store::{FeedPage, FeedPosition, FeedQuery};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// Patterns one `types` may hold.
 const MAX_TYPES: usize = 50;
@@ -97,18 +99,25 @@ pub async fn long_poll(state: &AppState, query: FeedQuery, wait: Duration) -> Ap
     let mut held_back = HELD_BACK_FIRST;
     let mut signal_open = true;
     loop {
-        let until = if page.held_back {
+        // Read again when this tenant's events are appended, when the signal may have
+        // dropped some (it lagged), at the end of the wait, or soon while events are held back.
+        let read_at = if page.held_back {
             deadline.min(tokio::time::Instant::now() + held_back)
         } else {
             deadline
         };
-        tokio::select! {
-            changed = appended.changed(), if signal_open => {
-                // The store dropped its signals: only the timer is left.
-                signal_open = changed.is_ok();
+        loop {
+            tokio::select! {
+                to = appended.recv(), if signal_open => match to {
+                    Ok(to) if to.concerns(query.tenant) => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    // The store dropped its signals: only the timer is left.
+                    Err(broadcast::error::RecvError::Closed) => signal_open = false,
+                },
+                _ = tokio::time::sleep_until(read_at) => break,
+                _ = state.shutdown.cancelled() => return Ok(FeedPage::default()),
             }
-            _ = tokio::time::sleep_until(until) => {}
-            _ = state.shutdown.cancelled() => return Ok(FeedPage::default()),
         }
         page = state.store.read_feed(query.clone()).await?;
         if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {

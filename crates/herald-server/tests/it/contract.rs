@@ -215,6 +215,10 @@ fn openapi_covers_every_route_custom_method_and_trigger() {
             "/deliveries/{id}",
             include_str!("../../src/routes/deliveries.rs"),
         ),
+        (
+            "/consumers/{name}",
+            include_str!("../../src/routes/consumers.rs"),
+        ),
     ] {
         let methods = custom_methods(src);
         assert!(!methods.is_empty());

@@ -436,4 +436,28 @@ async fn two_nodes_one_feed_every_event_once() {
     };
     assert_eq!(order(&from_a), seen);
     assert_eq!(order(&from_b), seen);
+
+    // A long poll on B is woken by a commit on A (LISTEN/NOTIFY), not by its wait.
+    let waiter = {
+        let (http, url, key) = (
+            b.http.clone(),
+            format!("{}/feed?after={cursor}&wait=50s", b.base),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let r = http.get(url).bearer_auth(key).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the long poll on B holds while nothing is new"
+    );
+    let last = publish(&a, Some(&tenant), "pay.ok", 0).await;
+    let page = tokio::time::timeout(Duration::from_secs(40), waiter)
+        .await
+        .expect("woken by A's commit, not by the 50 s wait")
+        .unwrap();
+    assert_eq!(event_ids(&page), vec![last]);
 }

@@ -105,9 +105,9 @@ async fn writer_loop(
         let (batch, later) = split_repeats(batch);
         held = later;
         let (due, appended) = run(&pool, batch, &mut patterns).await;
-        if appended {
-            signals.events_appended();
-            let _ = notes.send(Note::Appended);
+        for tenant in appended {
+            signals.events_appended(crate::signals::Appended::To(tenant));
+            let _ = notes.send(Note::Appended(tenant));
         }
         if due {
             signals.deliveries_changed();
@@ -141,9 +141,12 @@ fn split_repeats(batch: Vec<EventJob>) -> (Vec<EventJob>, Vec<EventJob>) {
     (now, later)
 }
 
-/// Stores `batch` and answers each job. Returns whether any delivery was made, and
-/// whether any event was stored.
-async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> (bool, bool) {
+/// The tenants (or none) of the events a batch stored.
+type Appended = std::collections::BTreeSet<Option<TenantId>>;
+
+/// Stores `batch` and answers each job. Returns whether any delivery was made, and the
+/// tenants whose events were stored.
+async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> (bool, Appended) {
     let mut tries = 0;
     let outcome = loop {
         match store_batch(pool, &batch, patterns).await {
@@ -154,7 +157,13 @@ async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> 
     match outcome {
         Ok(stored) => {
             let due = stored.iter().any(|(_, fanned)| *fanned > 0);
-            let appended = stored.iter().any(|(r, _)| matches!(r, Ok(Created::New(_))));
+            let appended = stored
+                .iter()
+                .filter_map(|(r, _)| match r {
+                    Ok(Created::New(e)) => Some(e.tenant),
+                    _ => None,
+                })
+                .collect();
             for (job, (result, _)) in batch.into_iter().zip(stored) {
                 let _ = job.reply.send(result);
             }
@@ -164,16 +173,16 @@ async fn run(pool: &Pool, batch: Vec<EventJob>, patterns: &mut PatternCache) -> 
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }
-            (false, false)
+            (false, Appended::new())
         }
         Err(e) => {
             // Whatever failed, it takes down only the request that caused it.
             tracing::warn!(error = %e, events = batch.len(), "an event batch failed; storing its events one by one");
-            let (mut due, mut appended) = (false, false);
+            let (mut due, mut appended) = (false, Appended::new());
             for job in batch {
                 let (d, a) = Box::pin(run(pool, vec![job], patterns)).await;
                 due |= d;
-                appended |= a;
+                appended.extend(a);
             }
             (due, appended)
         }

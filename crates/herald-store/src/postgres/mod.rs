@@ -23,7 +23,7 @@ mod webhooks;
 use crate::{Signals, StoreError, StoreResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::StreamExt;
-use herald_core::ids::OperationId;
+use herald_core::ids::{OperationId, TenantId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -83,8 +83,8 @@ pub(crate) enum Note {
     Queued,
     Due,
     EventTypes,
-    /// Events committed: feed long polls on other nodes read again.
-    Appended,
+    /// Events of this tenant (or of none) committed: feed long polls on other nodes read again.
+    Appended(Option<TenantId>),
 }
 
 /// Sends queued wake-ups as `NOTIFY`, everything queued at once, after the changes they
@@ -98,7 +98,8 @@ pub(crate) enum Note {
 async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
     while let Some(first) = notes.recv().await {
         let mut changed = std::collections::BTreeSet::new();
-        let (mut queued, mut due, mut event_types, mut appended) = (false, false, false, false);
+        let (mut queued, mut due, mut event_types) = (false, false, false);
+        let mut appended = std::collections::BTreeSet::new();
         let mut note = Some(first);
         while let Some(n) = note {
             match n {
@@ -108,7 +109,9 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                 Note::Queued => queued = true,
                 Note::Due => due = true,
                 Note::EventTypes => event_types = true,
-                Note::Appended => appended = true,
+                Note::Appended(tenant) => {
+                    appended.insert(tenant.map(|t| t.to_string()).unwrap_or_default());
+                }
             }
             note = notes.try_recv().ok();
         }
@@ -138,9 +141,10 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                 channel::EVENT_TYPES_CHANGED
             ));
         }
-        if appended {
+        // Payload: the tenant id, or empty for events of no tenant.
+        for tenant in &appended {
             sql.push_str(&format!(
-                " SELECT pg_notify('{}', '');",
+                " SELECT pg_notify('{}', '{tenant}');",
                 channel::EVENTS_APPENDED
             ));
         }
@@ -364,7 +368,7 @@ async fn listen(
                         signals.operations_queued.notify_waiters();
                         signals.deliveries_changed();
                         signals.event_types_changed();
-                        signals.events_appended();
+                        signals.events_appended(crate::signals::Appended::Anything);
                         while let Some(n) = rx.recv().await {
                             match n.channel() {
                                 channel::OPERATION_CHANGED => {
@@ -377,7 +381,17 @@ async fn listen(
                                 }
                                 channel::DELIVERIES_DUE => signals.deliveries_changed(),
                                 channel::EVENT_TYPES_CHANGED => signals.event_types_changed(),
-                                channel::EVENTS_APPENDED => signals.events_appended(),
+                                channel::EVENTS_APPENDED => {
+                                    let to = match n.payload() {
+                                        "" => Some(crate::signals::Appended::To(None)),
+                                        t => TenantId::parse(t)
+                                            .ok()
+                                            .map(|t| crate::signals::Appended::To(Some(t))),
+                                    };
+                                    signals.events_appended(
+                                        to.unwrap_or(crate::signals::Appended::Anything),
+                                    );
+                                }
                                 _ => {}
                             }
                         }

@@ -189,7 +189,7 @@ impl OperationStore for PgStore {
                 OperationState::Queued => {
                     op.state = rules::cancelled_before_start();
                     op.updated_at = now;
-                    wake.events = true;
+                    wake.events.push(op.tenant);
                     wake.due = finish_row(&tx, &routes, &op, now).await? > 0;
                 }
                 OperationState::Running { .. } => {
@@ -308,7 +308,7 @@ impl OperationStore for PgStore {
                 FinishAs::Complete(response) => {
                     op.metadata.insert("progress_percent".into(), 100.into());
                     op.state = OperationState::Done(Outcome::Response(response));
-                    wake.events = true;
+                    wake.events.push(op.tenant);
                     wake.due = finish_row(&tx, &routes, &op, finish.now).await? > 0;
                 }
                 FinishAs::Fail { error, retryable } if rules::requeues(&op, retryable) => {
@@ -325,7 +325,7 @@ impl OperationStore for PgStore {
                 }
                 FinishAs::Fail { error, .. } => {
                     op.state = OperationState::Done(Outcome::Error(error));
-                    wake.events = true;
+                    wake.events.push(op.tenant);
                     wake.due = finish_row(&tx, &routes, &op, finish.now).await? > 0;
                 }
             }
@@ -348,7 +348,7 @@ impl OperationStore for PgStore {
                 op.updated_at = now;
                 if op.cancel_requested {
                     op.state = rules::cancelled_while_running();
-                    wake.events = true;
+                    wake.events.push(op.tenant);
                     wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 } else if op.attempt < op.max_attempts {
@@ -363,7 +363,7 @@ impl OperationStore for PgStore {
                     wake.queued = true;
                 } else {
                     op.state = rules::worker_lost(op.attempt);
-                    wake.events = true;
+                    wake.events.push(op.tenant);
                     wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                     report.worker_lost += 1;
                 }
@@ -377,7 +377,7 @@ impl OperationStore for PgStore {
             for mut op in late {
                 op.updated_at = now;
                 op.state = rules::deadline_exceeded();
-                wake.events = true;
+                wake.events.push(op.tenant);
                 wake.due |= finish_row(&tx, &routes, &op, now).await? > 0;
                 report.deadline_exceeded += 1;
                 wake.changed.push(op.id);

@@ -69,8 +69,8 @@ pub(super) struct Wake {
     pub(super) queued: bool,
     pub(super) due: bool,
     pub(super) event_types: bool,
-    /// The transaction may have stored events (an operation's final event).
-    pub(super) events: bool,
+    /// The tenants whose events the transaction may have stored (operations' final events).
+    pub(super) events: Vec<Option<TenantId>>,
 }
 
 impl Wake {
@@ -91,9 +91,9 @@ impl Wake {
             signals.event_types_changed();
             let _ = notes.send(Note::EventTypes);
         }
-        if self.events {
-            signals.events_appended();
-            let _ = notes.send(Note::Appended);
+        for tenant in &self.events {
+            signals.events_appended(crate::signals::Appended::To(*tenant));
+            let _ = notes.send(Note::Appended(*tenant));
         }
     }
 }

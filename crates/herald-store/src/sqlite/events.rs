@@ -88,7 +88,7 @@ pub(super) fn insert_event_row(
         e.created_at.0,
         position
     ])?;
-    super::feed::appended_in_this_batch();
+    super::feed::appended_in_this_batch(e.tenant);
     let event = rules::stored_event(e, sequence);
     let fanned = fan_out(conn, routes, &event, handoff)?;
     Ok((event, fanned))

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use herald_core::ids::TenantId;
 use herald_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 
 const COLUMNS: FeedColumns = FeedColumns {
     major: "0",
@@ -19,18 +20,18 @@ const COLUMNS: FeedColumns = FeedColumns {
 };
 
 thread_local! {
-    /// Set by a write that stored an event; the writer reads and clears it per batch.
-    static APPENDED: Cell<bool> = const { Cell::new(false) };
+    /// The tenants whose events this batch stored; the writer takes them per batch.
+    static APPENDED: RefCell<BTreeSet<Option<TenantId>>> = const { RefCell::new(BTreeSet::new()) };
 }
 
 /// Called by every event insert (on the writer thread).
-pub(super) fn appended_in_this_batch() {
-    APPENDED.with(|a| a.set(true));
+pub(super) fn appended_in_this_batch(tenant: Option<TenantId>) {
+    APPENDED.with(|a| a.borrow_mut().insert(tenant));
 }
 
-/// Whether this batch stored events; clears the flag.
-pub(super) fn take_appended() -> bool {
-    APPENDED.with(|a| a.replace(false))
+/// The tenants whose events this batch stored; clears them.
+pub(super) fn take_appended() -> BTreeSet<Option<TenantId>> {
+    APPENDED.with(|a| std::mem::take(&mut *a.borrow_mut()))
 }
 
 fn get_row(conn: &Connection, tenant: &str, name: &str) -> StoreResult<Consumer> {

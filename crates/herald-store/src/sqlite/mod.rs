@@ -445,8 +445,11 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>, signals: &Signa
             }
         }
         // Before the replies: whoever is answered may read the feed at once.
-        if feed::take_appended() && committed.is_ok() {
-            signals.events_appended();
+        let appended = feed::take_appended();
+        if committed.is_ok() {
+            for tenant in appended {
+                signals.events_appended(crate::signals::Appended::To(tenant));
+            }
         }
         for reply in replies {
             reply(committed.clone());

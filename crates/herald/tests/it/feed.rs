@@ -472,3 +472,73 @@ async fn herald_listen_forwards_signed_events_once_and_resumes_after_sigint() {
         assert_eq!(times.get(id), Some(&1), "{id} forwarded once");
     }
 }
+
+/// Two `herald serve` processes on one PostgreSQL database, producers on both at once;
+/// one reader follows the feed through either node in turn and sees every event exactly
+/// once. Runs when `HERALD_TEST_DATABASE_URL` names a PostgreSQL server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_one_reader_every_event_once() {
+    let Some(db) = herald_testkit::database::postgres_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let nodes = [
+        Herald::start_on(&[], &db.url, &config, ADMIN, "error"),
+        Herald::start_on(&[], &db.url, &config, ADMIN, "error"),
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (tenant_id, key) = tenant(&http, &nodes[0].base).await;
+    const EACH: usize = 150;
+    const IN_FLIGHT: usize = 8;
+    let mut producers = Vec::new();
+    for node in &nodes {
+        for p in 0..IN_FLIGHT {
+            let (http, base, tenant) = (http.clone(), node.base.clone(), tenant_id.clone());
+            producers.push(tokio::spawn(async move {
+                publish(&http, &base, &tenant, p * EACH, EACH / IN_FLIGHT).await
+            }));
+        }
+    }
+    let total = nodes.len() * IN_FLIGHT * (EACH / IN_FLIGHT);
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut turn = 0;
+    while seen.len() < total && Instant::now() < deadline {
+        let base = &nodes[turn % 2].base;
+        turn += 1;
+        let (s, page) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{base}/feed?after={cursor}&wait=2s&page_size=13"),
+            &key,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, StatusCode::OK, "{page}");
+        seen.extend(ids_of(&page));
+        cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    }
+    let mut published = HashSet::new();
+    for p in producers {
+        published.extend(p.await.unwrap());
+    }
+    assert_eq!(
+        published.len(),
+        total,
+        "every POST /events was acknowledged"
+    );
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no event twice");
+    assert_eq!(unique, published, "every event, none skipped");
+    println!(
+        "two nodes: {} events read once each, through both nodes",
+        seen.len()
+    );
+}
