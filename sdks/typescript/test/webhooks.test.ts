@@ -211,7 +211,7 @@ test("an ordered webhook holds a key behind its failing head until it is skipped
     assert.deepEqual([held.status, held.sequence], ["pending", 2]);
 
     // Not while its attempt is in flight (the next would go beside it): then again.
-    const skipped = await eventually<Delivery>("the head to be skipped", async () => {
+    const gaveUp = await eventually<Delivery>("the head to be skipped", async () => {
       try {
         return await tenant.client.skipDelivery(head.id);
       } catch (e) {
@@ -219,7 +219,7 @@ test("an ordered webhook holds a key behind its failing head until it is skipped
         throw e;
       }
     });
-    assert.equal(skipped.status, "skipped");
+    assert.equal(gaveUp.status, "skipped");
     // Released: the key's second event arrives now (the head's failed tries came before it).
     for (;;) {
       const got = await r.next();
