@@ -94,6 +94,23 @@ pub struct FeedPage {
     /// wait for an older transaction still running (PostgreSQL only), so a long poll
     /// reads again shortly instead of waiting for the next event.
     pub held_back: bool,
+    /// When the page is not full: a position every event up to which was looked at (those
+    /// that match are in the page), so a reader whose `types` match little still moves on
+    /// instead of scanning the same events again on every read.
+    pub through: Option<FeedPosition>,
+}
+
+impl FeedPage {
+    /// Where the next read starts: after the last event returned, or, when the page is not
+    /// full, after everything looked at; never behind `after`.
+    pub fn next(&self, after: FeedPosition) -> FeedPosition {
+        let last = self.events.last().map(|(p, _)| *p);
+        [Some(after), last, self.through]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(after)
+    }
 }
 
 /// Where a new consumer starts.

@@ -22,7 +22,10 @@ use serde_json::{json, Value};
 /// `listen-laptop`, `billing.sync`: 1 to 100 of letters, digits, `_`, `-` and `.`
 /// (never `:`, which starts a custom method in the path).
 fn check_name(name: &str) -> ApiResult<()> {
+    // Not `.` or `..`: URL libraries collapse them (`/consumers/../events` is `/events`).
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 100
         && name
             .bytes()
@@ -31,7 +34,7 @@ fn check_name(name: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "`name` must be 1 to 100 letters, digits, `_`, `-` or `.`.",
+            "`name` must be 1 to 100 letters, digits, `_`, `-` or `.` (and not `.` or `..`).",
         ))
     }
 }
@@ -224,11 +227,13 @@ pub async fn events(
         limit,
     };
     let page = long_poll(&state, query, wait).await?;
-    if let Some((last, _)) = page.events.last() {
-        // Before the answer: an ack of what this read hands out is then always valid.
+    let next = page.next(c.acked);
+    if next > c.acked {
+        // Before the answer: an ack of the `next_cursor` this read hands out (past what it
+        // looked at, even with no event matching) is then always valid.
         state
             .store
-            .consumer_delivered(tenant, name, *last, state.clock.now())
+            .consumer_delivered(tenant, name, next, state.clock.now())
             .await
             .map_err(|e| ApiError::from_store(e, "The consumer"))?;
     }

@@ -131,10 +131,11 @@ pub async fn long_poll(state: &AppState, query: FeedQuery, wait: Duration) -> Ap
     }
 }
 
-/// `{"events":[…],"next_cursor"}`: `next_cursor` is the last event's position, or
-/// `after` when none came, so a client always loops on it.
+/// `{"events":[…],"next_cursor"}`: `next_cursor` is where the next read starts (after the
+/// last event, or after all that was looked at when the page is not full; never behind
+/// `after`), so a client always loops on it.
 pub fn page_json(page: &FeedPage, after: FeedPosition) -> Value {
-    let next = page.events.last().map(|(p, _)| *p).unwrap_or(after);
+    let next = page.next(after);
     let events: Vec<Value> = page.events.iter().map(|(_, e)| e.to_resource()).collect();
     json!({ "events": events, "next_cursor": next.cursor() })
 }

@@ -52,8 +52,22 @@ async fn get_row(
 #[async_trait]
 impl FeedStore for PgStore {
     async fn read_feed(&self, q: FeedQuery) -> StoreResult<FeedPage> {
+        // The oldest transaction still running, first: every event of an older one is
+        // visible to the page below, and every later event has a position past
+        // `(xmin, 0)` (its transaction id is at least xmin, its sequence above 0).
+        let xmin: i64 = match self
+            .read_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await?
+        {
+            Some(row) => row.try_get(0)?,
+            None => 0,
+        };
         let (sql, args) = feed::page_sql(filter::POSTGRES, &COLUMNS, &q, Some(SETTLED));
         let events = self.read_all(&sql, &refs(&pg_args(args)), feed_row).await?;
+        let through = (events.len() < q.limit as usize).then_some(FeedPosition::new(xmin, 0));
         let mut held_back = false;
         if events.is_empty() {
             // Committed events past the cursor that an older running transaction still
@@ -63,7 +77,11 @@ impl FeedStore for PgStore {
                 held_back = row.try_get::<_, i64>(0)? > 0;
             }
         }
-        Ok(FeedPage { events, held_back })
+        Ok(FeedPage {
+            events,
+            held_back,
+            through,
+        })
     }
 
     async fn create_consumer(&self, c: NewConsumer, max_per_tenant: u32) -> StoreResult<Consumer> {

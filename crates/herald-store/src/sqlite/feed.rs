@@ -57,12 +57,20 @@ fn head(conn: &Connection) -> StoreResult<FeedPosition> {
 impl FeedStore for SqliteStore {
     async fn read_feed(&self, q: FeedQuery) -> StoreResult<FeedPage> {
         let (sql, args) = feed::page_sql(filter::SQLITE, &COLUMNS, &q, None);
-        let events = self
-            .read(move |conn| query_all(conn, &sql, args, |row| feed::feed_row(row)))
+        let limit = q.limit as usize;
+        let (events, head) = self
+            .read(move |conn| {
+                // The last position first: every event at or before it is committed, so
+                // the page below sees all of them.
+                let head = head(conn)?;
+                let events = query_all(conn, &sql, args, |row| feed::feed_row(row))?;
+                Ok((events, head))
+            })
             .await?;
         // Nothing is ever held back: a position is visible once its batch commits, and
         // every earlier position committed with it or before.
         Ok(FeedPage {
+            through: (events.len() < limit).then_some(head),
             events,
             held_back: false,
         })
