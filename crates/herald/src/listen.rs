@@ -191,7 +191,13 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let format = SignatureFormat::parse(&args.format).context("--format")?;
     let timeout = herald_core::duration::parse(&args.timeout)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let client = Client::new(&args.url, key);
+    // Bounded, so a connection that died (a laptop asleep) is noticed: a long poll's wait
+    // plus room for the answer.
+    let http = reqwest::Client::builder()
+        .timeout(POLL + Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let client = Client::with_http(http, &args.url, key);
     let name = args.consumer.clone().unwrap_or_else(default_consumer);
     let tenant = args.tenant.as_deref();
     let start = if args.start == "earliest" {
@@ -242,6 +248,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         });
     }
     let mut backoff = RETRY_FIRST;
+    let mut acked: Option<String> = None;
     while !stop.is_cancelled() {
         // One event per read: it is acknowledged once the local endpoint has answered,
         // so a stop (or a crash) never loses one and never repeats one acknowledged.
@@ -266,15 +273,23 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("reading the feed"),
         };
         let Some(resource) = page.events.first() else {
+            // Nothing for this consumer's types, but the read moved past what it looked
+            // at: acknowledged too, so the next read does not look at it again.
+            if acked.as_deref() != Some(page.next_cursor.as_str()) {
+                if !ack(&client, &name, &page.next_cursor, tenant, &stop).await? {
+                    break;
+                }
+                acked = Some(page.next_cursor.clone());
+            }
             continue;
         };
         let event = event_of(resource)?;
         match forwarder.forward(&event, &stop).await? {
             Forwarded::Answered => {
-                client
-                    .ack(&name, &page.next_cursor, tenant)
-                    .await
-                    .context("acknowledging the event")?;
+                if !ack(&client, &name, &page.next_cursor, tenant, &stop).await? {
+                    break;
+                }
+                acked = Some(page.next_cursor.clone());
             }
             Forwarded::Stopped => break,
         }
@@ -289,5 +304,35 @@ fn retryable(e: &ClientError) -> bool {
         ClientError::Api { status, .. } => matches!(status, 429 | 500..=599),
         ClientError::Decode(_) => false,
         _ => true,
+    }
+}
+
+/// Acknowledges `cursor`, trying again while Herald cannot be reached or is overloaded (the
+/// event is not lost meanwhile: unacknowledged, it comes again). False when stopped first.
+async fn ack(
+    client: &Client,
+    name: &str,
+    cursor: &str,
+    tenant: Option<&str>,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let done = tokio::select! {
+            done = client.ack(name, cursor, tenant) => done,
+            _ = stop.cancelled() => return Ok(false),
+        };
+        match done {
+            Ok(_) => return Ok(true),
+            Err(e) if retryable(&e) => {
+                eprintln!("acknowledging the event: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return Ok(false),
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Err(e) => return Err(e).context("acknowledging the event"),
+        }
     }
 }
