@@ -93,7 +93,11 @@ export function operationId(operation: string | { name: string }): string {
   return name.startsWith("operations/") ? name.slice("operations/".length) : name;
 }
 
-const seg = (s: string): string => encodeURIComponent(s);
+/** A path segment, percent-encoded. `""`, `"."` and `".."` throw a TypeError before anything is sent: URL resolution collapses them (`createTenantKey("..")` would POST to `/keys`). */
+function seg(s: string): string {
+  if (s === "" || s === "." || s === "..") throw new TypeError(`not a valid id for a URL path segment: ${JSON.stringify(s)}`);
+  return encodeURIComponent(s);
+}
 
 function compact<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
@@ -141,21 +145,24 @@ export class Herald {
     };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
+    let payload: string | undefined;
+    try {
+      payload = body !== undefined ? JSON.stringify(body) : method === "POST" ? "" : undefined;
+    } catch (e) {
+      throw new TypeError(`${method} ${path}: the request body is not JSON-serialisable: ${(e as Error).message}`, { cause: e });
+    }
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
     let resp: Response;
+    let text: string;
     try {
-      resp = await this.#fetch(url, {
-        method,
-        headers,
-        body: body !== undefined ? JSON.stringify(body) : method === "POST" ? "" : undefined,
-        signal,
-      });
+      resp = await this.#fetch(url, { method, headers, body: payload, signal });
+      // The body is read under the same timeout; a reset or abort here is a transport error too.
+      text = await resp.text();
     } catch (e) {
       if (options.signal?.aborted) throw options.signal.reason;
-      throw new TransportError(`${method} ${url}: ${(e as Error).message}`, { cause: e });
+      throw new TransportError(`${method} ${url}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
-    const text = await resp.text();
     let parsed: unknown = undefined;
     if (text.length > 0) {
       try {
