@@ -273,3 +273,36 @@ def test_run_survives_an_unexpected_claim_error(tenant: TenantKit) -> None:
     finally:
         worker.stop()
         t.join(10)
+
+
+def _reply(conn: socket.socket, status: str, body: bytes = b"") -> None:
+    conn.sendall(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+
+
+def test_wait_rides_out_a_gateway_error_and_a_dropped_connection(raw: Any) -> None:
+    answers = iter(["502", "drop", "504", "done"])
+
+    def serve(conn: socket.socket, _: bytes) -> None:
+        what = next(answers)
+        if what == "drop":
+            conn.shutdown(socket.SHUT_RDWR)  # no answer at all
+        elif what == "done":
+            _reply(conn, "200 OK", b'{"name": "operations/op_1", "done": true, "response": 7}')
+        else:
+            _reply(conn, f"{what} Bad Gateway")  # a proxy's answer: no problem body, no code
+
+    s = raw(serve)
+    op = Herald(s.url, "k", timeout=5).wait("op_1", timeout=10, initial_backoff=0.05)
+    assert op["response"] == 7
+
+
+def test_list_event_types_follows_next_page_token(raw: Any) -> None:
+    def serve(conn: socket.socket, req: bytes) -> None:
+        line = req.split(b"\r\n", 1)[0].decode()
+        if "page_token=p2" in line:
+            _reply(conn, "200 OK", b'{"event_types": [{"name": "b"}], "next_page_token": ""}')
+        else:
+            _reply(conn, "200 OK", b'{"event_types": [{"name": "a"}], "next_page_token": "p2"}')
+
+    s = raw(serve)
+    assert [t["name"] for t in Herald(s.url, "k", timeout=5).list_event_types()] == ["a", "b"]

@@ -2,7 +2,7 @@
  * The HTTP client: one {@link Herald} per base URL and key, with a typed method per route of
  * the API (docs/api.md). Uses the platform's `fetch`; no dependencies.
  */
-import { apiError, DecodeError, RateLimitedError, TransportError, UnavailableError, WaitTimeoutError } from "./errors.js";
+import { ApiError, apiError, DecodeError, RateLimitedError, TransportError, UnavailableError, WaitTimeoutError } from "./errors.js";
 import type {
   ClaimedOperation,
   CreateEvent,
@@ -238,8 +238,11 @@ export class Herald {
   putEventType(name: string, schema: Record<string, unknown>): Promise<EventType> {
     return this.#json("PUT", `/event-types/${seg(name)}`, { schema });
   }
+  /** Every registered type, page after page. */
   async listEventTypes(): Promise<EventType[]> {
-    return (await this.#page<EventType>("/event-types", "event_types", {})).items;
+    const all: EventType[] = [];
+    for await (const t of this.#iterate<EventType>("/event-types", "event_types", {})) all.push(t);
+    return all;
   }
 
   // -- webhooks -----------------------------------------------------------------
@@ -333,7 +336,8 @@ export class Herald {
   /**
    * Polls until the operation is done, sleeping for Herald's `Retry-After` between polls (also
    * on 429/503), or backing off exponentially when there is none; never past `timeoutMs`,
-   * then throws {@link WaitTimeoutError}.
+   * then throws {@link WaitTimeoutError}. A {@link TransportError}, or a 502/503/504 without a
+   * Herald error code (a proxy's answer), is polled again likewise rather than ending the wait.
    */
   async wait(operation: string, options: WaitOptions = {}): Promise<Operation> {
     const deadline = Date.now() + (options.timeoutMs ?? 300_000);
@@ -348,8 +352,10 @@ export class Herald {
         last = got.operation;
         hint = got.retryAfter;
       } catch (e) {
-        if (!(e instanceof RateLimitedError || e instanceof UnavailableError)) throw e;
-        hint = e.retryAfter;
+        if (e instanceof TransportError) hint = undefined;
+        else if (e instanceof RateLimitedError || e instanceof UnavailableError) hint = e.retryAfter;
+        else if (e instanceof ApiError && [502, 503, 504].includes(e.status) && e.code === "UNKNOWN") hint = e.retryAfter;
+        else throw e;
       }
       let pauseMs: number;
       if (hint === undefined) {

@@ -167,3 +167,29 @@ test("ids that URL resolution would collapse are refused before sending", async 
   for (const bad of [".", "..", ""]) await assert.rejects(async () => client.createTenantKey(bad), TypeError);
   assert.equal(sent, 0);
 });
+
+test("wait() rides out a gateway error and a dropped connection", async () => {
+  const answers = ["502", "drop", "504", "done"];
+  const client = new Herald("http://127.0.0.1:9", "k", {
+    fetch: async () => {
+      const what = answers.shift();
+      if (what === "drop") throw new TypeError("fetch failed");
+      if (what === "done") return new Response(JSON.stringify({ name: "operations/op_1", done: true, response: 7 }), { status: 200 });
+      return new Response("", { status: Number(what) }); // a proxy's answer: no problem body, no code
+    },
+  });
+  const op = await client.wait("op_1", { timeoutMs: 10_000, initialBackoffMs: 50 });
+  assert.equal(op.response, 7);
+});
+
+test("listEventTypes follows next_page_token", async () => {
+  const client = new Herald("http://127.0.0.1:9", "k", {
+    fetch: async (input) => {
+      const page = String(input).includes("page_token=p2")
+        ? { event_types: [{ name: "b" }], next_page_token: "" }
+        : { event_types: [{ name: "a" }], next_page_token: "p2" };
+      return new Response(JSON.stringify(page), { status: 200 });
+    },
+  });
+  assert.deepEqual((await client.listEventTypes()).map((t) => t.name), ["a", "b"]);
+});

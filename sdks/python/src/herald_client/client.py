@@ -29,7 +29,7 @@ from ._types import (
     Tenant,
     Webhook,
 )
-from .errors import DecodeError, TransportError, UnavailableError, RateLimitedError, WaitTimeoutError, api_error
+from .errors import ApiError, DecodeError, TransportError, UnavailableError, RateLimitedError, WaitTimeoutError, api_error
 
 T = TypeVar("T")
 
@@ -273,7 +273,8 @@ class Herald:
         return cast(EventType, self._json("PUT", "/event-types/" + _path(name), {"schema": schema}))
 
     def list_event_types(self) -> list[EventType]:
-        return cast(list[EventType], self._page("/event-types", "event_types", {}).items)
+        """Every registered type, page after page."""
+        return cast(list[EventType], list(self._iterate("/event-types", "event_types", {})))
 
     # -- webhooks -----------------------------------------------------------------
 
@@ -474,7 +475,9 @@ class Herald:
     ) -> Operation:
         """Polls until the operation is done. Between polls it sleeps for Herald's
         ``Retry-After`` (also on 429/503), or backs off exponentially when there is
-        none; never past ``timeout``, then raises :class:`WaitTimeoutError`."""
+        none; never past ``timeout``, then raises :class:`WaitTimeoutError`. A
+        :class:`TransportError`, or a 502/503/504 without a Herald error code (a proxy's
+        answer), is polled again likewise rather than ending the wait."""
         deadline = time.monotonic() + timeout
         backoff = initial_backoff
         last: Operation | None = None
@@ -485,6 +488,12 @@ class Herald:
                     return op
                 last = op
             except (RateLimitedError, UnavailableError) as e:
+                hint = e.retry_after
+            except TransportError:
+                hint = None
+            except ApiError as e:
+                if e.status not in (502, 503, 504) or e.code != "UNKNOWN":
+                    raise
                 hint = e.retry_after
             if hint is None:
                 hint, backoff = backoff, min(backoff * 2, max_backoff)
