@@ -156,12 +156,16 @@ export class Herald {
     let resp: Response;
     let text: string;
     try {
-      resp = await this.#fetch(url, { method, headers, body: payload, signal });
+      // Herald never redirects; following one would forward the key (and turn a POST into a GET).
+      resp = await this.#fetch(url, { method, headers, body: payload, signal, redirect: "manual" });
       // The body is read under the same timeout; a reset or abort here is a transport error too.
       text = await resp.text();
     } catch (e) {
       if (options.signal?.aborted) throw options.signal.reason;
       throw new TransportError(`${method} ${url}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    }
+    if (resp.status >= 300 && resp.status < 400) {
+      throw new TransportError(`${method} ${url}: redirected (${resp.status}) to ${JSON.stringify(resp.headers.get("location"))}; not followed`);
     }
     let parsed: unknown = undefined;
     if (text.length > 0) {

@@ -193,3 +193,27 @@ test("listEventTypes follows next_page_token", async () => {
   });
   assert.deepEqual((await client.listEventTypes()).map((t) => t.name), ["a", "b"]);
 });
+
+test("a redirect is not followed and the key is not forwarded", async () => {
+  const { createServer } = await import("node:http");
+  const seen: string[] = [];
+  const target = createServer((req, res) => {
+    seen.push(String(req.headers.authorization));
+    res.writeHead(200, { "content-type": "application/json" }).end("{}");
+  });
+  await new Promise<void>((ok) => target.listen(0, "127.0.0.1", ok));
+  const where = `http://127.0.0.1:${(target.address() as { port: number }).port}/elsewhere`;
+  const redirect = createServer((_req, res) => void res.writeHead(302, { location: where }).end());
+  await new Promise<void>((ok) => redirect.listen(0, "127.0.0.1", ok));
+  try {
+    const client = new Herald(`http://127.0.0.1:${(redirect.address() as { port: number }).port}`, "secret-key", { timeoutMs: 5000 });
+    await assert.rejects(client.createTenant("x"), (e: unknown) => e instanceof TransportError && e.message.includes("elsewhere"));
+    await assert.rejects(client.getTenant("ten_1"), (e: unknown) => e instanceof TransportError && e.message.includes("elsewhere"));
+    assert.deepEqual(seen, []);
+  } finally {
+    redirect.closeAllConnections();
+    target.closeAllConnections();
+    await new Promise((ok) => redirect.close(ok));
+    await new Promise((ok) => target.close(ok));
+  }
+});
