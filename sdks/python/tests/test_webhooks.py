@@ -3,13 +3,15 @@ ones refused, both secrets during a rotation's grace, redelivery and replay dedu
 
 from __future__ import annotations
 
+import datetime
+import json
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -264,3 +266,45 @@ def test_an_ordered_webhook_holds_a_key_behind_its_failing_head_until_skipped(
         tenant.client.skip_delivery(done["id"])
     assert e.value.code == "DELIVERY_SUCCEEDED" and e.value.status == 409
     assert [d["id"] for d in tenant.client.list_deliveries(webhook=hook["id"], status="skipped").items] == [head["id"]]
+
+
+def test_the_flask_example_answers_409_to_a_copy_arriving_during_an_apply_and_keeps_a_failed_one() -> None:
+    from examples.flask_receiver import create_app
+
+    from herald_client.verify import herald_signature
+
+    secret = "hsec_" + "ab" * 16
+    started = threading.Event()
+    go_on = threading.Event()
+    applied: list[str] = []
+    fail_next = [True]
+
+    def apply(event: dict[str, Any]) -> None:
+        started.set()
+        assert go_on.wait(10)
+        if fail_next[0]:
+            fail_next[0] = False
+            raise RuntimeError("the database is down")
+        applied.append(str(event["id"]))
+
+    app = create_app(lambda: [secret], MemoryDedupe(), apply)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # a failed apply answers 500, as in production
+    body = json.dumps({"id": "evt_1", "type": "order.paid", "data": {}}).encode()
+
+    def post() -> Any:
+        ts = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers = {"X-Signature": herald_signature(secret, ts, body), "X-Timestamp": ts, "X-Event-Id": "evt_1"}
+        return app.test_client().post("/hooks/herald", data=body, headers=headers)
+
+    first: list[Any] = []
+    t = threading.Thread(target=lambda: first.append(post()))
+    t.start()
+    assert started.wait(10)
+    during = post()  # a retry arriving while the first apply runs
+    assert during.status_code == 409 and during.headers["Retry-After"] == "1"
+    go_on.set()
+    t.join(10)
+    assert first[0].status_code == 500 and applied == []  # the first apply failed: not seen
+    again = post()  # Herald's retry
+    assert again.status_code == 204 and applied == ["evt_1"]
+    assert post().status_code == 204 and applied == ["evt_1"]  # now a duplicate

@@ -2,7 +2,7 @@
  * The HTTP client: one {@link Herald} per base URL and key, with a typed method per route of
  * the API (docs/api.md). Uses the platform's `fetch`; no dependencies.
  */
-import { apiError, DecodeError, RateLimitedError, TransportError, UnavailableError, WaitTimeoutError } from "./errors.js";
+import { ApiError, apiError, DecodeError, RateLimitedError, TransportError, UnavailableError, WaitTimeoutError } from "./errors.js";
 import type {
   ClaimedOperation,
   CreateEvent,
@@ -93,7 +93,11 @@ export function operationId(operation: string | { name: string }): string {
   return name.startsWith("operations/") ? name.slice("operations/".length) : name;
 }
 
-const seg = (s: string): string => encodeURIComponent(s);
+/** A path segment, percent-encoded. `""`, `"."` and `".."` throw a TypeError before anything is sent: URL resolution collapses them (`createTenantKey("..")` would POST to `/keys`). */
+function seg(s: string): string {
+  if (s === "" || s === "." || s === "..") throw new TypeError(`not a valid id for a URL path segment: ${JSON.stringify(s)}`);
+  return encodeURIComponent(s);
+}
 
 function compact<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
@@ -141,21 +145,28 @@ export class Herald {
     };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
+    let payload: string | undefined;
+    try {
+      payload = body !== undefined ? JSON.stringify(body) : method === "POST" ? "" : undefined;
+    } catch (e) {
+      throw new TypeError(`${method} ${path}: the request body is not JSON-serialisable: ${(e as Error).message}`, { cause: e });
+    }
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
     let resp: Response;
+    let text: string;
     try {
-      resp = await this.#fetch(url, {
-        method,
-        headers,
-        body: body !== undefined ? JSON.stringify(body) : method === "POST" ? "" : undefined,
-        signal,
-      });
+      // Herald never redirects; following one would forward the key (and turn a POST into a GET).
+      resp = await this.#fetch(url, { method, headers, body: payload, signal, redirect: "manual" });
+      // The body is read under the same timeout; a reset or abort here is a transport error too.
+      text = await resp.text();
     } catch (e) {
       if (options.signal?.aborted) throw options.signal.reason;
-      throw new TransportError(`${method} ${url}: ${(e as Error).message}`, { cause: e });
+      throw new TransportError(`${method} ${url}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
-    const text = await resp.text();
+    if (resp.status >= 300 && resp.status < 400) {
+      throw new TransportError(`${method} ${url}: redirected (${resp.status}) to ${JSON.stringify(resp.headers.get("location"))}; not followed`);
+    }
     let parsed: unknown = undefined;
     if (text.length > 0) {
       try {
@@ -231,8 +242,11 @@ export class Herald {
   putEventType(name: string, schema: Record<string, unknown>): Promise<EventType> {
     return this.#json("PUT", `/event-types/${seg(name)}`, { schema });
   }
+  /** Every registered type, page after page. */
   async listEventTypes(): Promise<EventType[]> {
-    return (await this.#page<EventType>("/event-types", "event_types", {})).items;
+    const all: EventType[] = [];
+    for await (const t of this.#iterate<EventType>("/event-types", "event_types", {})) all.push(t);
+    return all;
   }
 
   // -- webhooks -----------------------------------------------------------------
@@ -326,7 +340,8 @@ export class Herald {
   /**
    * Polls until the operation is done, sleeping for Herald's `Retry-After` between polls (also
    * on 429/503), or backing off exponentially when there is none; never past `timeoutMs`,
-   * then throws {@link WaitTimeoutError}.
+   * then throws {@link WaitTimeoutError}. A {@link TransportError}, or a 502/503/504 without a
+   * Herald error code (a proxy's answer), is polled again likewise rather than ending the wait.
    */
   async wait(operation: string, options: WaitOptions = {}): Promise<Operation> {
     const deadline = Date.now() + (options.timeoutMs ?? 300_000);
@@ -341,8 +356,10 @@ export class Herald {
         last = got.operation;
         hint = got.retryAfter;
       } catch (e) {
-        if (!(e instanceof RateLimitedError || e instanceof UnavailableError)) throw e;
-        hint = e.retryAfter;
+        if (e instanceof TransportError) hint = undefined;
+        else if (e instanceof RateLimitedError || e instanceof UnavailableError) hint = e.retryAfter;
+        else if (e instanceof ApiError && [502, 503, 504].includes(e.status) && e.code === "UNKNOWN") hint = e.retryAfter;
+        else throw e;
       }
       let pauseMs: number;
       if (hint === undefined) {

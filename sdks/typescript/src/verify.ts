@@ -119,7 +119,12 @@ export class WebhookVerifier {
   constructor(secrets: string | string[], options: { toleranceSeconds?: number } = {}) {
     this.secrets = typeof secrets === "string" ? [secrets] : [...secrets];
     if (this.secrets.length === 0) throw new TypeError("at least one secret is needed");
-    this.toleranceSeconds = options.toleranceSeconds ?? 300;
+    const tolerance = options.toleranceSeconds ?? 300;
+    // NaN would disable the replay check (no skew compares greater than NaN).
+    if (typeof tolerance !== "number" || !Number.isFinite(tolerance) || tolerance < 0) {
+      throw new TypeError(`toleranceSeconds must be a finite number of seconds, 0 or more: ${String(tolerance)}`);
+    }
+    this.toleranceSeconds = tolerance;
   }
 
   /** Throws a {@link WebhookVerificationError} unless the request is genuine and fresh. The format is chosen by the headers. */

@@ -5,7 +5,7 @@
  * lets the jobs in hand finish; the promise of `run()` then resolves.
  */
 import { operationId, type Herald } from "./client.js";
-import { AuthenticationError, ConflictError, HeraldError, NotFoundError, PermissionDeniedError } from "./errors.js";
+import { AuthenticationError, ConflictError, NotFoundError, PermissionDeniedError } from "./errors.js";
 import type { ClaimedOperation } from "./types.js";
 
 /** Throw from a handler to end the operation with this error; `retryable` hands it back to the queue. */
@@ -49,8 +49,13 @@ export class Job {
   setProgress(percent: number): void {
     this.setMetadata("progress_percent", Math.max(0, Math.min(100, percent)));
   }
-  /** Any metadata field, sent on the next heartbeat. */
+  /** Any metadata field, sent on the next heartbeat. A value JSON cannot carry (a BigInt, a cycle) throws a TypeError here rather than failing every later heartbeat. */
   setMetadata(key: string, value: unknown): void {
+    try {
+      JSON.stringify(value);
+    } catch (e) {
+      throw new TypeError(`metadata ${JSON.stringify(key)} is not JSON-serialisable: ${(e as Error).message}`, { cause: e });
+    }
     this.#pending[key] = value;
   }
 
@@ -102,7 +107,10 @@ const pause = (ms: number, signal: AbortSignal): Promise<void> =>
 /**
  * Runs `handler(job)` for every operation it claims. The handler's resolved value is the
  * operation's `response`; throwing {@link JobFailed} fails it; any other error fails it as
- * retryable `HANDLER_ERROR` (another attempt runs, up to `max_attempts`).
+ * retryable `HANDLER_ERROR` (another attempt runs, up to `max_attempts`). A value JSON cannot
+ * carry (a BigInt) fails it for good with `RESPONSE_NOT_JSON`. Heartbeat failures never end a
+ * job or `run()`: they are reported to `onWarning` and retried on the next beat; a lost lease
+ * aborts the job's `signal`.
  */
 export class Worker {
   readonly #client: Herald;
@@ -165,7 +173,9 @@ export class Worker {
         }
         backoff = 200;
         for (const op of claimed) {
-          const p: Promise<void> = this.#runJob(new Job(op)).finally(() => this.#jobs.delete(p));
+          const p: Promise<void> = this.#runJob(new Job(op))
+            .catch((e: unknown) => this.#options.onWarning(`job ${operationId(op)} ended abnormally`, e))
+            .finally(() => this.#jobs.delete(p));
           this.#jobs.add(p);
         }
       }
@@ -185,9 +195,18 @@ export class Worker {
       outcome = {
         failed: e instanceof JobFailed ? e : new JobFailed("HANDLER_ERROR", String(e instanceof Error ? `${e.name}: ${e.message}` : e), { retryable: true }),
       };
+    } finally {
+      beatStop.abort();
     }
-    beatStop.abort();
     await beating;
+    if ("response" in outcome) {
+      try {
+        JSON.stringify(outcome.response);
+      } catch (e) {
+        const message = `the handler's result cannot be serialised as JSON: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
+        outcome = { failed: new JobFailed("RESPONSE_NOT_JSON", message) };
+      }
+    }
     try {
       const unsent = job.takePending();
       if (Object.keys(unsent).length > 0 && !job.cancelled) {
@@ -206,6 +225,7 @@ export class Worker {
     }
   }
 
+  /** Never rejects: an error is reported and the next beat tries again; a lost lease aborts the job. */
   async #heartbeatLoop(job: Job, stop: AbortSignal): Promise<void> {
     for (;;) {
       await pause(this.#options.heartbeatEveryMs, stop);
@@ -220,8 +240,7 @@ export class Worker {
           return;
         }
         job.putBack(metadata);
-        if (e instanceof HeraldError) this.#options.onWarning(`heartbeat of ${job.id} failed; will retry`, e);
-        else throw e;
+        this.#options.onWarning(`heartbeat of ${job.id} failed; will retry`, e);
       }
     }
   }

@@ -233,3 +233,52 @@ test("an ordered webhook holds a key behind its failing head until it is skipped
     const skipped = await tenant.client.listDeliveries({ webhook: hook.id, status: "skipped" });
     assert.deepEqual(skipped.items.map((d) => d.id), [head.id]);
   }));
+
+test("the Express example answers 409 to a copy arriving during an apply, and a failed apply is not seen", async () => {
+  const secret = "hsec_" + "ab".repeat(16);
+  let started!: () => void;
+  const startedP = new Promise<void>((r) => (started = r));
+  let goOn!: () => void;
+  const goOnP = new Promise<void>((r) => (goOn = r));
+  const applied: string[] = [];
+  let failNext = true;
+  const app = createApp(() => [secret], new MemoryDedupe(), async (e) => {
+    started();
+    await goOnP;
+    if (failNext) {
+      failNext = false;
+      throw new Error("the database is down");
+    }
+    applied.push(e.id);
+  });
+  app.use((_err: unknown, _req: unknown, res: { status: (n: number) => { end: () => void } }, _next: unknown) => res.status(500).end());
+  const http = app.listen(0, "127.0.0.1");
+  await new Promise((ok) => http.once("listening", ok));
+  try {
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/hooks/herald`;
+    const body = JSON.stringify({ id: "evt_1", type: "order.paid", data: {} });
+    const post = (): Promise<Response> => {
+      const ts = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+      return fetch(url, {
+        method: "POST",
+        body,
+        headers: { "content-type": "application/json", "x-signature": heraldSignature(secret, ts, body), "x-timestamp": ts, "x-event-id": "evt_1" },
+      });
+    };
+    const first = post();
+    await startedP;
+    const during = await post(); // a retry arriving while the first apply runs
+    assert.equal(during.status, 409);
+    assert.equal(during.headers.get("retry-after"), "1");
+    goOn();
+    assert.equal((await first).status, 500);
+    assert.deepEqual(applied, []); // the first apply failed: not seen
+    assert.equal((await post()).status, 204); // Herald's retry applies it
+    assert.deepEqual(applied, ["evt_1"]);
+    assert.equal((await post()).status, 204); // now a duplicate
+    assert.deepEqual(applied, ["evt_1"]);
+  } finally {
+    http.closeAllConnections();
+    await new Promise((ok) => http.close(ok));
+  }
+});

@@ -4,6 +4,7 @@ route of the API (docs/api.md). Standard library only (``urllib``)."""
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import socket
 import time
@@ -28,7 +29,7 @@ from ._types import (
     Tenant,
     Webhook,
 )
-from .errors import DecodeError, TransportError, UnavailableError, RateLimitedError, WaitTimeoutError, api_error
+from .errors import ApiError, DecodeError, TransportError, UnavailableError, RateLimitedError, WaitTimeoutError, api_error
 
 T = TypeVar("T")
 
@@ -79,7 +80,24 @@ def operation_id(operation: str | Mapping[str, Any]) -> str:
 
 
 def _path(*parts: str) -> str:
+    """Path segments, each percent-encoded. An empty segment, ``.`` or ``..`` (which URL
+    resolution collapses, so ``create_tenant_key("..")`` would POST to ``/keys``) raises
+    ValueError before anything is sent."""
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise ValueError(f"not a valid id for a URL path segment: {p!r}")
     return "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Herald never redirects; following one would forward the key (and turn a POST into a
+    GET). A 3xx is answered as an error naming its Location."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
 
 
 def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,7 +140,10 @@ class Herald:
         }
         data = None
         if body is not None:
-            data = json.dumps(body).encode()
+            try:
+                data = json.dumps(body, allow_nan=False).encode()
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{method} {path}: the request body is not JSON-serialisable: {e}") from e
             headers["Content-Type"] = "application/json"
         elif method == "POST":
             data = b""
@@ -130,15 +151,26 @@ class Herald:
             headers["Idempotency-Key"] = idempotency_key
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                return self._answer(resp.status, resp.headers, resp.read())
+            with _opener.open(req, timeout=timeout or self.timeout) as resp:
+                status, resp_headers, raw = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            e.close()
+            try:
+                raw = e.read()
+            except (http.client.HTTPException, OSError) as read_error:
+                raise TransportError(f"{method} {url}: {e.code} with a body cut short: {read_error}") from read_error
+            finally:
+                e.close()
+            if 300 <= e.code < 400:
+                raise TransportError(f"{method} {url}: redirected ({e.code}) to {e.headers.get('Location')!r}; not followed") from None
             answer = self._answer(e.code, e.headers, raw, strict=False)
             raise api_error(e.code, answer.body, parse_retry_after(e.headers.get("Retry-After"))) from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
-            raise TransportError(f"{method} {url}: {e}") from e
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            # URLError, socket.timeout, ConnectionError and ssl.SSLError are OSErrors;
+            # IncompleteRead, BadStatusLine and LineTooLong are HTTPExceptions.
+            raise TransportError(f"{method} {url}: {type(e).__name__}: {e}") from e
+        if 300 <= status < 400:
+            raise TransportError(f"{method} {url}: redirected ({status}) to {resp_headers.get('Location')!r}; not followed")
+        return self._answer(status, resp_headers, raw)
 
     @staticmethod
     def _answer(status: int, headers: Any, raw: bytes, strict: bool = True) -> Answer:
@@ -241,7 +273,8 @@ class Herald:
         return cast(EventType, self._json("PUT", "/event-types/" + _path(name), {"schema": schema}))
 
     def list_event_types(self) -> list[EventType]:
-        return cast(list[EventType], self._page("/event-types", "event_types", {}).items)
+        """Every registered type, page after page."""
+        return cast(list[EventType], list(self._iterate("/event-types", "event_types", {})))
 
     # -- webhooks -----------------------------------------------------------------
 
@@ -442,7 +475,9 @@ class Herald:
     ) -> Operation:
         """Polls until the operation is done. Between polls it sleeps for Herald's
         ``Retry-After`` (also on 429/503), or backs off exponentially when there is
-        none; never past ``timeout``, then raises :class:`WaitTimeoutError`."""
+        none; never past ``timeout``, then raises :class:`WaitTimeoutError`. A
+        :class:`TransportError`, or a 502/503/504 without a Herald error code (a proxy's
+        answer), is polled again likewise rather than ending the wait."""
         deadline = time.monotonic() + timeout
         backoff = initial_backoff
         last: Operation | None = None
@@ -453,6 +488,12 @@ class Herald:
                     return op
                 last = op
             except (RateLimitedError, UnavailableError) as e:
+                hint = e.retry_after
+            except TransportError:
+                hint = None
+            except ApiError as e:
+                if e.status not in (502, 503, 504) or e.code != "UNKNOWN":
+                    raise
                 hint = e.retry_after
             if hint is None:
                 hint, backoff = backoff, min(backoff * 2, max_backoff)

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,9 @@ class WebhookVerifier:
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         if not self.secrets:
             raise ValueError("at least one secret is needed")
+        # NaN would disable the replay check (no skew compares greater than NaN).
+        if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
+            raise ValueError(f"tolerance must be a finite number of seconds, 0 or more: {tolerance!r}")
         self.tolerance = int(tolerance)
 
     def verify(self, headers: Headers, body: bytes, *, now: float | None = None) -> VerifiedWebhook:

@@ -5,6 +5,7 @@ claiming and lets the jobs in hand finish; :meth:`Worker.run` then returns."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -54,7 +55,12 @@ class Job:
         self.set_metadata("progress_percent", max(0, min(100, percent)))
 
     def set_metadata(self, key: str, value: Any) -> None:
-        """Any metadata field, sent on the next heartbeat."""
+        """Any metadata field, sent on the next heartbeat. A value that cannot be sent as
+        JSON raises TypeError here (rather than failing every later heartbeat)."""
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"metadata {key!r} is not JSON-serialisable: {e}") from e
         with self._lock:
             self._pending[key] = value
 
@@ -77,7 +83,13 @@ class Worker:
 
     The handler's return value is the operation's ``response``; raising
     :class:`JobFailed` fails it; any other exception fails it as retryable with code
-    ``HANDLER_ERROR`` (so another attempt runs, up to ``max_attempts``)."""
+    ``HANDLER_ERROR`` (so another attempt runs, up to ``max_attempts``). A return value that
+    cannot be serialised as JSON fails it for good with ``RESPONSE_NOT_JSON``.
+
+    A BaseException that is not an Exception (SystemExit, a test framework's failure, gevent's
+    Timeout) stops the job's heartbeat, fails the attempt as retryable with
+    ``HANDLER_ABORTED`` (so the next attempt need not wait for the lease to lapse), frees the
+    slot, and is then raised again in the job's thread."""
 
     def __init__(
         self,
@@ -123,7 +135,7 @@ class Worker:
                 except (AuthenticationError, PermissionDeniedError):
                     self._release(free)
                     raise
-                except HeraldError as e:
+                except Exception as e:  # noqa: BLE001 - transport trouble or a bug: retry with backoff
                     self._release(free)
                     log.warning("claim failed; retrying: %s", e)
                     self._stop.wait(pause)
@@ -189,15 +201,36 @@ class Worker:
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(job, beat_stop), daemon=True)
         beat.start()
+        escaped: BaseException | None = None
         try:
-            outcome: tuple[str, Any] = ("complete", self.handler(job))
-        except JobFailed as e:
-            outcome = ("fail", e)
-        except Exception as e:  # noqa: BLE001 - a handler's bug fails the attempt, not the worker
-            log.exception("handler failed on %s", job.id)
-            outcome = ("fail", JobFailed("HANDLER_ERROR", f"{type(e).__name__}: {e}", retryable=True))
-        beat_stop.set()
-        beat.join()
+            try:
+                outcome: tuple[str, Any] = ("complete", self.handler(job))
+            except JobFailed as e:
+                outcome = ("fail", e)
+            except Exception as e:  # noqa: BLE001 - a handler's bug fails the attempt, not the worker
+                log.exception("handler failed on %s", job.id)
+                outcome = ("fail", JobFailed("HANDLER_ERROR", f"{type(e).__name__}: {e}", retryable=True))
+            except BaseException as e:  # re-raised below, once the job is cleaned up
+                escaped = e
+                outcome = ("fail", JobFailed("HANDLER_ABORTED", f"{type(e).__name__}: {e}", retryable=True))
+            if outcome[0] == "complete":
+                try:
+                    json.dumps(outcome[1], allow_nan=False)
+                except (TypeError, ValueError) as e:
+                    log.error("the response of %s is not JSON-serialisable: %s", job.id, e)
+                    message = f"the handler's result cannot be serialised as JSON: {type(e).__name__}: {e}"
+                    outcome = ("fail", JobFailed("RESPONSE_NOT_JSON", message))
+        finally:
+            beat_stop.set()
+            beat.join()
+        try:
+            self._report(job, outcome)
+        finally:
+            self._slots.release()
+        if escaped is not None:
+            raise escaped
+
+    def _report(self, job: Job, outcome: tuple[str, Any]) -> None:
         try:
             unsent = job._take_pending()
             if unsent and not job.is_cancelled:
@@ -215,8 +248,8 @@ class Worker:
             # A 409 or 404 means the lease was lost (expired, or cancelled and finished):
             # Herald kept its state and will not take ours.
             log.warning("could not report the outcome of %s: %s", job.id, e)
-        finally:
-            self._slots.release()
+        except Exception:  # noqa: BLE001 - the job's thread must still free its slot
+            log.exception("could not report the outcome of %s", job.id)
 
     def _heartbeat_loop(self, job: Job, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_every):
@@ -226,7 +259,7 @@ class Worker:
             except (ConflictError, NotFoundError):
                 job.cancelled.set()  # the lease is gone: nothing done now will count
                 return
-            except HeraldError as e:
+            except Exception as e:  # noqa: BLE001 - the lease must keep being renewed
                 job._put_back(metadata)
                 log.warning("heartbeat of %s failed; will retry: %s", job.id, e)
                 continue
