@@ -52,8 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Prometheus registry and handles, fed by the HTTP layer and the dispatcher.
     pub metrics: Arc<telemetry::Metrics>,
-    /// One permit per feed long poll waiting (`feed.max_long_polls`).
-    pub long_polls: Arc<tokio::sync::Semaphore>,
+    /// One permit per feed long poll waiting (`feed.max_long_polls`), half at most per tenant.
+    pub long_polls: Arc<routes::feed::LongPolls>,
 }
 
 impl AppState {
@@ -80,7 +80,7 @@ impl AppState {
                 .or_else(|| config.admin_key.as_ref().map(|k| k.0.clone()))
                 .map(Arc::from),
             rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
-            long_polls: Arc::new(tokio::sync::Semaphore::new(config.feed.max_long_polls)),
+            long_polls: Arc::new(routes::feed::LongPolls::new(config.feed.max_long_polls)),
             failed_auth: auth::FailedAuthLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
             clock,

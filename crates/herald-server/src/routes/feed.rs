@@ -79,6 +79,60 @@ pub fn parse_cursor(field: &str, text: Option<&str>) -> ApiResult<FeedPosition> 
         .map_err(|e| ApiError::invalid(format!("`{field}`: {e}")))
 }
 
+/// The node's feed long polls: at most `feed.max_long_polls` wait at once, and one tenant
+/// holds at most half of them (at least one), so one tenant's idle readers cannot take
+/// every slot from the others.
+pub struct LongPolls {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    held: std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>,
+    share: usize,
+}
+
+/// One long poll's slot, given back when dropped.
+pub struct LongPoll {
+    owner: std::sync::Arc<LongPolls>,
+    tenant: Option<TenantId>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl LongPolls {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
+            held: Default::default(),
+            share: (max / 2).max(1),
+        }
+    }
+
+    /// A slot for one of `tenant`'s long polls, if the node and the tenant's share have one.
+    pub fn try_take(self: &std::sync::Arc<Self>, tenant: Option<TenantId>) -> Option<LongPoll> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.entry(tenant).or_default();
+        if *mine >= self.share {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        *mine += 1;
+        Some(LongPoll {
+            owner: self.clone(),
+            tenant,
+            _slot: slot,
+        })
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 /// Reads the feed; with nothing to answer and a `wait`, waits for events to be appended
 /// (on any node) and reads again, until some match or the wait is over. At most
 /// `feed.max_long_polls` wait at once on a node; one more is 503 `OVERLOADED`.
@@ -89,9 +143,9 @@ pub async fn long_poll(state: &AppState, query: FeedQuery, wait: Duration) -> Ap
     if !page.events.is_empty() || wait.is_zero() {
         return Ok(page);
     }
-    let _permit = state.long_polls.clone().try_acquire_owned().map_err(|_| {
+    let _permit = state.long_polls.try_take(query.tenant).ok_or_else(|| {
         ApiError::overloaded(format!(
-            "This node already holds {} feed long polls (`feed.max_long_polls`); retry after the Retry-After delay, or read without `wait`.",
+            "This node already holds {} feed long polls (`feed.max_long_polls`), or this tenant half of them; retry after the Retry-After delay, or read without `wait`.",
             state.config.feed.max_long_polls
         ))
     })?;
@@ -159,4 +213,28 @@ pub async fn read(
     };
     let page = long_poll(&state, query, wait).await?;
     Ok(Json(page_json(&page, after)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn one_tenant_holds_at_most_half_of_the_long_polls() {
+        let polls = Arc::new(LongPolls::new(4));
+        let (a, b) = (Some(TenantId::generate()), Some(TenantId::generate()));
+        let a1 = polls.try_take(a).unwrap();
+        let _a2 = polls.try_take(a).unwrap();
+        assert!(polls.try_take(a).is_none(), "a's half is taken");
+        let _b1 = polls.try_take(b).unwrap();
+        let _b2 = polls.try_take(b).unwrap();
+        assert!(polls.try_take(None).is_none(), "the node's four are taken");
+        drop(a1);
+        assert!(polls.try_take(b).is_none(), "b still holds its half");
+        assert!(polls.try_take(a).is_some(), "a's slot came back");
+        // A node of one slot still serves one long poll.
+        let one = Arc::new(LongPolls::new(1));
+        assert!(one.try_take(a).is_some());
+    }
 }
