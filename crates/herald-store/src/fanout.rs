@@ -7,6 +7,7 @@ use crate::StoreResult;
 use herald_core::event::Event;
 use herald_core::ids::{DeliveryId, TenantId};
 use herald_core::pattern::EventPattern;
+use herald_core::payload_filter::PayloadFilter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct Target {
     pub patterns: Arc<Vec<EventPattern>>,
     /// `ordering: key`: its deliveries of a keyed event line up per key.
     pub ordered: bool,
+    /// The webhook's payload filter: an event whose body fails it gets no delivery.
+    pub filter: Option<Arc<PayloadFilter>>,
 }
 
 /// One delivery to make.
@@ -44,17 +47,24 @@ pub enum To<'a> {
 }
 
 /// The deliveries `event` gets: one per target of the event's tenant with a pattern that
-/// matches its type (in the targets' order), then one per matching route (in the routes'
-/// order, each with the ordering key its pointer finds in the event).
+/// matches its type and a filter (if any) its body passes (in the targets' order), then
+/// one per matching route (in the routes' order, each with the ordering key its pointer
+/// finds in the event).
 pub fn plan<'a>(
     event: &Event,
     targets: &'a [Target],
     routes: &'a [OutboxRoute],
 ) -> Vec<Planned<'a>> {
+    // Built once per event, and only when a matching webhook has a filter.
+    let mut body = None;
     let webhooks = targets
         .iter()
         .filter(|t| {
             t.tenant == event.tenant && t.patterns.iter().any(|p| p.matches(&event.event_type))
+        })
+        .filter(|t| match &t.filter {
+            None => true,
+            Some(f) => f.matches(body.get_or_insert_with(|| event.to_body())),
         })
         .map(|t| To::Webhook {
             webhook: &t.webhook,
@@ -86,12 +96,19 @@ pub fn parse_patterns(stored: &str) -> StoreResult<Vec<EventPattern>> {
         .collect())
 }
 
-/// Webhooks' parsed event patterns, kept across batches by the task that read them,
-/// keyed by the webhook and its stored `events` text, so an edit of the patterns is seen
-/// at once.
+/// A webhook's stored `events` and `filter` texts, and what they parse to.
+type Parsed = (
+    (String, Option<String>),
+    Arc<Vec<EventPattern>>,
+    Option<Arc<PayloadFilter>>,
+);
+
+/// Webhooks' parsed event patterns and filters, kept across batches by the task that read
+/// them, keyed by the webhook and its stored `events` and `filter` texts, so an edit of
+/// either is seen at once.
 #[derive(Default)]
 pub struct PatternCache {
-    parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
+    parsed: HashMap<String, Parsed>,
 }
 
 impl PatternCache {
@@ -102,21 +119,24 @@ impl PatternCache {
         }
     }
 
-    /// The target for a webhook row as read: its id, tenant and stored patterns.
+    /// The target for a webhook row as read: its id, tenant, stored patterns and filter.
     pub fn target(
         &mut self,
         webhook: String,
         tenant: Option<TenantId>,
         stored: String,
+        filter: Option<String>,
         ordered: bool,
     ) -> StoreResult<Target> {
-        let patterns = match self.parsed.get(&webhook) {
-            Some((seen, patterns)) if *seen == stored => patterns.clone(),
+        let key = (stored, filter);
+        let (patterns, filter) = match self.parsed.get(&webhook) {
+            Some((seen, patterns, filter)) if *seen == key => (patterns.clone(), filter.clone()),
             _ => {
-                let patterns = Arc::new(parse_patterns(&stored)?);
+                let patterns = Arc::new(parse_patterns(&key.0)?);
+                let filter = crate::rows::filter_of(key.1.clone())?.map(Arc::new);
                 self.parsed
-                    .insert(webhook.clone(), (stored, patterns.clone()));
-                patterns
+                    .insert(webhook.clone(), (key, patterns.clone(), filter.clone()));
+                (patterns, filter)
             }
         };
         Ok(Target {
@@ -124,6 +144,7 @@ impl PatternCache {
             tenant,
             patterns,
             ordered,
+            filter,
         })
     }
 }
@@ -152,6 +173,7 @@ mod tests {
             webhook: webhook.into(),
             tenant,
             ordered: false,
+            filter: None,
             patterns: Arc::new(
                 patterns
                     .iter()
@@ -257,15 +279,58 @@ mod tests {
     fn the_pattern_cache_sees_an_edit_at_once() {
         let mut cache = PatternCache::default();
         let a = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), None, false)
             .unwrap();
         let again = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), None, false)
             .unwrap();
         assert!(Arc::ptr_eq(&a.patterns, &again.patterns), "parsed once");
         let edited = cache
-            .target("wh_a".into(), None, r#"["b.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["b.*"]"#.into(), None, false)
             .unwrap();
         assert_eq!(edited.patterns[0].as_str(), "b.*");
+        assert!(edited.filter.is_none());
+        let filtered = cache
+            .target(
+                "wh_a".into(),
+                None,
+                r#"["b.*"]"#.into(),
+                Some(r#"{"/data/amount":5}"#.into()),
+                false,
+            )
+            .unwrap();
+        assert!(filtered.filter.is_some(), "a filter edit is seen at once");
+    }
+
+    #[test]
+    fn a_filter_keeps_events_its_body_fails_from_the_webhook() {
+        let acme = Some(TenantId::generate());
+        let mut filtered = target("wh_f", acme, &["payment.*"]);
+        filtered.filter = Some(Arc::new(
+            PayloadFilter::parse(
+                &json!({"$or": [{"/data/amount": {"$in": [5, 6]}}, {"/key": "k"}]}),
+            )
+            .unwrap(),
+        ));
+        let targets = [filtered, target("wh_all", acme, &["payment.*"])];
+        let to: Vec<_> = plan(&event(acme, "payment.succeeded"), &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_f", None), hook("wh_all", None)]);
+        let mut other = event(acme, "payment.succeeded");
+        other.data = json!({"amount": 7});
+        let to: Vec<_> = plan(&other, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_all", None)], "filtered out");
+        other.key = Some("k".into());
+        other.sequence = Some(1);
+        assert_eq!(
+            plan(&other, &targets, &[]).len(),
+            2,
+            "`/key` is in the body"
+        );
     }
 }

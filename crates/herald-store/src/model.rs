@@ -263,6 +263,12 @@ pub struct WebhookChange {
     pub schedule: Option<RetrySchedule>,
     pub max_concurrency: Option<u32>,
     pub ordering: Option<herald_core::webhook::Ordering>,
+    /// Replaces the custom headers (empty: none).
+    pub headers: Option<herald_core::webhook::CustomHeaders>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<herald_core::payload_filter::PayloadFilter>>,
+    /// `Some(None)` removes the rate limit.
+    pub rate_limit: Option<Option<u32>>,
     pub rotate: Option<Rotation>,
     /// Applied to the secrets of the changed row before it is saved (the encrypting
     /// store seals them here, so a secret stored in plaintext before a key was configured
@@ -290,6 +296,9 @@ impl std::fmt::Debug for WebhookChange {
             .field("description", &self.description)
             .field("schedule", &self.schedule)
             .field("max_concurrency", &self.max_concurrency)
+            .field("headers", &self.headers)
+            .field("filter", &self.filter)
+            .field("rate_limit", &self.rate_limit)
             .field(
                 "rotate",
                 &self.rotate.as_ref().map(|r| ("<redacted>", r.grace_until)),
@@ -326,6 +335,15 @@ impl WebhookChange {
         }
         if let Some(o) = self.ordering {
             webhook.ordering = o;
+        }
+        if let Some(headers) = &self.headers {
+            webhook.options.headers = headers.clone();
+        }
+        if let Some(filter) = &self.filter {
+            webhook.options.filter = filter.clone();
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            webhook.options.rate_limit = rate_limit;
         }
         if let Some(rotation) = &self.rotate {
             let old = std::mem::replace(&mut webhook.secret, rotation.secret.clone());

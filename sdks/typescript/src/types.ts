@@ -82,6 +82,9 @@ export interface CreateWebhook {
   max_concurrency?: number;
   ordering?: "none" | "key";
   description?: string;
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown>;
+  rate_limit?: number;
 }
 
 export interface Delivery {
@@ -179,6 +182,9 @@ export interface PatchWebhook {
   schedule?: string[];
   max_concurrency?: number;
   ordering?: "none" | "key";
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown> | null;
+  rate_limit?: number | null;
 }
 
 /** RFC 9457 problem details with a stable `code`. */
@@ -221,6 +227,9 @@ export interface Webhook {
   schedule?: string[] | null;
   max_concurrency?: number | null;
   ordering?: "none" | "key";
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown> | null;
+  rate_limit?: number | null;
   disabled: boolean;
   disabled_reason?: string | null;
   description?: string | null;

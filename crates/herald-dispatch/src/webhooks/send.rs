@@ -184,6 +184,10 @@ pub(crate) async fn send(
     for (name, value) in delivery_headers(job, attempt_number, now, &body) {
         request = request.header(name, value);
     }
+    // The subscriber's own: checked at registration never to name one of the above.
+    for (name, value) in job.webhook.options.headers.iter() {
+        request = request.header(name, value);
+    }
     let mut response = match request.body(body).send().await {
         Ok(r) => r,
         Err(e) => return SendResult::failed(describe_error(&e, timeout), started),

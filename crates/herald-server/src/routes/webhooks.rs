@@ -17,9 +17,10 @@ use axum::Json;
 use herald_core::auth::Role;
 use herald_core::ids::{TenantId, WebhookId};
 use herald_core::pattern::EventPattern;
+use herald_core::payload_filter::PayloadFilter;
 use herald_core::retry::RetrySchedule;
 use herald_core::signing::{generate_secret, SignatureFormat};
-use herald_core::webhook::Ordering;
+use herald_core::webhook::{CustomHeaders, DeliveryOptions, Ordering, MAX_RATE_LIMIT};
 use herald_core::Timestamp;
 use herald_store::{DeliveryStatus, Replay, Rotation, Webhook, WebhookChange, WebhookFilter};
 use serde::Deserialize;
@@ -36,6 +37,9 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "schedule": w.schedule.as_ref().map(|s| s.waits().iter().map(|d| herald_core::duration::format(*d)).collect::<Vec<_>>()),
         "max_concurrency": w.max_concurrency,
         "ordering": w.ordering.as_str(),
+        "headers": w.options.headers.iter().map(|(k, v)| (k.to_owned(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        "filter": w.options.filter.as_ref().map(|f| f.as_json()),
+        "rate_limit": w.options.rate_limit,
         "disabled": w.disabled,
         "disabled_reason": w.disabled_reason,
         "description": w.description,
@@ -125,6 +129,59 @@ fn check_concurrency(n: Option<u32>) -> ApiResult<Option<u32>> {
     }
 }
 
+/// `headers` as sent: an object of header name to string value.
+fn parse_headers(given: Option<Value>) -> ApiResult<Option<CustomHeaders>> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let Value::Object(map) = given else {
+        return Err(ApiError::invalid(
+            "`headers` must be an object of header name to string value.",
+        ));
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, value) in &map {
+        let Value::String(value) = value else {
+            return Err(ApiError::invalid(format!(
+                "`headers`: the value of {name:?} must be a string."
+            )));
+        };
+        pairs.push((name.as_str(), value.as_str()));
+    }
+    CustomHeaders::parse(pairs)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("`headers`: {e}.")))
+}
+
+fn parse_filter(given: Value) -> ApiResult<PayloadFilter> {
+    PayloadFilter::parse(&given).map_err(|e| {
+        ApiError::invalid(format!(
+            "{e}. A filter is an object of JSON pointers into the event body and conditions (a value, {{\"$in\": [..]}}, {{\"$exists\": bool}}), combined with \"$and\"/\"$or\" (see docs/api.md, \"Payload filters\")."
+        ))
+    })
+}
+
+fn check_rate_limit(n: Option<u32>) -> ApiResult<Option<u32>> {
+    match n {
+        Some(0) => Err(ApiError::invalid(
+            "`rate_limit` must be at least 1 (delivery per second).",
+        )),
+        Some(n) if n > MAX_RATE_LIMIT => Err(ApiError::invalid(format!(
+            "`rate_limit` must be at most {MAX_RATE_LIMIT} deliveries per second."
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// A field a `PATCH` may set, leave alone (absent) or clear (`null`).
+fn clearable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateWebhook {
@@ -144,6 +201,12 @@ struct CreateWebhook {
     ordering: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
 }
 
 fn parse_ordering(text: Option<&str>) -> ApiResult<Option<Ordering>> {
@@ -209,6 +272,11 @@ pub async fn create(
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
         ordering: parse_ordering(req.ordering.as_deref())?.unwrap_or_default(),
+        options: DeliveryOptions {
+            headers: parse_headers(req.headers)?.unwrap_or_default(),
+            filter: req.filter.map(parse_filter).transpose()?,
+            rate_limit: check_rate_limit(req.rate_limit)?,
+        },
         disabled: false,
         disabled_reason: None,
         description: check_description(req.description)?,
@@ -291,6 +359,11 @@ struct PatchWebhook {
     schedule: Option<Vec<String>>,
     max_concurrency: Option<u32>,
     ordering: Option<String>,
+    headers: Option<Value>,
+    #[serde(default, deserialize_with = "clearable")]
+    filter: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "clearable")]
+    rate_limit: Option<Option<u32>>,
 }
 
 pub async fn update(
@@ -322,6 +395,12 @@ pub async fn update(
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
         ordering: parse_ordering(req.ordering.as_deref())?,
+        headers: parse_headers(req.headers)?,
+        filter: req
+            .filter
+            .map(|f| f.map(parse_filter).transpose())
+            .transpose()?,
+        rate_limit: req.rate_limit.map(check_rate_limit).transpose()?,
         ..WebhookChange::default()
     };
     let w = change_webhook(&state, w.id, change, state.clock.now()).await?;

@@ -358,6 +358,7 @@ fn stored_webhook(
         schedule: None,
         max_concurrency: None,
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,

@@ -181,6 +181,11 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
          created_at BIGINT NOT NULL, \
          updated_at BIGINT NOT NULL, \
          PRIMARY KEY (tenant_id, name));",
+    // Subscription settings: custom headers (a JSON object), a payload filter (its JSON as
+    // registered) and a rate limit (deliveries per second); NULL: none.
+    "ALTER TABLE webhooks ADD COLUMN headers TEXT; \
+     ALTER TABLE webhooks ADD COLUMN filter TEXT; \
+     ALTER TABLE webhooks ADD COLUMN rate_limit BIGINT;",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

@@ -50,12 +50,12 @@ impl WebhookStore for PgStore {
                 &tx,
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at, \
-                 ordering) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 ordering, headers, filter, rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                 &refs(&pg_args(
                     [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
                         .into_iter()
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)])
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options))
                         .collect(),
                 )),
             )
@@ -125,11 +125,12 @@ impl PgStore {
                 &tx,
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
                  previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
-                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14, ordering = $15 WHERE id = $1",
+                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14, ordering = $15, \
+                 headers = $16, filter = $17, rate_limit = $18 WHERE id = $1",
                 &refs(&pg_args(
                     std::iter::once(Arg::Text(id.clone()))
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(now.0), ordering_arg(wh.ordering)])
+                        .chain([Arg::Int(now.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options))
                         .collect(),
                 )),
             )

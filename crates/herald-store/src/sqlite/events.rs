@@ -142,6 +142,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
             tenant,
             patterns: Arc::new(w.events.clone()),
             ordered: w.ordering == Ordering::Key,
+            filter: w.options.filter.clone().map(Arc::new),
         })
         .collect();
     let found = Rc::new(TenantTargets { targets, rows });

@@ -213,6 +213,13 @@ CREATE TABLE consumers (
     PRIMARY KEY (tenant_id, name)
 );
 "#,
+    // Subscription settings: custom headers (a JSON object), a payload filter (its JSON as
+    // registered) and a rate limit (deliveries per second); NULL: none.
+    r#"
+ALTER TABLE webhooks ADD COLUMN headers TEXT;
+ALTER TABLE webhooks ADD COLUMN filter TEXT;
+ALTER TABLE webhooks ADD COLUMN rate_limit INTEGER;
+"#,
 ];
 
 /// The schema version this build writes and expects.

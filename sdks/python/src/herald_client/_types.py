@@ -87,6 +87,9 @@ class CreateWebhook(TypedDict):
     max_concurrency: NotRequired[int]
     ordering: NotRequired[Literal["none", "key"]]
     description: NotRequired[str]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any]]
+    rate_limit: NotRequired[int]
 
 
 class Delivery(TypedDict):
@@ -186,6 +189,9 @@ class PatchWebhook(TypedDict):
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
     ordering: NotRequired[Literal["none", "key"]]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any] | None]
+    rate_limit: NotRequired[int | None]
 
 
 class Problem(TypedDict):
@@ -229,6 +235,9 @@ class Webhook(TypedDict):
     schedule: NotRequired[list[str] | None]
     max_concurrency: NotRequired[int | None]
     ordering: NotRequired[Literal["none", "key"]]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any] | None]
+    rate_limit: NotRequired[int | None]
     disabled: bool
     disabled_reason: NotRequired[str | None]
     description: NotRequired[str | None]

@@ -43,6 +43,7 @@ pub(crate) fn job(url: &str, format: SignatureFormat) -> DeliveryJob {
         schedule: None,
         max_concurrency: None,
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,

@@ -154,7 +154,10 @@ pub(super) fn components() -> Value {
                                 "schedule": { "type": "array", "items": { "type": "string" } },
                                 "max_concurrency": { "type": "integer", "minimum": 1, "maximum": 1000 },
                                 "ordering": { "enum": ["none", "key"], "description": "`key`: deliveries of one event key go one at a time, in `sequence` order." },
-                                "description": { "type": "string" } }
+                                "description": { "type": "string" },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 20, "description": "Sent with every delivery. Not hop-by-hop, `Host`, `Content-*`, `User-Agent`, `traceparent`, or any header Herald sets or signs (`X-Event-*`, `X-Signature`, `X-Timestamp`, `X-Delivery-*`, `webhook-*`)." },
+                                "filter": { "type": "object", "description": "Only events whose body passes are delivered: JSON pointers to a value, `{\"$eq\"}`, `{\"$in\": [..]}` or `{\"$exists\": bool}`, combined with `$and`/`$or` (docs/api.md, Payload filters)." },
+                                "rate_limit": { "type": "integer", "minimum": 1, "maximum": 10000, "description": "Deliveries per second, evenly; the excess waits its turn." } }
             },
             "PatchWebhook": {
                 "type": "object", "additionalProperties": false,
@@ -162,7 +165,10 @@ pub(super) fn components() -> Value {
                                 "format": { "enum": ["herald", "standard-webhooks"] }, "disabled": { "type": "boolean" },
                                 "description": { "type": "string" }, "schedule": { "type": "array", "items": { "type": "string" } },
                                 "max_concurrency": { "type": "integer" },
-                                "ordering": { "enum": ["none", "key"] } }
+                                "ordering": { "enum": ["none", "key"] },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Replaces the custom headers; `{}` removes them." },
+                                "filter": { "type": ["object", "null"], "description": "Replaces the filter; `null` removes it." },
+                                "rate_limit": { "type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "`null` removes it." } }
             },
             "Webhook": {
                 "type": "object", "required": ["id", "url", "events", "format", "signing_secret_version", "disabled"],
@@ -174,6 +180,9 @@ pub(super) fn components() -> Value {
                                 "schedule": { "type": ["array", "null"], "items": { "type": "string" } },
                                 "max_concurrency": { "type": ["integer", "null"] },
                                 "ordering": { "enum": ["none", "key"] },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                                "filter": { "type": ["object", "null"] },
+                                "rate_limit": { "type": ["integer", "null"] },
                                 "disabled": { "type": "boolean" }, "disabled_reason": { "type": ["string", "null"] },
                                 "description": { "type": ["string", "null"] },
                                 "created_at": { "type": "string" }, "updated_at": { "type": "string" } }

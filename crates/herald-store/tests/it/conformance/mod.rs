@@ -12,6 +12,7 @@ mod nodes;
 mod operations;
 mod races;
 mod retention;
+mod subscriptions;
 mod tenants;
 mod webhooks;
 
@@ -22,6 +23,7 @@ use feed::*;
 use lines::*;
 use operations::*;
 use races::*;
+use subscriptions::*;
 use tenants::*;
 use webhooks::*;
 
@@ -143,6 +145,8 @@ conformance!(
     feed_reads_in_commit_order_after_a_cursor,
     consumers_ack_forward_only_and_what_was_delivered,
     positions_never_go_back_after_retention_empties_the_feed,
+    subscription_settings_are_stored_and_changed,
+    filters_decide_fan_out_of_events_and_final_events,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -263,6 +267,7 @@ fn webhook(tenant: Option<TenantId>, patterns: &[&str]) -> Webhook {
         schedule: None,
         max_concurrency: Some(4),
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: Some("test".into()),
