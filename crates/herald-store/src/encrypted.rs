@@ -111,6 +111,23 @@ impl SecretKey {
         Ok(w)
     }
 
+    /// An ed25519 webhook's private keys opened where they open, so its public keys can be
+    /// shown (reads leave HMAC secrets sealed: nothing shown is derived from them). One
+    /// sealed with a key no longer configured stays as stored.
+    fn open_keys(&self, mut w: Webhook) -> Webhook {
+        if !w.format.is_asymmetric() {
+            return w;
+        }
+        if let Ok(secret) = self.open(w.id, &w.secret) {
+            w.secret = secret;
+        }
+        if let Some((previous, until)) = w.previous_secret.take() {
+            let opened = self.open(w.id, &previous).unwrap_or(previous);
+            w.previous_secret = Some((opened, until));
+        }
+        w
+    }
+
     fn open_webhook(&self, mut w: Webhook) -> StoreResult<Webhook> {
         w.secret = self.open(w.id, &w.secret)?;
         if let Some((prev, until)) = w.previous_secret.take() {
@@ -364,11 +381,12 @@ impl WebhookStore for EncryptedSecrets {
     // rotated and deleted. Only a claim (to sign) and creation and rotation (to show the
     // new secret once) need a secret in the clear.
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        self.inner.get_webhook(id).await
+        Ok(self.key.open_keys(self.inner.get_webhook(id).await?))
     }
 
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>> {
-        self.inner.list_webhooks(filter).await
+        let listed = self.inner.list_webhooks(filter).await?;
+        Ok(listed.into_iter().map(|w| self.key.open_keys(w)).collect())
     }
 
     async fn update_webhook(
@@ -383,6 +401,7 @@ impl WebhookStore for EncryptedSecrets {
         change.seal = Some(Arc::new(move |webhook, secret| key.seal(webhook, secret)));
         let rotated = change.rotate.as_ref().map(|r| r.secret.clone());
         let mut stored = self.inner.update_webhook(id, change, now).await?;
+        stored = self.key.open_keys(stored);
         if let Some(secret) = rotated {
             // The caller shows the new secret once; it is the one it made.
             stored.secret = secret;

@@ -76,7 +76,7 @@ export interface CreateWebhook {
   url: string;
   events: string[];
   signing_secret_version?: number;
-  format?: "herald" | "standard-webhooks";
+  format?: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   tenant?: string;
   schedule?: string[];
   max_concurrency?: number;
@@ -176,7 +176,7 @@ export interface OperationError {
 export interface PatchWebhook {
   url?: string;
   events?: string[];
-  format?: "herald" | "standard-webhooks";
+  format?: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   disabled?: boolean;
   description?: string;
   schedule?: string[];
@@ -221,9 +221,11 @@ export interface Webhook {
   tenant?: string | null;
   url: string;
   events: string[];
-  format: "herald" | "standard-webhooks";
+  format: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   signing_secret_version: number;
   signing_secret?: string;
+  public_key?: string | null;
+  previous_public_key?: string | null;
   schedule?: string[] | null;
   max_concurrency?: number | null;
   ordering?: "none" | "key";

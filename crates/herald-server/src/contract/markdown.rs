@@ -89,6 +89,10 @@ fn webhook_security(out: &mut String, config: &Config) {
     );
     let _ = writeln!(
         out,
+        "- **Standard Webhooks with ed25519** (`\"format\": \"standard-webhooks-ed25519\"`): the same headers, `webhook-signature: v1a,BASE64`, the ed25519 signature of `id.timestamp.body`. Verify with the webhook's `public_key` (`whpk_` + base64 of 32 bytes); the private key never leaves Herald, so a receiver holds nothing that could forge a delivery."
+    );
+    let _ = writeln!(
+        out,
         "- **Verify** in constant time, over the raw bytes, and refuse timestamps more than 5 minutes from now (replay). `herald-client`'s `WebhookVerifier` and `herald verify` do both formats."
     );
     let _ = writeln!(

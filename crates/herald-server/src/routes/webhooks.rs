@@ -19,7 +19,7 @@ use herald_core::ids::{TenantId, WebhookId};
 use herald_core::pattern::EventPattern;
 use herald_core::payload_filter::PayloadFilter;
 use herald_core::retry::RetrySchedule;
-use herald_core::signing::{generate_secret, SignatureFormat};
+use herald_core::signing::{generate_secret, public_key, SignatureFormat};
 use herald_core::webhook::{CustomHeaders, DeliveryOptions, Ordering, MAX_RATE_LIMIT};
 use herald_core::Timestamp;
 use herald_store::{DeliveryStatus, Replay, Rotation, Webhook, WebhookChange, WebhookFilter};
@@ -34,6 +34,10 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "events": w.events.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "format": w.format.as_str(),
         "signing_secret_version": w.secret_version,
+        "public_key": w.format.is_asymmetric().then(|| public_key(&w.secret)).flatten(),
+        "previous_public_key": w.format.is_asymmetric().then(|| {
+            w.previous_secret.as_ref().and_then(|(s, _)| public_key(s))
+        }).flatten(),
         "schedule": w.schedule.as_ref().map(|s| s.waits().iter().map(|d| herald_core::duration::format(*d)).collect::<Vec<_>>()),
         "max_concurrency": w.max_concurrency,
         "ordering": w.ordering.as_str(),
@@ -225,7 +229,7 @@ fn parse_format(text: Option<&str>) -> ApiResult<SignatureFormat> {
         None => Ok(SignatureFormat::Herald),
         Some(t) => SignatureFormat::parse(t).ok_or_else(|| {
             ApiError::invalid(format!(
-                "`format` must be \"herald\" or \"standard-webhooks\", not {t:?}."
+                "`format` must be \"herald\", \"standard-webhooks\" or \"standard-webhooks-ed25519\", not {t:?}."
             ))
         }),
     }
@@ -298,7 +302,10 @@ pub async fn create(
         other => other?,
     };
     let mut out = webhook_json(&webhook);
-    out["signing_secret"] = json!(webhook.secret);
+    if !webhook.format.is_asymmetric() {
+        // An ed25519 private key is never shown: receivers verify with `public_key`.
+        out["signing_secret"] = json!(webhook.secret);
+    }
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -486,7 +493,9 @@ async fn rotate(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
     };
     let w = change_webhook(state, w.id, change, now).await?;
     let mut out = webhook_json(&w);
-    out["signing_secret"] = json!(w.secret);
+    if !w.format.is_asymmetric() {
+        out["signing_secret"] = json!(w.secret);
+    }
     out["previous_secret_expires_at"] =
         json!(w.previous_secret.as_ref().map(|(_, t)| t.to_rfc3339()));
     Ok(Json(out).into_response())

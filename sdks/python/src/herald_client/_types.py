@@ -81,7 +81,7 @@ class CreateWebhook(TypedDict):
     url: str
     events: list[str]
     signing_secret_version: NotRequired[int]
-    format: NotRequired[Literal["herald", "standard-webhooks"]]
+    format: NotRequired[Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]]
     tenant: NotRequired[str]
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
@@ -183,7 +183,7 @@ class OperationError(TypedDict):
 class PatchWebhook(TypedDict):
     url: NotRequired[str]
     events: NotRequired[list[str]]
-    format: NotRequired[Literal["herald", "standard-webhooks"]]
+    format: NotRequired[Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]]
     disabled: NotRequired[bool]
     description: NotRequired[str]
     schedule: NotRequired[list[str]]
@@ -229,9 +229,11 @@ class Webhook(TypedDict):
     tenant: NotRequired[str | None]
     url: str
     events: list[str]
-    format: Literal["herald", "standard-webhooks"]
+    format: Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]
     signing_secret_version: int
     signing_secret: NotRequired[str]
+    public_key: NotRequired[str | None]
+    previous_public_key: NotRequired[str | None]
     schedule: NotRequired[list[str] | None]
     max_concurrency: NotRequired[int | None]
     ordering: NotRequired[Literal["none", "key"]]
