@@ -47,7 +47,8 @@ pub enum To<'a> {
 }
 
 /// The deliveries `event` gets: one per target of the event's tenant with a pattern that
-/// matches its type and a filter (if any) its body passes (in the targets' order), then
+/// matches its type and a filter (if any) its body passes (in the targets' order; an
+/// operational event never goes to the webhook it is about), then
 /// one per matching route (in the routes' order, each with the ordering key its pointer
 /// finds in the event).
 pub fn plan<'a>(
@@ -57,10 +58,13 @@ pub fn plan<'a>(
 ) -> Vec<Planned<'a>> {
     // Built once per event, and only when a matching webhook has a filter.
     let mut body = None;
+    let about = crate::rules::operational_subject(event);
     let webhooks = targets
         .iter()
         .filter(|t| {
-            t.tenant == event.tenant && t.patterns.iter().any(|p| p.matches(&event.event_type))
+            t.tenant == event.tenant
+                && t.patterns.iter().any(|p| p.matches(&event.event_type))
+                && about != Some(t.webhook.as_str())
         })
         .filter(|t| match &t.filter {
             None => true,
@@ -300,6 +304,23 @@ mod tests {
             )
             .unwrap();
         assert!(filtered.filter.is_some(), "a filter edit is seen at once");
+    }
+
+    #[test]
+    fn an_operational_event_skips_the_webhook_it_is_about() {
+        let acme = Some(TenantId::generate());
+        let targets = [target("wh_a", acme, &["*"]), target("wh_b", acme, &["*"])];
+        let mut failed = event(acme, crate::rules::DELIVERY_FAILED);
+        failed.data = json!({ "webhook": "wh_a", "delivery": "dlv_1" });
+        let to: Vec<_> = plan(&failed, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_b", None)]);
+        // Anyone else's event that names a webhook in its data goes everywhere.
+        let mut own = event(acme, "payment.failed");
+        own.data = json!({ "webhook": "wh_a" });
+        assert_eq!(plan(&own, &targets, &[]).len(), 2);
     }
 
     #[test]

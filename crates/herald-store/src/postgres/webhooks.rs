@@ -116,6 +116,7 @@ impl PgStore {
         change: WebhookChange,
         now: Timestamp,
     ) -> StoreResult<Webhook> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let id = id.to_string();
             // FOR UPDATE: a concurrent change waits for this one and then applies to its result.
@@ -153,6 +154,11 @@ impl PgStore {
                 execute(&tx, &lines::dissolve_lines_sql("$1", "$2"), &[&id, &now.0]).await?;
             }
             wake.due = !wh.disabled;
+            if !before.disabled && wh.disabled {
+                let event = rules::webhook_disabled_event(&wh, now);
+                super::events::insert_event_row(&tx, &routes, &event).await?;
+                (wake.due, wake.events) = (true, true);
+            }
             Ok(wh)
         })
     }

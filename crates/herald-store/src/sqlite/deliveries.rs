@@ -100,8 +100,9 @@ impl DeliveryStore for SqliteStore {
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
         let reschedules = rules::reschedules(&records);
-        let released = self.write_internal(move |conn| {
-            let mut released = 0;
+        let routes = self.routes();
+        let (released, raised) = self.write_internal(move |conn| {
+            let (mut released, mut raised) = (0, false);
             for r in records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -128,7 +129,7 @@ impl DeliveryStore for SqliteStore {
                 // A retry for a webhook disabled meanwhile (say by a 410 to another delivery) waits
                 // with no due time, like every pending delivery of a disabled webhook. A delivery
                 // skipped while its attempt was in flight stays skipped (the attempt is logged).
-                if counted == 1 {
+                let changed = if counted == 1 {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
@@ -136,14 +137,23 @@ impl DeliveryStore for SqliteStore {
                          attempts = attempts + 1, window_attempts = window_attempts + 1, last_status_code = ?4, \
                          last_error = ?5, updated_at = ?6 WHERE id = ?1 AND status <> 'skipped'",
                     )?
-                    .execute(params![id, status, next, code, error, at.0])?;
+                    .execute(params![id, status, next, code, error, at.0])?
                 } else {
                     conn.prepare_cached(
                         "UPDATE deliveries SET status = ?2, lease_until = NULL, \
                          next_attempt_at = CASE WHEN (SELECT disabled FROM webhooks WHERE id = deliveries.webhook_id) = 1 \
                            THEN NULL ELSE ?3 END WHERE id = ?1 AND status <> 'skipped'",
                     )?
-                    .execute(params![id, status, next])?;
+                    .execute(params![id, status, next])?
+                };
+                // A delivery that ends failed here (its schedule used up, or a 410) raises
+                // `delivery.failed` for the API owner, in this write.
+                if changed == 1 && counted == 1 && r.outcome == AttemptOutcome::Failed {
+                    let d = get_delivery_row(conn, &id)?;
+                    if let Some(event) = rules::delivery_failed_event(&d, at) {
+                        raise_event(conn, &routes, event)?;
+                        raised = true;
+                    }
                 }
                 // A success ends its line's head: the next delivery of its key goes.
                 if r.outcome == AttemptOutcome::Succeeded {
@@ -163,23 +173,39 @@ impl DeliveryStore for SqliteStore {
                 }
                 if let Some((webhook, reason)) = r.disable_webhook {
                     forget_fan_out_targets();
+                    // Only the disable of a live, enabled webhook is news.
+                    let was_enabled: bool = conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM webhooks WHERE id = ?1 AND disabled = 0 AND deleted = 0",
+                        )?
+                        .query_row(params![webhook.to_string()], |r| r.get::<_, i64>(0))?
+                        == 1;
                     conn.execute(
                         "UPDATE webhooks SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1",
                         params![webhook.to_string(), reason, at.0],
                     )?;
+                    if was_enabled {
+                        let wh = get_webhook_row(conn, &webhook.to_string())?;
+                        raise_event(conn, &routes, rules::webhook_disabled_event(&wh, at))?;
+                        raised = true;
+                    }
                     conn.execute(
                         "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ?1 AND status = 'pending'",
                         params![webhook.to_string()],
                     )?;
                 }
             }
-            Ok(released)
+            Ok((released, raised))
         })
         .await?;
         // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
-        // A success or a final failure makes nothing due, unless it released a line's next.
-        if reschedules || released > 0 {
+        // A success or a final failure makes nothing due, unless it released a line's next
+        // or raised an event of Herald's own.
+        if reschedules || released > 0 || raised {
             self.signals.deliveries_changed();
+        }
+        if raised {
+            self.signals.events_appended();
         }
         Ok(())
     }

@@ -72,7 +72,8 @@ impl WebhookStore for SqliteStore {
         change: WebhookChange,
         now: Timestamp,
     ) -> StoreResult<Webhook> {
-        let out = self
+        let routes = self.routes();
+        let (out, raised) = self
             .write(move |conn| {
                 let before = get_webhook_row(conn, &id.to_string())?;
                 let wh = change.apply(before.clone(), now)?;
@@ -104,11 +105,18 @@ impl WebhookStore for SqliteStore {
                 if before.ordering == Ordering::Key && wh.ordering == Ordering::None {
                     conn.execute(&lines::dissolve_lines_sql("?1", "?2"), params![id, now.0])?;
                 }
-                Ok(wh)
+                let raised = !before.disabled && wh.disabled;
+                if raised {
+                    raise_event(conn, &routes, rules::webhook_disabled_event(&wh, now))?;
+                }
+                Ok((wh, raised))
             })
             .await?;
-        if !out.disabled {
+        if !out.disabled || raised {
             self.signals.deliveries_changed();
+        }
+        if raised {
+            self.signals.events_appended();
         }
         Ok(out)
     }

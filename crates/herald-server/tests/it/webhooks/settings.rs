@@ -210,3 +210,50 @@ async fn a_filter_picks_the_events_and_headers_go_with_each_delivery() {
         assert!(!r.header("x-signature").is_empty());
     }
 }
+
+/// Herald's own events reach the API owner: a webhook that answers `410 Gone` is disabled,
+/// and the owner's webhook (of the same tenant) gets `delivery.failed` and
+/// `webhook.disabled`, signed like any delivery; the gone webhook gets neither.
+#[tokio::test]
+async fn a_gone_endpoint_raises_delivery_failed_and_webhook_disabled() {
+    let app = spawn_app(&hooks_config("")).await;
+    let (tenant, key) = app.tenant("acme").await;
+    let gone = Receiver::start().await;
+    gone.set_fallback(Behavior::Status(410));
+    let owner = Receiver::start().await;
+    let (gone_id, _) = register(&app, &key, json!({"url": gone.url("/h"), "events": ["*"]})).await;
+    register(
+        &app,
+        &key,
+        json!({"url": owner.url("/ops"), "events": ["webhook.disabled", "delivery.failed"]}),
+    )
+    .await;
+    publish(
+        &app,
+        json!({"type": "payment.succeeded", "tenant": tenant, "data": {"amount": 1}}),
+    )
+    .await;
+    let got = owner.wait_for(2, Duration::from_secs(10)).await;
+    let mut types: Vec<String> = got.iter().map(|r| r.header("x-event-type")).collect();
+    types.sort();
+    assert_eq!(types, vec!["delivery.failed", "webhook.disabled"]);
+    for r in &got {
+        assert_eq!(r.json()["data"]["webhook"], gone_id, "{:?}", r.json());
+    }
+    let disabled = got
+        .iter()
+        .find(|r| r.header("x-event-type") == "webhook.disabled")
+        .unwrap()
+        .json();
+    assert_eq!(disabled["data"]["reason"], "endpoint answered 410 Gone");
+    let w = app.get(&format!("/webhooks/{gone_id}"), &key).await.body;
+    assert_eq!(w["disabled"], true);
+    assert_eq!(
+        gone.count(),
+        1,
+        "the gone webhook is sent nothing about itself"
+    );
+    // Listed with the tenant's events.
+    let events = list(&app, "/events?type=webhook.disabled", &key, "events").await;
+    assert_eq!(events.len(), 1);
+}

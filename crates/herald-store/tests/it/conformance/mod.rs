@@ -147,6 +147,7 @@ conformance!(
     positions_never_go_back_after_retention_empties_the_feed,
     subscription_settings_are_stored_and_changed,
     filters_decide_fan_out_of_events_and_final_events,
+    operational_events_are_raised_in_the_write_that_causes_them,
 );
 
 // ---------------------------------------------------------------- helpers

@@ -179,3 +179,143 @@ pub(super) async fn filters_decide_fan_out_of_events_and_final_events(s: &dyn St
     let job = jobs.iter().find(|j| j.webhook.id == usd.id).unwrap();
     assert_eq!(job.webhook.options.headers, usd.options.headers);
 }
+
+async fn events_of_type(
+    s: &dyn Store,
+    t: TenantId,
+    event_type: &str,
+) -> Vec<herald_core::event::Event> {
+    s.list_events(EventFilter {
+        tenant: Some(t),
+        event_type: Some(event_type.into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn event_ids_for(s: &dyn Store, w: WebhookId) -> Vec<EventId> {
+    deliveries_of(
+        s,
+        DeliveryFilter {
+            webhook: Some(w),
+            ..Default::default()
+        },
+    )
+    .await
+    .iter()
+    .map(|d| d.event_id)
+    .collect()
+}
+
+/// `delivery.failed` (a final failure) and `webhook.disabled` (a 410, or through the API)
+/// are stored for the webhook's tenant in the write that causes them and fan out like any
+/// event, except to the webhook they are about; a failed `delivery.failed` raises nothing.
+pub(super) async fn operational_events_are_raised_in_the_write_that_causes_them(s: &dyn Store) {
+    let t = tenant(s, "acme").await;
+    let failing = s.create_webhook(webhook(Some(t), &["*"])).await.unwrap();
+    let owner = s
+        .create_webhook(webhook(Some(t), &["delivery.failed", "webhook.disabled"]))
+        .await
+        .unwrap();
+    emit(s, event(Some(t), "payment.succeeded", None, at(1))).await;
+    emit(s, event(Some(t), "payment.succeeded", None, at(1))).await;
+    let jobs = s.claim_due_deliveries(at(2), 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    s.record_attempts(vec![record(
+        jobs[0].delivery.id,
+        at(3),
+        Some(500),
+        AttemptOutcome::Failed,
+    )])
+    .await
+    .unwrap();
+    let failed = events_of_type(s, t, "delivery.failed").await;
+    assert_eq!(failed.len(), 1);
+    let data = &failed[0].data;
+    assert_eq!(data["delivery"], json!(jobs[0].delivery.id.to_string()));
+    assert_eq!(data["webhook"], json!(failing.id.to_string()));
+    assert_eq!(data["event"]["id"], json!(jobs[0].event.id.to_string()));
+    assert_eq!(data["event"]["type"], "payment.succeeded");
+    assert_eq!(data["attempts"], 1);
+    assert_eq!(data["last_status_code"], 500);
+    // Fanned out to the owner's webhook, not back to the failing one (which takes `*`).
+    assert!(event_ids_for(s, owner.id).await.contains(&failed[0].id));
+    assert!(!event_ids_for(s, failing.id).await.contains(&failed[0].id));
+    // A retry scheduled is not a failure.
+    assert_eq!(events_of_type(s, t, "webhook.disabled").await.len(), 0);
+
+    // A 410: the delivery is dead (delivery.failed) and the webhook disabled (webhook.disabled).
+    s.record_attempts(vec![AttemptRecord {
+        disable_webhook: Some((failing.id, "endpoint answered 410 Gone".into())),
+        ..record(
+            jobs[1].delivery.id,
+            at(4),
+            Some(410),
+            AttemptOutcome::Failed,
+        )
+    }])
+    .await
+    .unwrap();
+    let disabled = events_of_type(s, t, "webhook.disabled").await;
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].data["webhook"], json!(failing.id.to_string()));
+    assert_eq!(disabled[0].data["reason"], "endpoint answered 410 Gone");
+    assert_eq!(events_of_type(s, t, "delivery.failed").await.len(), 2);
+    assert!(event_ids_for(s, owner.id).await.contains(&disabled[0].id));
+    // Disabling what is already disabled is no news.
+    s.update_webhook(
+        failing.id,
+        WebhookChange {
+            disabled: Some(true),
+            ..Default::default()
+        },
+        at(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events_of_type(s, t, "webhook.disabled").await.len(), 1);
+
+    // The owner's webhook fails a `delivery.failed` for good: no cascade.
+    let owner_jobs = s.claim_due_deliveries(at(6), 10, LEASE).await.unwrap();
+    assert!(!owner_jobs.is_empty());
+    s.record_attempts(
+        owner_jobs
+            .iter()
+            .map(|j| record(j.delivery.id, at(7), Some(500), AttemptOutcome::Failed))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let raised = events_of_type(s, t, "delivery.failed").await.len();
+    let from_owner = owner_jobs
+        .iter()
+        .filter(|j| j.event.event_type != "delivery.failed")
+        .count();
+    assert_eq!(
+        raised,
+        2 + from_owner,
+        "only the non-delivery.failed ones raise"
+    );
+
+    // Through the API, with its reason; not delivered to the webhook it is about.
+    s.update_webhook(
+        owner.id,
+        WebhookChange {
+            disabled: Some(true),
+            ..Default::default()
+        },
+        at(8),
+    )
+    .await
+    .unwrap();
+    let disabled = events_of_type(s, t, "webhook.disabled").await;
+    assert_eq!(disabled.len(), 2);
+    assert_eq!(disabled[1].data["webhook"], json!(owner.id.to_string()));
+    assert_eq!(
+        disabled[1].data["reason"],
+        WebhookChange::DISABLED_THROUGH_API
+    );
+    assert!(!event_ids_for(s, owner.id).await.contains(&disabled[1].id));
+}
