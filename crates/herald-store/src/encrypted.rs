@@ -499,6 +499,48 @@ impl OutboxStore for EncryptedSecrets {
 }
 
 #[async_trait]
+impl PortalStore for EncryptedSecrets {
+    async fn create_portal_session(&self, session: PortalSession) -> StoreResult<PortalSession> {
+        self.inner.create_portal_session(session).await
+    }
+
+    async fn get_portal_session(&self, id: PortalSessionId) -> StoreResult<PortalSession> {
+        self.inner.get_portal_session(id).await
+    }
+
+    async fn exchange_portal_token(
+        &self,
+        token_hash: String,
+        cookie_hash: String,
+        now: Timestamp,
+    ) -> StoreResult<PortalSession> {
+        self.inner
+            .exchange_portal_token(token_hash, cookie_hash, now)
+            .await
+    }
+
+    async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession> {
+        self.inner.portal_session_by_cookie(cookie_hash).await
+    }
+
+    async fn revoke_portal_session(&self, id: PortalSessionId, now: Timestamp) -> StoreResult<()> {
+        self.inner.revoke_portal_session(id, now).await
+    }
+
+    async fn get_portal_settings(&self, tenant: TenantId) -> StoreResult<PortalSettings> {
+        self.inner.get_portal_settings(tenant).await
+    }
+
+    async fn put_portal_settings(
+        &self,
+        tenant: TenantId,
+        settings: PortalSettings,
+    ) -> StoreResult<PortalSettings> {
+        self.inner.put_portal_settings(tenant, settings).await
+    }
+}
+
+#[async_trait]
 impl StatsStore for EncryptedSecrets {
     fn signals(&self) -> &Arc<Signals> {
         self.inner.signals()

@@ -56,6 +56,20 @@ pub fn plan<'a>(
     targets: &'a [Target],
     routes: &'a [OutboxRoute],
 ) -> Vec<Planned<'a>> {
+    if event.event_type == crate::rules::WEBHOOK_TEST {
+        let to = crate::rules::test_target(event);
+        return targets
+            .iter()
+            .filter(|t| t.tenant == event.tenant && Some(t.webhook.as_str()) == to)
+            .map(|t| Planned {
+                id: DeliveryId::generate(),
+                to: To::Webhook {
+                    webhook: &t.webhook,
+                    ordering_key: None,
+                },
+            })
+            .collect();
+    }
     // Built once per event, and only when a matching webhook has a filter.
     let mut body = None;
     let about = crate::rules::operational_subject(event);
@@ -304,6 +318,30 @@ mod tests {
             )
             .unwrap();
         assert!(filtered.filter.is_some(), "a filter edit is seen at once");
+    }
+
+    #[test]
+    fn a_test_event_goes_to_its_webhook_only() {
+        let acme = Some(TenantId::generate());
+        let mut filtered = target("wh_a", acme, &["payment.*"]);
+        filtered.filter = Some(Arc::new(
+            PayloadFilter::parse(&json!({"/data/never": true})).unwrap(),
+        ));
+        let targets = [
+            filtered,
+            target("wh_b", acme, &["*"]),
+            target("wh_c", None, &["*"]),
+        ];
+        let mut test = event(acme, crate::rules::WEBHOOK_TEST);
+        test.data = json!({ "webhook": "wh_a" });
+        let routes = [route("all", "*", "/data/x")];
+        let to: Vec<_> = plan(&test, &targets, &routes)
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_a", None)]);
+        test.data = json!({ "webhook": "wh_c" });
+        assert!(plan(&test, &targets, &[]).is_empty(), "another tenant's");
     }
 
     #[test]

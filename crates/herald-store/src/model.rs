@@ -570,3 +570,54 @@ impl SchemaVersion {
         self.applied == self.expected
     }
 }
+
+/// A portal session: minted by an admin for one tenant, opened once by its URL token
+/// (exchanged for a cookie), then used by `/portal` until it expires or is revoked.
+#[derive(Clone, PartialEq)]
+pub struct PortalSession {
+    pub id: PortalSessionId,
+    pub tenant: TenantId,
+    /// SHA-256 (hex) of the one-time URL token.
+    pub token_hash: String,
+    /// SHA-256 (hex) of the cookie secret, once the token was exchanged.
+    pub cookie_hash: Option<String>,
+    /// Sent by the page in `X-Herald-CSRF` with every change (a cross-site form cannot).
+    pub csrf_token: String,
+    pub read_only: bool,
+    /// Event-type patterns its user may subscribe to; `None`: every type.
+    pub event_types: Option<Vec<String>>,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub exchanged_at: Option<Timestamp>,
+    pub revoked: bool,
+}
+
+impl std::fmt::Debug for PortalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalSession")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("read_only", &self.read_only)
+            .field("event_types", &self.event_types)
+            .field("expires_at", &self.expires_at)
+            .field("exchanged_at", &self.exchanged_at)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PortalSession {
+    /// Whether it may still be used at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        !self.revoked && now < self.expires_at
+    }
+}
+
+/// A tenant's portal settings, set by the API owner: which origins may frame `/portal`
+/// (CSP `frame-ancestors`; none: it may not be framed) and its branding.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PortalSettings {
+    pub frame_origins: Vec<String>,
+    /// `{"name","logo_url","accent","theme"}`, each optional.
+    pub branding: Map<String, Value>,
+}

@@ -385,3 +385,54 @@ pub fn role_from(name: &str, tenant: Option<String>) -> StoreResult<Role> {
         (other, _) => Err(bad("api key", format!("role {other}"))),
     }
 }
+
+pub const PORTAL_SESSION_COLUMNS: &str = "id, tenant_id, token_hash, cookie_hash, csrf_token, \
+     read_only, event_types, expires_at, created_at, exchanged_at, revoked";
+
+pub fn portal_session(row: &(impl RowAccess + ?Sized)) -> StoreResult<PortalSession> {
+    Ok(PortalSession {
+        id: parse_id(&row.text(0)?, PortalSessionId::parse)?,
+        tenant: parse_id(&row.text(1)?, TenantId::parse)?,
+        token_hash: row.text(2)?,
+        cookie_hash: row.opt_text(3)?,
+        csrf_token: row.text(4)?,
+        read_only: row.flag(5)?,
+        event_types: row
+            .opt_text(6)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?,
+        expires_at: Timestamp(row.int(7)?),
+        created_at: Timestamp(row.int(8)?),
+        exchanged_at: row.opt_int(9)?.map(Timestamp),
+        revoked: row.flag(10)?,
+    })
+}
+
+/// A portal session's columns in [`PORTAL_SESSION_COLUMNS`] order.
+pub fn portal_session_args(p: &PortalSession) -> Vec<Arg> {
+    vec![
+        Arg::text(p.id),
+        Arg::text(p.tenant),
+        Arg::text(&p.token_hash),
+        Arg::opt_text(p.cookie_hash.as_ref()),
+        Arg::text(&p.csrf_token),
+        Arg::Bool(p.read_only),
+        Arg::opt_text(
+            p.event_types
+                .as_ref()
+                .map(|t| Value::from(t.clone()).to_string()),
+        ),
+        Arg::Int(p.expires_at.0),
+        Arg::Int(p.created_at.0),
+        Arg::OptInt(p.exchanged_at.map(|t| t.0)),
+        Arg::Bool(p.revoked),
+    ]
+}
+
+/// Portal settings from their stored columns (`frame_origins`, `branding`: JSON).
+pub fn portal_settings(frame_origins: &str, branding: &str) -> StoreResult<PortalSettings> {
+    Ok(PortalSettings {
+        frame_origins: serde_json::from_str(frame_origins)?,
+        branding: serde_json::from_str(branding)?,
+    })
+}

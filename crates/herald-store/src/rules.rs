@@ -111,6 +111,18 @@ pub const WEBHOOK_DISABLED: &str = "webhook.disabled";
 /// Herald's own event when a webhook delivery ends `failed` (its schedule used up, or a 410).
 pub const DELIVERY_FAILED: &str = "delivery.failed";
 
+/// A test event (`POST /webhooks/{id}:test`): delivered to the one webhook its `data`
+/// names, whatever it subscribes to and filters, and to nothing else (no other webhook,
+/// no broker route).
+pub const WEBHOOK_TEST: &str = "webhook.test";
+
+/// The one webhook a test event goes to.
+pub fn test_target(event: &Event) -> Option<&str> {
+    (event.event_type == WEBHOOK_TEST)
+        .then(|| event.data.get("webhook")?.as_str())
+        .flatten()
+}
+
 /// The webhook an operational event (`webhook.disabled`, `delivery.failed`) is about: it is
 /// never delivered to that webhook (fan-out leaves it out), so a failing endpoint that
 /// subscribes to `*` does not feed on its own failures.

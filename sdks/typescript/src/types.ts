@@ -187,6 +187,24 @@ export interface PatchWebhook {
   rate_limit?: number | null;
 }
 
+export interface PortalSession {
+  id: string;
+  tenant: string;
+  read_only: boolean;
+  event_types?: string[] | null;
+  expires_at: string;
+  created_at?: string;
+  opened_at?: string | null;
+  revoked?: boolean;
+  token?: string;
+  url?: string;
+}
+
+export interface PortalSettings {
+  frame_origins?: string[];
+  branding?: Record<string, unknown>;
+}
+
 /** RFC 9457 problem details with a stable `code`. */
 export interface Problem {
   type: string;

@@ -455,6 +455,7 @@ pub async fn custom_method(
     match method {
         Some("rotateSecret") => rotate(&state, w, &bytes).await,
         Some("replay") => replay(&state, w, &bytes).await,
+        Some("test") => send_test(&state, w, &bytes).await,
         Some(m @ ("enable" | "disable")) => {
             let change = WebhookChange {
                 disabled: Some(m == "disable"),
@@ -465,6 +466,52 @@ pub async fn custom_method(
         }
         _ => Err(ApiError::not_found("No such webhook method")),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    event_type: Option<String>,
+}
+
+/// `:test`: a `webhook.test` event for this webhook alone (fan-out sends it nowhere else,
+/// whatever the webhook subscribes to or filters), whose `data` names the webhook and, when
+/// asked for a registered event type, that type and the first of its schema's `examples`.
+async fn send_test(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+    let req: TestBody = parse_json_or_default(body)?;
+    let example = match &req.event_type {
+        None => Value::Null,
+        Some(name) => {
+            let types = state.store.list_event_types().await?;
+            let t = types.iter().find(|t| &t.name == name).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`event_type`: {name:?} is not a registered event type."
+                ))
+            })?;
+            t.schema
+                .get("examples")
+                .and_then(|e| e.get(0))
+                .cloned()
+                .unwrap_or(Value::Null)
+        }
+    };
+    let now = state.clock.now();
+    let id = herald_core::ids::EventId::generate();
+    let event = herald_store::NewEvent {
+        id,
+        tenant: w.tenant,
+        event_type: herald_store::WEBHOOK_TEST.into(),
+        key: None,
+        data: json!({ "webhook": w.id, "event_type": req.event_type, "example": example }),
+        created_at: now,
+        request_hash: id.to_string(),
+    };
+    let stored = state.store.insert_event(event, None).await?.into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "webhook": w.id, "event": stored.id })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -17,6 +17,7 @@ mod feed;
 mod migrations;
 mod operations;
 mod outbox;
+mod portal;
 mod rows;
 mod sql;
 mod stats;

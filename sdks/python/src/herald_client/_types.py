@@ -194,6 +194,24 @@ class PatchWebhook(TypedDict):
     rate_limit: NotRequired[int | None]
 
 
+class PortalSession(TypedDict):
+    id: str
+    tenant: str
+    read_only: bool
+    event_types: NotRequired[list[str] | None]
+    expires_at: str
+    created_at: NotRequired[str]
+    opened_at: NotRequired[str | None]
+    revoked: NotRequired[bool]
+    token: NotRequired[str]
+    url: NotRequired[str]
+
+
+class PortalSettings(TypedDict):
+    frame_origins: NotRequired[list[str]]
+    branding: NotRequired[dict[str, Any]]
+
+
 class Problem(TypedDict):
     """RFC 9457 problem details with a stable `code`."""
 

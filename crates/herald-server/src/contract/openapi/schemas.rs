@@ -189,6 +189,20 @@ pub(super) fn components() -> Value {
                                 "description": { "type": ["string", "null"] },
                                 "created_at": { "type": "string" }, "updated_at": { "type": "string" } }
             },
+            "PortalSession": {
+                "type": "object", "required": ["id", "tenant", "read_only", "expires_at"],
+                "properties": { "id": { "type": "string" }, "tenant": { "type": "string" }, "read_only": { "type": "boolean" },
+                                "event_types": { "type": ["array", "null"], "items": { "type": "string" } },
+                                "expires_at": { "type": "string" }, "created_at": { "type": "string" },
+                                "opened_at": { "type": ["string", "null"] }, "revoked": { "type": "boolean" },
+                                "token": { "type": "string", "description": "Only when minted." },
+                                "url": { "type": "string", "description": "Only when minted: the one-time link." } }
+            },
+            "PortalSettings": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "frame_origins": { "type": "array", "items": { "type": "string" }, "maxItems": 20, "description": "Origins (`https://host[:port]`) whose pages may frame /portal (CSP frame-ancestors); none: framed nowhere." },
+                                "branding": { "type": "object", "properties": { "name": { "type": "string" }, "logo_url": { "type": "string" }, "accent": { "type": "string" }, "theme": { "enum": ["light", "dark"] } } } }
+            },
             "Replay": {
                 "type": "object", "additionalProperties": false,
                 "properties": { "since": { "type": "string", "format": "date-time" }, "until": { "type": "string", "format": "date-time" },

@@ -10,6 +10,7 @@ mod handoff;
 mod lines;
 mod nodes;
 mod operations;
+mod portal;
 mod races;
 mod retention;
 mod subscriptions;
@@ -22,6 +23,7 @@ use events::*;
 use feed::*;
 use lines::*;
 use operations::*;
+use portal::*;
 use races::*;
 use subscriptions::*;
 use tenants::*;
@@ -148,6 +150,7 @@ conformance!(
     subscription_settings_are_stored_and_changed,
     filters_decide_fan_out_of_events_and_final_events,
     operational_events_are_raised_in_the_write_that_causes_them,
+    portal_tokens_open_their_session_once,
 );
 
 // ---------------------------------------------------------------- helpers
