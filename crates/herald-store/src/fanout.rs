@@ -77,7 +77,9 @@ pub fn plan<'a>(
         .iter()
         .filter(|t| {
             t.tenant == event.tenant
-                && t.patterns.iter().any(|p| p.matches(&event.event_type))
+                && t.patterns
+                    .iter()
+                    .any(|p| crate::rules::subscribes(p, &event.event_type))
                 && about != Some(t.webhook.as_str())
         })
         .filter(|t| match &t.filter {
@@ -90,7 +92,11 @@ pub fn plan<'a>(
         });
     let routes = routes
         .iter()
-        .filter(|r| herald_core::pattern::any_matches(&r.events, &event.event_type))
+        .filter(|r| {
+            r.events
+                .iter()
+                .any(|p| crate::rules::subscribes(p, &event.event_type))
+        })
         .map(|r| To::Route {
             name: &r.name,
             ordering_key: r.key_of(event),
@@ -347,18 +353,40 @@ mod tests {
     #[test]
     fn an_operational_event_skips_the_webhook_it_is_about() {
         let acme = Some(TenantId::generate());
-        let targets = [target("wh_a", acme, &["*"]), target("wh_b", acme, &["*"])];
+        let targets = [
+            target("wh_a", acme, &["delivery.failed"]),
+            target("wh_b", acme, &["delivery.*"]),
+            target("wh_all", acme, &["*"]),
+        ];
         let mut failed = event(acme, crate::rules::DELIVERY_FAILED);
         failed.data = json!({ "webhook": "wh_a", "delivery": "dlv_1" });
-        let to: Vec<_> = plan(&failed, &targets, &[])
+        let routes = [
+            route("ops", "delivery.*", "/data/webhook"),
+            route("all", "*", "/data/webhook"),
+        ];
+        let to: Vec<_> = plan(&failed, &targets, &routes)
             .into_iter()
             .map(|p| p.to)
             .collect();
-        assert_eq!(to, vec![hook("wh_b", None)]);
-        // Anyone else's event that names a webhook in its data goes everywhere.
-        let mut own = event(acme, "payment.failed");
-        own.data = json!({ "webhook": "wh_a" });
-        assert_eq!(plan(&own, &targets, &[]).len(), 2);
+        // Not to the webhook it is about, not to catch-all subscribers (webhooks or routes).
+        assert_eq!(
+            to,
+            vec![
+                hook("wh_b", None),
+                To::Route {
+                    name: "ops",
+                    ordering_key: Some("wh_a".into())
+                }
+            ]
+        );
+        // Anyone else's event that names a webhook in its data goes to `*` as always.
+        let mut own = event(acme, "delivery.retried");
+        own.data = json!({ "webhook": "wh_b" });
+        let to: Vec<_> = plan(&own, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_b", None), hook("wh_all", None)]);
     }
 
     #[test]

@@ -123,6 +123,14 @@ pub fn test_target(event: &Event) -> Option<&str> {
         .flatten()
 }
 
+/// Whether `pattern` subscribes to `event_type`: as the pattern says, except that the
+/// catch-all `*` does not take Herald's own operational events (they are new types that
+/// existing catch-all subscribers never asked for); name them, or `webhook.*`/`delivery.*`.
+pub fn subscribes(pattern: &herald_core::pattern::EventPattern, event_type: &str) -> bool {
+    pattern.matches(event_type)
+        && !(pattern.as_str() == "*" && matches!(event_type, WEBHOOK_DISABLED | DELIVERY_FAILED))
+}
+
 /// The webhook an operational event (`webhook.disabled`, `delivery.failed`) is about: it is
 /// never delivered to that webhook (fan-out leaves it out), so a failing endpoint that
 /// subscribes to `*` does not feed on its own failures.
