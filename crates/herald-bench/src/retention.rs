@@ -51,6 +51,7 @@ async fn seed(dir: &Path, events: u64) -> anyhow::Result<()> {
             schedule: None,
             max_concurrency: None,
             ordering: Default::default(),
+            options: Default::default(),
             disabled: false,
             disabled_reason: None,
             description: None,

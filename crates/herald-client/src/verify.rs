@@ -1,9 +1,10 @@
 //! Webhook verification for both formats Herald sends: its own (`X-Signature:
 //! sha256=HEX` over `X-Timestamp + "." + body`) and Standard Webhooks (`webhook-id`,
-//! `webhook-timestamp`, `webhook-signature: v1,BASE64`). Comparisons are constant-time;
+//! `webhook-timestamp`, `webhook-signature: v1,BASE64`, or `v1a,BASE64` for an ed25519
+//! webhook, verified with its `whpk_` public key). Comparisons are constant-time;
 //! a timestamp outside the tolerance is refused, so a captured request cannot be replayed.
 
-use herald_core::signing::{herald_signature, standard_signature, SignatureFormat};
+use herald_core::signing::{herald_signature, standard_signature, verify_ed25519, SignatureFormat};
 use herald_core::Timestamp;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
@@ -68,7 +69,8 @@ pub struct WebhookVerifier {
 }
 
 impl WebhookVerifier {
-    /// One secret, exactly as Herald showed it (`hsec_…` or `whsec_…`); tolerance 5 minutes.
+    /// One secret, exactly as Herald showed it (`hsec_…` or `whsec_…`, or the `whpk_…`
+    /// public key of a `standard-webhooks-ed25519` webhook); tolerance 5 minutes.
     pub fn new(secret: impl Into<String>) -> Self {
         Self {
             secrets: vec![secret.into()],
@@ -185,15 +187,24 @@ impl WebhookVerifier {
             .parse()
             .map_err(|_| VerifyError::MalformedHeader("webhook-timestamp"))?;
         self.check_skew(ts, now)?;
+        let mut format = SignatureFormat::StandardWebhooks;
         let matched = self.secrets.iter().any(|secret| {
-            let expected = standard_signature(secret, id, ts, body);
-            any_equal(signature, &expected)
+            if secret.starts_with("whpk_") {
+                let ok = verify_ed25519(secret, id, ts, body, signature);
+                if ok {
+                    format = SignatureFormat::StandardWebhooksEd25519;
+                }
+                ok
+            } else {
+                let expected = standard_signature(secret, id, ts, body);
+                any_equal(signature, &expected)
+            }
         });
         if !matched {
             return Err(VerifyError::BadSignature);
         }
         Ok(VerifiedWebhook {
-            format: SignatureFormat::StandardWebhooks,
+            format,
             event_id: id.to_owned(),
             timestamp: ts,
         })
@@ -213,6 +224,36 @@ fn any_equal(header: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ed25519_webhooks_verify_with_the_public_key() {
+        use herald_core::signing::{ed25519_signature, generate_secret, public_key};
+        let private = generate_secret(SignatureFormat::StandardWebhooksEd25519);
+        let public = public_key(&private).unwrap();
+        let body = br#"{"id":"evt_1"}"#;
+        let headers = vec![
+            ("webhook-id".to_owned(), "evt_1".to_owned()),
+            ("webhook-timestamp".to_owned(), "1700000000".to_owned()),
+            (
+                "webhook-signature".to_owned(),
+                ed25519_signature(&private, "evt_1", 1700000000, body),
+            ),
+        ];
+        let ok = WebhookVerifier::new(public.clone())
+            .verify_at(&headers, body, 1700000010)
+            .unwrap();
+        assert_eq!(ok.format, SignatureFormat::StandardWebhooksEd25519);
+        assert_eq!(ok.event_id, "evt_1");
+        let other = public_key(&generate_secret(SignatureFormat::StandardWebhooksEd25519)).unwrap();
+        assert_eq!(
+            WebhookVerifier::new(other).verify_at(&headers, body, 1700000010),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            WebhookVerifier::new(public).verify_at(&headers, b"{}", 1700000010),
+            Err(VerifyError::BadSignature)
+        );
+    }
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

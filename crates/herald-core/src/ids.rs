@@ -107,6 +107,8 @@ prefixed_id!(/// A tenant: the unit of isolation.
     TenantId, "tnt_", "tenant");
 prefixed_id!(/// An API key (its id, never its secret).
     KeyId, "key_", "key");
+prefixed_id!(/// A portal session: a tenant's user managing its webhooks through `/portal`.
+    PortalSessionId, "pts_", "portal session");
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ pub mod event;
 pub mod ids;
 pub mod operation;
 pub mod pattern;
+pub mod payload_filter;
 pub mod retry;
 pub mod signing;
 pub mod timestamp;

@@ -1,6 +1,7 @@
 //! Webhook signatures, in Herald's own format (`X-Signature: sha256=HEX` over
 //! `timestamp + "." + body`, as the reference text specifies) and in the Standard
-//! Webhooks format (`webhook-signature: v1,BASE64` over `id.timestamp.body`).
+//! Webhooks format (`webhook-signature: v1,BASE64` over `id.timestamp.body`, or with an
+//! ed25519 key, `v1a,BASE64`, verified with the webhook's public key).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -19,6 +20,9 @@ pub enum SignatureFormat {
     Herald,
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,BASE64`.
     StandardWebhooks,
+    /// The same headers, `webhook-signature: v1a,BASE64`: an ed25519 signature. The private
+    /// key (`whsk_`) never leaves Herald; receivers verify with the public key (`whpk_`).
+    StandardWebhooksEd25519,
 }
 
 impl SignatureFormat {
@@ -26,6 +30,7 @@ impl SignatureFormat {
         match self {
             SignatureFormat::Herald => "herald",
             SignatureFormat::StandardWebhooks => "standard-webhooks",
+            SignatureFormat::StandardWebhooksEd25519 => "standard-webhooks-ed25519",
         }
     }
 
@@ -33,21 +38,97 @@ impl SignatureFormat {
         match text {
             "herald" => Some(Self::Herald),
             "standard-webhooks" => Some(Self::StandardWebhooks),
+            "standard-webhooks-ed25519" => Some(Self::StandardWebhooksEd25519),
             _ => None,
         }
+    }
+
+    /// Whether the secret is a private key that is never shown (receivers get the public key).
+    pub fn is_asymmetric(&self) -> bool {
+        matches!(self, SignatureFormat::StandardWebhooksEd25519)
     }
 }
 
 /// A new signing secret from a CSPRNG: 32 random bytes.
 /// Herald format: `hsec_<base64url>`, used as the HMAC key by its UTF-8 bytes.
 /// Standard Webhooks: `whsec_<base64>`, whose decoded bytes are the key.
+/// Standard Webhooks with ed25519: `whsk_<base64>` of the private key's 32-byte seed.
 pub fn generate_secret(format: SignatureFormat) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes); // ChaCha12 reseeded from the OS: a CSPRNG
     match format {
         SignatureFormat::Herald => format!("hsec_{}", B64URL.encode(bytes)),
         SignatureFormat::StandardWebhooks => format!("whsec_{}", B64.encode(bytes)),
+        SignatureFormat::StandardWebhooksEd25519 => format!("whsk_{}", B64.encode(bytes)),
     }
+}
+
+/// The private key a `whsk_` secret holds; `None` for anything else.
+fn ed25519_key(secret: &str) -> Option<ed25519_dalek::SigningKey> {
+    let seed: [u8; 32] = B64
+        .decode(secret.strip_prefix("whsk_")?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    Some(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// The public key of a `whsk_` secret, as receivers are given it: `whpk_<base64>` of its
+/// 32 bytes. `None` for a secret that is not an ed25519 private key.
+pub fn public_key(secret: &str) -> Option<String> {
+    ed25519_key(secret).map(|k| format!("whpk_{}", B64.encode(k.verifying_key().as_bytes())))
+}
+
+/// The signed content of Standard Webhooks: `id.timestamp.body`.
+fn standard_content(msg_id: &str, unix_seconds: i64, body: &[u8]) -> Vec<u8> {
+    let ts = unix_seconds.to_string();
+    let mut content = Vec::with_capacity(msg_id.len() + ts.len() + body.len() + 2);
+    content.extend_from_slice(msg_id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(ts.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// `v1a,BASE64` of the ed25519 signature of `id.timestamp.body` with a `whsk_` secret; an
+/// empty string for a secret that is not one (never a valid signature).
+pub fn ed25519_signature(secret: &str, msg_id: &str, unix_seconds: i64, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    match ed25519_key(secret) {
+        Some(key) => {
+            let sig = key.sign(&standard_content(msg_id, unix_seconds, body));
+            format!("v1a,{}", B64.encode(sig.to_bytes()))
+        }
+        None => String::new(),
+    }
+}
+
+/// Checks a `webhook-signature` header (space-separated `v1a,BASE64` values, others
+/// ignored) against a `whpk_` public key.
+pub fn verify_ed25519(
+    public_key: &str,
+    msg_id: &str,
+    unix_seconds: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let Some(key) = public_key
+        .strip_prefix("whpk_")
+        .and_then(|k| B64.decode(k).ok())
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+    else {
+        return false;
+    };
+    let content = standard_content(msg_id, unix_seconds, body);
+    header.split_whitespace().any(|candidate| {
+        candidate
+            .strip_prefix("v1a,")
+            .and_then(|s| B64.decode(s).ok())
+            .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
+            .is_some_and(|sig| key.verify_strict(&content, &sig).is_ok())
+    })
 }
 
 /// `sha256=HEX` of HMAC-SHA256(secret's UTF-8 bytes, `timestamp.body`).
@@ -104,11 +185,15 @@ pub fn signature_headers(
                 ("X-Signature", sig),
             ]
         }
-        SignatureFormat::StandardWebhooks => {
+        SignatureFormat::StandardWebhooks | SignatureFormat::StandardWebhooksEd25519 => {
             let unix = now.unix_seconds();
+            let sign = match format {
+                SignatureFormat::StandardWebhooksEd25519 => ed25519_signature,
+                _ => standard_signature,
+            };
             let sig = secrets
                 .iter()
-                .map(|s| standard_signature(s, event_id, unix, body))
+                .map(|s| sign(s, event_id, unix, body))
                 .collect::<Vec<_>>()
                 .join(" ");
             vec![
@@ -203,6 +288,48 @@ mod tests {
         assert_eq!(
             get(&h, "webhook-signature"),
             standard_signature(secret, "evt_1", now.unix_seconds(), body)
+        );
+    }
+
+    #[test]
+    fn ed25519_signatures_verify_with_the_public_key_only() {
+        let secret = generate_secret(SignatureFormat::StandardWebhooksEd25519);
+        assert!(secret.starts_with("whsk_"));
+        let public = public_key(&secret).unwrap();
+        assert!(public.starts_with("whpk_") && public != secret);
+        let body = br#"{"id":"evt_1"}"#;
+        let sig = ed25519_signature(&secret, "evt_1", 1614265330, body);
+        assert!(sig.starts_with("v1a,"));
+        assert!(verify_ed25519(&public, "evt_1", 1614265330, body, &sig));
+        let other = public_key(&generate_secret(SignatureFormat::StandardWebhooksEd25519)).unwrap();
+        assert!(!verify_ed25519(&other, "evt_1", 1614265330, body, &sig));
+        assert!(!verify_ed25519(&public, "evt_1", 1614265331, body, &sig));
+        assert!(!verify_ed25519(&public, "evt_2", 1614265330, body, &sig));
+        assert!(!verify_ed25519(&public, "evt_1", 1614265330, b"{}", &sig));
+        // Two keys during a rotation: either verifies.
+        assert!(verify_ed25519(
+            &public,
+            "evt_1",
+            1614265330,
+            body,
+            &format!("v1a,AAAA {sig}")
+        ));
+        assert_eq!(public_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), None);
+        assert_eq!(ed25519_signature("hsec_x", "evt_1", 1, body), "");
+    }
+
+    #[test]
+    fn ed25519_matches_rfc_8032_test_1() {
+        // RFC 8032 7.1 TEST 1: the empty message under this seed has this public key.
+        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap();
+        let secret = format!("whsk_{}", B64.encode(&seed));
+        let public =
+            hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+                .unwrap();
+        assert_eq!(
+            public_key(&secret).unwrap(),
+            format!("whpk_{}", B64.encode(public))
         );
     }
 

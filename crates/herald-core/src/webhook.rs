@@ -2,6 +2,7 @@
 
 use crate::ids::*;
 use crate::pattern::EventPattern;
+use crate::payload_filter::PayloadFilter;
 use crate::retry::RetrySchedule;
 use crate::signing::SignatureFormat;
 use crate::Timestamp;
@@ -52,6 +53,8 @@ pub struct Webhook {
     pub max_concurrency: Option<u32>,
     /// Whether deliveries of one event key go in order (`"ordering": "key"`).
     pub ordering: Ordering,
+    /// Custom headers, a payload filter and a rate limit (all off by default).
+    pub options: DeliveryOptions,
     pub disabled: bool,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Webhook {
             .field("schedule", &self.schedule)
             .field("max_concurrency", &self.max_concurrency)
             .field("ordering", &self.ordering)
+            .field("options", &self.options)
             .field("disabled", &self.disabled)
             .field("disabled_reason", &self.disabled_reason)
             .finish_non_exhaustive()
@@ -96,6 +100,124 @@ impl Webhook {
         }
         out
     }
+}
+
+/// What a subscriber tunes about its deliveries beyond where they go and which events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeliveryOptions {
+    /// Sent on every request, after Herald's own (which they can never replace).
+    pub headers: CustomHeaders,
+    /// Only events whose body passes are delivered (decided at fan-out).
+    pub filter: Option<PayloadFilter>,
+    /// At most this many deliveries start per second (a burst of that many, then evenly).
+    pub rate_limit: Option<u32>,
+}
+
+/// The most a webhook's `rate_limit` may be, in deliveries per second.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+
+/// Headers a subscriber adds to its deliveries: at most [`MAX_HEADERS`], none that Herald
+/// sets or signs, none that are hop-by-hop or framing. Names are kept lowercase.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CustomHeaders(Vec<(String, String)>);
+
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_NAME_BYTES: usize = 64;
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+/// All names and values together.
+pub const MAX_HEADERS_BYTES: usize = 4096;
+
+/// Names a custom header may not have: hop-by-hop and framing headers (RFC 9110 7.6.1),
+/// and those Herald sets itself.
+const DENIED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    "x-signature",
+    "x-timestamp",
+];
+/// Prefixes of names Herald sets or signs (every present and future one of its own).
+const DENIED_PREFIXES: &[&str] = &[
+    "x-event-",
+    "x-delivery-",
+    "x-signature-",
+    "webhook-",
+    "x-herald-",
+];
+
+impl CustomHeaders {
+    /// Checks headers as sent in a request (name → value).
+    pub fn parse<'a>(given: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut total = 0;
+        for (name, value) in given {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty()
+                || name.len() > MAX_HEADER_NAME_BYTES
+                || !name.bytes().all(is_token_byte)
+            {
+                return Err(format!(
+                    "header name {name:?} must be 1 to {MAX_HEADER_NAME_BYTES} letters, digits or !#$%&'*+-.^_`|~"
+                ));
+            }
+            if DENIED_HEADERS.contains(&lower.as_str())
+                || DENIED_PREFIXES.iter().any(|p| lower.starts_with(p))
+            {
+                return Err(format!(
+                    "header {name:?} is set by Herald or by HTTP itself and cannot be replaced"
+                ));
+            }
+            if value.len() > MAX_HEADER_VALUE_BYTES
+                || !value
+                    .bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            {
+                return Err(format!(
+                    "the value of header {name:?} must be at most {MAX_HEADER_VALUE_BYTES} bytes of visible ASCII, spaces and tabs"
+                ));
+            }
+            if out.iter().any(|(n, _)| *n == lower) {
+                return Err(format!("header {name:?} is given twice"));
+            }
+            total += name.len() + value.len();
+            out.push((lower, value.trim().to_owned()));
+        }
+        if out.len() > MAX_HEADERS {
+            return Err(format!("at most {MAX_HEADERS} headers"));
+        }
+        if total > MAX_HEADERS_BYTES {
+            return Err(format!(
+                "names and values together are at most {MAX_HEADERS_BYTES} bytes"
+            ));
+        }
+        out.sort();
+        Ok(Self(out))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -116,6 +238,7 @@ mod tests {
             schedule: None,
             max_concurrency: None,
             ordering: Ordering::None,
+            options: DeliveryOptions::default(),
             disabled: false,
             disabled_reason: None,
             description: None,
@@ -135,6 +258,52 @@ mod tests {
         assert_eq!(
             w.live_secrets(Timestamp(5)),
             vec!["hsec_current_secret_value"]
+        );
+    }
+
+    #[test]
+    fn custom_headers_refuse_what_herald_or_http_owns() {
+        let ok =
+            CustomHeaders::parse([("X-Api-Key", " k1 "), ("Authorization", "Bearer t")]).unwrap();
+        assert_eq!(
+            ok.iter().collect::<Vec<_>>(),
+            vec![("authorization", "Bearer t"), ("x-api-key", "k1")]
+        );
+        for name in [
+            "Host",
+            "content-length",
+            "Content-Type",
+            "Transfer-Encoding",
+            "Connection",
+            "X-Signature",
+            "x-timestamp",
+            "X-Event-Id",
+            "X-Event-Whatever",
+            "X-Delivery-Id",
+            "webhook-signature",
+            "Webhook-Id",
+            "traceparent",
+        ] {
+            let e = CustomHeaders::parse([(name, "v")]).unwrap_err();
+            assert!(e.contains("cannot be replaced"), "{name}: {e}");
+        }
+        assert!(CustomHeaders::parse([("bad name", "v")]).is_err());
+        assert!(CustomHeaders::parse([("x-a", "line\r\nX-Injected: 1")]).is_err());
+        assert!(CustomHeaders::parse([("x-a", "1"), ("X-A", "2")])
+            .unwrap_err()
+            .contains("twice"));
+        let names: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("x-h{i}")).collect();
+        assert!(
+            CustomHeaders::parse(names.iter().map(|n| (n.as_str(), "v")))
+                .unwrap_err()
+                .contains("at most 20")
+        );
+        let big = "v".repeat(MAX_HEADER_VALUE_BYTES);
+        let names: Vec<String> = (0..5).map(|i| format!("x-h{i}")).collect();
+        assert!(
+            CustomHeaders::parse(names.iter().map(|n| (n.as_str(), big.as_str())))
+                .unwrap_err()
+                .contains("4096")
         );
     }
 }

@@ -65,6 +65,14 @@ impl Principal {
     }
 }
 
+/// Put in a request's extensions by the portal's guard (never from outside): the request
+/// comes through `/portal/api/*` with a live session of this tenant, and acts as that
+/// tenant (see `routes::portal`).
+#[derive(Debug, Clone, Copy)]
+pub struct PortalPrincipal {
+    pub tenant: TenantId,
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -72,6 +80,13 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(portal) = parts.extensions.get::<PortalPrincipal>() {
+            return Ok(Principal {
+                key_id: None,
+                role: Role::Tenant(portal.tenant),
+                scope: WorkerScope::default(),
+            });
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -111,6 +111,23 @@ impl SecretKey {
         Ok(w)
     }
 
+    /// An ed25519 webhook's private keys opened where they open, so its public keys can be
+    /// shown (reads leave HMAC secrets sealed: nothing shown is derived from them). One
+    /// sealed with a key no longer configured stays as stored.
+    fn open_keys(&self, mut w: Webhook) -> Webhook {
+        if !w.format.is_asymmetric() {
+            return w;
+        }
+        if let Ok(secret) = self.open(w.id, &w.secret) {
+            w.secret = secret;
+        }
+        if let Some((previous, until)) = w.previous_secret.take() {
+            let opened = self.open(w.id, &previous).unwrap_or(previous);
+            w.previous_secret = Some((opened, until));
+        }
+        w
+    }
+
     fn open_webhook(&self, mut w: Webhook) -> StoreResult<Webhook> {
         w.secret = self.open(w.id, &w.secret)?;
         if let Some((prev, until)) = w.previous_secret.take() {
@@ -364,11 +381,12 @@ impl WebhookStore for EncryptedSecrets {
     // rotated and deleted. Only a claim (to sign) and creation and rotation (to show the
     // new secret once) need a secret in the clear.
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        self.inner.get_webhook(id).await
+        Ok(self.key.open_keys(self.inner.get_webhook(id).await?))
     }
 
     async fn list_webhooks(&self, filter: WebhookFilter) -> StoreResult<Vec<Webhook>> {
-        self.inner.list_webhooks(filter).await
+        let listed = self.inner.list_webhooks(filter).await?;
+        Ok(listed.into_iter().map(|w| self.key.open_keys(w)).collect())
     }
 
     async fn update_webhook(
@@ -383,6 +401,7 @@ impl WebhookStore for EncryptedSecrets {
         change.seal = Some(Arc::new(move |webhook, secret| key.seal(webhook, secret)));
         let rotated = change.rotate.as_ref().map(|r| r.secret.clone());
         let mut stored = self.inner.update_webhook(id, change, now).await?;
+        stored = self.key.open_keys(stored);
         if let Some(secret) = rotated {
             // The caller shows the new secret once; it is the one it made.
             stored.secret = secret;
@@ -476,6 +495,48 @@ impl OutboxStore for EncryptedSecrets {
 
     async fn next_broker_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         self.inner.next_broker_delivery_due().await
+    }
+}
+
+#[async_trait]
+impl PortalStore for EncryptedSecrets {
+    async fn create_portal_session(&self, session: PortalSession) -> StoreResult<PortalSession> {
+        self.inner.create_portal_session(session).await
+    }
+
+    async fn get_portal_session(&self, id: PortalSessionId) -> StoreResult<PortalSession> {
+        self.inner.get_portal_session(id).await
+    }
+
+    async fn exchange_portal_token(
+        &self,
+        token_hash: String,
+        cookie_hash: String,
+        now: Timestamp,
+    ) -> StoreResult<PortalSession> {
+        self.inner
+            .exchange_portal_token(token_hash, cookie_hash, now)
+            .await
+    }
+
+    async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession> {
+        self.inner.portal_session_by_cookie(cookie_hash).await
+    }
+
+    async fn revoke_portal_session(&self, id: PortalSessionId, now: Timestamp) -> StoreResult<()> {
+        self.inner.revoke_portal_session(id, now).await
+    }
+
+    async fn get_portal_settings(&self, tenant: TenantId) -> StoreResult<PortalSettings> {
+        self.inner.get_portal_settings(tenant).await
+    }
+
+    async fn put_portal_settings(
+        &self,
+        tenant: TenantId,
+        settings: PortalSettings,
+    ) -> StoreResult<PortalSettings> {
+        self.inner.put_portal_settings(tenant, settings).await
     }
 }
 

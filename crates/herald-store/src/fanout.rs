@@ -7,6 +7,7 @@ use crate::StoreResult;
 use herald_core::event::Event;
 use herald_core::ids::{DeliveryId, TenantId};
 use herald_core::pattern::EventPattern;
+use herald_core::payload_filter::PayloadFilter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct Target {
     pub patterns: Arc<Vec<EventPattern>>,
     /// `ordering: key`: its deliveries of a keyed event line up per key.
     pub ordered: bool,
+    /// The webhook's payload filter: an event whose body fails it gets no delivery.
+    pub filter: Option<Arc<PayloadFilter>>,
 }
 
 /// One delivery to make.
@@ -44,17 +47,44 @@ pub enum To<'a> {
 }
 
 /// The deliveries `event` gets: one per target of the event's tenant with a pattern that
-/// matches its type (in the targets' order), then one per matching route (in the routes'
-/// order, each with the ordering key its pointer finds in the event).
+/// matches its type and a filter (if any) its body passes (in the targets' order; an
+/// operational event never goes to the webhook it is about), then
+/// one per matching route (in the routes' order, each with the ordering key its pointer
+/// finds in the event).
 pub fn plan<'a>(
     event: &Event,
     targets: &'a [Target],
     routes: &'a [OutboxRoute],
 ) -> Vec<Planned<'a>> {
+    if event.event_type == crate::rules::WEBHOOK_TEST {
+        let to = crate::rules::test_target(event);
+        return targets
+            .iter()
+            .filter(|t| t.tenant == event.tenant && Some(t.webhook.as_str()) == to)
+            .map(|t| Planned {
+                id: DeliveryId::generate(),
+                to: To::Webhook {
+                    webhook: &t.webhook,
+                    ordering_key: None,
+                },
+            })
+            .collect();
+    }
+    // Built once per event, and only when a matching webhook has a filter.
+    let mut body = None;
+    let about = crate::rules::operational_subject(event);
     let webhooks = targets
         .iter()
         .filter(|t| {
-            t.tenant == event.tenant && t.patterns.iter().any(|p| p.matches(&event.event_type))
+            t.tenant == event.tenant
+                && t.patterns
+                    .iter()
+                    .any(|p| crate::rules::subscribes(p, &event.event_type))
+                && about != Some(t.webhook.as_str())
+        })
+        .filter(|t| match &t.filter {
+            None => true,
+            Some(f) => f.matches(body.get_or_insert_with(|| event.to_body())),
         })
         .map(|t| To::Webhook {
             webhook: &t.webhook,
@@ -62,7 +92,11 @@ pub fn plan<'a>(
         });
     let routes = routes
         .iter()
-        .filter(|r| herald_core::pattern::any_matches(&r.events, &event.event_type))
+        .filter(|r| {
+            r.events
+                .iter()
+                .any(|p| crate::rules::subscribes(p, &event.event_type))
+        })
         .map(|r| To::Route {
             name: &r.name,
             ordering_key: r.key_of(event),
@@ -86,12 +120,19 @@ pub fn parse_patterns(stored: &str) -> StoreResult<Vec<EventPattern>> {
         .collect())
 }
 
-/// Webhooks' parsed event patterns, kept across batches by the task that read them,
-/// keyed by the webhook and its stored `events` text, so an edit of the patterns is seen
-/// at once.
+/// A webhook's stored `events` and `filter` texts, and what they parse to.
+type Parsed = (
+    (String, Option<String>),
+    Arc<Vec<EventPattern>>,
+    Option<Arc<PayloadFilter>>,
+);
+
+/// Webhooks' parsed event patterns and filters, kept across batches by the task that read
+/// them, keyed by the webhook and its stored `events` and `filter` texts, so an edit of
+/// either is seen at once.
 #[derive(Default)]
 pub struct PatternCache {
-    parsed: HashMap<String, (String, Arc<Vec<EventPattern>>)>,
+    parsed: HashMap<String, Parsed>,
 }
 
 impl PatternCache {
@@ -102,21 +143,24 @@ impl PatternCache {
         }
     }
 
-    /// The target for a webhook row as read: its id, tenant and stored patterns.
+    /// The target for a webhook row as read: its id, tenant, stored patterns and filter.
     pub fn target(
         &mut self,
         webhook: String,
         tenant: Option<TenantId>,
         stored: String,
+        filter: Option<String>,
         ordered: bool,
     ) -> StoreResult<Target> {
-        let patterns = match self.parsed.get(&webhook) {
-            Some((seen, patterns)) if *seen == stored => patterns.clone(),
+        let key = (stored, filter);
+        let (patterns, filter) = match self.parsed.get(&webhook) {
+            Some((seen, patterns, filter)) if *seen == key => (patterns.clone(), filter.clone()),
             _ => {
-                let patterns = Arc::new(parse_patterns(&stored)?);
+                let patterns = Arc::new(parse_patterns(&key.0)?);
+                let filter = crate::rows::filter_of(key.1.clone())?.map(Arc::new);
                 self.parsed
-                    .insert(webhook.clone(), (stored, patterns.clone()));
-                patterns
+                    .insert(webhook.clone(), (key, patterns.clone(), filter.clone()));
+                (patterns, filter)
             }
         };
         Ok(Target {
@@ -124,6 +168,7 @@ impl PatternCache {
             tenant,
             patterns,
             ordered,
+            filter,
         })
     }
 }
@@ -152,6 +197,7 @@ mod tests {
             webhook: webhook.into(),
             tenant,
             ordered: false,
+            filter: None,
             patterns: Arc::new(
                 patterns
                     .iter()
@@ -257,15 +303,121 @@ mod tests {
     fn the_pattern_cache_sees_an_edit_at_once() {
         let mut cache = PatternCache::default();
         let a = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), None, false)
             .unwrap();
         let again = cache
-            .target("wh_a".into(), None, r#"["a.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["a.*"]"#.into(), None, false)
             .unwrap();
         assert!(Arc::ptr_eq(&a.patterns, &again.patterns), "parsed once");
         let edited = cache
-            .target("wh_a".into(), None, r#"["b.*"]"#.into(), false)
+            .target("wh_a".into(), None, r#"["b.*"]"#.into(), None, false)
             .unwrap();
         assert_eq!(edited.patterns[0].as_str(), "b.*");
+        assert!(edited.filter.is_none());
+        let filtered = cache
+            .target(
+                "wh_a".into(),
+                None,
+                r#"["b.*"]"#.into(),
+                Some(r#"{"/data/amount":5}"#.into()),
+                false,
+            )
+            .unwrap();
+        assert!(filtered.filter.is_some(), "a filter edit is seen at once");
+    }
+
+    #[test]
+    fn a_test_event_goes_to_its_webhook_only() {
+        let acme = Some(TenantId::generate());
+        let mut filtered = target("wh_a", acme, &["payment.*"]);
+        filtered.filter = Some(Arc::new(
+            PayloadFilter::parse(&json!({"/data/never": true})).unwrap(),
+        ));
+        let targets = [
+            filtered,
+            target("wh_b", acme, &["*"]),
+            target("wh_c", None, &["*"]),
+        ];
+        let mut test = event(acme, crate::rules::WEBHOOK_TEST);
+        test.data = json!({ "webhook": "wh_a" });
+        let routes = [route("all", "*", "/data/x")];
+        let to: Vec<_> = plan(&test, &targets, &routes)
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_a", None)]);
+        test.data = json!({ "webhook": "wh_c" });
+        assert!(plan(&test, &targets, &[]).is_empty(), "another tenant's");
+    }
+
+    #[test]
+    fn an_operational_event_skips_the_webhook_it_is_about() {
+        let acme = Some(TenantId::generate());
+        let targets = [
+            target("wh_a", acme, &["delivery.failed"]),
+            target("wh_b", acme, &["delivery.*"]),
+            target("wh_all", acme, &["*"]),
+        ];
+        let mut failed = event(acme, crate::rules::DELIVERY_FAILED);
+        failed.data = json!({ "webhook": "wh_a", "delivery": "dlv_1" });
+        let routes = [
+            route("ops", "delivery.*", "/data/webhook"),
+            route("all", "*", "/data/webhook"),
+        ];
+        let to: Vec<_> = plan(&failed, &targets, &routes)
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        // Not to the webhook it is about, not to catch-all subscribers (webhooks or routes).
+        assert_eq!(
+            to,
+            vec![
+                hook("wh_b", None),
+                To::Route {
+                    name: "ops",
+                    ordering_key: Some("wh_a".into())
+                }
+            ]
+        );
+        // Anyone else's event that names a webhook in its data goes to `*` as always.
+        let mut own = event(acme, "delivery.retried");
+        own.data = json!({ "webhook": "wh_b" });
+        let to: Vec<_> = plan(&own, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_b", None), hook("wh_all", None)]);
+    }
+
+    #[test]
+    fn a_filter_keeps_events_its_body_fails_from_the_webhook() {
+        let acme = Some(TenantId::generate());
+        let mut filtered = target("wh_f", acme, &["payment.*"]);
+        filtered.filter = Some(Arc::new(
+            PayloadFilter::parse(
+                &json!({"$or": [{"/data/amount": {"$in": [5, 6]}}, {"/key": "k"}]}),
+            )
+            .unwrap(),
+        ));
+        let targets = [filtered, target("wh_all", acme, &["payment.*"])];
+        let to: Vec<_> = plan(&event(acme, "payment.succeeded"), &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_f", None), hook("wh_all", None)]);
+        let mut other = event(acme, "payment.succeeded");
+        other.data = json!({"amount": 7});
+        let to: Vec<_> = plan(&other, &targets, &[])
+            .into_iter()
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(to, vec![hook("wh_all", None)], "filtered out");
+        other.key = Some("k".into());
+        other.sequence = Some(1);
+        assert_eq!(
+            plan(&other, &targets, &[]).len(),
+            2,
+            "`/key` is in the body"
+        );
     }
 }

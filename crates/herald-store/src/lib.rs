@@ -24,6 +24,7 @@ pub use feed::{
 };
 pub use handoff::{Handoff, HandoffSink};
 pub use model::*;
+pub use rules::{DELIVERY_FAILED, WEBHOOK_DISABLED, WEBHOOK_TEST};
 pub use signals::{Appended, Signals};
 
 use async_trait::async_trait;
@@ -95,6 +96,7 @@ pub trait Store:
     + DeliveryStore
     + OutboxStore
     + StatsStore
+    + PortalStore
 {
 }
 
@@ -107,7 +109,34 @@ impl<T> Store for T where
         + DeliveryStore
         + OutboxStore
         + StatsStore
+        + PortalStore
 {
+}
+
+/// Portal sessions and each tenant's portal settings.
+#[async_trait]
+pub trait PortalStore: Send + Sync + 'static {
+    async fn create_portal_session(&self, session: PortalSession) -> StoreResult<PortalSession>;
+    async fn get_portal_session(&self, id: PortalSessionId) -> StoreResult<PortalSession>;
+    /// Opens the session whose URL token hashes to `token_hash`, once: it must be live and
+    /// not opened before; it is then bound to the cookie hashing to `cookie_hash`.
+    /// `NotFound` otherwise (unknown, used, expired or revoked alike).
+    async fn exchange_portal_token(
+        &self,
+        token_hash: String,
+        cookie_hash: String,
+        now: Timestamp,
+    ) -> StoreResult<PortalSession>;
+    /// The session bound to this cookie (live or not: the caller checks).
+    async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession>;
+    async fn revoke_portal_session(&self, id: PortalSessionId, now: Timestamp) -> StoreResult<()>;
+    /// The tenant's settings; the defaults when none were set.
+    async fn get_portal_settings(&self, tenant: TenantId) -> StoreResult<PortalSettings>;
+    async fn put_portal_settings(
+        &self,
+        tenant: TenantId,
+        settings: PortalSettings,
+    ) -> StoreResult<PortalSettings>;
 }
 
 /// Tenants and their API keys.

@@ -263,6 +263,12 @@ pub struct WebhookChange {
     pub schedule: Option<RetrySchedule>,
     pub max_concurrency: Option<u32>,
     pub ordering: Option<herald_core::webhook::Ordering>,
+    /// Replaces the custom headers (empty: none).
+    pub headers: Option<herald_core::webhook::CustomHeaders>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<herald_core::payload_filter::PayloadFilter>>,
+    /// `Some(None)` removes the rate limit.
+    pub rate_limit: Option<Option<u32>>,
     pub rotate: Option<Rotation>,
     /// Applied to the secrets of the changed row before it is saved (the encrypting
     /// store seals them here, so a secret stored in plaintext before a key was configured
@@ -290,6 +296,9 @@ impl std::fmt::Debug for WebhookChange {
             .field("description", &self.description)
             .field("schedule", &self.schedule)
             .field("max_concurrency", &self.max_concurrency)
+            .field("headers", &self.headers)
+            .field("filter", &self.filter)
+            .field("rate_limit", &self.rate_limit)
             .field(
                 "rotate",
                 &self.rotate.as_ref().map(|r| ("<redacted>", r.grace_until)),
@@ -326,6 +335,15 @@ impl WebhookChange {
         }
         if let Some(o) = self.ordering {
             webhook.ordering = o;
+        }
+        if let Some(headers) = &self.headers {
+            webhook.options.headers = headers.clone();
+        }
+        if let Some(filter) = &self.filter {
+            webhook.options.filter = filter.clone();
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            webhook.options.rate_limit = rate_limit;
         }
         if let Some(rotation) = &self.rotate {
             let old = std::mem::replace(&mut webhook.secret, rotation.secret.clone());
@@ -551,4 +569,55 @@ impl SchemaVersion {
     pub fn is_current(&self) -> bool {
         self.applied == self.expected
     }
+}
+
+/// A portal session: minted by an admin for one tenant, opened once by its URL token
+/// (exchanged for a cookie), then used by `/portal` until it expires or is revoked.
+#[derive(Clone, PartialEq)]
+pub struct PortalSession {
+    pub id: PortalSessionId,
+    pub tenant: TenantId,
+    /// SHA-256 (hex) of the one-time URL token.
+    pub token_hash: String,
+    /// SHA-256 (hex) of the cookie secret, once the token was exchanged.
+    pub cookie_hash: Option<String>,
+    /// Sent by the page in `X-Herald-CSRF` with every change (a cross-site form cannot).
+    pub csrf_token: String,
+    pub read_only: bool,
+    /// Event-type patterns its user may subscribe to; `None`: every type.
+    pub event_types: Option<Vec<String>>,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub exchanged_at: Option<Timestamp>,
+    pub revoked: bool,
+}
+
+impl std::fmt::Debug for PortalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalSession")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("read_only", &self.read_only)
+            .field("event_types", &self.event_types)
+            .field("expires_at", &self.expires_at)
+            .field("exchanged_at", &self.exchanged_at)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PortalSession {
+    /// Whether it may still be used at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        !self.revoked && now < self.expires_at
+    }
+}
+
+/// A tenant's portal settings, set by the API owner: which origins may frame `/portal`
+/// (CSP `frame-ancestors`; none: it may not be framed) and its branding.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PortalSettings {
+    pub frame_origins: Vec<String>,
+    /// `{"name","logo_url","accent","theme"}`, each optional.
+    pub branding: Map<String, Value>,
 }

@@ -10,9 +10,10 @@ use herald_core::event::Event;
 use herald_core::ids::*;
 use herald_core::operation::{Operation, OperationError, OperationState, Outcome};
 use herald_core::pattern::EventPattern;
+use herald_core::payload_filter::PayloadFilter;
 use herald_core::retry::RetrySchedule;
 use herald_core::signing::SignatureFormat;
-use herald_core::webhook::Ordering;
+use herald_core::webhook::{CustomHeaders, DeliveryOptions, Ordering};
 use herald_core::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -119,7 +120,7 @@ pub fn event(row: &(impl RowAccess + ?Sized)) -> StoreResult<Event> {
 
 pub const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, events, format, secret, secret_version, \
      previous_secret, previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, \
-     description, created_at, updated_at, ordering";
+     description, created_at, updated_at, ordering, headers, filter, rate_limit";
 
 pub fn webhook(row: &(impl RowAccess + ?Sized)) -> StoreResult<Webhook> {
     let id = row.text(0)?;
@@ -157,7 +158,53 @@ pub fn webhook(row: &(impl RowAccess + ?Sized)) -> StoreResult<Webhook> {
         created_at: Timestamp(row.int(14)?),
         updated_at: Timestamp(row.int(15)?),
         ordering: ordering_of(row.opt_text(16)?)?,
+        options: DeliveryOptions {
+            headers: headers_of(row.opt_text(17)?)?,
+            filter: filter_of(row.opt_text(18)?)?,
+            rate_limit: row.opt_int(19)?.map(u32_of),
+        },
     })
+}
+
+/// A webhook's stored `headers` (a JSON object of name → value; NULL: none).
+fn headers_of(stored: Option<String>) -> StoreResult<CustomHeaders> {
+    let Some(text) = stored else {
+        return Ok(CustomHeaders::default());
+    };
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&text)?;
+    let pairs: Vec<(&str, &str)> = map
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+        .collect();
+    CustomHeaders::parse(pairs).map_err(|e| bad("webhook", e))
+}
+
+/// A webhook's stored `filter` (its JSON as registered; NULL: none).
+pub fn filter_of(stored: Option<String>) -> StoreResult<Option<PayloadFilter>> {
+    stored
+        .map(|text| {
+            let v: Value = serde_json::from_str(&text)?;
+            PayloadFilter::parse(&v).map_err(|e| bad("webhook", e))
+        })
+        .transpose()
+}
+
+/// A webhook's [`DeliveryOptions`] as stored: the columns `headers`, `filter`, `rate_limit`.
+pub fn options_args(o: &DeliveryOptions) -> [Arg; 3] {
+    let headers = (!o.headers.is_empty()).then(|| {
+        Value::Object(
+            o.headers
+                .iter()
+                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                .collect(),
+        )
+        .to_string()
+    });
+    [
+        Arg::opt_text(headers),
+        Arg::opt_text(o.filter.as_ref().map(|f| f.as_json().to_string())),
+        Arg::OptInt(o.rate_limit.map(i64::from)),
+    ]
 }
 
 /// A webhook's stored `ordering` (NULL: none).
@@ -337,4 +384,55 @@ pub fn role_from(name: &str, tenant: Option<String>) -> StoreResult<Role> {
         ("tenant", Some(t)) => Ok(Role::Tenant(parse_id(&t, TenantId::parse)?)),
         (other, _) => Err(bad("api key", format!("role {other}"))),
     }
+}
+
+pub const PORTAL_SESSION_COLUMNS: &str = "id, tenant_id, token_hash, cookie_hash, csrf_token, \
+     read_only, event_types, expires_at, created_at, exchanged_at, revoked";
+
+pub fn portal_session(row: &(impl RowAccess + ?Sized)) -> StoreResult<PortalSession> {
+    Ok(PortalSession {
+        id: parse_id(&row.text(0)?, PortalSessionId::parse)?,
+        tenant: parse_id(&row.text(1)?, TenantId::parse)?,
+        token_hash: row.text(2)?,
+        cookie_hash: row.opt_text(3)?,
+        csrf_token: row.text(4)?,
+        read_only: row.flag(5)?,
+        event_types: row
+            .opt_text(6)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?,
+        expires_at: Timestamp(row.int(7)?),
+        created_at: Timestamp(row.int(8)?),
+        exchanged_at: row.opt_int(9)?.map(Timestamp),
+        revoked: row.flag(10)?,
+    })
+}
+
+/// A portal session's columns in [`PORTAL_SESSION_COLUMNS`] order.
+pub fn portal_session_args(p: &PortalSession) -> Vec<Arg> {
+    vec![
+        Arg::text(p.id),
+        Arg::text(p.tenant),
+        Arg::text(&p.token_hash),
+        Arg::opt_text(p.cookie_hash.as_ref()),
+        Arg::text(&p.csrf_token),
+        Arg::Bool(p.read_only),
+        Arg::opt_text(
+            p.event_types
+                .as_ref()
+                .map(|t| Value::from(t.clone()).to_string()),
+        ),
+        Arg::Int(p.expires_at.0),
+        Arg::Int(p.created_at.0),
+        Arg::OptInt(p.exchanged_at.map(|t| t.0)),
+        Arg::Bool(p.revoked),
+    ]
+}
+
+/// Portal settings from their stored columns (`frame_origins`, `branding`: JSON).
+pub fn portal_settings(frame_origins: &str, branding: &str) -> StoreResult<PortalSettings> {
+    Ok(PortalSettings {
+        frame_origins: serde_json::from_str(frame_origins)?,
+        branding: serde_json::from_str(branding)?,
+    })
 }

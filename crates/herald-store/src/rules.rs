@@ -106,6 +106,91 @@ pub fn final_event(op: &Operation, now: Timestamp) -> Option<NewEvent> {
     })
 }
 
+/// Herald's own event when a webhook is disabled (a `410 Gone`, or through the API).
+pub const WEBHOOK_DISABLED: &str = "webhook.disabled";
+/// Herald's own event when a webhook delivery ends `failed` (its schedule used up, or a 410).
+pub const DELIVERY_FAILED: &str = "delivery.failed";
+
+/// A test event (`POST /webhooks/{id}:test`): delivered to the one webhook its `data`
+/// names, whatever it subscribes to and filters, and to nothing else (no other webhook,
+/// no broker route).
+pub const WEBHOOK_TEST: &str = "webhook.test";
+
+/// The one webhook a test event goes to.
+pub fn test_target(event: &Event) -> Option<&str> {
+    (event.event_type == WEBHOOK_TEST)
+        .then(|| event.data.get("webhook")?.as_str())
+        .flatten()
+}
+
+/// Whether `pattern` subscribes to `event_type`: as the pattern says, except that the
+/// catch-all `*` does not take Herald's own operational events (they are new types that
+/// existing catch-all subscribers never asked for); name them, or `webhook.*`/`delivery.*`.
+pub fn subscribes(pattern: &herald_core::pattern::EventPattern, event_type: &str) -> bool {
+    pattern.matches(event_type)
+        && !(pattern.as_str() == "*" && matches!(event_type, WEBHOOK_DISABLED | DELIVERY_FAILED))
+}
+
+/// The webhook an operational event (`webhook.disabled`, `delivery.failed`) is about: it is
+/// never delivered to that webhook (fan-out leaves it out), so a failing endpoint that
+/// subscribes to `*` does not feed on its own failures.
+pub fn operational_subject(event: &Event) -> Option<&str> {
+    match event.event_type.as_str() {
+        WEBHOOK_DISABLED | DELIVERY_FAILED => event.data.get("webhook")?.as_str(),
+        _ => None,
+    }
+}
+
+/// `webhook.disabled`, stored in the transaction that disables the webhook, for the
+/// webhook's tenant: `{"webhook", "url", "reason", "disabled_at"}`.
+pub fn webhook_disabled_event(webhook: &Webhook, now: Timestamp) -> NewEvent {
+    let data = serde_json::json!({
+        "webhook": webhook.id.to_string(),
+        "url": webhook.url,
+        "reason": webhook.disabled_reason,
+        "disabled_at": now.to_rfc3339(),
+    });
+    NewEvent {
+        id: EventId::generate(),
+        tenant: webhook.tenant,
+        event_type: WEBHOOK_DISABLED.into(),
+        key: None,
+        request_hash: String::new(),
+        data,
+        created_at: now,
+    }
+}
+
+/// `delivery.failed`, stored in the transaction that records a delivery's final failure,
+/// for its tenant: `{"delivery", "webhook", "event": {"id", "type"}, "attempts",
+/// "last_status_code", "last_error", "failed_at"}`. None for the failed delivery of a
+/// `delivery.failed` event: failures do not cascade (two failing endpoints subscribed to
+/// each other's failures would otherwise feed each other for ever).
+pub fn delivery_failed_event(d: &Delivery, now: Timestamp) -> Option<NewEvent> {
+    if d.event_type == DELIVERY_FAILED {
+        return None;
+    }
+    let webhook = d.destination.webhook()?;
+    let data = serde_json::json!({
+        "delivery": d.id.to_string(),
+        "webhook": webhook.to_string(),
+        "event": { "id": d.event_id.to_string(), "type": d.event_type },
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "failed_at": now.to_rfc3339(),
+    });
+    Some(NewEvent {
+        id: EventId::generate(),
+        tenant: d.tenant,
+        event_type: DELIVERY_FAILED.into(),
+        key: None,
+        request_hash: String::new(),
+        data,
+        created_at: now,
+    })
+}
+
 /// The event as stored: `new` with the sequence number its key drew.
 pub fn stored_event(new: NewEvent, sequence: Option<i64>) -> Event {
     Event {

@@ -76,12 +76,15 @@ export interface CreateWebhook {
   url: string;
   events: string[];
   signing_secret_version?: number;
-  format?: "herald" | "standard-webhooks";
+  format?: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   tenant?: string;
   schedule?: string[];
   max_concurrency?: number;
   ordering?: "none" | "key";
   description?: string;
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown>;
+  rate_limit?: number;
 }
 
 export interface Delivery {
@@ -173,12 +176,33 @@ export interface OperationError {
 export interface PatchWebhook {
   url?: string;
   events?: string[];
-  format?: "herald" | "standard-webhooks";
+  format?: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   disabled?: boolean;
   description?: string;
   schedule?: string[];
   max_concurrency?: number;
   ordering?: "none" | "key";
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown> | null;
+  rate_limit?: number | null;
+}
+
+export interface PortalSession {
+  id: string;
+  tenant: string;
+  read_only: boolean;
+  event_types?: string[] | null;
+  expires_at: string;
+  created_at?: string;
+  opened_at?: string | null;
+  revoked?: boolean;
+  token?: string;
+  url?: string;
+}
+
+export interface PortalSettings {
+  frame_origins?: string[];
+  branding?: Record<string, unknown>;
 }
 
 /** RFC 9457 problem details with a stable `code`. */
@@ -215,12 +239,17 @@ export interface Webhook {
   tenant?: string | null;
   url: string;
   events: string[];
-  format: "herald" | "standard-webhooks";
+  format: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   signing_secret_version: number;
   signing_secret?: string;
+  public_key?: string | null;
+  previous_public_key?: string | null;
   schedule?: string[] | null;
   max_concurrency?: number | null;
   ordering?: "none" | "key";
+  headers?: Record<string, unknown>;
+  filter?: Record<string, unknown> | null;
+  rate_limit?: number | null;
   disabled: boolean;
   disabled_reason?: string | null;
   description?: string | null;

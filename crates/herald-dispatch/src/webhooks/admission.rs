@@ -1,9 +1,10 @@
 //! Admission: what becomes of a claimed delivery before it is sent. An unsendable one
 //! is recorded as a failed attempt, one of a disabled webhook or of a webhook whose
-//! circuit is open or whose queue is full is deferred, and the rest are queued, each in
+//! circuit is open, whose rate limit is used up or whose queue is full is deferred, and the rest are queued, each in
 //! its own task, behind its webhook's concurrency limit.
 
 use super::breaker::Breaker;
+use super::pace::Pace;
 use super::record::{defer, record_result};
 use super::send::SendResult;
 use super::{deliver, Deferral, Shared};
@@ -57,6 +58,8 @@ pub(super) struct WebhookState {
     /// Deliveries queued or in flight.
     pending: usize,
     pub(super) breaker: Breaker,
+    /// The webhook's `rate_limit` at work (kept while it still has a say).
+    pace: Pace,
     /// Latency of the webhook's last attempt: sizes the wait when its queue is full.
     pub(super) last_latency_ms: u64,
     /// The webhook as last re-read from the store, and when (`None` inside: deleted).
@@ -129,7 +132,10 @@ impl Drop for PendingGuard {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(state) = map.get_mut(&self.webhook) {
             state.pending = state.pending.saturating_sub(1);
-            if state.pending == 0 && state.breaker.is_idle() {
+            if state.pending == 0
+                && state.breaker.is_idle()
+                && state.pace.is_idle(self.shared.clock.now())
+            {
                 map.remove(&self.webhook);
             }
         }
@@ -188,6 +194,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
             semaphore: Arc::new(Semaphore::new(concurrency as usize)),
             pending: 0,
             breaker: Breaker::default(),
+            pace: Pace::default(),
             last_latency_ms: 0,
             seen: None,
             rereading: Arc::default(),
@@ -203,17 +210,26 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         let mut tenants = shared.tenants.lock().unwrap_or_else(|p| p.into_inner());
         let held = tenants.get(&job.webhook.tenant).copied().unwrap_or(0);
         let active = tenants.len() + usize::from(held == 0);
-        let defer_until = if let Some(t) = state.breaker.open_until(now) {
-            Some((t, Deferral::CircuitOpen))
-        } else if state.pending >= queue_cap(concurrency, max_in_flight)
+        let saturated = state.pending >= queue_cap(concurrency, max_in_flight)
             || (waits && shared.waiting.load(Ordering::SeqCst) >= waiting_cap(max_in_flight))
             || !tenant_may_take(
                 held,
                 shared.slots.available_permits(),
                 active,
                 max_in_flight,
-            )
+            );
+        let defer_until = if let Some(t) = state.breaker.open_until(now) {
+            Some((t, Deferral::CircuitOpen))
+        } else if let Some(Err(t)) = job
+            .webhook
+            .options
+            .rate_limit
+            // Asked last of what lets it go, so a turn is only taken by a delivery that goes.
+            .filter(|_| !saturated)
+            .map(|rate| state.pace.admit(rate, now))
         {
+            Some((t, Deferral::RateLimited))
+        } else if saturated {
             Some((
                 now.plus(saturated_defer(state.last_latency_ms)),
                 Deferral::Saturated,
@@ -225,7 +241,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, job: DeliveryJob, slot: OwnedSemaph
         };
         drop(tenants);
         if let Some((t, reason)) = defer_until {
-            if state.pending == 0 && state.breaker.is_idle() {
+            if state.pending == 0 && state.breaker.is_idle() && state.pace.is_idle(now) {
                 // Made just now for this delivery (its tenant's share was full): nothing
                 // to remember, and no task that would remove it.
                 map.remove(&webhook);

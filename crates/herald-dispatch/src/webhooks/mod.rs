@@ -2,8 +2,8 @@
 //!
 //! - [`claim`]: due deliveries are claimed in batches (the loop is shared with the
 //!   outbox, [`crate::claim`]), each holding one of `max_in_flight` global slots;
-//! - [`admission`]: each is deferred at once (disabled webhook, open circuit, full
-//!   queue), recorded as failed (unsendable), or queued in its own task behind its
+//! - [`admission`]: each is deferred at once (disabled webhook, open circuit, its
+//!   [`pace`] (`rate_limit`) used up, full queue), recorded as failed (unsendable), or queued in its own task behind its
 //!   webhook's concurrency limit;
 //! - [`breaker`]: once it has a slot, the webhook's circuit breaker lets it go (or
 //!   defers it);
@@ -17,6 +17,7 @@
 mod admission;
 mod breaker;
 mod claim;
+mod pace;
 mod record;
 pub(crate) mod send;
 #[cfg(test)]
@@ -101,15 +102,18 @@ pub enum Deferral {
     /// Its webhook was changed (URL, secret) or deleted while it waited for a slot: it is
     /// handed back, due now, and the next claim sends it with the new settings.
     WebhookChanged,
+    /// Its webhook's `rate_limit` is used up for now: it goes at its turn.
+    RateLimited,
 }
 
 impl Deferral {
-    pub const ALL: [Deferral; 5] = [
+    pub const ALL: [Deferral; 6] = [
         Deferral::CircuitOpen,
         Deferral::Saturated,
         Deferral::WebhookDisabled,
         Deferral::Stopping,
         Deferral::WebhookChanged,
+        Deferral::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -119,6 +123,7 @@ impl Deferral {
             Deferral::WebhookDisabled => "webhook_disabled",
             Deferral::Stopping => "stopping",
             Deferral::WebhookChanged => "webhook_changed",
+            Deferral::RateLimited => "rate_limited",
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::ssrf::{self, SsrfError};
 use herald_core::retry::AttemptResult;
-use herald_core::signing::{herald_signature, standard_signature, SignatureFormat};
+use herald_core::signing::signature_headers;
 use herald_core::Timestamp;
 use herald_store::DeliveryJob;
 use std::net::IpAddr;
@@ -61,31 +61,14 @@ pub fn delivery_headers(
     let event_id = job.event.id.to_string();
     let secrets = job.webhook.live_secrets(now);
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
-    match job.webhook.format {
-        SignatureFormat::Herald => {
-            let ts = now.to_rfc3339_seconds();
-            let sig = secrets
-                .iter()
-                .map(|s| herald_signature(s, &ts, body))
-                .collect::<Vec<_>>()
-                .join(" ");
-            headers.push(("X-Event-Id", event_id));
-            headers.push(("X-Event-Type", job.event.event_type.clone()));
-            headers.push(("X-Timestamp", ts));
-            headers.push(("X-Signature", sig));
-        }
-        SignatureFormat::StandardWebhooks => {
-            let unix = now.unix_seconds();
-            let sig = secrets
-                .iter()
-                .map(|s| standard_signature(s, &event_id, unix, body))
-                .collect::<Vec<_>>()
-                .join(" ");
-            headers.push(("webhook-id", event_id));
-            headers.push(("webhook-timestamp", unix.to_string()));
-            headers.push(("webhook-signature", sig));
-        }
-    }
+    headers.extend(signature_headers(
+        job.webhook.format,
+        &secrets,
+        &event_id,
+        &job.event.event_type,
+        now,
+        body,
+    ));
     headers.push(("X-Delivery-Id", job.delivery.id.to_string()));
     headers.push(("X-Delivery-Attempt", attempt_number.to_string()));
     headers.push(("traceparent", traceparent(job, attempt_number)));
@@ -182,6 +165,10 @@ pub(crate) async fn send(
     let body = job.event.body_bytes();
     let mut request = client.post(url);
     for (name, value) in delivery_headers(job, attempt_number, now, &body) {
+        request = request.header(name, value);
+    }
+    // The subscriber's own: checked at registration never to name one of the above.
+    for (name, value) in job.webhook.options.headers.iter() {
         request = request.header(name, value);
     }
     let mut response = match request.body(body).send().await {

@@ -52,6 +52,7 @@ fn webhook(url: &str, now: Timestamp, max_concurrency: Option<u32>) -> Webhook {
         schedule: None,
         max_concurrency,
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,
@@ -667,4 +668,88 @@ pub(crate) fn test_store() -> (herald_store::sqlite::SqliteStore, tempfile::Temp
     let dir = tempfile::tempdir().unwrap();
     let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
     (store, dir)
+}
+
+#[tokio::test]
+async fn custom_headers_go_with_every_delivery_beside_the_signed_ones() {
+    let r = start(DispatcherConfig::default());
+    let (url, requests) = receiver(&[500, 200]).await;
+    let mut wh = webhook(&url, r.clock.now(), None);
+    wh.options.headers = herald_core::webhook::CustomHeaders::parse([
+        ("Authorization", "Bearer tenant-token"),
+        ("X-Api-Key", "k1"),
+    ])
+    .unwrap();
+    let wh = r.store.create_webhook(wh).await.unwrap();
+    publish(&*r.store, r.clock.now()).await;
+    requests.wait_for(1, Duration::from_secs(5)).await;
+    eventually("the retry to be scheduled", || async {
+        deliveries(&*r.store, wh.id).await[0].attempts == 1
+    })
+    .await;
+    r.clock.advance(Duration::from_secs(6));
+    let sent = requests.wait_for(2, Duration::from_secs(5)).await;
+    for request in &sent {
+        assert_eq!(request.header("authorization"), "Bearer tenant-token");
+        assert_eq!(request.header("x-api-key"), "k1");
+        assert!(verify_herald(
+            "hsec_test",
+            &request.header("x-timestamp"),
+            &request.body,
+            &request.header("x-signature")
+        ));
+    }
+    r.stop().await;
+}
+
+/// `rate_limit: 2` with five deliveries due at once: one goes, the other four are deferred
+/// (not dropped), each to its own later turn half a second apart, and go when the clock
+/// reaches it.
+#[tokio::test]
+async fn a_rate_limit_defers_the_excess_to_later_turns() {
+    let r = start(DispatcherConfig::default());
+    let (url, requests) = receiver(&[200]).await;
+    let now = r.clock.now();
+    let mut wh = webhook(&url, now, None);
+    wh.options.rate_limit = Some(2);
+    let wh = r.store.create_webhook(wh).await.unwrap();
+    for _ in 0..5 {
+        publish(&*r.store, now).await;
+    }
+    let turns = || async {
+        let mut turns: Vec<i64> = deliveries(&*r.store, wh.id)
+            .await
+            .into_iter()
+            .filter(|d| d.status == DeliveryStatus::Pending)
+            .map(|d| d.next_attempt_at.map_or(-1, |t| t.0 - now.0))
+            .collect();
+        turns.sort();
+        turns
+    };
+    eventually("one sent and four deferred to their turns", || async {
+        turns().await == vec![500, 1000, 1500, 2000] && r.deferrals.0.lock().unwrap().len() == 4
+    })
+    .await;
+    assert_eq!(requests.count(), 1);
+    assert!(r
+        .deferrals
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|d| *d == Deferral::RateLimited));
+    // Each turn in its time: one more goes per half second.
+    for sent in 2..=5 {
+        r.clock.advance(Duration::from_millis(500));
+        requests.wait_for(sent, Duration::from_secs(5)).await;
+    }
+    eventually("all five delivered", || async {
+        deliveries(&*r.store, wh.id)
+            .await
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Succeeded)
+    })
+    .await;
+    assert_eq!(requests.count(), 5, "none dropped, none twice");
+    r.stop().await;
 }

@@ -60,8 +60,20 @@ fn webhook_delivery(out: &mut String, config: &Config) {
     );
     let _ = writeln!(
         out,
-        "- **Concurrency:** at most {} requests in flight to one webhook (a webhook may set its own), {} in all; one slow endpoint does not hold up the others.",
+        "- **Concurrency:** at most {} requests in flight to one webhook (a webhook may set its own), {} in all; one slow endpoint does not hold up the others. A webhook may also set a `rate_limit` (deliveries per second, evenly): the excess waits its turn, nothing is dropped.",
         w.per_webhook_concurrency, w.max_in_flight
+    );
+    let _ = writeln!(
+        out,
+        "- **Filters:** a webhook may set a `filter` on the event body, decided when the event is accepted: an event it fails is never delivered to that webhook (no delivery is made). `{{\"/data/currency\": \"USD\"}}` (equality at a JSON pointer into the body `{{id, type, created_at, key?, sequence?, data}}`), `{{\"/data/tier\": {{\"$in\": [\"gold\", \"vip\"]}}}}`, `{{\"/data/coupon\": {{\"$exists\": true}}}}`, and `{{\"$and\": [...]}}` / `{{\"$or\": [...]}}` of filters; several keys in one object must all hold. A pointer that finds nothing equals nothing. Numbers compare by value. At most {} bytes, {} levels of `$and`/`$or`, {} conditions.",
+        herald_core::payload_filter::MAX_FILTER_BYTES,
+        herald_core::payload_filter::MAX_FILTER_DEPTH,
+        herald_core::payload_filter::MAX_FILTER_TERMS,
+    );
+    let _ = writeln!(
+        out,
+        "- **Custom headers:** a webhook may add up to {} `headers` of its own (an API key for the receiver, say) to every delivery; they never replace the headers Herald sets or signs.",
+        herald_core::webhook::MAX_HEADERS
     );
 }
 
@@ -74,6 +86,10 @@ fn webhook_security(out: &mut String, config: &Config) {
     let _ = writeln!(
         out,
         "- **Standard Webhooks format** (`\"format\": \"standard-webhooks\"`): `webhook-id`, `webhook-timestamp` (Unix seconds), `webhook-signature: v1,BASE64` over `id.timestamp.body`, `whsec_` secrets: verifiable with the Standard Webhooks libraries."
+    );
+    let _ = writeln!(
+        out,
+        "- **Standard Webhooks with ed25519** (`\"format\": \"standard-webhooks-ed25519\"`): the same headers, `webhook-signature: v1a,BASE64`, the ed25519 signature of `id.timestamp.body`. Verify with the webhook's `public_key` (`whpk_` + base64 of 32 bytes); the private key never leaves Herald, so a receiver holds nothing that could forge a delivery."
     );
     let _ = writeln!(
         out,

@@ -10,6 +10,7 @@ pub mod events;
 pub mod feed;
 pub mod health;
 pub mod operations;
+pub mod portal;
 pub mod stats;
 pub mod tenants;
 pub mod webhooks;
@@ -41,6 +42,23 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants", post(tenants::create_tenant))
         .route("/tenants/{id}", get(tenants::get_tenant))
         .route("/tenants/{id}/keys", post(tenants::create_tenant_key))
+        .route(
+            "/tenants/{id}/portal-sessions",
+            post(portal::create_session),
+        )
+        .route(
+            "/tenants/{id}/portal",
+            get(portal::get_settings).put(portal::put_settings),
+        )
+        .route(
+            "/portal-sessions/{id}",
+            get(portal::get_session).delete(portal::revoke_session),
+        )
+        .route("/portal", get(portal::index))
+        .route("/portal/app.js", get(portal::script))
+        .route("/portal/app.css", get(portal::stylesheet))
+        .route("/portal/open", get(portal::open))
+        .nest("/portal/api", portal::api(state.clone()))
         .route("/keys", post(tenants::create_key))
         .route("/keys/{id}", delete(tenants::revoke_key))
         .route(

@@ -17,9 +17,10 @@ use axum::Json;
 use herald_core::auth::Role;
 use herald_core::ids::{TenantId, WebhookId};
 use herald_core::pattern::EventPattern;
+use herald_core::payload_filter::PayloadFilter;
 use herald_core::retry::RetrySchedule;
-use herald_core::signing::{generate_secret, SignatureFormat};
-use herald_core::webhook::Ordering;
+use herald_core::signing::{generate_secret, public_key, SignatureFormat};
+use herald_core::webhook::{CustomHeaders, DeliveryOptions, Ordering, MAX_RATE_LIMIT};
 use herald_core::Timestamp;
 use herald_store::{DeliveryStatus, Replay, Rotation, Webhook, WebhookChange, WebhookFilter};
 use serde::Deserialize;
@@ -33,9 +34,16 @@ pub fn webhook_json(w: &Webhook) -> Value {
         "events": w.events.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "format": w.format.as_str(),
         "signing_secret_version": w.secret_version,
+        "public_key": w.format.is_asymmetric().then(|| public_key(&w.secret)).flatten(),
+        "previous_public_key": w.format.is_asymmetric().then(|| {
+            w.previous_secret.as_ref().and_then(|(s, _)| public_key(s))
+        }).flatten(),
         "schedule": w.schedule.as_ref().map(|s| s.waits().iter().map(|d| herald_core::duration::format(*d)).collect::<Vec<_>>()),
         "max_concurrency": w.max_concurrency,
         "ordering": w.ordering.as_str(),
+        "headers": w.options.headers.iter().map(|(k, v)| (k.to_owned(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        "filter": w.options.filter.as_ref().map(|f| f.as_json()),
+        "rate_limit": w.options.rate_limit,
         "disabled": w.disabled,
         "disabled_reason": w.disabled_reason,
         "description": w.description,
@@ -125,6 +133,59 @@ fn check_concurrency(n: Option<u32>) -> ApiResult<Option<u32>> {
     }
 }
 
+/// `headers` as sent: an object of header name to string value.
+fn parse_headers(given: Option<Value>) -> ApiResult<Option<CustomHeaders>> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let Value::Object(map) = given else {
+        return Err(ApiError::invalid(
+            "`headers` must be an object of header name to string value.",
+        ));
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, value) in &map {
+        let Value::String(value) = value else {
+            return Err(ApiError::invalid(format!(
+                "`headers`: the value of {name:?} must be a string."
+            )));
+        };
+        pairs.push((name.as_str(), value.as_str()));
+    }
+    CustomHeaders::parse(pairs)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("`headers`: {e}.")))
+}
+
+fn parse_filter(given: Value) -> ApiResult<PayloadFilter> {
+    PayloadFilter::parse(&given).map_err(|e| {
+        ApiError::invalid(format!(
+            "{e}. A filter is an object of JSON pointers into the event body and conditions (a value, {{\"$in\": [..]}}, {{\"$exists\": bool}}), combined with \"$and\"/\"$or\" (see docs/api.md, \"Payload filters\")."
+        ))
+    })
+}
+
+fn check_rate_limit(n: Option<u32>) -> ApiResult<Option<u32>> {
+    match n {
+        Some(0) => Err(ApiError::invalid(
+            "`rate_limit` must be at least 1 (delivery per second).",
+        )),
+        Some(n) if n > MAX_RATE_LIMIT => Err(ApiError::invalid(format!(
+            "`rate_limit` must be at most {MAX_RATE_LIMIT} deliveries per second."
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// A field a `PATCH` may set, leave alone (absent) or clear (`null`).
+fn clearable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateWebhook {
@@ -144,6 +205,12 @@ struct CreateWebhook {
     ordering: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
 }
 
 fn parse_ordering(text: Option<&str>) -> ApiResult<Option<Ordering>> {
@@ -162,7 +229,7 @@ fn parse_format(text: Option<&str>) -> ApiResult<SignatureFormat> {
         None => Ok(SignatureFormat::Herald),
         Some(t) => SignatureFormat::parse(t).ok_or_else(|| {
             ApiError::invalid(format!(
-                "`format` must be \"herald\" or \"standard-webhooks\", not {t:?}."
+                "`format` must be \"herald\", \"standard-webhooks\" or \"standard-webhooks-ed25519\", not {t:?}."
             ))
         }),
     }
@@ -209,6 +276,11 @@ pub async fn create(
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
         ordering: parse_ordering(req.ordering.as_deref())?.unwrap_or_default(),
+        options: DeliveryOptions {
+            headers: parse_headers(req.headers)?.unwrap_or_default(),
+            filter: req.filter.map(parse_filter).transpose()?,
+            rate_limit: check_rate_limit(req.rate_limit)?,
+        },
         disabled: false,
         disabled_reason: None,
         description: check_description(req.description)?,
@@ -230,7 +302,10 @@ pub async fn create(
         other => other?,
     };
     let mut out = webhook_json(&webhook);
-    out["signing_secret"] = json!(webhook.secret);
+    if !webhook.format.is_asymmetric() {
+        // An ed25519 private key is never shown: receivers verify with `public_key`.
+        out["signing_secret"] = json!(webhook.secret);
+    }
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -291,6 +366,11 @@ struct PatchWebhook {
     schedule: Option<Vec<String>>,
     max_concurrency: Option<u32>,
     ordering: Option<String>,
+    headers: Option<Value>,
+    #[serde(default, deserialize_with = "clearable")]
+    filter: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "clearable")]
+    rate_limit: Option<Option<u32>>,
 }
 
 pub async fn update(
@@ -322,6 +402,12 @@ pub async fn update(
         schedule: parse_schedule(req.schedule)?,
         max_concurrency: check_concurrency(req.max_concurrency)?,
         ordering: parse_ordering(req.ordering.as_deref())?,
+        headers: parse_headers(req.headers)?,
+        filter: req
+            .filter
+            .map(|f| f.map(parse_filter).transpose())
+            .transpose()?,
+        rate_limit: req.rate_limit.map(check_rate_limit).transpose()?,
         ..WebhookChange::default()
     };
     let w = change_webhook(&state, w.id, change, state.clock.now()).await?;
@@ -369,6 +455,7 @@ pub async fn custom_method(
     match method {
         Some("rotateSecret") => rotate(&state, w, &bytes).await,
         Some("replay") => replay(&state, w, &bytes).await,
+        Some("test") => send_test(&state, w, &bytes).await,
         Some(m @ ("enable" | "disable")) => {
             let change = WebhookChange {
                 disabled: Some(m == "disable"),
@@ -379,6 +466,52 @@ pub async fn custom_method(
         }
         _ => Err(ApiError::not_found("No such webhook method")),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    event_type: Option<String>,
+}
+
+/// `:test`: a `webhook.test` event for this webhook alone (fan-out sends it nowhere else,
+/// whatever the webhook subscribes to or filters), whose `data` names the webhook and, when
+/// asked for a registered event type, that type and the first of its schema's `examples`.
+async fn send_test(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+    let req: TestBody = parse_json_or_default(body)?;
+    let example = match &req.event_type {
+        None => Value::Null,
+        Some(name) => {
+            let types = state.store.list_event_types().await?;
+            let t = types.iter().find(|t| &t.name == name).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`event_type`: {name:?} is not a registered event type."
+                ))
+            })?;
+            t.schema
+                .get("examples")
+                .and_then(|e| e.get(0))
+                .cloned()
+                .unwrap_or(Value::Null)
+        }
+    };
+    let now = state.clock.now();
+    let id = herald_core::ids::EventId::generate();
+    let event = herald_store::NewEvent {
+        id,
+        tenant: w.tenant,
+        event_type: herald_store::WEBHOOK_TEST.into(),
+        key: None,
+        data: json!({ "webhook": w.id, "event_type": req.event_type, "example": example }),
+        created_at: now,
+        request_hash: id.to_string(),
+    };
+    let stored = state.store.insert_event(event, None).await?.into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "webhook": w.id, "event": stored.id })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -407,7 +540,9 @@ async fn rotate(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
     };
     let w = change_webhook(state, w.id, change, now).await?;
     let mut out = webhook_json(&w);
-    out["signing_secret"] = json!(w.secret);
+    if !w.format.is_asymmetric() {
+        out["signing_secret"] = json!(w.secret);
+    }
     out["previous_secret_expires_at"] =
         json!(w.previous_secret.as_ref().map(|(_, t)| t.to_rfc3339()));
     Ok(Json(out).into_response())

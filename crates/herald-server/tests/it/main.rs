@@ -9,6 +9,7 @@ mod feed;
 mod limits;
 mod observability;
 mod operations;
+mod portal;
 mod retention;
 mod secrets;
 mod webhooks;

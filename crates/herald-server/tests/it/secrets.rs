@@ -358,10 +358,131 @@ fn stored_webhook(
         schedule: None,
         max_concurrency: None,
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,
         created_at: now,
         updated_at: now,
     }
+}
+
+/// Verifies `webhook-signature` values `v1a,BASE64` with a `whpk_` key, with ed25519-dalek
+/// directly (not Herald's own verifier): which of the values verify.
+fn v1a_verifies(public_key: &str, id: &str, ts: &str, body: &[u8], header: &str) -> Vec<bool> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = b64
+        .decode(public_key.strip_prefix("whpk_").unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+    let mut content = format!("{id}.{ts}.").into_bytes();
+    content.extend_from_slice(body);
+    header
+        .split(' ')
+        .map(|value| {
+            let sig = b64.decode(value.strip_prefix("v1a,").unwrap()).unwrap();
+            let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+            key.verify_strict(&content, &sig).is_ok()
+        })
+        .collect()
+}
+
+/// `standard-webhooks-ed25519`: the private key is never shown and is sealed at rest; the
+/// webhook shows its public key; deliveries carry `v1a` signatures that verify with it, and
+/// during a rotation with either key.
+#[tokio::test]
+async fn ed25519_keys_stay_sealed_and_deliveries_verify_with_the_public_key() {
+    let app = spawn_app(&config(KEY)).await;
+    let (tenant, key) = app.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    let r = app
+        .post(
+            "/webhooks",
+            &key,
+            json!({ "url": receiver.url("/h"), "events": ["payment.*"], "format": "standard-webhooks-ed25519" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert!(r.body.get("signing_secret").is_none(), "{:?}", r.body);
+    assert!(!r.body.to_string().contains("whsk_"), "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let first = r.body["public_key"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("whpk_"), "{first}");
+    assert_eq!(
+        app.get(&format!("/webhooks/{id}"), &key).await.body["public_key"],
+        first
+    );
+
+    let publish = || async {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({ "type": "payment.succeeded", "tenant": tenant, "data": { "amount": 1 } }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    };
+    publish().await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let req = &got[0];
+    let (msg, ts, sig) = (
+        req.header("webhook-id"),
+        req.header("webhook-timestamp"),
+        req.header("webhook-signature"),
+    );
+    assert!(sig.starts_with("v1a,"), "{sig}");
+    assert_eq!(v1a_verifies(&first, &msg, &ts, &req.body, &sig), vec![true]);
+    let mut tampered = req.body.to_vec();
+    tampered[0] = b' ';
+    assert_eq!(
+        v1a_verifies(&first, &msg, &ts, &tampered, &sig),
+        vec![false]
+    );
+
+    let r = app
+        .post(&format!("/webhooks/{id}:rotateSecret"), &key, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body.get("signing_secret").is_none(), "{:?}", r.body);
+    let second = r.body["public_key"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(r.body["previous_public_key"], first, "{:?}", r.body);
+    publish().await;
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let req = &got[1];
+    let (msg, ts, sig) = (
+        req.header("webhook-id"),
+        req.header("webhook-timestamp"),
+        req.header("webhook-signature"),
+    );
+    assert_eq!(
+        v1a_verifies(&second, &msg, &ts, &req.body, &sig),
+        vec![true, false]
+    );
+    assert_eq!(
+        v1a_verifies(&first, &msg, &ts, &req.body, &sig),
+        vec![false, true]
+    );
+
+    if app.on_postgres() {
+        return; // what follows reads the SQLite file
+    }
+    let bytes = database_bytes(&app);
+    assert!(
+        !contains(&bytes, "whsk_"),
+        "a private key is in the database in plaintext"
+    );
+    let conn = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
+    let (stored, previous): (String, String) = conn
+        .query_row(
+            "SELECT secret, previous_secret FROM webhooks WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(stored.starts_with("enc:v1:") && previous.starts_with("enc:v1:"));
 }

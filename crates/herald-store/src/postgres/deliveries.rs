@@ -1,5 +1,6 @@
 //! [`DeliveryStore`] for PostgreSQL: claims, results (in rounds), reads, redelivery and replay.
 
+use super::events::insert_event_row;
 use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
@@ -396,8 +397,11 @@ impl PgStore {
         }
         // One order for every node, so two batches never lock the same rows crosswise.
         records.sort_by_key(|r| r.delivery_id.to_string());
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let mut disable: Vec<(String, String, i64)> = Vec::new();
+            // Deliveries whose result ends them failed: each raises `delivery.failed`.
+            let mut failing: Vec<String> = Vec::new();
             let (mut a_id, mut a_dlv, mut a_at, mut a_code, mut a_lat, mut a_err, mut a_ex) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             // One delivery can have two results in a batch (claimed again after a lease ran
@@ -417,6 +421,9 @@ impl PgStore {
                     AttemptOutcome::RetryAt(_) | AttemptOutcome::Deferred(_)
                 ) {
                     rescheduled.push(r.delivery_id.to_string());
+                }
+                if r.outcome == AttemptOutcome::Failed && r.attempt.is_some() {
+                    failing.push(r.delivery_id.to_string());
                 }
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -465,13 +472,26 @@ impl PgStore {
                 &[&d_id],
             )
             .await?;
+            // The webhooks a 410 disables: those still enabled raise `webhook.disabled`.
+            let mut newly_disabled: Vec<(String, i64)> = Vec::new();
             for (webhook, reason, at) in &disable {
+                // Locked above, so what this reads is what the update changes.
+                let enabled = query_opt(
+                    &tx,
+                    "SELECT 1 FROM webhooks WHERE id = $1 AND NOT disabled AND NOT deleted",
+                    &[webhook],
+                )
+                .await?
+                .is_some();
                 execute(
                     &tx,
                     "UPDATE webhooks SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
                     &[webhook, reason, at],
                 )
                 .await?;
+                if enabled && !newly_disabled.iter().any(|(w, _)| w == webhook) {
+                    newly_disabled.push((webhook.clone(), *at));
+                }
             }
             // The attempts and the deliveries' new state go out together (pipelined).
             let insert_attempts = async {
@@ -548,6 +568,28 @@ impl PgStore {
                     &[&ids],
                 )
                 .await?;
+            }
+            // Herald's own events for the API owner, in this transaction.
+            if !failing.is_empty() {
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ANY($1) AND status = 'failed' \
+                     AND webhook_id IS NOT NULL ORDER BY id"
+                );
+                for row in query(&tx, &sql, &[&failing]).await? {
+                    let d = rows::delivery(&row)?;
+                    if let Some(event) = rules::delivery_failed_event(&d, d.updated_at) {
+                        insert_event_row(&tx, &routes, &event).await?;
+                        wake.due = true;
+                        wake.events.push(event.tenant);
+                    }
+                }
+            }
+            for (webhook, at) in &newly_disabled {
+                let wh = get_webhook_row(&tx, webhook, false).await?;
+                let event = rules::webhook_disabled_event(&wh, Timestamp(*at));
+                insert_event_row(&tx, &routes, &event).await?;
+                wake.due = true;
+                wake.events.push(event.tenant);
             }
         });
         // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.

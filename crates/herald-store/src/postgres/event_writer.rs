@@ -383,7 +383,7 @@ async fn store_in(
         }
         query(
             tx,
-            "SELECT id, tenant_id, events, ordering FROM webhooks WHERE NOT deleted AND NOT disabled \
+            "SELECT id, tenant_id, events, ordering, filter FROM webhooks WHERE NOT deleted AND NOT disabled \
              AND (tenant_id = ANY($1) OR ($2 AND tenant_id IS NULL))",
             &[&tenants, &no_tenant],
         )
@@ -620,7 +620,7 @@ async fn store_in(
 }
 
 /// The writer task's pattern cache, reading this batch's webhook rows (`id, tenant_id,
-/// events, ordering`): which webhooks exist is read afresh in every batch (another node may have
+/// events, ordering, filter`): which webhooks exist is read afresh in every batch (another node may have
 /// changed them), only their parse is kept.
 fn targets(cache: &mut PatternCache, rows: &[tokio_postgres::Row]) -> StoreResult<Vec<Target>> {
     cache.trim();
@@ -633,7 +633,13 @@ fn targets(cache: &mut PatternCache, rows: &[tokio_postgres::Row]) -> StoreResul
                 .transpose()?;
             let ordering: Option<String> = row.try_get(3)?;
             let ordered = ordering.as_deref() == Some(Ordering::Key.as_str());
-            cache.target(row.try_get(0)?, tenant, row.try_get(2)?, ordered)
+            cache.target(
+                row.try_get(0)?,
+                tenant,
+                row.try_get(2)?,
+                row.try_get(4)?,
+                ordered,
+            )
         })
         .collect()
 }

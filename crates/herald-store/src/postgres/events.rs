@@ -72,7 +72,7 @@ async fn fan_out(tx: &Transaction<'_>, routes: &[OutboxRoute], e: &Event) -> Sto
     let mut targets = Vec::new();
     for row in query(
         tx,
-        "SELECT id, events, ordering FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
+        "SELECT id, events, ordering, filter FROM webhooks WHERE tenant_id IS NOT DISTINCT FROM $1 AND NOT deleted AND NOT disabled",
         &[&tenant],
     )
     .await?
@@ -83,6 +83,7 @@ async fn fan_out(tx: &Transaction<'_>, routes: &[OutboxRoute], e: &Event) -> Sto
             tenant: e.tenant,
             patterns: Arc::new(fanout::parse_patterns(&row.try_get::<_, String>(1)?)?),
             ordered: ordering.as_deref() == Some(Ordering::Key.as_str()),
+            filter: crate::rows::filter_of(row.try_get(3)?)?.map(Arc::new),
         });
     }
     let planned = fanout::plan(e, &targets, routes);

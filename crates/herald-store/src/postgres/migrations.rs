@@ -181,6 +181,29 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
          created_at BIGINT NOT NULL, \
          updated_at BIGINT NOT NULL, \
          PRIMARY KEY (tenant_id, name));",
+    // Subscription settings: custom headers (a JSON object), a payload filter (its JSON as
+    // registered) and a rate limit (deliveries per second); NULL: none.
+    "ALTER TABLE webhooks ADD COLUMN headers TEXT; \
+     ALTER TABLE webhooks ADD COLUMN filter TEXT; \
+     ALTER TABLE webhooks ADD COLUMN rate_limit BIGINT;",
+    // The portal: sessions (tokens and cookies kept as SHA-256 hashes) and each tenant's
+    // portal settings (JSON).
+    "CREATE TABLE portal_sessions ( \
+         id TEXT PRIMARY KEY, \
+         tenant_id TEXT NOT NULL, \
+         token_hash TEXT NOT NULL UNIQUE, \
+         cookie_hash TEXT UNIQUE, \
+         csrf_token TEXT NOT NULL, \
+         read_only BOOLEAN NOT NULL, \
+         event_types TEXT, \
+         expires_at BIGINT NOT NULL, \
+         created_at BIGINT NOT NULL, \
+         exchanged_at BIGINT, \
+         revoked BOOLEAN NOT NULL); \
+     CREATE TABLE portal_settings ( \
+         tenant_id TEXT PRIMARY KEY, \
+         frame_origins TEXT NOT NULL, \
+         branding TEXT NOT NULL);",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

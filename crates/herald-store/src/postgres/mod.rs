@@ -14,6 +14,7 @@ mod migrations;
 mod operations;
 mod outbox;
 mod point_reader;
+mod portal;
 mod rows;
 mod sql;
 mod stats;

@@ -50,12 +50,12 @@ impl WebhookStore for PgStore {
                 &tx,
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at, \
-                 ordering) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 ordering, headers, filter, rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                 &refs(&pg_args(
                     [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
                         .into_iter()
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)])
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options))
                         .collect(),
                 )),
             )
@@ -116,6 +116,7 @@ impl PgStore {
         change: WebhookChange,
         now: Timestamp,
     ) -> StoreResult<Webhook> {
+        let routes = self.routes();
         in_tx!(self, |tx, wake| {
             let id = id.to_string();
             // FOR UPDATE: a concurrent change waits for this one and then applies to its result.
@@ -125,11 +126,12 @@ impl PgStore {
                 &tx,
                 "UPDATE webhooks SET url = $2, events = $3, format = $4, secret = $5, secret_version = $6, \
                  previous_secret = $7, previous_secret_until = $8, schedule = $9, max_concurrency = $10, \
-                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14, ordering = $15 WHERE id = $1",
+                 disabled = $11, disabled_reason = $12, description = $13, updated_at = $14, ordering = $15, \
+                 headers = $16, filter = $17, rate_limit = $18 WHERE id = $1",
                 &refs(&pg_args(
                     std::iter::once(Arg::Text(id.clone()))
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(now.0), ordering_arg(wh.ordering)])
+                        .chain([Arg::Int(now.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options))
                         .collect(),
                 )),
             )
@@ -152,6 +154,12 @@ impl PgStore {
                 execute(&tx, &lines::dissolve_lines_sql("$1", "$2"), &[&id, &now.0]).await?;
             }
             wake.due = !wh.disabled;
+            if !before.disabled && wh.disabled {
+                let event = rules::webhook_disabled_event(&wh, now);
+                super::events::insert_event_row(&tx, &routes, &event).await?;
+                wake.due = true;
+                wake.events.push(event.tenant);
+            }
             Ok(wh)
         })
     }

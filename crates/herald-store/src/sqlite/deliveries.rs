@@ -100,8 +100,9 @@ impl DeliveryStore for SqliteStore {
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
         let reschedules = rules::reschedules(&records);
-        let released = self.write_internal(move |conn| {
-            let mut released = 0;
+        let routes = self.routes();
+        let (released, raised) = self.write_internal(move |conn| {
+            let (mut released, mut raised) = (0, false);
             for r in records {
                 let id = r.delivery_id.to_string();
                 let (code, error, at) = match &r.attempt {
@@ -150,12 +151,23 @@ impl DeliveryStore for SqliteStore {
                     .query_row(params![id, status, next], |r| r.get(0))
                     .optional()?
                 };
+                // Updated (not skipped meanwhile), and whether in an ordered line.
+                let changed = lined.is_some();
                 let lined = lined.unwrap_or(false);
                 // Still pending but no longer its line's head (an earlier one was put back
                 // meanwhile): held until its turn.
                 if lined && next.is_some() {
                     conn.prepare_cached(&lines::hold_if_behind_sql("?1"))?
                         .execute(params![id])?;
+                }
+                // A delivery that ends failed here (its schedule used up, or a 410) raises
+                // `delivery.failed` for the API owner, in this write.
+                if changed && counted == 1 && r.outcome == AttemptOutcome::Failed {
+                    let d = get_delivery_row(conn, &id)?;
+                    if let Some(event) = rules::delivery_failed_event(&d, at) {
+                        raise_event(conn, &routes, event)?;
+                        raised = true;
+                    }
                 }
                 // A success ends its line's head: the next delivery of its key goes.
                 if lined && r.outcome == AttemptOutcome::Succeeded {
@@ -175,23 +187,39 @@ impl DeliveryStore for SqliteStore {
                 }
                 if let Some((webhook, reason)) = r.disable_webhook {
                     forget_fan_out_targets();
+                    // Only the disable of a live, enabled webhook is news.
+                    let was_enabled: bool = conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM webhooks WHERE id = ?1 AND disabled = 0 AND deleted = 0",
+                        )?
+                        .query_row(params![webhook.to_string()], |r| r.get::<_, i64>(0))?
+                        == 1;
                     conn.execute(
                         "UPDATE webhooks SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1",
                         params![webhook.to_string(), reason, at.0],
                     )?;
+                    if was_enabled {
+                        let wh = get_webhook_row(conn, &webhook.to_string())?;
+                        raise_event(conn, &routes, rules::webhook_disabled_event(&wh, at))?;
+                        raised = true;
+                    }
                     conn.execute(
                         "UPDATE deliveries SET next_attempt_at = NULL WHERE webhook_id = ?1 AND status = 'pending'",
                         params![webhook.to_string()],
                     )?;
                 }
             }
-            Ok(released)
+            Ok((released, raised))
         })
         .await?;
         // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
-        // A success or a final failure makes nothing due, unless it released a line's next.
-        if reschedules || released > 0 {
+        // A success or a final failure makes nothing due, unless it released a line's next
+        // or raised an event of Herald's own.
+        if reschedules || released > 0 || raised {
             self.signals.deliveries_changed();
+        }
+        if raised {
+            self.signals.events_appended(crate::Appended::Anything);
         }
         Ok(())
     }

@@ -105,6 +105,18 @@ pub(super) struct Fanned {
     pub handed: Handed,
 }
 
+/// Stores one of Herald's own events (`webhook.disabled`, `delivery.failed`) in the write
+/// that caused it, fanned out like any other.
+pub(super) fn raise_event(
+    conn: &Connection,
+    routes: &[OutboxRoute],
+    event: NewEvent,
+) -> StoreResult<()> {
+    let data_json = serde_json::to_string(&event.data)?;
+    insert_event_row(conn, routes, event, &data_json, None)?;
+    Ok(())
+}
+
 /// The live webhooks of one tenant: as fan-out matches them, and whole (for handed-off
 /// jobs), in the same order.
 pub(super) struct TenantTargets {
@@ -148,6 +160,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
             tenant,
             patterns: Arc::new(w.events.clone()),
             ordered: w.ordering == Ordering::Key,
+            filter: w.options.filter.clone().map(Arc::new),
         })
         .collect();
     let found = Rc::new(TenantTargets { targets, rows });

@@ -213,6 +213,35 @@ CREATE TABLE consumers (
     PRIMARY KEY (tenant_id, name)
 );
 "#,
+    // Subscription settings: custom headers (a JSON object), a payload filter (its JSON as
+    // registered) and a rate limit (deliveries per second); NULL: none.
+    r#"
+ALTER TABLE webhooks ADD COLUMN headers TEXT;
+ALTER TABLE webhooks ADD COLUMN filter TEXT;
+ALTER TABLE webhooks ADD COLUMN rate_limit INTEGER;
+"#,
+    // The portal: sessions (tokens and cookies kept as SHA-256 hashes) and each tenant's
+    // portal settings (JSON).
+    r#"
+CREATE TABLE portal_sessions (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    cookie_hash TEXT UNIQUE,
+    csrf_token TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    event_types TEXT,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    exchanged_at INTEGER,
+    revoked INTEGER NOT NULL
+);
+CREATE TABLE portal_settings (
+    tenant_id TEXT PRIMARY KEY,
+    frame_origins TEXT NOT NULL,
+    branding TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes and expects.

@@ -20,6 +20,7 @@ mod migrations;
 pub use migrations::EXPECTED_VERSION;
 mod operations;
 mod outbox;
+mod portal;
 mod rows;
 mod sql;
 mod stats;

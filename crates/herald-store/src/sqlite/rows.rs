@@ -49,3 +49,7 @@ pub fn delivery(row: &Row<'_>) -> StoreResult<Delivery> {
 pub fn attempt(row: &Row<'_>) -> StoreResult<Attempt> {
     shared::attempt(row)
 }
+
+pub fn portal_session(row: &Row<'_>) -> StoreResult<PortalSession> {
+    shared::portal_session(row)
+}

@@ -43,12 +43,12 @@ impl WebhookStore for SqliteStore {
             conn.execute(
                 "INSERT INTO webhooks (id, tenant_id, url, events, format, secret, secret_version, previous_secret, \
                  previous_secret_until, schedule, max_concurrency, disabled, disabled_reason, description, created_at, updated_at, \
-                 ordering) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 ordering, headers, filter, rate_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 params_from_iter(
                     [Arg::text(wh.id), Arg::opt_text(wh.tenant)]
                         .into_iter()
                         .chain(webhook_settings(&wh))
-                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)]),
+                        .chain([Arg::Int(wh.created_at.0), Arg::Int(wh.updated_at.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options)),
                 ),
             )?;
             Ok(wh)
@@ -72,7 +72,8 @@ impl WebhookStore for SqliteStore {
         change: WebhookChange,
         now: Timestamp,
     ) -> StoreResult<Webhook> {
-        let out = self
+        let routes = self.routes();
+        let (out, raised) = self
             .write(move |conn| {
                 let before = get_webhook_row(conn, &id.to_string())?;
                 let wh = change.apply(before.clone(), now)?;
@@ -80,11 +81,12 @@ impl WebhookStore for SqliteStore {
                 conn.execute(
                     "UPDATE webhooks SET url = ?2, events = ?3, format = ?4, secret = ?5, secret_version = ?6, \
                      previous_secret = ?7, previous_secret_until = ?8, schedule = ?9, max_concurrency = ?10, \
-                     disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14, ordering = ?15 WHERE id = ?1",
+                     disabled = ?11, disabled_reason = ?12, description = ?13, updated_at = ?14, ordering = ?15, \
+                 headers = ?16, filter = ?17, rate_limit = ?18 WHERE id = ?1",
                     params_from_iter(
                         std::iter::once(Arg::text(wh.id))
                             .chain(webhook_settings(&wh))
-                            .chain([Arg::Int(now.0), ordering_arg(wh.ordering)]),
+                            .chain([Arg::Int(now.0), ordering_arg(wh.ordering)]).chain(options_args(&wh.options)),
                     ),
                 )?;
                 let id = wh.id.to_string();
@@ -103,11 +105,18 @@ impl WebhookStore for SqliteStore {
                 if before.ordering == Ordering::Key && wh.ordering == Ordering::None {
                     conn.execute(&lines::dissolve_lines_sql("?1", "?2"), params![id, now.0])?;
                 }
-                Ok(wh)
+                let raised = !before.disabled && wh.disabled;
+                if raised {
+                    raise_event(conn, &routes, rules::webhook_disabled_event(&wh, now))?;
+                }
+                Ok((wh, raised))
             })
             .await?;
-        if !out.disabled {
+        if !out.disabled || raised {
             self.signals.deliveries_changed();
+        }
+        if raised {
+            self.signals.events_appended(crate::Appended::Anything);
         }
         Ok(out)
     }

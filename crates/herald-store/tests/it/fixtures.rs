@@ -39,6 +39,7 @@ pub async fn webhook(store: &dyn Store, tenant: TenantId) -> WebhookId {
             schedule: None,
             max_concurrency: None,
             ordering: Default::default(),
+            options: Default::default(),
             disabled: false,
             disabled_reason: None,
             description: None,

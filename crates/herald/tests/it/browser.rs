@@ -1,6 +1,8 @@
-//! The dashboard in a real headless browser (Debian's chromium driven by playwright-core):
-//! log in, find a failed delivery, press Redeliver, see it succeed. The test itself is
-//! `tests/browser/*.test.mjs`; this runs it with the `herald` binary cargo just built.
+//! The dashboard and the tenant portal in a real headless browser (Debian's chromium driven
+//! by playwright-core): log in, find a failed delivery, press Redeliver, see it succeed; open
+//! a portal link, add a filtered endpoint, send a test event, replay a failure. The tests
+//! themselves are `tests/browser/*.test.mjs`; this runs them with the `herald` binary cargo
+//! just built.
 //! It needs `scripts/install-browser-deps.sh` and runs when `HERALD_TEST_BROWSER=1`.
 
 use std::process::Command;

@@ -81,12 +81,15 @@ class CreateWebhook(TypedDict):
     url: str
     events: list[str]
     signing_secret_version: NotRequired[int]
-    format: NotRequired[Literal["herald", "standard-webhooks"]]
+    format: NotRequired[Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]]
     tenant: NotRequired[str]
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
     ordering: NotRequired[Literal["none", "key"]]
     description: NotRequired[str]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any]]
+    rate_limit: NotRequired[int]
 
 
 class Delivery(TypedDict):
@@ -180,12 +183,33 @@ class OperationError(TypedDict):
 class PatchWebhook(TypedDict):
     url: NotRequired[str]
     events: NotRequired[list[str]]
-    format: NotRequired[Literal["herald", "standard-webhooks"]]
+    format: NotRequired[Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]]
     disabled: NotRequired[bool]
     description: NotRequired[str]
     schedule: NotRequired[list[str]]
     max_concurrency: NotRequired[int]
     ordering: NotRequired[Literal["none", "key"]]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any] | None]
+    rate_limit: NotRequired[int | None]
+
+
+class PortalSession(TypedDict):
+    id: str
+    tenant: str
+    read_only: bool
+    event_types: NotRequired[list[str] | None]
+    expires_at: str
+    created_at: NotRequired[str]
+    opened_at: NotRequired[str | None]
+    revoked: NotRequired[bool]
+    token: NotRequired[str]
+    url: NotRequired[str]
+
+
+class PortalSettings(TypedDict):
+    frame_origins: NotRequired[list[str]]
+    branding: NotRequired[dict[str, Any]]
 
 
 class Problem(TypedDict):
@@ -223,12 +247,17 @@ class Webhook(TypedDict):
     tenant: NotRequired[str | None]
     url: str
     events: list[str]
-    format: Literal["herald", "standard-webhooks"]
+    format: Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]
     signing_secret_version: int
     signing_secret: NotRequired[str]
+    public_key: NotRequired[str | None]
+    previous_public_key: NotRequired[str | None]
     schedule: NotRequired[list[str] | None]
     max_concurrency: NotRequired[int | None]
     ordering: NotRequired[Literal["none", "key"]]
+    headers: NotRequired[dict[str, Any]]
+    filter: NotRequired[dict[str, Any] | None]
+    rate_limit: NotRequired[int | None]
     disabled: bool
     disabled_reason: NotRequired[str | None]
     description: NotRequired[str | None]

@@ -4,7 +4,7 @@
 use super::*;
 use herald_core::event::Event;
 use herald_core::ids::*;
-use herald_core::signing::verify_herald;
+use herald_core::signing::{generate_secret, standard_signature, verify_herald, SignatureFormat};
 use herald_store::{Delivery, DeliveryStatus, Destination, Webhook};
 use herald_testkit::receiver::{Behavior, Receiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,18 +31,21 @@ pub(crate) fn job(url: &str, format: SignatureFormat) -> DeliveryJob {
         secret: match format {
             SignatureFormat::Herald => "hsec_new".into(),
             SignatureFormat::StandardWebhooks => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            SignatureFormat::StandardWebhooksEd25519 => generate_secret(format),
         },
         secret_version: 2,
         previous_secret: Some((
             match format {
                 SignatureFormat::Herald => "hsec_old".into(),
                 SignatureFormat::StandardWebhooks => "whsec_c2VjcmV0LW9sZA==".into(),
+                SignatureFormat::StandardWebhooksEd25519 => generate_secret(format),
             },
             T0.plus(Duration::from_secs(3600)),
         )),
         schedule: None,
         max_concurrency: None,
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: None,

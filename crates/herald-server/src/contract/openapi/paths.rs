@@ -129,6 +129,66 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         responses(vec![("204", json!({ "description": "Revoked." }))], &["404"])) }),
     );
 
+    put(
+        "/tenants/{id}/portal-sessions",
+        json!({ "post": finish(op("Mint a portal session for the tenant's own users (admin): a one-time link, exchanged at /portal/open for a session cookie", "tenants", "createPortalSession"), vec![id()],
+        Some(json!({ "required": false, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "properties": {
+            "read_only": { "type": "boolean" },
+            "event_types": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 100 },
+            "expires_in": { "type": "string", "description": "1m to 24h; default 1h." } } } } } })),
+        responses(vec![("201", ok("The session, its `token` and its `url` (the token, shown once).", schema_ref("PortalSession")))], &["404"])) }),
+    );
+    put(
+        "/tenants/{id}/portal",
+        json!({
+            "get": finish(op("The tenant's portal settings (admin)", "tenants", "getPortalSettings"), vec![id()], None,
+                responses(vec![("200", ok("The settings.", schema_ref("PortalSettings")))], &["404"])),
+            "put": finish(op("Replace the tenant's portal settings (admin)", "tenants", "putPortalSettings"), vec![id()],
+                Some(json_body(schema_ref("PortalSettings"))),
+                responses(vec![("200", ok("The settings.", schema_ref("PortalSettings")))], &["404"]))
+        }),
+    );
+    put(
+        "/portal-sessions/{id}",
+        json!({
+            "get": finish(op("A portal session (admin)", "tenants", "getPortalSession"), vec![id()], None,
+                responses(vec![("200", ok("The session (never its token).", schema_ref("PortalSession")))], &["404"])),
+            "delete": finish(op("Revoke a portal session (admin): its cookie opens nothing more", "tenants", "revokePortalSession"), vec![id()], None,
+                responses(vec![("204", json!({ "description": "Revoked." }))], &["404"]))
+        }),
+    );
+    for (path, id, media, what) in [
+        (
+            "/portal",
+            "getPortal",
+            "text/html",
+            "The tenant portal's page (its session cookie calls /portal/api).",
+        ),
+        (
+            "/portal/app.js",
+            "getPortalScript",
+            "text/javascript",
+            "The portal's script.",
+        ),
+        (
+            "/portal/app.css",
+            "getPortalStylesheet",
+            "text/css",
+            "The portal's stylesheet.",
+        ),
+    ] {
+        put(
+            path,
+            json!({ "get": public(finish(op(what, "dashboard", id), vec![], None, json!({ "200": text(what, media) }))) }),
+        );
+    }
+    put(
+        "/portal/open",
+        json!({ "get": public(finish(op("Open a portal link: the one-time token becomes an HttpOnly, SameSite=Strict session cookie", "dashboard", "openPortal"),
+            vec![query("token", json!({ "type": "string" }), "The token of `POST /tenants/{id}/portal-sessions`.")], None,
+            json!({ "303": { "description": "To /portal, with the session cookie." }, "401": text("Expired, used or unknown.", "text/html") }))) }),
+    );
+
     let list_ops = list_params(&[
         ("type", "string", "Only this operation type."),
         (
@@ -326,6 +386,12 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
         json!({ "post": finish(op("Rotate the signing secret; the old one keeps signing for a grace period", "webhooks", "rotateWebhookSecret"), vec![id()],
         Some(json!({ "required": false, "content": { "application/json": { "schema": { "type": "object", "properties": { "grace": { "type": "string" } } } } } })),
         responses(vec![("200", ok("The webhook with its new `signing_secret`.", schema_ref("Webhook")))], &["404"])) }),
+    );
+    put(
+        "/webhooks/{id}:test",
+        json!({ "post": finish(op("Send a `webhook.test` event to this webhook alone (whatever it subscribes to or filters)", "webhooks", "testWebhook"), vec![id()],
+        Some(json!({ "required": false, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "properties": { "event_type": { "type": "string", "description": "A registered type: its schema's first `examples` entry goes in `data.example`." } } } } } })),
+        responses(vec![("202", ok("The test event's id.", json!({ "type": "object", "properties": { "webhook": { "type": "string" }, "event": { "type": "string" } } })))], &["404", "422"])) }),
     );
     put(
         "/webhooks/{id}:replay",

@@ -149,34 +149,59 @@ pub(super) fn components() -> Value {
                 "properties": { "url": { "type": "string", "format": "uri" },
                                 "events": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 100 },
                                 "signing_secret_version": { "type": "integer" },
-                                "format": { "enum": ["herald", "standard-webhooks"] },
+                                "format": { "enum": ["herald", "standard-webhooks", "standard-webhooks-ed25519"] },
                                 "tenant": { "type": "string" },
                                 "schedule": { "type": "array", "items": { "type": "string" } },
                                 "max_concurrency": { "type": "integer", "minimum": 1, "maximum": 1000 },
                                 "ordering": { "enum": ["none", "key"], "description": "`key`: deliveries of one event key go one at a time, in `sequence` order." },
-                                "description": { "type": "string" } }
+                                "description": { "type": "string" },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 20, "description": "Sent with every delivery. Not hop-by-hop, `Host`, `Content-*`, `User-Agent`, `traceparent`, or any header Herald sets or signs (`X-Event-*`, `X-Signature`, `X-Timestamp`, `X-Delivery-*`, `webhook-*`)." },
+                                "filter": { "type": "object", "description": "Only events whose body passes are delivered: JSON pointers to a value, `{\"$eq\"}`, `{\"$in\": [..]}` or `{\"$exists\": bool}`, combined with `$and`/`$or` (docs/api.md, Payload filters)." },
+                                "rate_limit": { "type": "integer", "minimum": 1, "maximum": 10000, "description": "Deliveries per second, evenly; the excess waits its turn." } }
             },
             "PatchWebhook": {
                 "type": "object", "additionalProperties": false,
                 "properties": { "url": { "type": "string" }, "events": { "type": "array", "items": { "type": "string" } },
-                                "format": { "enum": ["herald", "standard-webhooks"] }, "disabled": { "type": "boolean" },
+                                "format": { "enum": ["herald", "standard-webhooks", "standard-webhooks-ed25519"] }, "disabled": { "type": "boolean" },
                                 "description": { "type": "string" }, "schedule": { "type": "array", "items": { "type": "string" } },
                                 "max_concurrency": { "type": "integer" },
-                                "ordering": { "enum": ["none", "key"] } }
+                                "ordering": { "enum": ["none", "key"] },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Replaces the custom headers; `{}` removes them." },
+                                "filter": { "type": ["object", "null"], "description": "Replaces the filter; `null` removes it." },
+                                "rate_limit": { "type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "`null` removes it." } }
             },
             "Webhook": {
                 "type": "object", "required": ["id", "url", "events", "format", "signing_secret_version", "disabled"],
                 "properties": { "id": { "type": "string" }, "tenant": { "type": ["string", "null"] }, "url": { "type": "string" },
                                 "events": { "type": "array", "items": { "type": "string" } },
-                                "format": { "enum": ["herald", "standard-webhooks"] },
+                                "format": { "enum": ["herald", "standard-webhooks", "standard-webhooks-ed25519"] },
                                 "signing_secret_version": { "type": "integer" },
-                                "signing_secret": { "type": "string", "description": "Only on creation and rotation." },
+                                "signing_secret": { "type": "string", "description": "Only on creation and rotation, and never for `standard-webhooks-ed25519` (its private key stays in Herald)." },
+                                "public_key": { "type": ["string", "null"], "description": "`standard-webhooks-ed25519`: the `whpk_` key receivers verify `v1a` signatures with." },
+                                "previous_public_key": { "type": ["string", "null"], "description": "During a rotation's grace: the key the previous signature verifies with." },
                                 "schedule": { "type": ["array", "null"], "items": { "type": "string" } },
                                 "max_concurrency": { "type": ["integer", "null"] },
                                 "ordering": { "enum": ["none", "key"] },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                                "filter": { "type": ["object", "null"] },
+                                "rate_limit": { "type": ["integer", "null"] },
                                 "disabled": { "type": "boolean" }, "disabled_reason": { "type": ["string", "null"] },
                                 "description": { "type": ["string", "null"] },
                                 "created_at": { "type": "string" }, "updated_at": { "type": "string" } }
+            },
+            "PortalSession": {
+                "type": "object", "required": ["id", "tenant", "read_only", "expires_at"],
+                "properties": { "id": { "type": "string" }, "tenant": { "type": "string" }, "read_only": { "type": "boolean" },
+                                "event_types": { "type": ["array", "null"], "items": { "type": "string" } },
+                                "expires_at": { "type": "string" }, "created_at": { "type": "string" },
+                                "opened_at": { "type": ["string", "null"] }, "revoked": { "type": "boolean" },
+                                "token": { "type": "string", "description": "Only when minted." },
+                                "url": { "type": "string", "description": "Only when minted: the one-time link." } }
+            },
+            "PortalSettings": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "frame_origins": { "type": "array", "items": { "type": "string" }, "maxItems": 20, "description": "Origins (`https://host[:port]`) whose pages may frame /portal (CSP frame-ancestors); none: framed nowhere." },
+                                "branding": { "type": "object", "properties": { "name": { "type": "string" }, "logo_url": { "type": "string" }, "accent": { "type": "string" }, "theme": { "enum": ["light", "dark"] } } } }
             },
             "Replay": {
                 "type": "object", "additionalProperties": false,

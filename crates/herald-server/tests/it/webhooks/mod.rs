@@ -11,6 +11,7 @@ mod fanout;
 mod log;
 mod ordered;
 mod retries;
+mod settings;
 mod wire;
 
 use herald_core::ids::EventId;

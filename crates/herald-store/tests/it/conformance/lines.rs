@@ -239,8 +239,9 @@ pub(super) async fn a_line_moves_on_when_retention_purges_its_dead_head(s: &dyn 
     )
     .await
     .unwrap();
-    // The first event (settled: its one delivery is dead) is purged; the second is kept.
-    assert_eq!(s.purge_settled_events(at(50), 100).await.unwrap().events, 1);
+    // The first event (settled: its one delivery is dead) is purged, and so is the
+    // `delivery.failed` its death raised (it went nowhere); the second is kept.
+    assert_eq!(s.purge_settled_events(at(50), 100).await.unwrap().events, 2);
     assert!(matches!(
         s.get_delivery(head[0].delivery.id).await,
         Err(StoreError::NotFound)

@@ -10,8 +10,10 @@ mod handoff;
 mod lines;
 mod nodes;
 mod operations;
+mod portal;
 mod races;
 mod retention;
+mod subscriptions;
 mod tenants;
 mod webhooks;
 
@@ -21,7 +23,9 @@ use events::*;
 use feed::*;
 use lines::*;
 use operations::*;
+use portal::*;
 use races::*;
+use subscriptions::*;
 use tenants::*;
 use webhooks::*;
 
@@ -145,6 +149,10 @@ conformance!(
     feed_reads_in_commit_order_after_a_cursor,
     consumers_ack_forward_only_and_what_was_delivered,
     positions_never_go_back_after_retention_empties_the_feed,
+    subscription_settings_are_stored_and_changed,
+    filters_decide_fan_out_of_events_and_final_events,
+    operational_events_are_raised_in_the_write_that_causes_them,
+    portal_tokens_open_their_session_once,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -265,6 +273,7 @@ fn webhook(tenant: Option<TenantId>, patterns: &[&str]) -> Webhook {
         schedule: None,
         max_concurrency: Some(4),
         ordering: Default::default(),
+        options: Default::default(),
         disabled: false,
         disabled_reason: None,
         description: Some("test".into()),

@@ -73,6 +73,7 @@ pub(super) async fn webhook_crud(s: &dyn Store) {
         schedule: Some(schedule),
         max_concurrency: Some(7),
         ordering: Default::default(),
+        options: Default::default(),
         updated_at: at(5),
         ..w1.clone()
     };

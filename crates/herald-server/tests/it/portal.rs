@@ -1,0 +1,503 @@
+//! Portal sessions over HTTP: minted by an admin, opened once by their link for an
+//! HttpOnly SameSite=Strict cookie, scoped to their tenant (and event types), read-only
+//! when asked, CSRF-safe, revocable, expiring, and framed only by the tenant's origins.
+
+use herald_testkit::receiver::Receiver;
+use herald_testkit::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn config() -> String {
+    "[webhooks]\nallow_private_destinations = true\n".into()
+}
+
+/// A browser-like client of the portal: no redirects followed, its cookie sent by hand.
+struct Portal<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+    cookie: String,
+    csrf: String,
+}
+
+/// Mints a session for `tenant` with `body` and opens its link.
+async fn open<'a>(app: &'a TestApp, tenant: &str, body: Value) -> (Portal<'a>, Value) {
+    let r = app
+        .post(&format!("/tenants/{tenant}/portal-sessions"), ADMIN, body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let minted = r.body.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = minted["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&app.base) && url.contains("/portal/open?token=hpt_"),
+        "{url}"
+    );
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/portal");
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/portal", "Max-Age="] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP: no Secure flag ({set})"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    // The link works once.
+    let again = http.get(url).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    let mut portal = Portal {
+        app,
+        http,
+        cookie,
+        csrf: String::new(),
+    };
+    let s = portal.get("/portal/api/session").await;
+    assert_eq!(s.status, StatusCode::OK, "{:?}", s.body);
+    portal.csrf = s.body["csrf_token"].as_str().unwrap().to_owned();
+    (portal, minted)
+}
+
+impl Portal<'_> {
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.app.base))
+            .header("cookie", &self.cookie)
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        into_reply(self.request(Method::GET, path).send().await.unwrap()).await
+    }
+
+    /// A change as the portal's page makes it: same origin, CSRF header.
+    async fn change(&self, method: Method, path: &str, body: Value) -> Reply {
+        let req = self
+            .request(method, path)
+            .header("origin", &self.app.base)
+            .header("x-herald-csrf", &self.csrf)
+            .json(&body);
+        into_reply(req.send().await.unwrap()).await
+    }
+}
+
+#[tokio::test]
+async fn a_link_opens_once_into_a_tenant_scoped_session() {
+    let app = spawn_app(&config()).await;
+    let (acme, acme_key) = app.tenant("acme").await;
+    let (_, globex_key) = app.tenant("globex").await;
+    // Only an admin mints sessions.
+    let r = app
+        .post(
+            &format!("/tenants/{acme}/portal-sessions"),
+            &acme_key,
+            json!({}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let r = app
+        .post(
+            "/tenants/tnt_01JD0000000000000000000000/portal-sessions",
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+    for bad in [
+        json!({"expires_in": "25h"}),
+        json!({"expires_in": "10s"}),
+        json!({"event_types": []}),
+        json!({"nope": 1}),
+    ] {
+        let r = app
+            .post(
+                &format!("/tenants/{acme}/portal-sessions"),
+                ADMIN,
+                bad.clone(),
+            )
+            .await;
+        assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    }
+
+    let receiver = Receiver::start().await;
+    let theirs = app
+        .post(
+            "/webhooks",
+            &globex_key,
+            json!({"url": receiver.url("/g"), "events": ["*"]}),
+        )
+        .await;
+    let theirs = theirs.body["id"].as_str().unwrap().to_owned();
+    let (portal, minted) = open(&app, &acme, json!({})).await;
+    assert!(minted["token"].as_str().unwrap().starts_with("hpt_"));
+    let s = portal.get("/portal/api/session").await.body;
+    assert_eq!(s["tenant"], acme);
+    assert_eq!(s["tenant_name"], "acme");
+    assert_eq!(s["read_only"], false);
+    assert!(s.get("token").is_none());
+
+    let created = portal
+        .change(
+            Method::POST,
+            "/portal/api/webhooks",
+            json!({"url": receiver.url("/mine"), "events": ["payment.*"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["tenant"], acme);
+    assert!(created.body["signing_secret"].is_string(), "shown once");
+    let listed = portal.get("/portal/api/webhooks").await.body;
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
+    // Another tenant's webhook does not exist here.
+    let r = portal.get(&format!("/portal/api/webhooks/{theirs}")).await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let r = portal
+        .change(
+            Method::DELETE,
+            &format!("/portal/api/webhooks/{theirs}"),
+            json!({}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // Without the cookie, nothing.
+    let r = into_reply(
+        reqwest::get(format!("{}/portal/api/webhooks", app.base))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    // A bearer key does not open the portal's API either (it is the cookie's alone).
+    let r = app.get("/portal/api/webhooks", &acme_key).await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn every_change_needs_the_csrf_header_and_the_portals_origin() {
+    let app = spawn_app(&config()).await;
+    let (acme, _) = app.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    let (portal, _) = open(&app, &acme, json!({})).await;
+    let body = json!({"url": receiver.url("/h"), "events": ["*"]});
+    let attempts = [
+        // A cross-site form: neither the header nor the origin.
+        portal
+            .request(Method::POST, "/portal/api/webhooks")
+            .json(&body),
+        portal
+            .request(Method::POST, "/portal/api/webhooks")
+            .header("origin", &app.base)
+            .json(&body),
+        portal
+            .request(Method::POST, "/portal/api/webhooks")
+            .header("x-herald-csrf", &portal.csrf)
+            .json(&body),
+        portal
+            .request(Method::POST, "/portal/api/webhooks")
+            .header("origin", "https://evil.example")
+            .header("x-herald-csrf", &portal.csrf)
+            .json(&body),
+        portal
+            .request(Method::POST, "/portal/api/webhooks")
+            .header("origin", &app.base)
+            .header("x-herald-csrf", "hcsrf_guessed")
+            .json(&body),
+    ];
+    for attempt in attempts {
+        let r = into_reply(attempt.send().await.unwrap()).await;
+        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+    let listed = portal.get("/portal/api/webhooks").await.body;
+    assert!(
+        listed["webhooks"].as_array().unwrap().is_empty(),
+        "nothing made"
+    );
+    let r = portal
+        .change(Method::POST, "/portal/api/webhooks", body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn read_only_and_event_type_limits_hold() {
+    let app = spawn_app(&config()).await;
+    let (acme, acme_key) = app.tenant("acme").await;
+    for name in ["payment.succeeded", "invoice.paid"] {
+        let r = app
+            .call(
+                Method::PUT,
+                &format!("/event-types/{name}"),
+                ADMIN,
+                Some(json!({"schema": {"type": "object"}})),
+            )
+            .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+    }
+    let receiver = Receiver::start().await;
+    let hook = app
+        .post(
+            "/webhooks",
+            &acme_key,
+            json!({"url": receiver.url("/h"), "events": ["*"]}),
+        )
+        .await;
+    let hook = hook.body["id"].as_str().unwrap().to_owned();
+
+    let (viewer, minted) = open(&app, &acme, json!({"read_only": true, "expires_in": "5m"})).await;
+    assert_eq!(minted["read_only"], true);
+    assert_eq!(
+        viewer.get("/portal/api/webhooks").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        viewer
+            .get(&format!("/portal/api/webhooks/{hook}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for (method, path) in [
+        (Method::POST, "/portal/api/webhooks".to_owned()),
+        (Method::PATCH, format!("/portal/api/webhooks/{hook}")),
+        (Method::DELETE, format!("/portal/api/webhooks/{hook}")),
+        (
+            Method::POST,
+            format!("/portal/api/webhooks/{hook}:rotateSecret"),
+        ),
+    ] {
+        let r = viewer
+            .change(
+                method,
+                &path,
+                json!({"url": receiver.url("/x"), "events": ["*"]}),
+            )
+            .await;
+        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+        assert!(r.body["detail"].as_str().unwrap().contains("read-only"));
+    }
+
+    let (payments, _) = open(&app, &acme, json!({"event_types": ["payment.*"]})).await;
+    let catalog = payments.get("/portal/api/event-types").await.body;
+    let names: Vec<&str> = catalog["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["payment.succeeded"]);
+    for events in [
+        json!(["invoice.paid"]),
+        json!(["*"]),
+        json!(["payment.succeeded", "invoice.*"]),
+    ] {
+        let r = payments
+            .change(
+                Method::POST,
+                "/portal/api/webhooks",
+                json!({"url": receiver.url("/p"), "events": events}),
+            )
+            .await;
+        assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    }
+    let r = payments
+        .change(
+            Method::PATCH,
+            &format!("/portal/api/webhooks/{hook}"),
+            json!({"events": ["invoice.paid"]}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let r = payments
+        .change(
+            Method::POST,
+            "/portal/api/webhooks",
+            json!({"url": receiver.url("/p"), "events": ["payment.succeeded"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_sessions_open_nothing() {
+    let app = spawn_app_with_manual_clock(&config()).await;
+    let (acme, _) = app.tenant("acme").await;
+    let (portal, minted) = open(&app, &acme, json!({"expires_in": "10m"})).await;
+    let id = minted["id"].as_str().unwrap();
+    assert!(id.starts_with("pts_"));
+    let got = app.get(&format!("/portal-sessions/{id}"), ADMIN).await;
+    assert_eq!(got.body["revoked"], false);
+    assert!(got.body["opened_at"].is_string());
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/portal-sessions/{id}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = portal.get("/portal/api/webhooks").await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    assert_eq!(
+        app.get(&format!("/portal-sessions/{id}"), ADMIN).await.body["revoked"],
+        true
+    );
+
+    let (portal, minted) = open(&app, &acme, json!({"expires_in": "10m"})).await;
+    app.advance(Duration::from_secs(9 * 60));
+    assert_eq!(
+        portal.get("/portal/api/webhooks").await.status,
+        StatusCode::OK
+    );
+    app.advance(Duration::from_secs(61));
+    let r = portal.get("/portal/api/webhooks").await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    // An unopened link expires too.
+    let r = app
+        .post(
+            &format!("/tenants/{acme}/portal-sessions"),
+            ADMIN,
+            json!({"expires_in": "1m"}),
+        )
+        .await;
+    let url = r.body["url"].as_str().unwrap().to_owned();
+    app.advance(Duration::from_secs(61));
+    let r = portal.http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let _ = minted;
+}
+
+#[tokio::test]
+async fn the_portal_is_framed_only_by_the_tenants_origins() {
+    let app = spawn_app(&config()).await;
+    let (acme, _) = app.tenant("acme").await;
+    let (portal, _) = open(&app, &acme, json!({})).await;
+    let framing = |r: &reqwest::Response| {
+        (
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            r.headers()
+                .get("x-frame-options")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    // No origins listed: framed nowhere.
+    let r = portal.request(Method::GET, "/portal").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (csp, xfo) = framing(&r);
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(xfo.as_deref(), Some("DENY"));
+
+    let bad = app
+        .call(
+            Method::PUT,
+            &format!("/tenants/{acme}/portal"),
+            ADMIN,
+            Some(json!({"frame_origins": ["http://app.example.com"]})),
+        )
+        .await;
+    assert_problem(&bad, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let bad = app
+        .call(
+            Method::PUT,
+            &format!("/tenants/{acme}/portal"),
+            ADMIN,
+            Some(json!({"branding": {"accent": "red; background: url(x)"}})),
+        )
+        .await;
+    assert_problem(&bad, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let put = app
+        .call(
+            Method::PUT,
+            &format!("/tenants/{acme}/portal"),
+            ADMIN,
+            Some(json!({"frame_origins": ["https://app.example.com", "https://admin.example.com:8443/"],
+                        "branding": {"name": "Acme Payments", "accent": "#0a7d5a", "theme": "dark"}})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    assert_eq!(
+        put.body["frame_origins"],
+        json!(["https://app.example.com", "https://admin.example.com:8443"])
+    );
+    let r = portal.request(Method::GET, "/portal").send().await.unwrap();
+    let (csp, xfo) = framing(&r);
+    assert!(
+        csp.contains("frame-ancestors https://app.example.com https://admin.example.com:8443"),
+        "{csp}"
+    );
+    assert_eq!(xfo, None);
+    assert_eq!(
+        portal.get("/portal/api/session").await.body["branding"]["name"],
+        "Acme Payments"
+    );
+    // Without the session's cookie, the page is framed nowhere.
+    let r = reqwest::get(format!("{}/portal", app.base)).await.unwrap();
+    let (csp, xfo) = framing(&r);
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(xfo.as_deref(), Some("DENY"));
+}
+
+#[tokio::test]
+async fn a_test_event_goes_to_its_webhook_only() {
+    let app = spawn_app(&config()).await;
+    let (acme, acme_key) = app.tenant("acme").await;
+    let r = app
+        .call(
+            Method::PUT,
+            "/event-types/payment.succeeded",
+            ADMIN,
+            Some(json!({"schema": {"type": "object", "examples": [{"amount": 4599}]}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let target = Receiver::start().await;
+    let other = Receiver::start().await;
+    let hook = app
+        .post(
+            "/webhooks",
+            &acme_key,
+            json!({"url": target.url("/t"), "events": ["payment.*"], "filter": {"/data/never": true}}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        "/webhooks",
+        &acme_key,
+        json!({"url": other.url("/o"), "events": ["*"]}),
+    )
+    .await;
+    let (portal, _) = open(&app, &acme, json!({})).await;
+    let r = portal
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{hook}:test"),
+            json!({"event_type": "payment.succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let got = target.wait_for(1, Duration::from_secs(10)).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "webhook.test");
+    assert_eq!(body["data"]["webhook"], hook);
+    assert_eq!(body["data"]["example"], json!({"amount": 4599}));
+    assert_eq!(other.count(), 0, "nobody else gets a test event");
+    let r = portal
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{hook}:test"),
+            json!({"event_type": "nope.nope"}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+}

@@ -1,0 +1,214 @@
+// The tenant portal in a real browser: Debian's Chromium driven by playwright-core, against
+// a Herald binary on port 0 and a receiver that fails the first payment it gets. A tenant's
+// user opens a magic link, adds an endpoint with a payload filter, sends a test event and
+// sees it delivered (and the receiver verifies its signature with the secret the page
+// showed once), then sees a failed delivery and replays it; a filtered-out event never
+// arrives. Screenshots of the main views (desktop and phone width).
+//
+// Run by crates/herald/tests/browser.rs (HERALD_TEST_BROWSER=1). Needs HERALD_BIN (the
+// herald binary) and playwright-core under HERALD_TOOLS_DIR.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import crypto from "node:crypto";
+import http from "node:http";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const TOOLS_DIR = process.env.HERALD_TOOLS_DIR || "/var/cache/herald-tools";
+const HERALD_BIN = process.env.HERALD_BIN;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = process.env.HERALD_SCREENSHOTS_DIR || "";
+const ADMIN = "portal-browser-test-admin-key";
+
+const { chromium } = createRequire(path.join(TOOLS_DIR, "package.json"))("playwright-core");
+
+function startHerald(dir) {
+  const config = path.join(dir, "herald.toml");
+  fs.writeFileSync(config, `
+[webhooks]
+allow_private_destinations = true
+schedule = ["0s"]
+`);
+  const child = spawn(HERALD_BIN, ["serve", "--listen", "127.0.0.1:0", "--database", `sqlite://${dir}/herald.db`, "--config", config], {
+    env: { ...process.env, HERALD_ADMIN_KEY: ADMIN, HERALD_LOG: process.env.HERALD_LOG || "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = out.match(/herald listening on (http:\/\/\S+)/);
+      if (m) resolve({ child, base: m[1] });
+    });
+  });
+}
+
+/** Records every request; the first `payment.succeeded` is answered 500, the rest 200. */
+function startReceiver() {
+  const received = [];
+  let failedOnce = false;
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks).toString();
+      received.push({ path: req.url, headers: req.headers, body });
+      const type = JSON.parse(body).type;
+      if (type === "payment.succeeded" && !failedOnce) {
+        failedOnce = true;
+        res.writeHead(500, { "content-type": "application/json" });
+        res.end('{"error":"ledger unavailable"}');
+      } else {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("ok");
+      }
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve({ server, received, base: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+async function call(base, method, p, key, body) {
+  const resp = await fetch(base + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await resp.text();
+  if (!resp.ok) throw new Error(`${method} ${p}: ${resp.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function eventually(what, check, seconds = 20) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Herald's signature, computed here independently: HMAC-SHA256(secret, ts + "." + body). */
+function verified(request, secret) {
+  const expected = "sha256=" + crypto.createHmac("sha256", secret).update(request.headers["x-timestamp"] + "." + request.body).digest("hex");
+  return request.headers["x-signature"].split(" ").includes(expected);
+}
+
+test("a tenant opens a magic link, adds a filtered endpoint, tests it and replays a failure", async (t) => {
+  assert.ok(HERALD_BIN, "HERALD_BIN must name the herald binary");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-portal-"));
+  const receiver = await startReceiver();
+  const { child, base } = await startHerald(dir);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(async () => {
+    await browser.close();
+    child.kill("SIGTERM");
+    receiver.server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  // --- the API owner's backend: a tenant, its catalog, its branding, a link
+  const acme = await call(base, "POST", "/tenants", ADMIN, { name: "acme" });
+  await call(base, "PUT", "/event-types/payment.succeeded", ADMIN, {
+    schema: { type: "object", required: ["amount", "currency"], properties: { amount: { type: "integer" }, currency: { type: "string" } },
+      examples: [{ payment_id: "pay_42", amount: 4599, currency: "USD" }] },
+  });
+  await call(base, "PUT", "/event-types/invoice.paid", ADMIN, { schema: { type: "object" } });
+  await call(base, "PUT", `/tenants/${acme.id}/portal`, ADMIN, { branding: { name: "Acme Payments", accent: "#0b6e4f", theme: "light" } });
+  const minted = await call(base, "POST", `/tenants/${acme.id}/portal-sessions`, ADMIN, { expires_in: "30m" });
+
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+
+  // --- the magic link: exchanged for the cookie, then the portal without the token
+  await page.goto(minted.url);
+  assert.equal(new URL(page.url()).pathname, "/portal");
+  assert.ok(!page.url().includes("token"), page.url());
+  await page.getByRole("heading", { name: "Acme Payments webhooks" }).waitFor();
+  const cookies = await context.cookies();
+  const cookie = cookies.find((c) => c.name === "herald_portal");
+  assert.ok(cookie && cookie.httpOnly && cookie.sameSite === "Strict", JSON.stringify(cookies));
+  assert.equal(await page.evaluate(() => document.cookie), "", "the cookie is HttpOnly");
+  // The link was good once.
+  const again = await fetch(minted.url, { redirect: "manual" });
+  assert.equal(again.status, 401);
+
+  // --- add an endpoint with a filter
+  await page.getByRole("button", { name: "Add endpoint" }).click();
+  await page.getByLabel("Endpoint URL").fill(receiver.base + "/hooks/acme");
+  await page.getByLabel("Description").fill("ledger");
+  await page.getByLabel("payment.succeeded").check();
+  const paymentType = page.locator(".type", { hasText: "payment.succeeded" });
+  await paymentType.getByText("Schema and example").click();
+  await paymentType.locator("pre").last().getByText('"pay_42"').waitFor();
+  await page.getByText("Advanced").click();
+  await page.getByLabel("Payload filter (JSON)").fill('{"/data/currency": {"$in": ["USD"]}}');
+  await page.getByLabel(/Custom headers/).fill("X-Team: ledger");
+  await shot(page, "portal-add-endpoint");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#secret-value").waitFor();
+  const secret = await page.locator("#secret-value").textContent();
+  assert.match(secret, /^hsec_/);
+  await page.getByText('filter {"/data/currency":{"$in":["USD"]}}', { exact: false }).waitFor();
+
+  // --- a test event: delivered, and it verifies with the secret shown
+  await page.getByRole("button", { name: "Send test event" }).click();
+  await page.locator('#deliveries tr[data-status="succeeded"]', { hasText: "webhook.test" }).waitFor();
+  const test = receiver.received.find((r) => JSON.parse(r.body).type === "webhook.test");
+  assert.ok(test, "the receiver got the test event");
+  assert.ok(verified(test, secret), "its signature verifies with the secret the page showed");
+  assert.equal(test.headers["x-team"], "ledger");
+  assert.deepEqual(JSON.parse(test.body).data.example, { payment_id: "pay_42", amount: 4599, currency: "USD" });
+
+  // --- real events: a euro one is filtered out; the dollar one fails (500, schedule used up)
+  await call(base, "POST", "/events", ADMIN, { type: "payment.succeeded", tenant: acme.id, data: { amount: 100, currency: "EUR" } });
+  const usd = await call(base, "POST", "/events", ADMIN, { type: "payment.succeeded", tenant: acme.id, data: { amount: 4599, currency: "USD" } });
+  await eventually("the failed attempt", () => receiver.received.some((r) => JSON.parse(r.body).id === usd.id));
+  await page.reload();
+  await page.locator("#deliveries tr", { hasText: usd.id }).locator('[class="badge failed"]').waitFor();
+  await page.locator("#deliveries tr", { hasText: usd.id }).getByRole("button", { name: "Attempts" }).click();
+  await page.getByText("ledger unavailable").waitFor();
+  await shot(page, "portal-endpoint-failed");
+
+  // --- replay the failed ones: it succeeds
+  await page.getByLabel("status").selectOption("failed");
+  await page.getByRole("button", { name: "Replay" }).click();
+  await page.getByText("Replayed 1 deliveries").waitFor();
+  await page.locator("#deliveries tr", { hasText: usd.id }).locator('[class="badge succeeded"]').waitFor();
+  const arrived = receiver.received.filter((r) => JSON.parse(r.body).id === usd.id);
+  assert.equal(arrived.length, 2, "sent, failed, replayed");
+  assert.ok(verified(arrived[1], secret));
+  assert.ok(!receiver.received.some((r) => JSON.parse(r.body).data.currency === "EUR"), "the filter kept the euro payment out");
+  await shot(page, "portal-endpoint");
+
+  // --- the list, and a phone's width
+  await page.getByRole("button", { name: "← All endpoints" }).first().click();
+  await page.getByRole("link", { name: receiver.base + "/hooks/acme" }).waitFor();
+  await shot(page, "portal-list");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole("link", { name: receiver.base + "/hooks/acme" }).click();
+  await page.getByRole("button", { name: "Send test event" }).waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `no sideways scrolling at phone width (${overflow}px)`);
+  await shot(page, "portal-phone");
+  assert.deepEqual(errors, [], "no script errors");
+});
