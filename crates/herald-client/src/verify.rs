@@ -154,10 +154,16 @@ impl WebhookVerifier {
             .ok_or(VerifyError::MalformedHeader("X-Timestamp"))?
             .unix_seconds();
         self.check_skew(ts, now)?;
-        let matched = self.secrets.iter().any(|secret| {
-            let expected = herald_signature(secret, ts_text, body);
-            any_equal(signature, &expected)
-        });
+        // An ed25519 key (`whpk_`) is public: it never keys an HMAC, or anyone who was
+        // shown it could sign a Herald-format request that passes.
+        let matched = self
+            .secrets
+            .iter()
+            .filter(|s| !is_ed25519_key(s))
+            .any(|secret| {
+                let expected = herald_signature(secret, ts_text, body);
+                any_equal(signature, &expected)
+            });
         if !matched {
             return Err(VerifyError::BadSignature);
         }
@@ -189,7 +195,7 @@ impl WebhookVerifier {
         self.check_skew(ts, now)?;
         let mut format = SignatureFormat::StandardWebhooks;
         let matched = self.secrets.iter().any(|secret| {
-            if secret.starts_with("whpk_") {
+            if is_ed25519_key(secret) {
                 let ok = verify_ed25519(secret, id, ts, body, signature);
                 if ok {
                     format = SignatureFormat::StandardWebhooksEd25519;
@@ -219,6 +225,11 @@ fn any_equal(header: &str, expected: &str) -> bool {
         found |= candidate.as_bytes().ct_eq(expected.as_bytes());
     }
     found.into()
+}
+
+/// An ed25519 key of the `standard-webhooks-ed25519` format: verifies `v1a` only.
+fn is_ed25519_key(secret: &str) -> bool {
+    secret.starts_with("whpk_") || secret.starts_with("whsk_")
 }
 
 #[cfg(test)]
@@ -379,5 +390,49 @@ mod tests {
             v.verify_at(&bad, b"", 0),
             Err(VerifyError::MalformedHeader("X-Timestamp"))
         );
+    }
+
+    #[test]
+    fn a_public_key_never_keys_an_hmac() {
+        // Anyone shown the `whpk_` key could otherwise sign a request in the Herald or the
+        // `v1` format that passes.
+        let secret =
+            herald_core::signing::generate_secret(SignatureFormat::StandardWebhooksEd25519);
+        let public = herald_core::signing::public_key(&secret).unwrap();
+        let v = WebhookVerifier::new(public.as_str());
+        let body = br#"{"id":"evt_1"}"#;
+        let now = 1_775_834_400;
+        let ts = Timestamp(now * 1000).to_rfc3339_seconds();
+        let forged: Vec<(String, String)> = vec![
+            ("x-event-id".into(), "evt_1".into()),
+            ("x-timestamp".into(), ts.clone()),
+            ("x-signature".into(), herald_signature(&public, &ts, body)),
+        ];
+        assert!(matches!(
+            v.verify_at(&forged, body, now),
+            Err(VerifyError::BadSignature)
+        ));
+        let forged: Vec<(String, String)> = vec![
+            ("webhook-id".into(), "evt_1".into()),
+            ("webhook-timestamp".into(), now.to_string()),
+            (
+                "webhook-signature".into(),
+                standard_signature(&public, "evt_1", now, body),
+            ),
+        ];
+        assert!(matches!(
+            v.verify_at(&forged, body, now),
+            Err(VerifyError::BadSignature)
+        ));
+        // The real thing, signed with the private key, passes.
+        let real: Vec<(String, String)> = vec![
+            ("webhook-id".into(), "evt_1".into()),
+            ("webhook-timestamp".into(), now.to_string()),
+            (
+                "webhook-signature".into(),
+                herald_core::signing::ed25519_signature(&secret, "evt_1", now, body),
+            ),
+        ];
+        assert!(v.verify_at(&real, body, now).is_ok());
     }
 }

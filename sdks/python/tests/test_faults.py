@@ -141,6 +141,14 @@ def test_a_redirect_is_not_followed_and_the_key_is_not_forwarded() -> None:
             srv.server_close()
 
 
+@pytest.mark.parametrize("key", ["whpk_AAAA", "whsk_AAAA"])
+def test_an_ed25519_key_is_refused_so_a_public_key_never_keys_an_hmac(key: str) -> None:
+    with pytest.raises(ValueError):
+        WebhookVerifier(key)
+    with pytest.raises(ValueError):
+        WebhookVerifier(["whsec_x", key])
+
+
 @pytest.mark.parametrize("tolerance", [math.nan, math.inf, -1.0])
 def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(tolerance: float) -> None:
     with pytest.raises(ValueError):

@@ -119,6 +119,14 @@ export class WebhookVerifier {
   constructor(secrets: string | string[], options: { toleranceSeconds?: number } = {}) {
     this.secrets = typeof secrets === "string" ? [secrets] : [...secrets];
     if (this.secrets.length === 0) throw new TypeError("at least one secret is needed");
+    // An ed25519 key (format standard-webhooks-ed25519) verifies `v1a` signatures only, which
+    // this SDK does not do yet; used as an HMAC key, a public key would let anyone who was
+    // shown it sign requests that pass.
+    if (this.secrets.some((s) => s.startsWith("whpk_") || s.startsWith("whsk_"))) {
+      throw new TypeError(
+        "ed25519 keys (whpk_/whsk_) verify v1a signatures, which this SDK does not verify yet; use an ed25519 library, or a webhook of format herald or standard-webhooks",
+      );
+    }
     const tolerance = options.toleranceSeconds ?? 300;
     // NaN would disable the replay check (no skew compares greater than NaN).
     if (typeof tolerance !== "number" || !Number.isFinite(tolerance) || tolerance < 0) {

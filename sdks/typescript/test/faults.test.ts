@@ -156,6 +156,13 @@ test("a tolerance that is not a finite, non-negative number is refused", () => {
   }
 });
 
+test("an ed25519 key is refused: used as an HMAC key, a public key would let anyone sign", () => {
+  for (const key of ["whpk_AAAA", "whsk_AAAA"]) {
+    assert.throws(() => new WebhookVerifier(key), TypeError);
+    assert.throws(() => new WebhookVerifier(["whsec_x", key]), TypeError);
+  }
+});
+
 test("ids that URL resolution would collapse are refused before sending", async () => {
   let sent = 0;
   const client = new Herald("http://127.0.0.1:9", "k", {

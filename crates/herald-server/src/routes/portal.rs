@@ -417,14 +417,20 @@ pub async fn open(
 ) -> Response {
     let now = state.clock.now();
     let cookie = random_token("hpc_");
+    // Only a token of the shape Herald mints reaches the store (the exchange is a write):
+    // anything else is refused without one, so a flood of junk links costs no writes.
+    let shaped = |t: &str| {
+        t.strip_prefix("hpt_")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
     let opened = match q.token {
-        Some(token) => {
+        Some(token) if shaped(&token) => {
             state
                 .store
                 .exchange_portal_token(hash_secret(&token), hash_secret(&cookie), now)
                 .await
         }
-        None => Err(StoreError::NotFound),
+        _ => Err(StoreError::NotFound),
     };
     match opened {
         Ok(session) => {
@@ -488,6 +494,12 @@ pub fn api(state: AppState) -> axum::Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
+/// The path segment after `prefix` (up to `/` or a custom method's `:`), if any.
+fn segment_after<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = &path[path.find(prefix)? + prefix.len()..];
+    rest.split(['/', ':']).next().filter(|s| !s.is_empty())
+}
+
 /// Whether every pattern of `wanted` lies within one of `allowed`.
 fn within(allowed: &[String], wanted: &str) -> bool {
     allowed.iter().any(|a| {
@@ -544,22 +556,57 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
             return Err(forbidden("This portal session is read-only."));
         }
         if let Some(allowed) = &session.event_types {
-            let path = parts.uri.path();
-            let is_webhook_write = (parts.method == Method::POST && path.ends_with("/webhooks"))
-                || (parts.method == Method::PATCH && path.contains("/webhooks/"));
-            if is_webhook_write {
-                let bytes = read_body(body, state.config.max_body_bytes).await?;
-                if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&bytes) {
-                    if let Some(Value::Array(events)) = m.get("events") {
-                        for e in events {
-                            let e = e.as_str().unwrap_or_default();
-                            if !within(allowed, e) {
-                                return Err(ApiError::invalid(format!(
-                                    "`events`: {e:?} is not among the event types this portal offers ({}).",
-                                    allowed.join(", ")
-                                )));
-                            }
+            let path = parts.uri.path().to_owned();
+            let outside = || {
+                forbidden(&format!(
+                    "This portal session offers only these event types ({}); this endpoint or delivery is about others.",
+                    allowed.join(", ")
+                ))
+            };
+            // An action on an endpoint (edit, rotate, replay, test, delete) or a delivery
+            // (redeliver) is allowed only when what it acts on is within the session's
+            // types: otherwise a session limited to `payment.*` could point an `invoice.*`
+            // endpoint at itself and replay every invoice to it.
+            if let Some(id) = segment_after(&path, "/webhooks/") {
+                if let Ok(id) = herald_core::ids::WebhookId::parse(id) {
+                    if let Ok(w) = state.store.get_webhook(id).await {
+                        let mine = w.tenant == Some(session.tenant);
+                        if mine && !w.events.iter().all(|p| within(allowed, p.as_str())) {
+                            return Err(outside());
                         }
+                    }
+                }
+            }
+            if let Some(id) = segment_after(&path, "/deliveries/") {
+                if let Ok(id) = herald_core::ids::DeliveryId::parse(id) {
+                    if let Ok((d, _)) = state.store.get_delivery(id).await {
+                        if d.tenant == Some(session.tenant) && !within(allowed, &d.event_type) {
+                            return Err(outside());
+                        }
+                    }
+                }
+            }
+            if path.contains("/webhooks") {
+                let bytes = read_body(body, state.config.max_body_bytes).await?;
+                // Refused, not passed through unchecked, when it is not a JSON object.
+                let fields = match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(Value::Object(m)) => m,
+                    _ if bytes.iter().all(u8::is_ascii_whitespace) => Default::default(),
+                    _ => return Err(ApiError::invalid("The body must be a JSON object.")),
+                };
+                let mut wanted: Vec<&str> = Vec::new();
+                if let Some(Value::Array(events)) = fields.get("events") {
+                    wanted.extend(events.iter().map(|e| e.as_str().unwrap_or_default()));
+                }
+                if let Some(Value::String(t)) = fields.get("event_type") {
+                    wanted.push(t);
+                }
+                for e in wanted {
+                    if !within(allowed, e) {
+                        return Err(ApiError::invalid(format!(
+                            "`events`: {e:?} is not among the event types this portal offers ({}).",
+                            allowed.join(", ")
+                        )));
                     }
                 }
                 body = Body::from(bytes);

@@ -304,14 +304,40 @@ async fn read_only_and_event_type_limits_hold() {
             .await;
         assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
     }
-    let r = payments
-        .change(
+    // The tenant's endpoint on `*` is beyond this session: no action on it at all (else it
+    // could be pointed elsewhere and every invoice replayed to it, signed).
+    for (method, path, body) in [
+        (
             Method::PATCH,
-            &format!("/portal/api/webhooks/{hook}"),
+            format!("/portal/api/webhooks/{hook}"),
             json!({"events": ["invoice.paid"]}),
-        )
-        .await;
-    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        ),
+        (
+            Method::PATCH,
+            format!("/portal/api/webhooks/{hook}"),
+            json!({"url": receiver.url("/attacker")}),
+        ),
+        (
+            Method::POST,
+            format!("/portal/api/webhooks/{hook}:rotateSecret"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("/portal/api/webhooks/{hook}:replay"),
+            json!({}),
+        ),
+        (
+            Method::DELETE,
+            format!("/portal/api/webhooks/{hook}"),
+            json!({}),
+        ),
+    ] {
+        let r = payments.change(method, &path, body).await;
+        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+    let unchanged = app.get(&format!("/webhooks/{hook}"), &acme_key).await;
+    assert_eq!(unchanged.body["url"], receiver.url("/h"));
     let r = payments
         .change(
             Method::POST,
@@ -320,6 +346,23 @@ async fn read_only_and_event_type_limits_hold() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let own = r.body["id"].as_str().unwrap().to_owned();
+    let r = payments
+        .change(
+            Method::PATCH,
+            &format!("/portal/api/webhooks/{own}"),
+            json!({"description": "mine"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "its own endpoint: {:?}", r.body);
+    let r = payments
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{own}:test"),
+            json!({"event_type": "invoice.paid"}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
 }
 
 #[tokio::test]

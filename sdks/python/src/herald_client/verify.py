@@ -112,6 +112,14 @@ class WebhookVerifier:
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         if not self.secrets:
             raise ValueError("at least one secret is needed")
+        # An ed25519 key (format standard-webhooks-ed25519) verifies `v1a` signatures only,
+        # which this SDK does not do yet; used as an HMAC key, a public key would let anyone
+        # who was shown it sign requests that pass.
+        if any(s.startswith(("whpk_", "whsk_")) for s in self.secrets):
+            raise ValueError(
+                "ed25519 keys (whpk_/whsk_) verify v1a signatures, which this SDK does not verify yet; "
+                "use an ed25519 library, or a webhook of format herald or standard-webhooks"
+            )
         # NaN would disable the replay check (no skew compares greater than NaN).
         if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
             raise ValueError(f"tolerance must be a finite number of seconds, 0 or more: {tolerance!r}")
