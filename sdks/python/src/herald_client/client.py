@@ -33,7 +33,7 @@ from .errors import ApiError, DecodeError, TransportError, UnavailableError, Rat
 
 T = TypeVar("T")
 
-WebhookFormat = Literal["herald", "standard-webhooks"]
+WebhookFormat = Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]
 WebhookOrdering = Literal["none", "key"]
 ReplayStatus = Literal["failed", "succeeded", "pending", "skipped", "all"]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "skipped"]
@@ -290,9 +290,14 @@ class Herald:
         description: str | None = None,
         signing_secret_version: int | None = None,
         ordering: WebhookOrdering | None = None,
+        headers: Mapping[str, str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        rate_limit: int | None = None,
     ) -> Webhook:
         """``signing_secret`` is in this answer only (and in :meth:`rotate_webhook_secret`'s).
-        ``ordering="key"``: deliveries of one event key go one at a time, in ``sequence`` order."""
+        ``ordering="key"``: deliveries of one event key go one at a time, in ``sequence`` order.
+        ``headers`` are sent on every delivery; ``filter`` is the payload filter
+        (docs/api.md); ``rate_limit`` caps deliveries per second."""
         body = _drop_none(
             {
                 "url": url,
@@ -304,6 +309,9 @@ class Herald:
                 "description": description,
                 "signing_secret_version": signing_secret_version,
                 "ordering": ordering,
+                "headers": dict(headers) if headers is not None else None,
+                "filter": dict(filter) if filter is not None else None,
+                "rate_limit": rate_limit,
             }
         )
         return cast(Webhook, self._json("POST", "/webhooks", body))
@@ -331,8 +339,11 @@ class Herald:
         max_concurrency: int | None = None,
         description: str | None = None,
         ordering: WebhookOrdering | None = None,
+        headers: Mapping[str, str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        rate_limit: int | None = None,
     ) -> Webhook:
-        """``PATCH``: only the fields given change."""
+        """``PATCH``: only the fields given change (``headers={}`` removes every header)."""
         body = _drop_none(
             {
                 "url": url,
@@ -343,6 +354,9 @@ class Herald:
                 "max_concurrency": max_concurrency,
                 "description": description,
                 "ordering": ordering,
+                "headers": dict(headers) if headers is not None else None,
+                "filter": dict(filter) if filter is not None else None,
+                "rate_limit": rate_limit,
             }
         )
         return cast(Webhook, self._json("PATCH", "/webhooks/" + _path(webhook_id), body))
