@@ -81,6 +81,11 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         if let Some(portal) = parts.extensions.get::<PortalPrincipal>() {
+            // A portal session spends its tenant's portal bucket of `[limits]`, as a key
+            // spends its own: one customer looping on `:test` is answered 429.
+            if let Some(limiter) = &state.rate_limits {
+                limiter.check_key(format!("portal/{}", portal.tenant))?;
+            }
             return Ok(Principal {
                 key_id: None,
                 role: Role::Tenant(portal.tenant),
@@ -138,11 +143,16 @@ impl RateLimits {
 
     /// Admits one request from `principal`, or answers 429 with `Retry-After`.
     pub fn check(&self, principal: &Principal) -> ApiResult<()> {
-        use governor::clock::Clock as _;
         let key = match principal.key_id {
             Some(id) => id.to_string(),
             None => "admin-key-from-config".to_owned(),
         };
+        self.check_key(key)
+    }
+
+    /// Admits one request on the bucket named `key`, or answers 429 with `Retry-After`.
+    pub fn check_key(&self, key: String) -> ApiResult<()> {
+        use governor::clock::Clock as _;
         match self.limiter.check_key(&key) {
             Ok(()) => Ok(()),
             Err(not_until) => {

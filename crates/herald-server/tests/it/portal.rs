@@ -544,3 +544,31 @@ async fn a_test_event_goes_to_its_webhook_only() {
         .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
 }
+
+/// A portal session is rate limited like a key (`[limits]`): a customer looping on the
+/// portal's API is answered 429 with Retry-After, not served without bound.
+#[tokio::test]
+async fn a_portal_session_is_rate_limited_like_a_key() {
+    let app = spawn_app(&format!(
+        "{}[limits]\nrequests_per_second = 1\nburst = 3\n",
+        config()
+    ))
+    .await;
+    let (acme, _) = app.tenant("acme").await;
+    let (portal, _) = open(&app, &acme, json!({})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(portal.get("/portal/api/webhooks").await);
+    }
+    let limited = statuses
+        .iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap_or_else(|| {
+            panic!(
+                "{:?}",
+                statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(limited.body["code"], "RATE_LIMITED");
+    assert!(limited.headers.get("retry-after").is_some());
+}
