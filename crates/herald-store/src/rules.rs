@@ -116,6 +116,16 @@ pub const DELIVERY_FAILED: &str = "delivery.failed";
 /// no broker route).
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
+/// Herald's own event types: only Herald raises them (a webhook disabled, a delivery
+/// dead, a test event), so a publish (`POST /events`) or an operation type whose final
+/// events would bear one of these names is refused; a receiver can trust they are Herald's.
+pub const RESERVED_EVENT_TYPES: &[&str] = &[WEBHOOK_DISABLED, DELIVERY_FAILED, WEBHOOK_TEST];
+
+/// Whether `event_type` is one of Herald's own ([`RESERVED_EVENT_TYPES`]).
+pub fn is_reserved_event_type(event_type: &str) -> bool {
+    RESERVED_EVENT_TYPES.contains(&event_type)
+}
+
 /// The one webhook a test event goes to.
 pub fn test_target(event: &Event) -> Option<&str> {
     (event.event_type == WEBHOOK_TEST)

@@ -295,6 +295,10 @@ fn rejects_bad_config_with_a_clear_message() {
             "[[operation_types]]\nname = \"a\"\ntrigger = \"POST /x\"\n[[operation_types]]\nname = \"b\"\ntrigger = \"POST /x\"",
             "trigger path `/x` is used by two operation types",
         ),
+        (
+            "[[operation_types]]\nname = \"delivery\"",
+            "Herald's own event types",
+        ),
         ("bogus = 1", "unknown field"),
         ("[retention]\nevents = \"1h\"", "at least 1d"),
         ("[retention]\nevents = \"soon\"", "not a duration"),
