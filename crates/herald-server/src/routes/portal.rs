@@ -7,7 +7,7 @@
 
 use crate::auth::PortalPrincipal;
 use crate::body::{parse_json, read_body};
-use crate::config::request_duration;
+use crate::config::{request_duration, PublicUrl};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
@@ -146,7 +146,10 @@ pub async fn create_session(
         revoked: false,
     };
     let session = state.store.create_portal_session(session).await?;
-    let base = origin_of(&headers).map(|(_, o)| o).unwrap_or_default();
+    let base = match &state.config.public_url {
+        Some(url) => url.as_str().to_owned(),
+        None => origin_of(&headers).map(|(_, o)| o).unwrap_or_default(),
+    };
     let mut out = session_json(&session);
     out["token"] = json!(token);
     out["url"] = json!(format!("{base}/portal/open?token={token}"));
@@ -420,8 +423,9 @@ fn minted_shape(token: &str) -> bool {
 /// so in `Origin` (its host and port must be this one's: behind a TLS proxy the Host says
 /// nothing of the scheme) or, where a page's `Referrer-Policy: no-referrer` makes it send
 /// `Origin: null`, in `Sec-Fetch-Site: same-origin` (a header no script can set). Any other
-/// `Sec-Fetch-Site` is refused whatever `Origin` says.
-fn from_own_page(headers: &HeaderMap) -> bool {
+/// `Sec-Fetch-Site` is refused whatever `Origin` says. With `public_url` set, an `Origin`
+/// of it is Herald's own too (over HTTP/2 there is no `Host` to compare with).
+fn from_own_page(headers: &HeaderMap, public_url: Option<&PublicUrl>) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|s| s != "same-origin") {
         return false;
@@ -430,7 +434,8 @@ fn from_own_page(headers: &HeaderMap) -> bool {
     match headers.get("origin").and_then(|v| v.to_str().ok()) {
         Some(o) if o != "null" => {
             let own = origin_of(headers).map(|(_, own)| own);
-            host_of(o).is_some() && own.as_deref().and_then(host_of) == host_of(o)
+            public_url.is_some_and(|p| p.as_str() == o)
+                || (host_of(o).is_some() && own.as_deref().and_then(host_of) == host_of(o))
         }
         _ => fetch_site == Some("same-origin"),
     }
@@ -529,7 +534,7 @@ pub async fn open_page(State(state): State<AppState>, Query(q): Query<OpenQuery>
 /// framed it. CSRF then rests on the `X-Herald-CSRF` token and the Origin check of every
 /// change ([`admit`]).
 pub async fn open(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    if !from_own_page(&headers) {
+    if !from_own_page(&headers, state.config.public_url.as_ref()) {
         let mut r = ApiError::forbidden(
             "A portal link is opened from its own page (Origin): follow the link, then press its button.",
         )
@@ -570,7 +575,12 @@ pub async fn open(State(state): State<AppState>, headers: HeaderMap, body: Body)
         .get_portal_settings(session.tenant)
         .await
         .is_ok_and(|p| !p.frame_origins.is_empty());
-    let https = origin_of(&headers).is_some_and(|(https, _)| https);
+    let https = origin_of(&headers).is_some_and(|(https, _)| https)
+        || state
+            .config
+            .public_url
+            .as_ref()
+            .is_some_and(|p| p.as_str().starts_with("https:"));
     let max_age = now.until(session.expires_at).as_secs();
     let same_site = match (framed, https) {
         (true, _) => "; SameSite=None; Secure; Partitioned",
@@ -783,7 +793,7 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
     let mut body = body;
     if changes {
         let forbidden = |m: &str| ApiError::forbidden(m.to_owned());
-        if !from_own_page(&parts.headers) {
+        if !from_own_page(&parts.headers, state.config.public_url.as_ref()) {
             return Err(forbidden(
                 "Changes through the portal must come from the portal's own page (Origin).",
             ));

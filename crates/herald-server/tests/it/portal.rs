@@ -679,9 +679,21 @@ async fn a_test_event_goes_to_its_webhook_only() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let event = r.body["event"].as_str().unwrap().to_owned();
+    // Who gets it is decided in the write that stores it (fan-out makes its deliveries
+    // there), so the delivery log says so at once, with no wait for what does not arrive.
+    let made = app
+        .get("/deliveries?event_type=webhook.test", &acme_key)
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{:?}", made.body);
+    let made = made.body["deliveries"].as_array().unwrap().clone();
+    assert_eq!(made.len(), 1, "one delivery, to its webhook only: {made:?}");
+    assert_eq!(made[0]["webhook_id"], hook);
+    assert_eq!(made[0]["event_id"], event);
     let got = target.wait_for(1, Duration::from_secs(10)).await;
     let body = got[0].json();
     assert_eq!(body["type"], "webhook.test");
+    assert_eq!(body["id"], event);
     assert_eq!(body["data"]["webhook"], hook);
     assert_eq!(body["data"]["example"], json!({"amount": 4599}));
     assert_eq!(other.count(), 0, "nobody else gets a test event");
@@ -812,4 +824,46 @@ async fn a_link_is_opened_by_its_pages_post_from_that_page_only() {
         assert!(set.contains(attribute), "{set}");
     }
     assert!(!set.contains("Strict"), "{set}");
+}
+
+/// With `public_url` set, a session's link starts with it, whatever the request's `Host`
+/// (absent over HTTP/2, or a proxy's inner name).
+#[tokio::test]
+async fn links_use_the_public_url_when_set() {
+    let app = spawn_app(&format!(
+        "public_url = \"https://hooks.example.com\"\n{}",
+        config()
+    ))
+    .await;
+    let (acme, _) = app.tenant("acme").await;
+    let r = app
+        .post(
+            &format!("/tenants/{acme}/portal-sessions"),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let url = r.body["url"].as_str().unwrap();
+    let token = r.body["token"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("https://hooks.example.com/portal/open?token={token}")
+    );
+    // Its page's POST, from that origin (as through a proxy that keeps an inner `Host`):
+    // opened.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/portal/open", app.base))
+        .header("host", "herald.internal:8288")
+        .header("origin", "https://hooks.example.com")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
