@@ -3,7 +3,10 @@
 // user opens a magic link, adds an endpoint with a payload filter, sends a test event and
 // sees it delivered (and the receiver verifies its signature with the secret the page
 // showed once), then sees a failed delivery and replays it; a filtered-out event never
-// arrives. Screenshots of the main views (desktop and phone width).
+// arrives. Screenshots of the main views (desktop and phone width). Then the portal framed
+// by a page of another site (http://localhost vs http://127.0.0.1) the tenant lists: the
+// tenant opens it and adds an endpoint inside the frame; an unlisted origin's frame is
+// refused (CSP frame-ancestors).
 //
 // Run by crates/herald/tests/browser.rs (HERALD_TEST_BROWSER=1). Needs HERALD_BIN (the
 // herald binary) and playwright-core under HERALD_TOOLS_DIR.
@@ -139,8 +142,14 @@ test("a tenant opens a magic link, adds a filtered endpoint, tests it and replay
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
 
-  // --- the magic link: exchanged for the cookie, then the portal without the token
+  // --- the magic link: its page spends nothing (as a link scanner would fetch it); its
+  // button exchanges the token for the cookie, then the portal without the token
+  const scanned = await fetch(minted.url, { redirect: "manual" });
+  assert.equal(scanned.status, 200);
+  assert.equal(scanned.headers.get("set-cookie"), null);
   await page.goto(minted.url);
+  await page.getByRole("button", { name: "Open the portal" }).click();
+  await page.waitForURL((u) => u.pathname === "/portal");
   assert.equal(new URL(page.url()).pathname, "/portal");
   assert.ok(!page.url().includes("token"), page.url());
   await page.getByRole("heading", { name: "Acme Payments webhooks" }).waitFor();
@@ -148,9 +157,14 @@ test("a tenant opens a magic link, adds a filtered endpoint, tests it and replay
   const cookie = cookies.find((c) => c.name === "herald_portal");
   assert.ok(cookie && cookie.httpOnly && cookie.sameSite === "Strict", JSON.stringify(cookies));
   assert.equal(await page.evaluate(() => document.cookie), "", "the cookie is HttpOnly");
-  // The link was good once.
+  // The link was good once: its page says so, and a POST of its token opens nothing.
   const again = await fetch(minted.url, { redirect: "manual" });
   assert.equal(again.status, 401);
+  const token = new URL(minted.url).searchParams.get("token");
+  const replayed = await fetch(new URL("/portal/open", base), {
+    method: "POST", redirect: "manual", body: new URLSearchParams({ token }), headers: { origin: base },
+  });
+  assert.equal(replayed.status, 401);
 
   // --- add an endpoint with a filter
   await page.getByRole("button", { name: "Add endpoint" }).click();
@@ -210,5 +224,76 @@ test("a tenant opens a magic link, adds a filtered endpoint, tests it and replay
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `no sideways scrolling at phone width (${overflow}px)`);
   await shot(page, "portal-phone");
+  assert.deepEqual(errors, [], "no script errors");
+});
+
+/** Serves one page that frames `src`, on `host` (so another site than Herald's 127.0.0.1). */
+function startFramer(host, src) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(`<!doctype html><title>Acme dashboard</title><h1>Acme dashboard</h1>
+<iframe id="portal" title="Webhooks portal" src="${src}" style="width:1100px;height:800px"></iframe>`);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve({ server, origin: `http://${host}:${server.address().port}` }));
+  });
+}
+
+test("the portal works framed by a listed origin of another site, and not by others", async (t) => {
+  assert.ok(HERALD_BIN, "HERALD_BIN must name the herald binary");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-portal-frame-"));
+  const { child, base } = await startHerald(dir);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const framers = [];
+  t.after(async () => {
+    await browser.close();
+    child.kill("SIGTERM");
+    for (const f of framers) f.server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const acme = await call(base, "POST", "/tenants", ADMIN, { name: "acme" });
+  await call(base, "PUT", "/event-types/payment.succeeded", ADMIN, { schema: { type: "object" } });
+  const mint = () => call(base, "POST", `/tenants/${acme.id}/portal-sessions`, ADMIN, { expires_in: "30m" });
+
+  // The API owner's dashboard, on localhost (another site than 127.0.0.1), listed.
+  const listedUrl = (await mint()).url;
+  const listed = await startFramer("localhost", listedUrl);
+  framers.push(listed);
+  await call(base, "PUT", `/tenants/${acme.id}/portal`, ADMIN, { frame_origins: [listed.origin], branding: { name: "Acme Payments" } });
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(listed.origin + "/");
+  const frame = page.frameLocator("#portal");
+  await frame.getByRole("button", { name: "Open the portal" }).click();
+  await frame.getByRole("heading", { name: "Acme Payments webhooks" }).waitFor();
+  // The session cookie is partitioned to the framing site, and sent inside the frame.
+  const all = await context.cookies();
+  const cookie = all.find((c) => c.name === "herald_portal");
+  assert.ok(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === "None", JSON.stringify(all));
+  await frame.getByRole("button", { name: "Add endpoint" }).click();
+  await frame.getByLabel("Endpoint URL").fill("http://127.0.0.1:9/hooks/framed");
+  await frame.getByLabel("payment.succeeded").check();
+  await frame.getByRole("button", { name: "Save" }).click();
+  await frame.locator("#secret-value").waitFor();
+  const hooks = await call(base, "GET", `/webhooks?tenant=${acme.id}`, ADMIN);
+  assert.deepEqual(hooks.webhooks.map((w) => w.url), ["http://127.0.0.1:9/hooks/framed"], "made inside the frame");
+  await shot(page, "portal-framed");
+
+  // An origin the tenant does not list: the link's page is refused in its frame.
+  const other = await startFramer("localhost", (await mint()).url);
+  framers.push(other);
+  const refused = [];
+  const page2 = await context.newPage();
+  page2.on("console", (m) => refused.push(m.text()));
+  await page2.goto(other.origin + "/");
+  await eventually("the frame refused", () => refused.some((m) => m.includes("frame-ancestors")), 10);
+  const child2 = page2.frames().find((f) => f !== page2.mainFrame());
+  assert.equal(await child2.getByRole("button", { name: "Open the portal" }).count(), 0);
   assert.deepEqual(errors, [], "no script errors");
 });

@@ -128,14 +128,15 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
 pub const MAX_HEADERS_BYTES: usize = 4096;
 
 /// Names a custom header may not have: hop-by-hop and framing headers (RFC 9110 7.6.1),
-/// and those Herald sets itself.
+/// those a proxy sets to say where a request came from (a receiver behind one may trust
+/// them: a tenant must not forge its client address), and those Herald sets itself.
+/// `Authorization` and `Cookie` are allowed: they are how many receivers authenticate.
 const DENIED_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
     "te",
+    "expect",
+    "http2-settings",
     "trailer",
     "transfer-encoding",
     "upgrade",
@@ -148,6 +149,12 @@ const DENIED_HEADERS: &[&str] = &[
     "tracestate",
     "x-signature",
     "x-timestamp",
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
 ];
 /// Prefixes of names Herald sets or signs (every present and future one of its own).
 const DENIED_PREFIXES: &[&str] = &[
@@ -156,6 +163,8 @@ const DENIED_PREFIXES: &[&str] = &[
     "x-signature-",
     "webhook-",
     "x-herald-",
+    "proxy-",
+    "x-forwarded-",
 ];
 
 impl CustomHeaders {
@@ -263,11 +272,19 @@ mod tests {
 
     #[test]
     fn custom_headers_refuse_what_herald_or_http_owns() {
-        let ok =
-            CustomHeaders::parse([("X-Api-Key", " k1 "), ("Authorization", "Bearer t")]).unwrap();
+        let ok = CustomHeaders::parse([
+            ("X-Api-Key", " k1 "),
+            ("Authorization", "Bearer t"),
+            ("Cookie", "s=1"),
+        ])
+        .unwrap();
         assert_eq!(
             ok.iter().collect::<Vec<_>>(),
-            vec![("authorization", "Bearer t"), ("x-api-key", "k1")]
+            vec![
+                ("authorization", "Bearer t"),
+                ("cookie", "s=1"),
+                ("x-api-key", "k1")
+            ]
         );
         for name in [
             "Host",
@@ -283,6 +300,17 @@ mod tests {
             "webhook-signature",
             "Webhook-Id",
             "traceparent",
+            "Forwarded",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "X-Forwarded-Proto",
+            "X-Real-IP",
+            "Via",
+            "Proxy-Authorization",
+            "proxy-anything",
+            "TE",
+            "Upgrade",
+            "Expect",
         ] {
             let e = CustomHeaders::parse([(name, "v")]).unwrap_err();
             assert!(e.contains("cannot be replaced"), "{name}: {e}");

@@ -519,6 +519,10 @@ impl PortalStore for EncryptedSecrets {
             .await
     }
 
+    async fn portal_session_by_token(&self, token_hash: String) -> StoreResult<PortalSession> {
+        self.inner.portal_session_by_token(token_hash).await
+    }
+
     async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession> {
         self.inner.portal_session_by_cookie(cookie_hash).await
     }

@@ -24,7 +24,9 @@ pub use feed::{
 };
 pub use handoff::{Handoff, HandoffSink};
 pub use model::*;
-pub use rules::{DELIVERY_FAILED, WEBHOOK_DISABLED, WEBHOOK_TEST};
+pub use rules::{
+    is_reserved_event_type, DELIVERY_FAILED, RESERVED_EVENT_TYPES, WEBHOOK_DISABLED, WEBHOOK_TEST,
+};
 pub use signals::{Appended, Signals};
 
 use async_trait::async_trait;
@@ -127,6 +129,9 @@ pub trait PortalStore: Send + Sync + 'static {
         cookie_hash: String,
         now: Timestamp,
     ) -> StoreResult<PortalSession>;
+    /// The session whose URL token hashes to `token_hash`, opened or not, live or not (the
+    /// caller checks): a read, so showing the link's page spends nothing.
+    async fn portal_session_by_token(&self, token_hash: String) -> StoreResult<PortalSession>;
     /// The session bound to this cookie (live or not: the caller checks).
     async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession>;
     async fn revoke_portal_session(&self, id: PortalSessionId, now: Timestamp) -> StoreResult<()>;

@@ -5,7 +5,7 @@
 use crate::model::*;
 use crate::{StoreError, StoreResult};
 use herald_core::event::Event;
-use herald_core::ids::EventId;
+use herald_core::ids::{EventId, WebhookId};
 use herald_core::operation::{codes, Operation, OperationError, OperationState, Outcome};
 use herald_core::Timestamp;
 use serde_json::{Map, Value};
@@ -116,6 +116,16 @@ pub const DELIVERY_FAILED: &str = "delivery.failed";
 /// no broker route).
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
+/// Herald's own event types: only Herald raises them (a webhook disabled, a delivery
+/// dead, a test event), so a publish (`POST /events`) or an operation type whose final
+/// events would bear one of these names is refused; a receiver can trust they are Herald's.
+pub const RESERVED_EVENT_TYPES: &[&str] = &[WEBHOOK_DISABLED, DELIVERY_FAILED, WEBHOOK_TEST];
+
+/// Whether `event_type` is one of Herald's own ([`RESERVED_EVENT_TYPES`]).
+pub fn is_reserved_event_type(event_type: &str) -> bool {
+    RESERVED_EVENT_TYPES.contains(&event_type)
+}
+
 /// The one webhook a test event goes to.
 pub fn test_target(event: &Event) -> Option<&str> {
     (event.event_type == WEBHOOK_TEST)
@@ -161,16 +171,59 @@ pub fn webhook_disabled_event(webhook: &Webhook, now: Timestamp) -> NewEvent {
     }
 }
 
+/// The webhook whose delivery's final failure raises `delivery.failed`: none for a broker
+/// route's, nor for the failed delivery of a `delivery.failed` event: failures do not
+/// cascade (two failing endpoints subscribed to each other's failures would otherwise feed
+/// each other for ever).
+pub fn failure_subject(d: &Delivery) -> Option<WebhookId> {
+    (d.event_type != DELIVERY_FAILED)
+        .then(|| d.destination.webhook())
+        .flatten()
+}
+
+/// At most one `delivery.failed` per webhook in this window: a storm of dead deliveries
+/// (an endpoint down for good, thousands queued) raises one event, not thousands.
+pub const FAILED_EVENT_WINDOW_MS: i64 = 60_000;
+
+/// A webhook's record of its `delivery.failed` events: when it last raised one, and how
+/// many final failures it has held since (raised none for). Stored per webhook; a webhook
+/// with none reads as `(0, 0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureNotice {
+    pub raised_at: i64,
+    pub held: i64,
+}
+
+/// For one more final failure at `now`: `Some(failures)` when it raises `delivery.failed`
+/// (the first in [`FAILED_EVENT_WINDOW_MS`]; `failures` counts it and those held since the
+/// last one), `None` when it is held; and the record to store.
+pub fn coalesce_failure(prev: FailureNotice, now: Timestamp) -> (Option<i64>, FailureNotice) {
+    if now.0 - prev.raised_at >= FAILED_EVENT_WINDOW_MS {
+        (
+            Some(prev.held + 1),
+            FailureNotice {
+                raised_at: now.0,
+                held: 0,
+            },
+        )
+    } else {
+        (
+            None,
+            FailureNotice {
+                held: prev.held + 1,
+                ..prev
+            },
+        )
+    }
+}
+
 /// `delivery.failed`, stored in the transaction that records a delivery's final failure,
 /// for its tenant: `{"delivery", "webhook", "event": {"id", "type"}, "attempts",
-/// "last_status_code", "last_error", "failed_at"}`. None for the failed delivery of a
-/// `delivery.failed` event: failures do not cascade (two failing endpoints subscribed to
-/// each other's failures would otherwise feed each other for ever).
-pub fn delivery_failed_event(d: &Delivery, now: Timestamp) -> Option<NewEvent> {
-    if d.event_type == DELIVERY_FAILED {
-        return None;
-    }
-    let webhook = d.destination.webhook()?;
+/// "last_status_code", "last_error", "failed_at", "failures"}`, `failures` the final
+/// failures of the webhook it stands for (see [`coalesce_failure`]). None when
+/// [`failure_subject`] is.
+pub fn delivery_failed_event(d: &Delivery, failures: i64, now: Timestamp) -> Option<NewEvent> {
+    let webhook = failure_subject(d)?;
     let data = serde_json::json!({
         "delivery": d.id.to_string(),
         "webhook": webhook.to_string(),
@@ -179,6 +232,7 @@ pub fn delivery_failed_event(d: &Delivery, now: Timestamp) -> Option<NewEvent> {
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
         "failed_at": now.to_rfc3339(),
+        "failures": failures,
     });
     Some(NewEvent {
         id: EventId::generate(),

@@ -29,7 +29,7 @@ pub use operations::{OperationType, Trigger};
 pub use retention::RetentionSettings;
 pub use routes::RouteConfig;
 pub use store::{LimitSettings, StoreSettings};
-pub use value::Redacted;
+pub use value::{PublicUrl, Redacted};
 pub use webhooks::WebhookSettings;
 
 use herald_core::duration::{self, serde_text};
@@ -49,6 +49,11 @@ pub struct Config {
     /// at load. `HERALD_SECRET_KEY` overrides. Never shown by `Debug`.
     #[serde(default, deserialize_with = "value::option")]
     pub secret_key: Option<SecretKey>,
+    /// Herald's address as its users reach it (`https://hooks.example.com`): the links it
+    /// makes (a portal session's `url`) start with it. Unset: taken from each request's
+    /// `Host` (absent over HTTP/2) and `X-Forwarded-Proto`.
+    #[serde(default, deserialize_with = "value::option")]
+    pub public_url: Option<PublicUrl>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -90,6 +95,7 @@ impl Default for Config {
         Self {
             admin_key: None,
             secret_key: None,
+            public_url: None,
             max_body_bytes: default_max_body(),
             request_timeout: default_request_timeout(),
             store: StoreSettings::default(),

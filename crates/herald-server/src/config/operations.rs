@@ -133,6 +133,19 @@ pub(super) fn validate(types: &[OperationType]) -> Result<(), ConfigError> {
                 t.name
             ));
         }
+        // An operation ends with the event `<name>.succeeded|failed|cancelled`: a name
+        // that would raise one of Herald's own (`delivery` → `delivery.failed`) is refused.
+        let prefix = format!("{}.", t.name);
+        if herald_store::RESERVED_EVENT_TYPES
+            .iter()
+            .any(|r| r.starts_with(&prefix))
+        {
+            return invalid(format!(
+                "operation type `{}`: its final events would bear one of Herald's own event types ({})",
+                t.name,
+                herald_store::RESERVED_EVENT_TYPES.join(", ")
+            ));
+        }
         if !names.insert(t.name.as_str()) {
             return invalid(format!("operation type `{}` is declared twice", t.name));
         }

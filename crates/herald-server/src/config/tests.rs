@@ -122,6 +122,7 @@ fn values_arrive_typed() {
     let c = Config::parse(
         r#"
 secret_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+public_url = "https://hooks.example.com:8443/"
 
 [[operation_types]]
 name = "transcode"
@@ -147,6 +148,10 @@ bootstrap = "k1:9092, k2:9092"
     )
     .unwrap();
     assert!(c.secret_key.is_some());
+    assert_eq!(
+        c.public_url.as_ref().map(|u| u.as_str()),
+        Some("https://hooks.example.com:8443")
+    );
     let t = &c.operation_types[0];
     assert_eq!(t.trigger.as_ref().unwrap().to_string(), "POST /videos");
     assert_eq!(t.deadline, Some(Duration::from_secs(7200)));
@@ -295,6 +300,13 @@ fn rejects_bad_config_with_a_clear_message() {
             "[[operation_types]]\nname = \"a\"\ntrigger = \"POST /x\"\n[[operation_types]]\nname = \"b\"\ntrigger = \"POST /x\"",
             "trigger path `/x` is used by two operation types",
         ),
+        (
+            "[[operation_types]]\nname = \"delivery\"",
+            "Herald's own event types",
+        ),
+        ("public_url = \"hooks.example.com\"", "is not a URL"),
+        ("public_url = \"https://h.example.com/?a=1\"", "is not a URL"),
+        ("public_url = \"https://h.example.com/herald\"", "is not a URL"),
         ("bogus = 1", "unknown field"),
         ("[retention]\nevents = \"1h\"", "at least 1d"),
         ("[retention]\nevents = \"soon\"", "not a duration"),

@@ -70,3 +70,35 @@ impl std::fmt::Debug for Redacted {
         f.write_str("<redacted>")
     }
 }
+
+/// Herald's address as its users reach it: an origin, `http(s)://host[:port]` (no path:
+/// Herald's pages link to each other from the root). Kept without a trailing `/`, so links
+/// are `{public_url}/portal/…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromText for PublicUrl {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{text:?} is not a URL like \"https://hooks.example.com\" (scheme, host and port only)")
+        };
+        let url = url::Url::parse(text).map_err(|_| bad())?;
+        let plain = matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none();
+        if !plain {
+            return Err(bad());
+        }
+        Ok(Self(url.origin().ascii_serialization()))
+    }
+}

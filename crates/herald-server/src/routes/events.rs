@@ -73,6 +73,13 @@ pub async fn create(
             req.event_type
         )));
     }
+    if herald_store::is_reserved_event_type(&req.event_type) {
+        return Err(ApiError::invalid(format!(
+            "`type` {:?} is one of Herald's own event types ({}): only Herald raises them.",
+            req.event_type,
+            herald_store::RESERVED_EVENT_TYPES.join(", ")
+        )));
+    }
     if let Some(key) = &req.key {
         if key.is_empty() || key.len() > 200 {
             return Err(ApiError::invalid("`key` must be 1 to 200 characters."));

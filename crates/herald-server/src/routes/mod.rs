@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/portal", get(portal::index))
         .route("/portal/app.js", get(portal::script))
         .route("/portal/app.css", get(portal::stylesheet))
-        .route("/portal/open", get(portal::open))
+        .route("/portal/open", get(portal::open_page).post(portal::open))
         .nest("/portal/api", portal::api(state.clone()))
         .route("/keys", post(tenants::create_key))
         .route("/keys/{id}", delete(tenants::revoke_key))

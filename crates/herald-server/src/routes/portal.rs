@@ -1,13 +1,13 @@
 //! The tenant portal's sessions: an admin mints one for a tenant (`POST
 //! /tenants/{id}/portal-sessions`), its one-time URL token is exchanged at `/portal/open`
-//! for an HttpOnly, SameSite=Strict cookie, and `/portal/api/*` serves the page the
+//! (a page whose button POSTs it) for an HttpOnly cookie, and `/portal/api/*` serves the page the
 //! tenant's own API routes through [`guard`]: the cookie names the tenant, every change
 //! needs the session's CSRF token in a header and a same-origin `Origin`, a read-only
 //! session changes nothing, and a session limited to event types subscribes to no others.
 
 use crate::auth::PortalPrincipal;
 use crate::body::{parse_json, read_body};
-use crate::config::request_duration;
+use crate::config::{request_duration, PublicUrl};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
@@ -146,7 +146,10 @@ pub async fn create_session(
         revoked: false,
     };
     let session = state.store.create_portal_session(session).await?;
-    let base = origin_of(&headers).map(|(_, o)| o).unwrap_or_default();
+    let base = match &state.config.public_url {
+        Some(url) => url.as_str().to_owned(),
+        None => origin_of(&headers).map(|(_, o)| o).unwrap_or_default(),
+    };
     let mut out = session_json(&session);
     out["token"] = json!(token);
     out["url"] = json!(format!("{base}/portal/open?token={token}"));
@@ -408,23 +411,149 @@ pub struct OpenQuery {
     token: Option<String>,
 }
 
-/// `GET /portal/open?token=…`: the one-time token becomes the session cookie, and the
-/// browser is sent on to `/portal` (so the token leaves the address bar and history).
-pub async fn open(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<OpenQuery>,
-) -> Response {
+/// Whether `token` has the shape Herald mints: only such a token reaches the store, so a
+/// flood of junk links costs nothing.
+fn minted_shape(token: &str) -> bool {
+    token
+        .strip_prefix("hpt_")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether a request that changes something came from Herald's own page. The browser says
+/// so in `Origin` (its host and port must be this one's: behind a TLS proxy the Host says
+/// nothing of the scheme) or, where a page's `Referrer-Policy: no-referrer` makes it send
+/// `Origin: null`, in `Sec-Fetch-Site: same-origin` (a header no script can set). Any other
+/// `Sec-Fetch-Site` is refused whatever `Origin` says. With `public_url` set, an `Origin`
+/// of it is Herald's own too (over HTTP/2 there is no `Host` to compare with).
+fn from_own_page(headers: &HeaderMap, public_url: Option<&PublicUrl>) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|s| s != "same-origin") {
+        return false;
+    }
+    let host_of = |o: &str| o.split_once("://").map(|(_, h)| h.to_owned());
+    match headers.get("origin").and_then(|v| v.to_str().ok()) {
+        Some(o) if o != "null" => {
+            let own = origin_of(headers).map(|(_, own)| own);
+            public_url.is_some_and(|p| p.as_str() == o)
+                || (host_of(o).is_some() && own.as_deref().and_then(host_of) == host_of(o))
+        }
+        _ => fetch_site == Some("same-origin"),
+    }
+}
+
+fn expired_page() -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Link expired</title>\
+         <h1>This link has expired or was already used</h1>\
+         <p>Portal links work once and for a short time. Ask for a new one.</p></html>",
+    )
+        .into_response();
+    for (k, v) in framing_headers(&[]) {
+        r.headers_mut().insert(k, v);
+    }
+    r.headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `GET /portal/open?token=…`: a page whose button opens the session (a POST), so a link
+/// scanner that fetches the link spends nothing. Framed only by the tenant's origins (the
+/// link is what an API owner's page frames); the token never leaves in a `Referer`.
+pub async fn open_page(State(state): State<AppState>, Query(q): Query<OpenQuery>) -> Response {
+    let now = state.clock.now();
+    let session = match q.token.as_deref() {
+        Some(token) if minted_shape(token) => state
+            .store
+            .portal_session_by_token(hash_secret(token))
+            .await
+            .ok()
+            .filter(|s| s.exchanged_at.is_none() && s.is_live(now)),
+        _ => None,
+    };
+    let (Some(session), Some(token)) = (session, q.token) else {
+        return expired_page();
+    };
+    let origins = state
+        .store
+        .get_portal_settings(session.tenant)
+        .await
+        .map(|p| p.frame_origins)
+        .unwrap_or_default();
+    // The token is 64 hex digits behind `hpt_` (checked above): nothing in it to escape.
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Open the portal</title><link rel=\"stylesheet\" href=\"/portal/app.css\">\
+         <main class=\"open\"><h1>Your webhooks portal</h1>\
+         <p>This link opens the portal once, for a short time.</p>\
+         <form method=\"post\" action=\"/portal/open\">\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+         <button type=\"submit\" class=\"primary\">Open the portal</button></form></main></html>"
+    );
+    let mut r = (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        html,
+    )
+        .into_response();
+    for (k, v) in framing_headers(&origins) {
+        // The one form of Herald's pages: it posts to this origin.
+        let v = match (k == CONTENT_SECURITY_POLICY, v.to_str()) {
+            (true, Ok(csp)) => {
+                HeaderValue::from_str(&csp.replace("form-action 'none'", "form-action 'self'"))
+                    .unwrap_or(v)
+            }
+            _ => v,
+        };
+        r.headers_mut().insert(k, v);
+    }
+    r.headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `POST /portal/open` (the link page's form: `token=…`): the one-time token becomes the
+/// session cookie, and the browser is sent on to `/portal`. Only from Herald's own page
+/// ([`from_own_page`]): another site cannot log a visitor into a session of its choosing.
+/// The cookie is `SameSite=Strict`, or, when the tenant lists origins that may frame the
+/// portal, `SameSite=None; Secure; Partitioned`: a framed portal's cookie is otherwise
+/// never sent (the frame is cross-site), and CHIPS keeps it to the one top-level site that
+/// framed it. CSRF then rests on the `X-Herald-CSRF` token and the Origin check of every
+/// change ([`admit`]).
+pub async fn open(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if !from_own_page(&headers, state.config.public_url.as_ref()) {
+        let mut r = ApiError::forbidden(
+            "A portal link is opened from its own page (Origin): follow the link, then press its button.",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        return r;
+    }
+    let bytes = match read_body(body, 4096).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let token = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
     let now = state.clock.now();
     let cookie = random_token("hpc_");
-    // Only a token of the shape Herald mints reaches the store (the exchange is a write):
-    // anything else is refused without one, so a flood of junk links costs no writes.
-    let shaped = |t: &str| {
-        t.strip_prefix("hpt_")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
-    let opened = match q.token {
-        Some(token) if shaped(&token) => {
+    let opened = match token {
+        Some(token) if minted_shape(&token) => {
             state
                 .store
                 .exchange_portal_token(hash_secret(&token), hash_secret(&cookie), now)
@@ -432,42 +561,43 @@ pub async fn open(
         }
         _ => Err(StoreError::NotFound),
     };
-    match opened {
-        Ok(session) => {
-            let https = origin_of(&headers).is_some_and(|(https, _)| https);
-            let max_age = now.until(session.expires_at).as_secs();
-            let set = format!(
-                "{COOKIE_NAME}={cookie}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-                if https { "; Secure" } else { "" }
-            );
-            let mut r = StatusCode::SEE_OTHER.into_response();
-            let h = r.headers_mut();
-            h.insert(LOCATION, HeaderValue::from_static("/portal"));
-            if let Ok(v) = HeaderValue::from_str(&set) {
-                h.insert(SET_COOKIE, v);
-            }
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-            r
-        }
+    let session = match opened {
+        Ok(session) => session,
         Err(e) => {
             if !matches!(e, StoreError::NotFound) {
                 tracing::error!(error = %e, "opening a portal session failed");
             }
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                [(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
-                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Link expired</title>\
-                 <h1>This link has expired or was already used</h1>\
-                 <p>Portal links work once and for a short time. Ask for a new one.</p></html>",
-            )
-                .into_response();
-            for (k, v) in framing_headers(&[]) {
-                r.headers_mut().insert(k, v);
-            }
-            r
+            return expired_page();
         }
+    };
+    let framed = state
+        .store
+        .get_portal_settings(session.tenant)
+        .await
+        .is_ok_and(|p| !p.frame_origins.is_empty());
+    let https = origin_of(&headers).is_some_and(|(https, _)| https)
+        || state
+            .config
+            .public_url
+            .as_ref()
+            .is_some_and(|p| p.as_str().starts_with("https:"));
+    let max_age = now.until(session.expires_at).as_secs();
+    let same_site = match (framed, https) {
+        (true, _) => "; SameSite=None; Secure; Partitioned",
+        (false, true) => "; SameSite=Strict; Secure",
+        (false, false) => "; SameSite=Strict",
+    };
+    let set =
+        format!("{COOKIE_NAME}={cookie}; Path=/portal; HttpOnly; Max-Age={max_age}{same_site}");
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    h.insert(LOCATION, HeaderValue::from_static("/portal"));
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        h.insert(SET_COOKIE, v);
     }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
 }
 
 /// What the portal's page calls: the tenant API it needs, behind [`guard`].
@@ -511,13 +641,145 @@ fn within(allowed: &[String], wanted: &str) -> bool {
     })
 }
 
+/// For a session limited to some event types: whether the endpoint or delivery the path
+/// names (if any) is within them. A read of one beyond them is a 404 (as if it were not
+/// there), a change a 403: otherwise a session limited to `payment.*` could point an
+/// `invoice.*` endpoint at itself and replay every invoice to it.
+async fn offered(
+    state: &AppState,
+    session: &PortalSession,
+    allowed: &[String],
+    path: &str,
+    changes: bool,
+) -> ApiResult<()> {
+    let outside = |what: &'static str| {
+        if changes {
+            ApiError::forbidden(format!(
+                "This portal session offers only these event types ({}); this endpoint or delivery is about others.",
+                allowed.join(", ")
+            ))
+        } else {
+            ApiError::not_found(what)
+        }
+    };
+    if let Some(id) = segment_after(path, "/webhooks/") {
+        if let Ok(id) = herald_core::ids::WebhookId::parse(id) {
+            if let Ok(w) = state.store.get_webhook(id).await {
+                if w.tenant == Some(session.tenant) && !offers_webhook(allowed, &w) {
+                    return Err(outside("The webhook"));
+                }
+            }
+        }
+    }
+    if let Some(id) = segment_after(path, "/deliveries/") {
+        if let Ok(id) = herald_core::ids::DeliveryId::parse(id) {
+            if let Ok((d, _)) = state.store.get_delivery(id).await {
+                if d.tenant == Some(session.tenant) && !within(allowed, &d.event_type) {
+                    return Err(outside("The delivery"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a session limited to `allowed` may see and act on this endpoint: every
+/// pattern it subscribes to lies within them.
+pub(crate) fn offers_webhook(allowed: &[String], w: &herald_store::Webhook) -> bool {
+    w.events.iter().all(|p| within(allowed, p.as_str()))
+}
+
+/// The tenant's endpoints a session limited to `allowed` sees.
+pub(crate) async fn visible_webhooks(
+    state: &AppState,
+    tenant: Option<TenantId>,
+    allowed: &[String],
+) -> ApiResult<std::collections::HashSet<herald_core::ids::WebhookId>> {
+    let mut visible = std::collections::HashSet::new();
+    let mut after = None;
+    loop {
+        let page = state
+            .store
+            .list_webhooks(herald_store::WebhookFilter {
+                tenant,
+                all_tenants: false,
+                after,
+                limit: 500,
+            })
+            .await?;
+        after = page.last().map(|w| w.id);
+        let done = page.len() < 500;
+        visible.extend(
+            page.iter()
+                .filter(|w| offers_webhook(allowed, w))
+                .map(|w| w.id),
+        );
+        if done {
+            return Ok(visible);
+        }
+    }
+}
+
+/// The endpoints' and deliveries' lists, as a session limited to `allowed` sees them: only
+/// the entries within its types (a page may so hold fewer than `page_size`; its
+/// `next_page_token` still leads on).
+fn narrow_list(allowed: &[String], path: &str, mut body: Value) -> Value {
+    let keep = |entry: &Value| -> bool {
+        if path.ends_with("/webhooks") {
+            entry["events"].as_array().is_some_and(|e| {
+                e.iter()
+                    .all(|p| p.as_str().is_some_and(|p| within(allowed, p)))
+            })
+        } else {
+            entry["event_type"]
+                .as_str()
+                .is_some_and(|t| within(allowed, t))
+        }
+    };
+    let field = if path.ends_with("/webhooks") {
+        "webhooks"
+    } else {
+        "deliveries"
+    };
+    if let Some(list) = body.get_mut(field).and_then(Value::as_array_mut) {
+        list.retain(keep);
+    }
+    body
+}
+
 /// In front of `/portal/api/*`: the cookie's session becomes the caller (the tenant), and
 /// a change must carry the CSRF token, come from this origin, be allowed by a read-only
 /// session (never) and subscribe only to the session's event types.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match admit(&state, request).await {
-        Ok(request) => next.run(request).await,
-        Err(e) => e.into_response(),
+    let request = match admit(&state, request).await {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let path = request.uri().path().to_owned();
+    let limited = request
+        .extensions()
+        .get::<PortalSession>()
+        .and_then(|s| s.event_types.clone())
+        .filter(|_| request.method() == Method::GET)
+        .filter(|_| path.ends_with("/webhooks") || path.ends_with("/deliveries"));
+    let response = next.run(request).await;
+    match limited {
+        Some(allowed) if response.status() == StatusCode::OK => {
+            let (parts, body) = response.into_parts();
+            match axum::body::to_bytes(body, usize::MAX)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                Some(list) => {
+                    let mut r = Json(narrow_list(&allowed, &path, list)).into_response();
+                    *r.status_mut() = parts.status;
+                    r
+                }
+                None => ApiError::internal("a portal list that is not JSON").into_response(),
+            }
+        }
+        _ => response,
     }
 }
 
@@ -525,22 +787,16 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
     let (mut parts, body) = request.into_parts();
     let session = session_of(state, &parts.headers).await?;
     let changes = !matches!(parts.method, Method::GET | Method::HEAD);
+    if let (Some(allowed), false) = (&session.event_types, changes) {
+        offered(state, &session, allowed, parts.uri.path(), false).await?;
+    }
     let mut body = body;
     if changes {
         let forbidden = |m: &str| ApiError::forbidden(m.to_owned());
-        let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok());
-        let own = origin_of(&parts.headers).map(|(_, o)| o);
-        // Behind a TLS proxy the Host says nothing of the scheme: compare host and port.
-        let same = |o: &str, own: &str| {
-            o.split_once("://").map(|(_, h)| h) == own.split_once("://").map(|(_, h)| h)
-        };
-        match (origin, own) {
-            (Some(o), Some(own)) if same(o, &own) => {}
-            _ => {
-                return Err(forbidden(
-                    "Changes through the portal must come from the portal's own page (Origin).",
-                ))
-            }
+        if !from_own_page(&parts.headers, state.config.public_url.as_ref()) {
+            return Err(forbidden(
+                "Changes through the portal must come from the portal's own page (Origin).",
+            ));
         }
         let token = parts
             .headers
@@ -557,35 +813,7 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
         }
         if let Some(allowed) = &session.event_types {
             let path = parts.uri.path().to_owned();
-            let outside = || {
-                forbidden(&format!(
-                    "This portal session offers only these event types ({}); this endpoint or delivery is about others.",
-                    allowed.join(", ")
-                ))
-            };
-            // An action on an endpoint (edit, rotate, replay, test, delete) or a delivery
-            // (redeliver) is allowed only when what it acts on is within the session's
-            // types: otherwise a session limited to `payment.*` could point an `invoice.*`
-            // endpoint at itself and replay every invoice to it.
-            if let Some(id) = segment_after(&path, "/webhooks/") {
-                if let Ok(id) = herald_core::ids::WebhookId::parse(id) {
-                    if let Ok(w) = state.store.get_webhook(id).await {
-                        let mine = w.tenant == Some(session.tenant);
-                        if mine && !w.events.iter().all(|p| within(allowed, p.as_str())) {
-                            return Err(outside());
-                        }
-                    }
-                }
-            }
-            if let Some(id) = segment_after(&path, "/deliveries/") {
-                if let Ok(id) = herald_core::ids::DeliveryId::parse(id) {
-                    if let Ok((d, _)) = state.store.get_delivery(id).await {
-                        if d.tenant == Some(session.tenant) && !within(allowed, &d.event_type) {
-                            return Err(outside());
-                        }
-                    }
-                }
-            }
+            offered(state, &session, allowed, &path, true).await?;
             if path.contains("/webhooks") {
                 let bytes = read_body(body, state.config.max_body_bytes).await?;
                 // Refused, not passed through unchecked, when it is not a JSON object.

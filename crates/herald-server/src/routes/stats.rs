@@ -189,6 +189,7 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
 pub async fn stats(
     State(state): State<AppState>,
     principal: Principal,
+    session: Option<axum::Extension<herald_store::PortalSession>>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     principal.require_reader()?;
@@ -207,7 +208,7 @@ pub async fn stats(
     if since.until(until) > MAX_WINDOW {
         return Err(ApiError::invalid("The window may span at most 24 hours."));
     }
-    let activity = state
+    let mut activity = state
         .store
         .activity(ActivityFilter {
             tenant,
@@ -216,6 +217,16 @@ pub async fn stats(
             limit: ROW_LIMIT,
         })
         .await?;
+    // A portal session limited to some event types sees its endpoints only: the series,
+    // totals and health are of theirs; the backlog and the counts (tenant-wide) are left out.
+    let limited = session.and_then(|axum::Extension(s)| s.event_types);
+    if let Some(allowed) = &limited {
+        let visible = super::portal::visible_webhooks(&state, tenant, allowed).await?;
+        activity
+            .attempts
+            .retain(|a| matches!(&a.destination, Destination::Webhook(w) if visible.contains(w)));
+        activity.deliveries.clear();
+    }
     // With a tenant (a tenant key's always), the store leaves broker routes out.
     let counts = state.store.state_counts(tenant).await?;
     let mut out = summarize(&activity, since, until);
@@ -227,11 +238,16 @@ pub async fn stats(
         Role::Tenant(t) => json!({ "role": "tenant", "tenant": t }),
         _ => json!({ "role": "admin", "tenant": tenant }),
     };
-    out["now"] = json!({
-        "at": now.to_rfc3339(),
-        "operations": to_map(&counts.operations),
-        "deliveries": to_map(&counts.deliveries),
-    });
+    out["now"] = if limited.is_some() {
+        out["backlog"] = json!([]);
+        json!({ "at": now.to_rfc3339(), "operations": {}, "deliveries": {} })
+    } else {
+        json!({
+            "at": now.to_rfc3339(),
+            "operations": to_map(&counts.operations),
+            "deliveries": to_map(&counts.deliveries),
+        })
+    };
     Ok(Json(out))
 }
 

@@ -1,5 +1,6 @@
-//! Portal sessions over HTTP: minted by an admin, opened once by their link for an
-//! HttpOnly SameSite=Strict cookie, scoped to their tenant (and event types), read-only
+//! Portal sessions over HTTP: minted by an admin, opened once by their link's page (its
+//! button's POST, from that page) for an HttpOnly cookie (SameSite=Strict, or None and
+//! Partitioned when the tenant lists origins that frame the portal), scoped to their tenant (and event types), read-only
 //! when asked, CSRF-safe, revocable, expiring, and framed only by the tenant's origins.
 
 use herald_testkit::receiver::Receiver;
@@ -20,37 +21,26 @@ struct Portal<'a> {
     csrf: String,
 }
 
-/// Mints a session for `tenant` with `body` and opens its link.
+/// Mints a session for `tenant` with `body` and opens its link as a browser does: the
+/// link's page, then its form's POST from that page.
 async fn open<'a>(app: &'a TestApp, tenant: &str, body: Value) -> (Portal<'a>, Value) {
-    let r = app
-        .post(&format!("/tenants/{tenant}/portal-sessions"), ADMIN, body)
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let minted = r.body.clone();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (http, minted) = mint(app, tenant, body).await;
     let url = minted["url"].as_str().unwrap();
-    assert!(
-        url.starts_with(&app.base) && url.contains("/portal/open?token=hpt_"),
-        "{url}"
-    );
-    let resp = http.get(url).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(resp.headers()["location"], "/portal");
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/portal", "Max-Age="] {
+    let set = press_open(app, &http, url, Some(&app.base)).await;
+    for attribute in ["HttpOnly", "Path=/portal", "Max-Age="] {
         assert!(set.contains(attribute), "{set}");
     }
-    assert!(
-        !set.contains("Secure"),
-        "plain HTTP: no Secure flag ({set})"
-    );
     let cookie = set.split(';').next().unwrap().to_owned();
     // The link works once.
-    let again = http.get(url).send().await.unwrap();
+    let token = url.split("token=").nth(1).unwrap();
+    let again = post_open(app, &http, token, Some(&app.base)).await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    let page = http.get(url).send().await.unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::UNAUTHORIZED,
+        "its page says so too"
+    );
     let mut portal = Portal {
         app,
         http,
@@ -61,6 +51,71 @@ async fn open<'a>(app: &'a TestApp, tenant: &str, body: Value) -> (Portal<'a>, V
     assert_eq!(s.status, StatusCode::OK, "{:?}", s.body);
     portal.csrf = s.body["csrf_token"].as_str().unwrap().to_owned();
     (portal, minted)
+}
+
+/// An admin mints a session; a client that follows no redirects.
+async fn mint(app: &TestApp, tenant: &str, body: Value) -> (reqwest::Client, Value) {
+    let r = app
+        .post(&format!("/tenants/{tenant}/portal-sessions"), ADMIN, body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let url = r.body["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&app.base) && url.contains("/portal/open?token=hpt_"),
+        "{url}"
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (http, r.body)
+}
+
+/// `POST /portal/open` with `token`, from `origin`.
+async fn post_open(
+    app: &TestApp,
+    http: &reqwest::Client,
+    token: &str,
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut req = http
+        .post(format!("{}/portal/open", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"));
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.unwrap()
+}
+
+/// Shows the link's page (which opens nothing), then posts its form: the `Set-Cookie`.
+async fn press_open(
+    app: &TestApp,
+    http: &reqwest::Client,
+    url: &str,
+    origin: Option<&str>,
+) -> String {
+    let page = http.get(url).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().get("set-cookie").is_none());
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("form-action 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    let token = url.split("token=").nth(1).unwrap();
+    assert!(
+        html.contains("method=\"post\" action=\"/portal/open\"")
+            && html.contains(&format!("value=\"{token}\"")),
+        "{html}"
+    );
+    let resp = post_open(app, http, token, origin).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/portal");
+    assert_eq!(resp.headers()["referrer-policy"], "no-referrer");
+    resp.headers()["set-cookie"].to_str().unwrap().to_owned()
 }
 
 impl Portal<'_> {
@@ -363,6 +418,98 @@ async fn read_only_and_event_type_limits_hold() {
         )
         .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+
+    // What it reads is within its types too: the `*` endpoint and its invoice deliveries
+    // are not listed, not shown, and not in the health it sees.
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({"type": "invoice.paid", "tenant": acme, "data": {}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let mut invoice = String::new();
+    for _ in 0..100 {
+        let all = app
+            .get(&format!("/deliveries?webhook={hook}"), &acme_key)
+            .await;
+        if let Some(d) = all.body["deliveries"].as_array().and_then(|d| d.first()) {
+            if d["attempts"].as_u64().unwrap_or(0) > 0 {
+                invoice = d["id"].as_str().unwrap().to_owned();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !invoice.is_empty(),
+        "the invoice was delivered to the `*` endpoint"
+    );
+    let ids = |v: &Value, field: &str| -> Vec<String> {
+        v[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {field} in {v:?}"))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = payments.get("/portal/api/webhooks").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(ids(&listed.body, "webhooks"), vec![own.clone()]);
+    let seen = viewer.get("/portal/api/webhooks").await;
+    assert_eq!(
+        ids(&seen.body, "webhooks").len(),
+        2,
+        "an unlimited session sees both"
+    );
+    assert_eq!(
+        payments
+            .get(&format!("/portal/api/webhooks/{hook}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = payments.get("/portal/api/deliveries").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(
+        ids(&listed.body, "deliveries").is_empty(),
+        "{:?}",
+        listed.body
+    );
+    assert_eq!(
+        ids(
+            &viewer.get("/portal/api/deliveries").await.body,
+            "deliveries"
+        ),
+        vec![invoice.clone()]
+    );
+    for path in [
+        format!("/portal/api/deliveries/{invoice}"),
+        format!("/portal/api/deliveries?webhook={hook}"),
+    ] {
+        let r = payments.get(&path).await;
+        let hidden = r.status == StatusCode::NOT_FOUND
+            || r.body["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.is_empty());
+        assert!(hidden, "{path}: {:?}", r.body);
+    }
+    let health = |v: &Value| -> Vec<String> {
+        v["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        health(&viewer.get("/portal/api/stats").await.body),
+        vec![hook.clone()]
+    );
+    let stats = payments.get("/portal/api/stats").await.body;
+    assert!(health(&stats).is_empty(), "{stats:?}");
+    assert_eq!(stats["totals"]["attempts"], 0, "{stats:?}");
 }
 
 #[tokio::test]
@@ -410,7 +557,10 @@ async fn revoked_and_expired_sessions_open_nothing() {
         .await;
     let url = r.body["url"].as_str().unwrap().to_owned();
     app.advance(Duration::from_secs(61));
-    let r = portal.http.get(url).send().await.unwrap();
+    let r = portal.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let token = url.split("token=").nth(1).unwrap();
+    let r = post_open(&app, &portal.http, token, Some(&app.base)).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let _ = minted;
 }
@@ -529,9 +679,21 @@ async fn a_test_event_goes_to_its_webhook_only() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let event = r.body["event"].as_str().unwrap().to_owned();
+    // Who gets it is decided in the write that stores it (fan-out makes its deliveries
+    // there), so the delivery log says so at once, with no wait for what does not arrive.
+    let made = app
+        .get("/deliveries?event_type=webhook.test", &acme_key)
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{:?}", made.body);
+    let made = made.body["deliveries"].as_array().unwrap().clone();
+    assert_eq!(made.len(), 1, "one delivery, to its webhook only: {made:?}");
+    assert_eq!(made[0]["webhook_id"], hook);
+    assert_eq!(made[0]["event_id"], event);
     let got = target.wait_for(1, Duration::from_secs(10)).await;
     let body = got[0].json();
     assert_eq!(body["type"], "webhook.test");
+    assert_eq!(body["id"], event);
     assert_eq!(body["data"]["webhook"], hook);
     assert_eq!(body["data"]["example"], json!({"amount": 4599}));
     assert_eq!(other.count(), 0, "nobody else gets a test event");
@@ -571,4 +733,137 @@ async fn a_portal_session_is_rate_limited_like_a_key() {
         });
     assert_eq!(limited.body["code"], "RATE_LIMITED");
     assert!(limited.headers.get("retry-after").is_some());
+}
+
+/// The link's page spends nothing (a mail or chat scanner that fetches it leaves it good);
+/// only a POST from Herald's own page opens it, so another site cannot log a visitor into
+/// a session of its choosing; the cookie is SameSite=Strict unless the tenant lists
+/// origins that frame the portal.
+#[tokio::test]
+async fn a_link_is_opened_by_its_pages_post_from_that_page_only() {
+    let app = spawn_app(&config()).await;
+    let (acme, _) = app.tenant("acme").await;
+    let (http, minted) = mint(&app, &acme, json!({})).await;
+    let url = minted["url"].as_str().unwrap();
+    let token = url.split("token=").nth(1).unwrap();
+    // A scanner fetches it, more than once: still unopened.
+    for _ in 0..3 {
+        assert_eq!(http.get(url).send().await.unwrap().status(), StatusCode::OK);
+    }
+    let id = minted["id"].as_str().unwrap();
+    let got = app.get(&format!("/portal-sessions/{id}"), ADMIN).await;
+    assert!(got.body["opened_at"].is_null(), "{:?}", got.body);
+    // A junk or unknown token: the expired page, and no form.
+    for bad in ["nope", &format!("hpt_{}", "0".repeat(64))] {
+        let r = http
+            .get(format!("{}/portal/open?token={bad}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(!r.text().await.unwrap().contains("<form"));
+    }
+    // Another site's form (login CSRF), a cross-site fetch, or no Origin at all: refused,
+    // and the link stays good.
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let r = post_open(&app, &http, token, origin).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    let r = http
+        .post(format!("{}/portal/open", app.base))
+        .header("origin", &app.base)
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let got = app.get(&format!("/portal-sessions/{id}"), ADMIN).await;
+    assert!(got.body["opened_at"].is_null(), "{:?}", got.body);
+    // From its own page, as Chromium posts it under `Referrer-Policy: no-referrer`.
+    let r = http
+        .post(format!("{}/portal/open", app.base))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP, no framing: no Secure ({set})"
+    );
+
+    // Listed frame origins: the cookie a framed (cross-site) portal can be sent.
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/tenants/{acme}/portal"),
+            ADMIN,
+            Some(json!({"frame_origins": ["https://app.example.com"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let (http, minted) = mint(&app, &acme, json!({})).await;
+    let url = minted["url"].as_str().unwrap();
+    let page = http.get(url).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors https://app.example.com"),
+        "{csp}"
+    );
+    assert!(page.headers().get("x-frame-options").is_none());
+    let set = press_open(&app, &http, url, Some(&app.base)).await;
+    for attribute in ["SameSite=None", "Secure", "Partitioned", "HttpOnly"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Strict"), "{set}");
+}
+
+/// With `public_url` set, a session's link starts with it, whatever the request's `Host`
+/// (absent over HTTP/2, or a proxy's inner name).
+#[tokio::test]
+async fn links_use_the_public_url_when_set() {
+    let app = spawn_app(&format!(
+        "public_url = \"https://hooks.example.com\"\n{}",
+        config()
+    ))
+    .await;
+    let (acme, _) = app.tenant("acme").await;
+    let r = app
+        .post(
+            &format!("/tenants/{acme}/portal-sessions"),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let url = r.body["url"].as_str().unwrap();
+    let token = r.body["token"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("https://hooks.example.com/portal/open?token={token}")
+    );
+    // Its page's POST, from that origin (as through a proxy that keeps an inner `Host`):
+    // opened.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/portal/open", app.base))
+        .header("host", "herald.internal:8288")
+        .header("origin", "https://hooks.example.com")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }

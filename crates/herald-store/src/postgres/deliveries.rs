@@ -1,6 +1,6 @@
 //! [`DeliveryStore`] for PostgreSQL: claims, results (in rounds), reads, redelivery and replay.
 
-use super::events::insert_event_row;
+use super::events::{insert_event_row, note_failure};
 use super::rows::{self, *};
 use super::sql::*;
 use super::PgStore;
@@ -577,7 +577,13 @@ impl PgStore {
                 );
                 for row in query(&tx, &sql, &[&failing]).await? {
                     let d = rows::delivery(&row)?;
-                    if let Some(event) = rules::delivery_failed_event(&d, d.updated_at) {
+                    let failures = match rules::failure_subject(&d) {
+                        Some(webhook) => note_failure(&tx, webhook, d.updated_at).await?,
+                        None => None,
+                    };
+                    if let Some(event) =
+                        failures.and_then(|n| rules::delivery_failed_event(&d, n, d.updated_at))
+                    {
                         insert_event_row(&tx, &routes, &event).await?;
                         wake.due = true;
                         wake.events.push(event.tenant);

@@ -20,6 +20,43 @@ use herald_core::Timestamp;
 use std::sync::Arc;
 
 /// Stores an event, numbers it within its key, and creates one delivery per matching webhook.
+/// Notes one more final failure of `webhook`'s deliveries: `Some(failures)` when it raises
+/// `delivery.failed` (see [`rules::coalesce_failure`]). The row is locked for the rest of
+/// the transaction, so two nodes recording failures of one webhook at once raise one.
+pub(super) async fn note_failure(
+    tx: &Transaction<'_>,
+    webhook: herald_core::ids::WebhookId,
+    at: herald_core::Timestamp,
+) -> StoreResult<Option<i64>> {
+    let id = webhook.to_string();
+    execute(
+        tx,
+        "INSERT INTO failure_notices (webhook_id, raised_at, held) VALUES ($1, 0, 0) \
+         ON CONFLICT (webhook_id) DO NOTHING",
+        &[&id],
+    )
+    .await?;
+    let row = query_opt(
+        tx,
+        "SELECT raised_at, held FROM failure_notices WHERE webhook_id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let prev = crate::rules::FailureNotice {
+        raised_at: row.get(0),
+        held: row.get(1),
+    };
+    let (raises, next) = crate::rules::coalesce_failure(prev, at);
+    execute(
+        tx,
+        "UPDATE failure_notices SET raised_at = $2, held = $3 WHERE webhook_id = $1",
+        &[&id, &next.raised_at, &next.held],
+    )
+    .await?;
+    Ok(raises)
+}
+
 pub(super) async fn insert_event_row(
     tx: &Transaction<'_>,
     routes: &[OutboxRoute],

@@ -204,6 +204,12 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_id, id);
          tenant_id TEXT PRIMARY KEY, \
          frame_origins TEXT NOT NULL, \
          branding TEXT NOT NULL);",
+    // Per webhook, when it last raised `delivery.failed` and the final failures held since
+    // (at most one such event per webhook a minute).
+    "CREATE TABLE failure_notices ( \
+         webhook_id TEXT PRIMARY KEY, \
+         raised_at BIGINT NOT NULL, \
+         held BIGINT NOT NULL);",
 ];
 
 /// The schema version this build expects (readiness compares it with what is applied).

@@ -50,6 +50,14 @@ impl PortalStore for PgStore {
         portal_session(&row.ok_or(StoreError::NotFound)?)
     }
 
+    async fn portal_session_by_token(&self, token_hash: String) -> StoreResult<PortalSession> {
+        let sql =
+            format!("SELECT {PORTAL_SESSION_COLUMNS} FROM portal_sessions WHERE token_hash = $1");
+        let row = in_tx!(self, |tx, wake| query_opt(&tx, &sql, &[&token_hash])
+            .await?);
+        portal_session(&row.ok_or(StoreError::NotFound)?)
+    }
+
     async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession> {
         let sql =
             format!("SELECT {PORTAL_SESSION_COLUMNS} FROM portal_sessions WHERE cookie_hash = $1");

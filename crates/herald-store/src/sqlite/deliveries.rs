@@ -166,7 +166,13 @@ impl DeliveryStore for SqliteStore {
                 // `delivery.failed` for the API owner, in this write.
                 if changed && counted == 1 && r.outcome == AttemptOutcome::Failed {
                     let d = get_delivery_row(conn, &id)?;
-                    if let Some(event) = rules::delivery_failed_event(&d, at) {
+                    let failures = match rules::failure_subject(&d) {
+                        Some(webhook) => note_failure(conn, webhook, at)?,
+                        None => None,
+                    };
+                    if let Some(event) =
+                        failures.and_then(|n| rules::delivery_failed_event(&d, n, at))
+                    {
                         raise_event(conn, &routes, event)?;
                         raised = true;
                     }

@@ -117,6 +117,36 @@ pub(super) fn raise_event(
     Ok(())
 }
 
+/// Notes one more final failure of `webhook`'s deliveries: `Some(failures)` when it raises
+/// `delivery.failed` (see [`rules::coalesce_failure`]).
+pub(super) fn note_failure(
+    conn: &Connection,
+    webhook: herald_core::ids::WebhookId,
+    at: herald_core::Timestamp,
+) -> StoreResult<Option<i64>> {
+    let id = webhook.to_string();
+    let prev = conn
+        .prepare_cached("SELECT raised_at, held FROM failure_notices WHERE webhook_id = ?1")?
+        .query_row(rusqlite::params![id], |r| {
+            Ok(rules::FailureNotice {
+                raised_at: r.get(0)?,
+                held: r.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or(rules::FailureNotice {
+            raised_at: 0,
+            held: 0,
+        });
+    let (raises, next) = rules::coalesce_failure(prev, at);
+    conn.prepare_cached(
+        "INSERT INTO failure_notices (webhook_id, raised_at, held) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (webhook_id) DO UPDATE SET raised_at = excluded.raised_at, held = excluded.held",
+    )?
+    .execute(rusqlite::params![id, next.raised_at, next.held])?;
+    Ok(raises)
+}
+
 /// The live webhooks of one tenant: as fan-out matches them, and whole (for handed-off
 /// jobs), in the same order.
 pub(super) struct TenantTargets {

@@ -242,6 +242,15 @@ CREATE TABLE portal_settings (
     branding TEXT NOT NULL
 );
 "#,
+    // Per webhook, when it last raised `delivery.failed` and the final failures held since
+    // (at most one such event per webhook a minute).
+    r#"
+CREATE TABLE failure_notices (
+    webhook_id TEXT PRIMARY KEY,
+    raised_at INTEGER NOT NULL,
+    held INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes and expects.

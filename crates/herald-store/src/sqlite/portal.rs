@@ -63,6 +63,11 @@ impl PortalStore for SqliteStore {
         .await
     }
 
+    async fn portal_session_by_token(&self, token_hash: String) -> StoreResult<PortalSession> {
+        self.read(move |conn| session_where(conn, "token_hash = ?1", &token_hash))
+            .await
+    }
+
     async fn portal_session_by_cookie(&self, cookie_hash: String) -> StoreResult<PortalSession> {
         self.read(move |conn| session_where(conn, "cookie_hash = ?1", &cookie_hash))
             .await

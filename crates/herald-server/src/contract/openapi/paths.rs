@@ -184,9 +184,15 @@ pub(super) fn paths(config: &Config) -> Map<String, Value> {
     }
     put(
         "/portal/open",
-        json!({ "get": public(finish(op("Open a portal link: the one-time token becomes an HttpOnly, SameSite=Strict session cookie", "dashboard", "openPortal"),
-            vec![query("token", json!({ "type": "string" }), "The token of `POST /tenants/{id}/portal-sessions`.")], None,
-            json!({ "303": { "description": "To /portal, with the session cookie." }, "401": text("Expired, used or unknown.", "text/html") }))) }),
+        json!({
+            "get": public(finish(op("A portal link's page: changes nothing (a link scanner spends nothing); its button posts the token", "dashboard", "showPortalLink"),
+                vec![query("token", json!({ "type": "string" }), "The token of `POST /tenants/{id}/portal-sessions`.")], None,
+                json!({ "200": text("The page, with a form that posts the token to /portal/open.", "text/html"), "401": text("Expired, used or unknown.", "text/html") }))),
+            "post": public(finish(op("Open a portal link, from its own page only (Origin, or Sec-Fetch-Site: same-origin): the one-time token becomes an HttpOnly session cookie (SameSite=Strict, or None; Secure; Partitioned when the tenant lists frame origins)", "dashboard", "openPortal"),
+                vec![],
+                Some(json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } } } } })),
+                json!({ "303": { "description": "To /portal, with the session cookie." }, "401": text("Expired, used or unknown.", "text/html"), "403": { "$ref": "#/components/responses/Problem403" } }))),
+        }),
     );
 
     let list_ops = list_params(&[

@@ -155,7 +155,7 @@ pub(super) fn components() -> Value {
                                 "max_concurrency": { "type": "integer", "minimum": 1, "maximum": 1000 },
                                 "ordering": { "enum": ["none", "key"], "description": "`key`: deliveries of one event key go one at a time, in `sequence` order." },
                                 "description": { "type": "string" },
-                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 20, "description": "Sent with every delivery. Not hop-by-hop, `Host`, `Content-*`, `User-Agent`, `traceparent`, or any header Herald sets or signs (`X-Event-*`, `X-Signature`, `X-Timestamp`, `X-Delivery-*`, `webhook-*`)." },
+                                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 20, "description": "Sent with every delivery. Not hop-by-hop, `Host`, `Content-*`, `User-Agent`, `Expect`, `traceparent`, a proxy's (`Forwarded`, `Via`, `X-Forwarded-*`, `X-Real-IP`, …), or any header Herald sets or signs (`X-Event-*`, `X-Signature`, `X-Timestamp`, `X-Delivery-*`, `webhook-*`). Stored as given (not sealed)." },
                                 "filter": { "type": "object", "description": "Only events whose body passes are delivered: JSON pointers to a value, `{\"$eq\"}`, `{\"$in\": [..]}` or `{\"$exists\": bool}`, combined with `$and`/`$or` (docs/api.md, Payload filters)." },
                                 "rate_limit": { "type": "integer", "minimum": 1, "maximum": 10000, "description": "Deliveries per second, evenly; the excess waits its turn." } }
             },

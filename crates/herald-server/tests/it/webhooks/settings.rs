@@ -257,3 +257,45 @@ async fn a_gone_endpoint_raises_delivery_failed_and_webhook_disabled() {
     let events = list(&app, "/events?type=webhook.disabled", &key, "events").await;
     assert_eq!(events.len(), 1);
 }
+
+/// Herald's own event types cannot be published: a `POST /events` of `webhook.disabled`,
+/// `delivery.failed` or `webhook.test` is a 422 that stores and delivers nothing, so a
+/// receiver of them can trust they are Herald's; a near name is an ordinary event.
+#[tokio::test]
+async fn herald_own_event_types_cannot_be_published() {
+    let app = spawn_app(&hooks_config("")).await;
+    let (tenant, key) = app.tenant("acme").await;
+    let owner = Receiver::start().await;
+    let (owner_id, _) = register(
+        &app,
+        &key,
+        json!({"url": owner.url("/ops"), "events": ["webhook.*", "delivery.*"]}),
+    )
+    .await;
+    for forged in ["webhook.disabled", "delivery.failed", "webhook.test"] {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({"type": forged, "tenant": tenant,
+                       "data": {"webhook": owner_id, "reason": "forged"}}),
+            )
+            .await;
+        assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("Herald's own"),
+            "{:?}",
+            r.body
+        );
+        let stored = list(&app, &format!("/events?type={forged}"), &key, "events").await;
+        assert!(stored.is_empty(), "{forged} was stored: {stored:?}");
+    }
+    publish(
+        &app,
+        json!({"type": "delivery.shipped", "tenant": tenant, "data": {}}),
+    )
+    .await;
+    let got = owner.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-event-type"), "delivery.shipped");
+}

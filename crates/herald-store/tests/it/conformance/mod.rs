@@ -152,6 +152,7 @@ conformance!(
     subscription_settings_are_stored_and_changed,
     filters_decide_fan_out_of_events_and_final_events,
     operational_events_are_raised_in_the_write_that_causes_them,
+    delivery_failed_is_raised_once_a_minute_per_webhook,
     portal_tokens_open_their_session_once,
 );
 

@@ -26,6 +26,12 @@ pub(super) async fn portal_tokens_open_their_session_once(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(s.get_portal_session(p.id).await.unwrap(), p);
+    // Looking a token up (to show its link's page) opens nothing.
+    assert_eq!(s.portal_session_by_token("tok-a".into()).await.unwrap(), p);
+    assert!(matches!(
+        s.portal_session_by_token("tok-none".into()).await,
+        Err(StoreError::NotFound)
+    ));
     let opened = s
         .exchange_portal_token("tok-a".into(), "cookie-a".into(), at(1))
         .await
@@ -35,6 +41,13 @@ pub(super) async fn portal_tokens_open_their_session_once(s: &dyn Store) {
     assert_eq!(opened.exchanged_at, Some(at(1)));
     assert_eq!(opened.event_types, p.event_types);
     assert!(opened.read_only);
+    assert_eq!(
+        s.portal_session_by_token("tok-a".into())
+            .await
+            .unwrap()
+            .exchanged_at,
+        Some(at(1))
+    );
     // Once only.
     assert!(matches!(
         s.exchange_portal_token("tok-a".into(), "cookie-b".into(), at(2))
