@@ -31,8 +31,7 @@ impl DeliveryStore for SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        // Fails only if SQLite does.
-        self.write_hot(move |conn| {
+        self.write_internal(move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
                    SELECT id FROM deliveries WHERE status = 'pending' AND route IS NULL AND next_attempt_at <= ?2 \
@@ -95,15 +94,14 @@ impl DeliveryStore for SqliteStore {
                 .execute(params![id, now.0])?;
             }
             Ok(jobs)
-        }, true)
+        })
         .await
     }
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
         let reschedules = rules::reschedules(&records);
         let routes = self.routes();
-        // Fails only if SQLite does: every row it reads back it has just written.
-        let (released, raised) = self.write_hot(move |conn| {
+        let (released, raised) = self.write_internal(move |conn| {
             let (mut released, mut raised) = (0, false);
             for r in records {
                 let id = r.delivery_id.to_string();
@@ -218,7 +216,7 @@ impl DeliveryStore for SqliteStore {
                 }
             }
             Ok((released, raised))
-        }, true)
+        })
         .await?;
         // A retry may now be the earliest due delivery: let the engines re-plan their sleep.
         // A success or a final failure makes nothing due, unless it released a line's next

@@ -298,39 +298,35 @@ impl EventStore for SqliteStore {
         let sink = handoff.clone();
         // Serialised here, in the request's task, not on the single writer thread.
         let data_json = serde_json::to_string(&event.data)?;
-        // Every way this job fails comes before its first change (or is SQLite's own).
         let (created, fanned) = self
-            .write_hot(
-                move |conn| {
-                    if let Some(idem) = &idem {
-                        let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
-                        if let Some(existing) = check_idempotency(conn, idem, live)? {
-                            return Ok((Created::Existing(existing), Fanned::default()));
-                        }
+            .write(move |conn| {
+                if let Some(idem) = &idem {
+                    let live = |conn: &Connection, id: &str| found(get_event_row(conn, id));
+                    if let Some(existing) = check_idempotency(conn, idem, live)? {
+                        return Ok((Created::Existing(existing), Fanned::default()));
                     }
-                    let prior: Option<String> = conn
-                        .prepare_cached("SELECT request_hash FROM events WHERE id = ?1")?
-                        .query_row(params![event.id.to_string()], |r| r.get(0))
-                        .optional()?;
-                    if let Some(hash) = prior {
-                        if hash != event.request_hash {
-                            return Err(StoreError::IdempotencyMismatch);
-                        }
-                        return Ok((
-                            Created::Existing(get_event_row(conn, &event.id.to_string())?),
-                            Fanned::default(),
-                        ));
+                }
+                let prior: Option<String> = conn
+                    .prepare_cached("SELECT request_hash FROM events WHERE id = ?1")?
+                    .query_row(params![event.id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(hash) = prior {
+                    if hash != event.request_hash {
+                        return Err(StoreError::IdempotencyMismatch);
                     }
-                    let created_at = event.created_at;
-                    let (stored, fanned) =
-                        insert_event_row(conn, &routes, event, &data_json, handoff.as_ref())?;
-                    if let Some(idem) = &idem {
-                        record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
-                    }
-                    Ok((Created::New(stored), fanned))
-                },
-                false,
-            )
+                    return Ok((
+                        Created::Existing(get_event_row(conn, &event.id.to_string())?),
+                        Fanned::default(),
+                    ));
+                }
+                let created_at = event.created_at;
+                let (stored, fanned) =
+                    insert_event_row(conn, &routes, event, &data_json, handoff.as_ref())?;
+                if let Some(idem) = &idem {
+                    record_idempotency(conn, idem, &stored.id.to_string(), created_at)?;
+                }
+                Ok((Created::New(stored), fanned))
+            })
             .await?;
         // Only what was not handed off waits for a claim, and only its engine is woken.
         if fanned.webhooks > fanned.handed.len() {

@@ -1,9 +1,8 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
 //! Writes go to a single writer thread that takes every job queued, runs each in its
-//! own savepoint (one job failing undoes only itself; the hot jobs, which fail only
-//! before their first change, run without one: [`SqliteStore::write_hot`]) and commits
-//! them together: one fsync for many requests (group commit). A job is answered success only once its
+//! own savepoint (one job failing undoes only itself) and commits them together: one
+//! fsync for many requests (group commit). A job is answered success only once its
 //! transaction has committed, and an error only when its write is not in the database:
 //! when SQLite itself rolls back the whole transaction (`SQLITE_FULL`, `SQLITE_IOERR`…),
 //! every job of the batch so far is failed and the queued rest waits for the next
@@ -238,21 +237,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.write_queued(f, false, Undo::Savepoint).await
-    }
-
-    /// [`Self::write`] for a job that fails, if at all, before its first change, unless
-    /// SQLite itself fails: it runs without a savepoint of its own (a savepoint copies
-    /// every page the job touches into the sub-journal, 4 % of Herald's CPU on the ingest
-    /// and result paths). Should it fail after changing rows anyway, the whole
-    /// transaction is rolled back and the batch fails with it, so nothing of a failed job
-    /// ever commits.
-    async fn write_hot<R, F>(&self, f: F, internal: bool) -> StoreResult<R>
-    where
-        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.write_queued(f, internal, Undo::Transaction).await
+        self.write_queued(f, false).await
     }
 
     /// [`Self::write`] for Herald's own loops (delivery claims and results, the reaper,
@@ -264,10 +249,10 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.write_queued(f, true, Undo::Savepoint).await
+        self.write_queued(f, true).await
     }
 
-    async fn write_queued<R, F>(&self, f: F, wait_for_room: bool, undo: Undo) -> StoreResult<R>
+    async fn write_queued<R, F>(&self, f: F, wait_for_room: bool) -> StoreResult<R>
     where
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
@@ -281,10 +266,7 @@ impl SqliteStore {
                 failed: None,
             },
             Some(conn) => {
-                let result = match undo {
-                    Undo::Savepoint => run_in_savepoint(conn, f),
-                    Undo::Transaction => run_unguarded(conn, f),
-                };
+                let result = run_in_savepoint(conn, f);
                 let failed = result.as_ref().err().cloned();
                 Ran {
                     reply: Box::new(move |commit: StoreResult<()>| {
@@ -366,42 +348,6 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
-}
-
-/// How a failed write job's changes are undone.
-#[derive(Clone, Copy)]
-enum Undo {
-    /// In a savepoint of its own: the rest of the batch stands.
-    Savepoint,
-    /// By rolling back the whole transaction, should the job have changed anything (see
-    /// [`SqliteStore::write_hot`]).
-    Transaction,
-}
-
-/// Runs `f` in the open transaction with no savepoint. If it fails having changed no row
-/// (`total_changes` counts the rows of every statement that completed), there is nothing
-/// to undo; if it fails after changing some, the whole transaction is rolled back and the
-/// writer fails the batch so far, as when SQLite itself rolls back.
-fn run_unguarded<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> StoreResult<R>,
-) -> StoreResult<R> {
-    let before = conn.total_changes();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| Err(StoreError::Backend("a store write panicked".into())));
-    if result.is_err() {
-        // What the job cached may describe rows about to be undone.
-        events::forget_fan_out_targets();
-        if !conn.is_autocommit() && conn.total_changes() != before {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-    }
-    if conn.is_autocommit() {
-        return result.and(Err(StoreError::Backend(
-            "the transaction was rolled back during this write".into(),
-        )));
-    }
-    result
 }
 
 /// Runs `f` in a savepoint of the open transaction: on error its changes are undone and
@@ -610,109 +556,6 @@ mod tests {
             match result {
                 Ok(_) => assert!(found, "{id} was acknowledged but is not stored"),
                 Err(e) => assert!(!found, "{id} was answered {e:?} but is stored"),
-            }
-        }
-    }
-
-    /// Jobs without a savepoint (`write_hot`): one that fails before changing anything
-    /// leaves its batch alone; one that fails after changing rows takes the whole
-    /// transaction down, so its rows never commit. Whatever the mix, every job answered
-    /// `Ok` is stored and every job answered `Err` is not.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn an_unguarded_job_that_fails_never_commits_anything() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("herald.db");
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        store
-            .write(|conn| Ok(conn.execute_batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY)")?))
-            .await
-            .unwrap();
-        #[derive(Clone, Copy, Debug, PartialEq)]
-        enum Kind {
-            Writes,
-            FailsFirst,
-            FailsAfterWriting,
-        }
-        let run = |store: Arc<SqliteStore>, id: i64, kind: Kind| async move {
-            store
-                .write_hot(
-                    move |conn| {
-                        if kind == Kind::FailsFirst {
-                            let _: i64 =
-                                conn.query_row("SELECT COUNT(*) FROM scratch", [], |r| r.get(0))?;
-                            return Err(StoreError::AlreadyExists);
-                        }
-                        conn.execute("INSERT INTO scratch (id) VALUES (?1)", [id])?;
-                        if kind == Kind::FailsAfterWriting {
-                            return Err(StoreError::LimitReached);
-                        }
-                        Ok(())
-                    },
-                    false,
-                )
-                .await
-        };
-        // Without a job that fails after writing, refusals cost nobody else anything.
-        let calls: Vec<_> = (0..200)
-            .map(|i| {
-                let kind = if i % 3 == 0 {
-                    Kind::FailsFirst
-                } else {
-                    Kind::Writes
-                };
-                (i, kind, tokio::spawn(run(store.clone(), i, kind)))
-            })
-            .collect();
-        let mut outcomes = Vec::new();
-        for (id, kind, call) in calls {
-            let result = call.await.unwrap();
-            match kind {
-                Kind::Writes => assert!(result.is_ok(), "job {id}: {result:?}"),
-                _ => assert!(
-                    matches!(result, Err(StoreError::AlreadyExists)),
-                    "job {id}: {result:?}"
-                ),
-            }
-            outcomes.push((id, kind, result));
-        }
-        // With some, their batches fail; nothing of theirs is ever stored.
-        let calls: Vec<_> = (200..600)
-            .map(|i| {
-                let kind = match i % 7 {
-                    0 => Kind::FailsAfterWriting,
-                    1 => Kind::FailsFirst,
-                    _ => Kind::Writes,
-                };
-                (i, kind, tokio::spawn(run(store.clone(), i, kind)))
-            })
-            .collect();
-        for (id, kind, call) in calls {
-            outcomes.push((id, kind, call.await.unwrap()));
-        }
-        assert!(
-            outcomes
-                .iter()
-                .any(|(_, k, r)| *k == Kind::Writes && r.is_ok()),
-            "some writes went through beside the failing jobs"
-        );
-        drop(store);
-        let conn = Connection::open(&path).unwrap();
-        for (id, kind, result) in &outcomes {
-            let stored: bool = conn
-                .query_row("SELECT COUNT(*) FROM scratch WHERE id = ?1", [id], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap()
-                == 1;
-            match result {
-                Ok(()) => assert!(
-                    stored,
-                    "job {id} ({kind:?}) was acknowledged but is not stored"
-                ),
-                Err(e) => assert!(
-                    !stored,
-                    "job {id} ({kind:?}) was answered {e:?} but is stored"
-                ),
             }
         }
     }

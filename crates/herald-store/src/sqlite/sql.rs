@@ -16,7 +16,7 @@ pub(super) fn text(s: impl ToString) -> Sql {
 
 /// The resource an earlier request with `idem`'s key made, if it is still there (`live`
 /// reads it; `None` when deleted or purged). A key whose resource is gone is released, so
-/// this request makes a new one (and its record replaces the key's); one whose resource is there answers with it when the
+/// this request makes a new one; one whose resource is there answers with it when the
 /// body matches and refuses otherwise.
 pub(super) fn check_idempotency<T>(
     conn: &Connection,
@@ -37,9 +37,11 @@ pub(super) fn check_idempotency<T>(
     match live(conn, &id)? {
         Some(_) if hash != idem.request_hash => Err(StoreError::IdempotencyMismatch),
         Some(resource) => Ok(Some(resource)),
-        // Released by the write that records the key again (an upsert), so a check
-        // changes nothing: a job that fails after it still fails before its first change.
-        None => Ok(None),
+        None => {
+            conn.prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+                .execute(params![idem.scope, idem.key])?;
+            Ok(None)
+        }
     }
 }
 
@@ -59,9 +61,7 @@ pub(super) fn record_idempotency(
     now: Timestamp,
 ) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, \
-         resource_id = excluded.resource_id, created_at = excluded.created_at",
+        "INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![idem.scope, idem.key, idem.request_hash, resource, now.0])?;
     Ok(())
