@@ -369,7 +369,7 @@ async fn framing_for(
 }
 
 fn page(
-    body: &'static str,
+    body: impl Into<Body>,
     content_type: &'static str,
     framing: Vec<(axum::http::HeaderName, HeaderValue)>,
 ) -> Response {
@@ -378,7 +378,7 @@ fn page(
             (CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        body,
+        body.into(),
     )
         .into_response();
     for (k, v) in framing {
@@ -442,25 +442,14 @@ fn from_own_page(headers: &HeaderMap, public_url: Option<&PublicUrl>) -> bool {
 }
 
 fn expired_page() -> Response {
-    let mut r = (
-        StatusCode::UNAUTHORIZED,
-        [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+    let mut r = page(
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Link expired</title>\
          <h1>This link has expired or was already used</h1>\
          <p>Portal links work once and for a short time. Ask for a new one.</p></html>",
-    )
-        .into_response();
-    for (k, v) in framing_headers(&[]) {
-        r.headers_mut().insert(k, v);
-    }
-    r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        "text/html; charset=utf-8",
+        framing_headers(&[]),
+    );
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
     r
 }
 
@@ -498,31 +487,18 @@ pub async fn open_page(State(state): State<AppState>, Query(q): Query<OpenQuery>
          <input type=\"hidden\" name=\"token\" value=\"{token}\">\
          <button type=\"submit\" class=\"primary\">Open the portal</button></form></main></html>"
     );
-    let mut r = (
-        [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        html,
-    )
-        .into_response();
-    for (k, v) in framing_headers(&origins) {
-        // The one form of Herald's pages: it posts to this origin.
-        let v = match (k == CONTENT_SECURITY_POLICY, v.to_str()) {
+    // The one form of Herald's pages: it posts to this origin.
+    let framing = framing_headers(&origins)
+        .into_iter()
+        .map(|(k, v)| match (k == CONTENT_SECURITY_POLICY, v.to_str()) {
             (true, Ok(csp)) => {
-                HeaderValue::from_str(&csp.replace("form-action 'none'", "form-action 'self'"))
-                    .unwrap_or(v)
+                let csp = csp.replace("form-action 'none'", "form-action 'self'");
+                (k, HeaderValue::from_str(&csp).unwrap_or(v))
             }
-            _ => v,
-        };
-        r.headers_mut().insert(k, v);
-    }
-    r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    r
+            _ => (k, v),
+        })
+        .collect();
+    page(html, "text/html; charset=utf-8", framing)
 }
 
 /// `POST /portal/open` (the link page's form: `token=…`): the one-time token becomes the

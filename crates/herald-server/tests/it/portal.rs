@@ -78,12 +78,23 @@ async fn post_open(
     token: &str,
     origin: Option<&str>,
 ) -> reqwest::Response {
+    let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+    post_open_with(app, http, token, &headers).await
+}
+
+/// `POST /portal/open` with `token` and these request headers.
+async fn post_open_with(
+    app: &TestApp,
+    http: &reqwest::Client,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = http
         .post(format!("{}/portal/open", app.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={token}"));
-    if let Some(o) = origin {
-        req = req.header("origin", o);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     req.send().await.unwrap()
 }
@@ -770,28 +781,24 @@ async fn a_link_is_opened_by_its_pages_post_from_that_page_only() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin:?}");
         assert!(r.headers().get("set-cookie").is_none());
     }
-    let r = http
-        .post(format!("{}/portal/open", app.base))
-        .header("origin", &app.base)
-        .header("sec-fetch-site", "cross-site")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_open_with(
+        &app,
+        &http,
+        token,
+        &[("origin", &app.base), ("sec-fetch-site", "cross-site")],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let got = app.get(&format!("/portal-sessions/{id}"), ADMIN).await;
     assert!(got.body["opened_at"].is_null(), "{:?}", got.body);
     // From its own page, as Chromium posts it under `Referrer-Policy: no-referrer`.
-    let r = http
-        .post(format!("{}/portal/open", app.base))
-        .header("origin", "null")
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_open_with(
+        &app,
+        &http,
+        token,
+        &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.contains("SameSite=Strict"), "{set}");
@@ -856,14 +863,15 @@ async fn links_use_the_public_url_when_set() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{}/portal/open", app.base))
-        .header("host", "herald.internal:8288")
-        .header("origin", "https://hooks.example.com")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_open_with(
+        &app,
+        &http,
+        token,
+        &[
+            ("host", "herald.internal:8288"),
+            ("origin", "https://hooks.example.com"),
+        ],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
