@@ -57,8 +57,11 @@ enum Test {
     Exists(bool),
 }
 
+/// What a filter may spend: the limits of a request, or none for a stored filter.
 struct Budget {
     terms: usize,
+    max_terms: usize,
+    max_depth: usize,
 }
 
 impl PayloadFilter {
@@ -71,7 +74,29 @@ impl PayloadFilter {
                 format!("is {size} bytes of JSON; at most {MAX_FILTER_BYTES} are allowed"),
             ));
         }
-        let mut budget = Budget { terms: 0 };
+        let mut budget = Budget {
+            terms: 0,
+            max_terms: MAX_FILTER_TERMS,
+            max_depth: MAX_FILTER_DEPTH,
+        };
+        let root = parse_filter(value, "filter", 0, &mut budget)?;
+        Ok(Self {
+            root,
+            source: value.clone(),
+        })
+    }
+
+    /// Parses a filter as stored: its structure is checked, its size is not. The limits
+    /// judged the filter once, when it was registered; a stored row is never judged again
+    /// (its JSON, read back and serialised, may differ in length from what was measured,
+    /// and limits may change between versions): a row that no longer passed would stall
+    /// every fan-out and claim that reads it.
+    pub fn from_stored(value: &Value) -> Result<Self, FilterError> {
+        let mut budget = Budget {
+            terms: 0,
+            max_terms: usize::MAX,
+            max_depth: usize::MAX,
+        };
         let root = parse_filter(value, "filter", 0, &mut budget)?;
         Ok(Self {
             root,
@@ -117,7 +142,7 @@ fn parse_filter(
         let here = format!("{path}.{key}");
         nodes.push(match key.as_str() {
             "$and" | "$or" => {
-                if depth + 1 > MAX_FILTER_DEPTH {
+                if depth + 1 > budget.max_depth {
                     return Err(err(
                         &here,
                         format!("`$and`/`$or` nest at most {MAX_FILTER_DEPTH} deep"),
@@ -186,8 +211,8 @@ fn check_pointer(p: &str) -> Result<(), &'static str> {
 }
 
 fn spend(budget: &mut Budget, n: usize, path: &str) -> Result<(), FilterError> {
-    budget.terms += n;
-    if budget.terms > MAX_FILTER_TERMS {
+    budget.terms = budget.terms.saturating_add(n);
+    if budget.terms > budget.max_terms {
         return Err(err(
             path,
             format!("a filter holds at most {MAX_FILTER_TERMS} conditions and `$in` entries"),
@@ -355,6 +380,25 @@ mod tests {
         assert!(refused(json!({"/a": long})).contains("bytes of JSON"));
         let pointer = format!("/{}", "p".repeat(MAX_POINTER_BYTES));
         assert!(refused(json!({ pointer: 1 })).contains("at most 256"));
+    }
+
+    #[test]
+    fn a_stored_filter_is_not_judged_by_the_request_limits_again() {
+        // Registered at the limit, read back longer (or under limits lowered since): a
+        // stored row still decodes, so no fan-out or claim that reads it fails.
+        let long = "x".repeat(MAX_FILTER_BYTES);
+        let many: Vec<Value> = (0..=MAX_FILTER_TERMS).map(Value::from).collect();
+        let mut deep = json!({"/a": 1});
+        for _ in 0..=MAX_FILTER_DEPTH {
+            deep = json!({ "$and": [deep] });
+        }
+        for f in [json!({"/a": long}), json!({"/a": {"$in": many}}), deep] {
+            assert!(PayloadFilter::parse(&f).is_err());
+            let stored = PayloadFilter::from_stored(&f).unwrap();
+            assert_eq!(stored.as_json(), &f);
+        }
+        // Its structure is still checked.
+        assert!(PayloadFilter::from_stored(&json!({"a": 1})).is_err());
     }
 
     #[test]

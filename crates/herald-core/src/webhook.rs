@@ -216,6 +216,30 @@ impl CustomHeaders {
         Ok(Self(out))
     }
 
+    /// Headers as stored, which were judged when they were set. None is judged by the
+    /// request limits again (a stored row that no longer passed them would stall every
+    /// claim and fan-out that reads it); a header this version denies, or that is not
+    /// valid HTTP, is left out: it is not sent.
+    pub fn from_stored<'a>(stored: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (name, value) in stored {
+            let lower = name.to_ascii_lowercase();
+            let sendable = !name.is_empty()
+                && name.bytes().all(is_token_byte)
+                && value
+                    .bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+                && !DENIED_HEADERS.contains(&lower.as_str())
+                && !DENIED_PREFIXES.iter().any(|p| lower.starts_with(p))
+                && !out.iter().any(|(n, _)| *n == lower);
+            if sendable {
+                out.push((lower, value.trim().to_owned()));
+            }
+        }
+        out.sort();
+        Self(out)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -332,6 +356,25 @@ mod tests {
             CustomHeaders::parse(names.iter().map(|n| (n.as_str(), big.as_str())))
                 .unwrap_err()
                 .contains("4096")
+        );
+    }
+
+    #[test]
+    fn stored_headers_decode_and_only_sendable_ones_are_sent() {
+        // Set under an earlier version's deny-list (X-Forwarded-For was allowed once) or
+        // limits: the row still decodes; what this version denies, or is not HTTP, is not sent.
+        let big = "v".repeat(MAX_HEADER_VALUE_BYTES + 1);
+        let h = CustomHeaders::from_stored([
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Api-Key", " k1 "),
+            ("bad name", "v"),
+            ("x-crlf", "a\r\nX-Injected: 1"),
+            ("x-big", big.as_str()),
+            ("X-API-KEY", "second"),
+        ]);
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![("x-api-key", "k1"), ("x-big", big.as_str())]
         );
     }
 }

@@ -37,4 +37,6 @@ pub use ssrf::{check_destination, is_forbidden, SsrfError};
 pub use webhooks::send::{
     delivery_headers, parse_retry_after, traceparent, SendResult, EXCERPT_LIMIT, USER_AGENT,
 };
-pub use webhooks::{AttemptObserver, Deferral, DispatchError, Dispatcher, DispatcherConfig};
+pub use webhooks::{
+    AttemptObserver, CircuitState, Circuits, Deferral, DispatchError, Dispatcher, DispatcherConfig,
+};

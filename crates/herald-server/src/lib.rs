@@ -67,6 +67,8 @@ pub struct AppShared {
     pub metrics: Arc<telemetry::Metrics>,
     /// One permit per feed long poll waiting (`feed.max_long_polls`), half at most per tenant.
     pub long_polls: Arc<routes::feed::LongPolls>,
+    /// This node's webhook circuit breakers, as its dispatcher keeps them (for /stats).
+    pub circuits: herald_dispatch::Circuits,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl AppState {
             known_tenants: Default::default(),
             shutdown,
             metrics: Arc::new(telemetry::Metrics::new()?),
+            circuits: Default::default(),
         }));
         routes::event_types::load(&state).await?;
         Ok(state)
@@ -229,7 +232,8 @@ fn engine(state: &AppState) -> anyhow::Result<herald_dispatch::Engine> {
             ..Default::default()
         },
     )?
-    .with_observer(state.metrics.clone());
+    .with_observer(state.metrics.clone())
+    .with_circuits(state.circuits.clone());
     let retention = &state.config.retention;
     Ok(herald_dispatch::Engine {
         store: state.store.clone(),

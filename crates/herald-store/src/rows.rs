@@ -172,11 +172,9 @@ fn headers_of(stored: Option<String>) -> StoreResult<CustomHeaders> {
         return Ok(CustomHeaders::default());
     };
     let map: serde_json::Map<String, Value> = serde_json::from_str(&text)?;
-    let pairs: Vec<(&str, &str)> = map
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
-        .collect();
-    CustomHeaders::parse(pairs).map_err(|e| bad("webhook", e))
+    Ok(CustomHeaders::from_stored(map.iter().map(|(k, v)| {
+        (k.as_str(), v.as_str().unwrap_or_default())
+    })))
 }
 
 /// A webhook's stored `filter` (its JSON as registered; NULL: none).
@@ -184,7 +182,7 @@ pub fn filter_of(stored: Option<String>) -> StoreResult<Option<PayloadFilter>> {
     stored
         .map(|text| {
             let v: Value = serde_json::from_str(&text)?;
-            PayloadFilter::parse(&v).map_err(|e| bad("webhook", e))
+            PayloadFilter::from_stored(&v).map_err(|e| bad("webhook", e))
         })
         .transpose()
 }

@@ -84,6 +84,14 @@ impl Breaker {
         false
     }
 
+    pub(super) fn state(&self, now: Timestamp) -> super::CircuitState {
+        match self.open_until {
+            None => super::CircuitState::Closed,
+            Some(until) if now < until => super::CircuitState::Open { until },
+            Some(_) => super::CircuitState::HalfOpen,
+        }
+    }
+
     pub(super) fn is_idle(&self) -> bool {
         self.consecutive_failures == 0 && self.open_until.is_none() && !self.probing
     }
@@ -157,6 +165,9 @@ mod tests {
             "fifth failure opens"
         );
         let reopen = T0.plus(COOL);
+        use crate::CircuitState;
+        assert_eq!(b.state(T0), CircuitState::Open { until: reopen });
+        assert_eq!(b.state(reopen), CircuitState::HalfOpen);
         assert_eq!(
             b.admit(T0.plus(Duration::from_secs(1)), Duration::from_secs(10)),
             Admission::Defer(reopen)
@@ -188,6 +199,7 @@ mod tests {
             COOL
         ));
         assert!(b.is_idle());
+        assert_eq!(b.state(later.plus(COOL)), CircuitState::Closed);
         assert_eq!(
             b.admit(later.plus(COOL), Duration::from_secs(10)),
             Admission::Go

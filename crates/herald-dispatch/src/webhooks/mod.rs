@@ -135,6 +135,49 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     client: reqwest::Client,
     observer: Option<Arc<dyn AttemptObserver>>,
+    circuits: Circuits,
+}
+
+/// The webhooks' circuits as this node's dispatcher holds them (in memory: each node has
+/// its own, and a restart closes them all). A read handle for health pages: clone it, give
+/// it to [`Dispatcher::with_circuits`], ask it [`Circuits::state`].
+#[derive(Clone, Default)]
+pub struct Circuits(Arc<Mutex<HashMap<WebhookId, WebhookState>>>);
+
+impl std::fmt::Debug for Circuits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Circuits").finish_non_exhaustive()
+    }
+}
+
+/// A webhook's circuit breaker, as of a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Attempts go as they come.
+    Closed,
+    /// Failing: its deliveries are deferred until then.
+    Open { until: herald_core::Timestamp },
+    /// The cooldown is over: the next attempt is the probe that closes or reopens it.
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn label(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open { .. } => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl Circuits {
+    /// `webhook`'s circuit at `now` (closed when this node has no say about it).
+    pub fn state(&self, webhook: WebhookId, now: herald_core::Timestamp) -> CircuitState {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&webhook)
+            .map_or(CircuitState::Closed, |s| s.breaker.state(now))
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -150,7 +193,8 @@ pub(super) struct Shared {
     clock: Arc<dyn Clock>,
     config: DispatcherConfig,
     client: reqwest::Client,
-    webhooks: Mutex<HashMap<WebhookId, WebhookState>>,
+    /// Per-webhook admission state and breakers (shared with [`Circuits`] handles).
+    webhooks: Arc<Mutex<HashMap<WebhookId, WebhookState>>>,
     /// Claimed deliveries waiting behind their webhook's concurrency (not yet sending),
     /// every webhook together: at most half the global slots (see `admission`).
     waiting: std::sync::atomic::AtomicUsize,
@@ -204,12 +248,19 @@ impl Dispatcher {
             config,
             client,
             observer: None,
+            circuits: Circuits::default(),
         })
     }
 
     /// Reports every judged attempt to `observer` (metrics).
     pub fn with_observer(mut self, observer: Arc<dyn AttemptObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Keeps the webhooks' circuits where `circuits` (and its clones) can read them.
+    pub fn with_circuits(mut self, circuits: Circuits) -> Self {
+        self.circuits = circuits;
         self
     }
 
@@ -225,6 +276,7 @@ impl Dispatcher {
             config,
             client,
             observer,
+            circuits,
         } = self;
         let (records, recorder) = spawn_recorder(store.clone(), "delivery", None);
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
@@ -235,7 +287,7 @@ impl Dispatcher {
             clock,
             config,
             client,
-            webhooks: Mutex::new(HashMap::new()),
+            webhooks: circuits.0,
             waiting: Default::default(),
             tenants: Mutex::new(HashMap::new()),
             slots: slots.clone(),

@@ -391,7 +391,9 @@ const VIEWS = {
       return h("tr", { "data-webhook": w.id },
         h("td", {}, h("div", { class: "mono" }, w.id), h("div", {}, truncate(w.url, 60)), w.tenant && h("div", { class: "muted mono" }, w.tenant)),
         h("td", {}, w.events.join(", ")),
-        h("td", {}, badge(w.disabled ? "disabled" : "enabled"), w.disabled_reason && h("div", { class: "muted" }, w.disabled_reason)),
+        h("td", {}, badge(w.disabled ? "disabled" : "enabled"), w.disabled_reason && h("div", { class: "muted" }, w.disabled_reason),
+          hl.circuit && hl.circuit !== "closed" && h("div", { class: "muted", "data-circuit": hl.circuit },
+            hl.circuit === "open" ? `circuit open until ${fmtTime(hl.circuit_open_until)}` : "circuit half-open")),
         h("td", { class: "num" }, h("span", { class: rateClass(hl.success_rate) }, pct(hl.success_rate)), h("div", { class: "muted" }, `${hl.attempts || 0} attempts`)),
         h("td", {}, hl.last_error ? [h("div", {}, truncate(hl.last_error, 80)), h("div", { class: "muted" }, fmtTime(hl.last_error_at))] : h("span", { class: "muted" }, "—")),
         h("td", {}, h("a", { href: `#/deliveries?webhook=${w.id}` }, "deliveries"), " ", toggle));

@@ -177,7 +177,7 @@ async function health(w) {
     if (mine) {
       if (mine.success_rate !== undefined && mine.success_rate !== null) stat("Success (1 h)", Math.round(mine.success_rate * 100) + "%");
       if (mine.attempts !== undefined) stat("Attempts (1 h)", mine.attempts);
-      if (mine.circuit) stat("Circuit", mine.circuit);
+      if (mine.circuit) stat("Circuit", mine.circuit === "open" ? "open until " + when(mine.circuit_open_until) : mine.circuit.replace("_", "-"));
       if (mine.last_error) stat("Last error", mine.last_error);
     }
   } catch (e) { /* health is a hint; the rest of the page works without it */ }

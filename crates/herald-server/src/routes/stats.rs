@@ -230,6 +230,20 @@ pub async fn stats(
     // With a tenant (a tenant key's always), the store leaves broker routes out.
     let counts = state.store.state_counts(tenant).await?;
     let mut out = summarize(&activity, since, until);
+    // Each webhook's circuit, as this node's dispatcher holds it now.
+    if let Some(webhooks) = out["webhooks"].as_array_mut() {
+        for w in webhooks {
+            let Some(id) = w["id"].as_str().and_then(|id| id.parse::<WebhookId>().ok()) else {
+                continue;
+            };
+            let circuit = state.circuits.state(id, now);
+            w["circuit"] = json!(circuit.label());
+            w["circuit_open_until"] = match circuit {
+                herald_dispatch::CircuitState::Open { until } => json!(until.to_rfc3339()),
+                _ => Value::Null,
+            };
+        }
+    }
     let to_map = |pairs: &[(String, u64)]| -> Map<String, Value> {
         pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
     };

@@ -399,6 +399,8 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
     assert_eq!(health["id"], wh.as_str());
     assert_eq!(health["success_rate"], 0.5);
     assert_eq!(health["last_error"], "HTTP 500");
+    assert_eq!(health["circuit"], "closed");
+    assert_eq!(health["circuit_open_until"], Value::Null);
     assert_eq!(r.body["now"]["deliveries"]["succeeded"], 1);
     assert_eq!(r.body["scope"]["role"], "tenant");
     let last = r.body["backlog"]
@@ -437,6 +439,81 @@ async fn stats_come_from_the_store_and_are_scoped_to_the_tenant() {
         )
         .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+}
+
+#[tokio::test]
+async fn stats_show_a_failing_webhooks_open_circuit_and_only_its_own() {
+    let app = spawn_app(
+        "[webhooks]\nallow_private_destinations = true\nschedule = [\"0s\", \"0s\", \"0s\"]\n",
+    )
+    .await;
+    let (tenant, key) = app.tenant("acme").await;
+    let failing = Receiver::start().await;
+    failing.set_fallback(Behavior::Status(500));
+    let healthy = Receiver::start().await;
+    let mut ids = Vec::new();
+    for (receiver, events) in [(&failing, "payment.*"), (&healthy, "order.*")] {
+        let r = app
+            .post(
+                "/webhooks",
+                &key,
+                json!({ "url": receiver.url("/h"), "events": [events] }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    // Three deliveries failing four attempts each: five failures in a row open the circuit.
+    for (i, t) in [
+        "payment.failed",
+        "payment.failed",
+        "payment.failed",
+        "order.placed",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({ "type": t, "tenant": tenant, "data": { "n": i } }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    healthy.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let r = app.get("/stats", &key).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let open = r.body["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == ids[0].as_str() && w["circuit"] == "open");
+        if open {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the circuit never showed open: {}",
+            r.body["webhooks"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for w in stats["webhooks"].as_array().unwrap() {
+        if w["id"] == ids[0].as_str() {
+            let until = w["circuit_open_until"].as_str().unwrap();
+            let until = herald_core::Timestamp::parse_rfc3339(until).unwrap();
+            let at = herald_core::Timestamp::parse_rfc3339(stats["now"]["at"].as_str().unwrap())
+                .unwrap();
+            assert!(until > at, "open until {until:?}, now {at:?}");
+        } else {
+            assert_eq!(w["id"], ids[1].as_str());
+            assert_eq!(w["circuit"], "closed");
+        }
+    }
 }
 
 #[tokio::test]
