@@ -33,6 +33,17 @@ TS = 1614265330
 # `id.timestamp.body` with whsk_<base64 of RFC_SEED>) sends for evt_1 at TS.
 RFC_SIG = "v1a,P3hclLYxzTlJ2ssZnTSe1UdHHPxu7RYafYAuFuQzv8zhvGIXTKUpYbgXUVJSgQKxwcDLsMPE7vtSoyhcGyNwDQ=="
 
+# A real delivery of Herald (herald serve, a webhook of format standard-webhooks-ed25519),
+# captured with its public key: the Rust signer's own output.
+HERALD_PUBLIC = "whpk_cAFVjkn8Chs0N7IYMqS2FqYuU01MfsY9++DBsKlMOYY="
+HERALD_HEADERS = {
+    "webhook-id": "evt_01M8VMAAE6YBEBYH2F5Z7DTTNN",
+    "webhook-timestamp": "1796223609",
+    "webhook-signature": "v1a,4mswN+FWJr2oAS/J01UbfiFCg61WzEejXbwbiaAbxRMnwjEftErVvNMBCMJhSnF+9plJynLyugp+x6Ks4XN1BQ==",
+}
+HERALD_BODY = b'{"id":"evt_01M8VMAAE6YBEBYH2F5Z7DTTNN","type":"order.paid","created_at":"2026-12-02T15:00:09Z","data":{"order":1}}'
+
+
 def headers(sig: str, msg_id: str = "evt_1", ts: int = TS) -> dict[str, str]:
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
 
@@ -54,6 +65,18 @@ def test_the_rfc_8032_key_and_its_vector() -> None:
     verified = verify_webhook(RFC_PUBLIC, headers(RFC_SIG), BODY, now=TS)
     assert verified.format == "standard-webhooks-ed25519"
     assert (verified.event_id, verified.timestamp) == ("evt_1", TS)
+
+
+def test_a_delivery_signed_by_herald_verifies() -> None:
+    verifier = WebhookVerifier(HERALD_PUBLIC)
+    ts = int(HERALD_HEADERS["webhook-timestamp"])
+    verified = verifier.verify(HERALD_HEADERS, HERALD_BODY, now=ts)
+    assert verified.format == "standard-webhooks-ed25519"
+    assert verified.event_id == HERALD_HEADERS["webhook-id"]
+    with pytest.raises(BadSignatureError):
+        verifier.verify(HERALD_HEADERS, HERALD_BODY.replace(b"1", b"2"), now=ts)
+    with pytest.raises(BadSignatureError):
+        WebhookVerifier(RFC_PUBLIC).verify(HERALD_HEADERS, HERALD_BODY, now=ts)
 
 
 def test_anything_changed_is_refused() -> None:

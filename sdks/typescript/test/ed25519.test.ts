@@ -24,6 +24,16 @@ const TS = 1614265330;
 // tests hold the same vector, computed there with the cryptography package.
 const RFC_SIG = "v1a,P3hclLYxzTlJ2ssZnTSe1UdHHPxu7RYafYAuFuQzv8zhvGIXTKUpYbgXUVJSgQKxwcDLsMPE7vtSoyhcGyNwDQ==";
 
+// A real delivery of Herald (herald serve, a webhook of format standard-webhooks-ed25519),
+// captured with its public key: the Rust signer's own output.
+const HERALD_PUBLIC = "whpk_cAFVjkn8Chs0N7IYMqS2FqYuU01MfsY9++DBsKlMOYY=";
+const HERALD_HEADERS: Record<string, string> = {
+  "webhook-id": "evt_01M8VMAAE6YBEBYH2F5Z7DTTNN",
+  "webhook-timestamp": "1796223609",
+  "webhook-signature": "v1a,4mswN+FWJr2oAS/J01UbfiFCg61WzEejXbwbiaAbxRMnwjEftErVvNMBCMJhSnF+9plJynLyugp+x6Ks4XN1BQ==",
+};
+const HERALD_BODY = '{"id":"evt_01M8VMAAE6YBEBYH2F5Z7DTTNN","type":"order.paid","created_at":"2026-12-02T15:00:09Z","data":{"order":1}}';
+
 const headers = (sig: string, msgId = "evt_1", ts = TS): Record<string, string> => ({
   "webhook-id": msgId,
   "webhook-timestamp": String(ts),
@@ -56,6 +66,16 @@ test("the RFC 8032 key and its vector", () => {
   assert.deepEqual(verified, { format: "standard-webhooks-ed25519", eventId: "evt_1", timestamp: TS });
   // Bytes and fetch Headers as for HMAC.
   assert.equal(verifyWebhook(RFC_PUBLIC, new Headers(headers(RFC_SIG)), new TextEncoder().encode(BODY), { now: TS }).eventId, "evt_1");
+});
+
+test("a delivery signed by Herald verifies", () => {
+  const verifier = new WebhookVerifier(HERALD_PUBLIC);
+  const ts = Number(HERALD_HEADERS["webhook-timestamp"]);
+  const verified = verifier.verify(HERALD_HEADERS, HERALD_BODY, { now: ts });
+  assert.equal(verified.format, "standard-webhooks-ed25519");
+  assert.equal(verified.eventId, HERALD_HEADERS["webhook-id"]);
+  assert.throws(() => verifier.verify(HERALD_HEADERS, HERALD_BODY.replace("1", "2"), { now: ts }), BadSignatureError);
+  assert.throws(() => new WebhookVerifier(RFC_PUBLIC).verify(HERALD_HEADERS, HERALD_BODY, { now: ts }), BadSignatureError);
 });
 
 test("anything changed is refused", () => {
