@@ -142,7 +142,8 @@ def test_a_redirect_is_not_followed_and_the_key_is_not_forwarded() -> None:
 
 
 @pytest.mark.parametrize("key", ["whpk_AAAA", "whsk_AAAA"])
-def test_an_ed25519_key_is_refused_so_a_public_key_never_keys_an_hmac(key: str) -> None:
+def test_a_malformed_public_key_or_a_private_key_is_refused(key: str) -> None:
+    # A well-formed whpk_ key verifies v1a signatures and never keys an HMAC (test_ed25519.py).
     with pytest.raises(ValueError):
         WebhookVerifier(key)
     with pytest.raises(ValueError):

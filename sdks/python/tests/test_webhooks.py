@@ -1,5 +1,5 @@
-"""Webhooks end to end: CRUD, real deliveries verified in both formats, tampered and stale
-ones refused, both secrets during a rotation's grace, redelivery and replay deduped."""
+"""Webhooks end to end: CRUD, real deliveries verified in every format (ed25519 too), tampered
+and stale ones refused, both secrets during a rotation's grace, redelivery and replay deduped."""
 
 from __future__ import annotations
 
@@ -122,6 +122,41 @@ def test_standard_webhooks_deliveries_verify(admin: Herald, tenant: TenantKit, r
         verify_webhook(hook["signing_secret"], got.headers, got.body + b" ")
     with pytest.raises(OutsideToleranceError):
         verify_webhook(hook["signing_secret"], got.headers, got.body, now=verified.timestamp + 301)
+
+
+def test_ed25519_deliveries_verify_with_the_public_key(admin: Herald, tenant: TenantKit, receiver: Receiver) -> None:
+    hook = tenant.client.create_webhook(receiver.url, ["order.*"], format="standard-webhooks-ed25519")
+    assert "signing_secret" not in hook  # the private key never leaves Herald
+    public = hook.get("public_key")
+    assert public is not None and public.startswith("whpk_")
+    published = admin.publish("order.paid", {"order": 12}, tenant=tenant.id)
+    got = receiver.next()
+    assert got.headers["webhook-signature"].startswith("v1a,")
+    verifier = WebhookVerifier(public)
+    verified = verifier.verify(got.headers, got.body)
+    assert verified.format == "standard-webhooks-ed25519" and verified.event_id == published["id"]
+    with pytest.raises(BadSignatureError):
+        verifier.verify(got.headers, got.body.replace(b"12", b"13"))
+    with pytest.raises(OutsideToleranceError):
+        verifier.verify(got.headers, got.body, now=verified.timestamp + 301)
+    # Anyone shown the public key cannot sign a v1 request with it that passes.
+    forged = {**got.headers, "webhook-signature": standard_signature(public, verified.event_id, verified.timestamp, got.body)}
+    with pytest.raises(BadSignatureError):
+        verifier.verify(forged, got.body)
+
+    # A rotation: both keys sign during the grace; either verifies.
+    rotated = tenant.client.rotate_webhook_secret(hook["id"], grace="1h")
+    new = rotated.get("public_key")
+    assert new is not None and new != public and rotated.get("previous_public_key") == public
+    admin.publish("order.paid", {"order": 13}, tenant=tenant.id)
+    got = receiver.next()
+    assert [v[:4] for v in got.headers["webhook-signature"].split()] == ["v1a,", "v1a,"]
+    for keys in ([public], [new], [new, public]):
+        assert WebhookVerifier(keys).verify(got.headers, got.body).format == "standard-webhooks-ed25519"
+    other = tenant.client.create_webhook(receiver.url + "/other", ["nothing.*"], format="standard-webhooks-ed25519")
+    assert other.get("public_key") not in (None, public, new)
+    with pytest.raises(BadSignatureError):
+        WebhookVerifier(str(other.get("public_key"))).verify(got.headers, got.body)
 
 
 def test_both_secrets_sign_during_a_rotation(admin: Herald, tenant: TenantKit, receiver: Receiver) -> None:

@@ -3,11 +3,14 @@
  * - Herald's own: `X-Signature: sha256=HEX`, HMAC-SHA256 of `X-Timestamp + "." + raw body`,
  *   keyed with the secret's UTF-8 bytes (`hsec_…`);
  * - Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,BASE64` over
- *   `id.timestamp.body`, keyed with the base64-decoded `whsec_…` secret.
- * Every signature in the header (two during a rotation) is compared against every secret,
+ *   `id.timestamp.body`, keyed with the base64-decoded `whsec_…` secret;
+ * - Standard Webhooks with ed25519 (format `standard-webhooks-ed25519`): the same headers,
+ *   `webhook-signature: v1a,BASE64`, the ed25519 signature of `id.timestamp.body`, verified with
+ *   the webhook's public key `whpk_<base64 of 32 bytes>` (node's own `crypto`).
+ * Every signature in the header (two during a rotation) is checked against every secret, HMACs
  * each with `crypto.timingSafeEqual`. Verify the raw bytes, before any JSON parsing.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, createPublicKey, timingSafeEqual, verify as cryptoVerify, type KeyObject } from "node:crypto";
 
 export class WebhookVerificationError extends Error {
   override name = "WebhookVerificationError";
@@ -42,7 +45,7 @@ export class BadSignatureError extends WebhookVerificationError {
 
 /** A request that passed: dedupe on `eventId`. */
 export interface VerifiedWebhook {
-  format: "herald" | "standard-webhooks";
+  format: "herald" | "standard-webhooks" | "standard-webhooks-ed25519";
   /** `X-Event-Id` or `webhook-id`. */
   eventId: string;
   /** Seconds since the Unix epoch, from the signed timestamp. */
@@ -91,6 +94,45 @@ export function standardSignature(secret: string, msgId: string, timestamp: numb
   return "v1," + createHmac("sha256", standardKey(secret)).update(`${msgId}.${timestamp}.`).update(bytes(body)).digest("base64");
 }
 
+/** A key of the `standard-webhooks-ed25519` format: verifies `v1a` only, never an HMAC. */
+const isEd25519Key = (secret: string): boolean => secret.startsWith("whpk_") || secret.startsWith("whsk_");
+
+/** Strict standard base64 (padded, no stray characters or trailing bits), as Herald's Rust SDK decodes it; `null` otherwise. */
+function canonicalBase64(text: string): Buffer | null {
+  if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return null;
+  const raw = Buffer.from(text, "base64");
+  return raw.toString("base64") === text ? raw : null;
+}
+
+/** The key of a `whpk_<base64 of 32 bytes>` public key; a `TypeError` for a malformed one or a `whsk_` private key. */
+function ed25519PublicKey(key: string): KeyObject {
+  if (key.startsWith("whsk_")) {
+    throw new TypeError(
+      "whsk_ is an ed25519 private key, which Herald never shows and a receiver never needs; verify with the webhook's public key (its public_key field, whpk_…)",
+    );
+  }
+  const raw = canonicalBase64(key.slice("whpk_".length));
+  if (raw === null || raw.length !== 32) throw new TypeError("an ed25519 public key is whpk_ followed by the base64 of 32 bytes");
+  try {
+    return createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") }, format: "jwk" });
+  } catch {
+    throw new TypeError("an ed25519 public key is whpk_ followed by the base64 of 32 bytes");
+  }
+}
+
+/** Whether any of the space-separated `v1a,BASE64` values (others ignored) is the ed25519 signature of `id.timestamp.body` by `key`. */
+function ed25519Verifies(key: KeyObject, msgId: string, timestamp: number, body: Body, header: string): boolean {
+  const content = Buffer.concat([Buffer.from(`${msgId}.${timestamp}.`), bytes(body)]);
+  let found = false;
+  for (const candidate of header.split(/\s+/).filter(Boolean)) {
+    if (!candidate.startsWith("v1a,")) continue;
+    const sig = canonicalBase64(candidate.slice(4));
+    if (sig === null || sig.length !== 64) continue;
+    found = cryptoVerify(null, content, key, sig) || found;
+  }
+  return found;
+}
+
 /** Every candidate is compared, each in constant time. */
 function anyEqual(header: string, expected: string): boolean {
   const want = Buffer.from(expected);
@@ -111,22 +153,23 @@ export interface VerifyOptions {
   now?: number;
 }
 
-/** Verifies webhook requests against one or more secrets (several while you rotate), exactly as Herald showed them. */
+/**
+ * Verifies webhook requests against one or more secrets (several while you rotate), exactly as
+ * Herald showed them (`hsec_…` or `whsec_…`, or the `whpk_…` public key of a
+ * `standard-webhooks-ed25519` webhook). A `whpk_` key verifies `v1a` signatures only and never
+ * keys an HMAC: it is public, so anyone shown it could otherwise sign a request in the `herald`
+ * or `v1` format that passes. A malformed one, or a `whsk_` private key, is a `TypeError`.
+ */
 export class WebhookVerifier {
   readonly secrets: string[];
   readonly toleranceSeconds: number;
+  /** Parsed once; `null` for an HMAC secret. */
+  readonly #ed25519: (KeyObject | null)[];
 
   constructor(secrets: string | string[], options: { toleranceSeconds?: number } = {}) {
     this.secrets = typeof secrets === "string" ? [secrets] : [...secrets];
     if (this.secrets.length === 0) throw new TypeError("at least one secret is needed");
-    // An ed25519 key (format standard-webhooks-ed25519) verifies `v1a` signatures only, which
-    // this SDK does not do yet; used as an HMAC key, a public key would let anyone who was
-    // shown it sign requests that pass.
-    if (this.secrets.some((s) => s.startsWith("whpk_") || s.startsWith("whsk_"))) {
-      throw new TypeError(
-        "ed25519 keys (whpk_/whsk_) verify v1a signatures, which this SDK does not verify yet; use an ed25519 library, or a webhook of format herald or standard-webhooks",
-      );
-    }
+    this.#ed25519 = this.secrets.map((s) => (isEd25519Key(s) ? ed25519PublicKey(s) : null));
     const tolerance = options.toleranceSeconds ?? 300;
     // NaN would disable the replay check (no skew compares greater than NaN).
     if (typeof tolerance !== "number" || !Number.isFinite(tolerance) || tolerance < 0) {
@@ -161,7 +204,10 @@ export class WebhookVerifier {
     const ts = Math.floor(ms / 1000);
     this.#checkSkew(ts, now);
     let matched = false;
-    for (const secret of this.secrets) matched = anyEqual(signature, heraldSignature(secret, tsText, body)) || matched;
+    for (const [i, secret] of this.secrets.entries()) {
+      // An ed25519 public key never keys an HMAC.
+      if (this.#ed25519[i] === null) matched = anyEqual(signature, heraldSignature(secret, tsText, body)) || matched;
+    }
     if (!matched) throw new BadSignatureError();
     return { format: "herald", eventId, timestamp: ts };
   }
@@ -175,10 +221,15 @@ export class WebhookVerifier {
     if (!/^-?\d+$/.test(tsText.trim())) throw new MalformedHeaderError("webhook-timestamp");
     const ts = Number(tsText.trim());
     this.#checkSkew(ts, now);
-    let matched = false;
-    for (const secret of this.secrets) matched = anyEqual(signature, standardSignature(secret, msgId, ts, body)) || matched;
-    if (!matched) throw new BadSignatureError();
-    return { format: "standard-webhooks", eventId: msgId, timestamp: ts };
+    // Every secret is tried; the format is that of the first (in order) that matched.
+    let matched: "standard-webhooks" | "standard-webhooks-ed25519" | null = null;
+    for (const [i, secret] of this.secrets.entries()) {
+      const key = this.#ed25519[i] ?? null;
+      const ok = key === null ? anyEqual(signature, standardSignature(secret, msgId, ts, body)) : ed25519Verifies(key, msgId, ts, body, signature);
+      if (ok && matched === null) matched = key === null ? "standard-webhooks" : "standard-webhooks-ed25519";
+    }
+    if (matched === null) throw new BadSignatureError();
+    return { format: matched, eventId: msgId, timestamp: ts };
   }
 }
 

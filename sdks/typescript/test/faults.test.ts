@@ -156,7 +156,8 @@ test("a tolerance that is not a finite, non-negative number is refused", () => {
   }
 });
 
-test("an ed25519 key is refused: used as an HMAC key, a public key would let anyone sign", () => {
+test("a malformed ed25519 public key or a private key is refused", () => {
+  // A well-formed whpk_ key verifies v1a signatures and never keys an HMAC (ed25519.test.ts).
   for (const key of ["whpk_AAAA", "whsk_AAAA"]) {
     assert.throws(() => new WebhookVerifier(key), TypeError);
     assert.throws(() => new WebhookVerifier(["whsec_x", key]), TypeError);

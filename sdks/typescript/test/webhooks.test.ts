@@ -1,4 +1,4 @@
-// Webhooks end to end: CRUD, real deliveries verified in both formats, tampered and stale ones
+// Webhooks end to end: CRUD, real deliveries verified in every format (ed25519 too), tampered and stale ones
 // refused, both secrets during a rotation's grace, redelivery and replay deduped, the Express example.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -106,6 +106,41 @@ test("Standard Webhooks deliveries verify", () =>
     assert.deepEqual([verified.format, verified.eventId], ["standard-webhooks", published.id]);
     assert.throws(() => verifyWebhook(hook.signing_secret!, got.headers, Buffer.concat([got.body, Buffer.from(" ")])), BadSignatureError);
     assert.throws(() => verifyWebhook(hook.signing_secret!, got.headers, got.body, { now: verified.timestamp + 301 }), OutsideToleranceError);
+  }));
+
+test("ed25519 deliveries verify with the public key", () =>
+  withReceiver(async (r) => {
+    const tenant = await newTenant(server);
+    const hook = await tenant.client.createWebhook({ url: r.url, events: ["order.*"], format: "standard-webhooks-ed25519" });
+    assert.equal(hook.signing_secret, undefined); // the private key never leaves Herald
+    const publicKey = hook.public_key!;
+    assert.ok(publicKey.startsWith("whpk_"), publicKey);
+    const published = await server.admin().publish({ type: "order.paid", data: { order: 12 }, tenant: tenant.id });
+    let got = await r.next();
+    assert.ok(String(got.headers["webhook-signature"]).startsWith("v1a,"));
+    const verifier = new WebhookVerifier(publicKey);
+    const verified = verifier.verify(got.headers, got.body);
+    assert.deepEqual([verified.format, verified.eventId], ["standard-webhooks-ed25519", published.id]);
+    assert.throws(() => verifier.verify(got.headers, Buffer.from(got.body.toString().replace("12", "13"))), BadSignatureError);
+    assert.throws(() => verifier.verify(got.headers, got.body, { now: verified.timestamp + 301 }), OutsideToleranceError);
+    // Anyone shown the public key cannot sign a v1 request with it that passes.
+    const forged = { ...got.headers, "webhook-signature": standardSignature(publicKey, verified.eventId, verified.timestamp, got.body) };
+    assert.throws(() => verifier.verify(forged, got.body), BadSignatureError);
+
+    // A rotation: both keys sign during the grace; either verifies.
+    const rotated = await tenant.client.rotateWebhookSecret(hook.id, { grace: "1h" });
+    const newKey = rotated.public_key!;
+    assert.notEqual(newKey, publicKey);
+    assert.equal(rotated.previous_public_key, publicKey);
+    await server.admin().publish({ type: "order.paid", data: { order: 13 }, tenant: tenant.id });
+    got = await r.next();
+    assert.deepEqual(String(got.headers["webhook-signature"]).split(" ").map((v) => v.slice(0, 4)), ["v1a,", "v1a,"]);
+    for (const keys of [[publicKey], [newKey], [newKey, publicKey]]) {
+      assert.equal(new WebhookVerifier(keys).verify(got.headers, got.body).format, "standard-webhooks-ed25519");
+    }
+    const other = await tenant.client.createWebhook({ url: r.url + "/other", events: ["nothing.*"], format: "standard-webhooks-ed25519" });
+    assert.ok(other.public_key && ![publicKey, newKey].includes(other.public_key));
+    assert.throws(() => new WebhookVerifier(other.public_key!).verify(got.headers, got.body), BadSignatureError);
   }));
 
 test("both secrets sign during a rotation's grace", () =>

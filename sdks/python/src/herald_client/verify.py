@@ -3,10 +3,14 @@
 - Herald's own: ``X-Signature: sha256=HEX``, HMAC-SHA256 of ``X-Timestamp + "." + raw body``
   keyed with the secret's UTF-8 bytes (``hsec_…``);
 - Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,BASE64``
-  over ``id.timestamp.body``, keyed with the base64-decoded ``whsec_…`` secret.
+  over ``id.timestamp.body``, keyed with the base64-decoded ``whsec_…`` secret;
+- Standard Webhooks with ed25519 (format ``standard-webhooks-ed25519``): the same headers,
+  ``webhook-signature: v1a,BASE64``, the ed25519 signature of ``id.timestamp.body``, verified
+  with the webhook's public key ``whpk_<base64 of 32 bytes>``. This needs the
+  ``cryptography`` package (``pip install 'herald-client[ed25519]'``); the HMAC formats do not.
 
 Several signatures in one header (space-separated, as during a secret rotation) and
-several secrets are all compared, each with :func:`hmac.compare_digest`. A timestamp
+several secrets are all compared, HMACs each with :func:`hmac.compare_digest`. A timestamp
 outside the tolerance is refused, so a captured request cannot be replayed later.
 Verify the raw bytes, before any JSON parsing."""
 
@@ -21,7 +25,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
@@ -60,7 +67,7 @@ class BadSignatureError(WebhookVerificationError):
 class VerifiedWebhook:
     """A request that passed: dedupe on ``event_id``."""
 
-    format: Literal["herald", "standard-webhooks"]
+    format: Literal["herald", "standard-webhooks", "standard-webhooks-ed25519"]
     #: ``X-Event-Id`` or ``webhook-id``.
     event_id: str
     #: Seconds since the Unix epoch, from the signed timestamp.
@@ -87,6 +94,66 @@ def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) ->
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
+def _is_ed25519_key(secret: str) -> bool:
+    """A key of the ``standard-webhooks-ed25519`` format: verifies ``v1a`` only, never an HMAC."""
+    return secret.startswith(("whpk_", "whsk_"))
+
+
+def _canonical_b64(text: str) -> bytes | None:
+    """Strict standard base64 (padded, no stray characters or trailing bits), as Herald's
+    Rust SDK decodes it; ``None`` for anything else."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.b64encode(raw).decode() == text else None
+
+
+_NO_CRYPTOGRAPHY = (
+    "verifying v1a (ed25519) signatures needs the cryptography package: "
+    "pip install 'herald-client[ed25519]' (or pip install cryptography)"
+)
+
+
+def _ed25519_public_key(key: str) -> Ed25519PublicKey:
+    """The key of a ``whpk_<base64 of 32 bytes>`` public key; ``ValueError`` for a malformed
+    one, ``ImportError`` without the ``cryptography`` package."""
+    if key.startswith("whsk_"):
+        raise ValueError(
+            "whsk_ is an ed25519 private key, which Herald never shows and a receiver never needs; "
+            "verify with the webhook's public key (its public_key field, whpk_…)"
+        )
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError as e:
+        raise ImportError(_NO_CRYPTOGRAPHY) from e
+    raw = _canonical_b64(key.removeprefix("whpk_"))
+    if raw is None or len(raw) != 32:
+        raise ValueError("an ed25519 public key is whpk_ followed by the base64 of 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _ed25519_verifies(key: Ed25519PublicKey, msg_id: str, timestamp: int, body: bytes, header: str) -> bool:
+    """Whether any of the space-separated ``v1a,BASE64`` values (others ignored) is the
+    ed25519 signature of ``id.timestamp.body`` by ``key``."""
+    from cryptography.exceptions import InvalidSignature
+
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    found = False
+    for candidate in header.split():
+        if not candidate.startswith("v1a,"):
+            continue
+        sig = _canonical_b64(candidate[4:])
+        if sig is None or len(sig) != 64:
+            continue
+        try:
+            key.verify(sig, content)
+            found = True
+        except InvalidSignature:
+            pass
+    return found
+
+
 def _lookup(headers: Headers) -> dict[str, str]:
     items = headers.items() if isinstance(headers, Mapping) else headers
     found: dict[str, str] = {}
@@ -106,20 +173,22 @@ def _any_equal(header: str, expected: str) -> bool:
 
 class WebhookVerifier:
     """Verifies webhook requests against one or more secrets (several while you rotate),
-    exactly as Herald showed them (``hsec_…`` or ``whsec_…``)."""
+    exactly as Herald showed them (``hsec_…`` or ``whsec_…``, or the ``whpk_…`` public key
+    of a ``standard-webhooks-ed25519`` webhook).
+
+    A ``whpk_`` key verifies ``v1a`` signatures only and never keys an HMAC: it is public, so
+    anyone shown it could otherwise sign a request in the ``herald`` or ``v1`` format that
+    passes. It needs the ``cryptography`` package (``ImportError`` here without it); a
+    malformed one, or a ``whsk_`` private key, is a ``ValueError``."""
 
     def __init__(self, secrets: str | Sequence[str], *, tolerance: float = 300.0) -> None:
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         if not self.secrets:
             raise ValueError("at least one secret is needed")
-        # An ed25519 key (format standard-webhooks-ed25519) verifies `v1a` signatures only,
-        # which this SDK does not do yet; used as an HMAC key, a public key would let anyone
-        # who was shown it sign requests that pass.
-        if any(s.startswith(("whpk_", "whsk_")) for s in self.secrets):
-            raise ValueError(
-                "ed25519 keys (whpk_/whsk_) verify v1a signatures, which this SDK does not verify yet; "
-                "use an ed25519 library, or a webhook of format herald or standard-webhooks"
-            )
+        # Parsed once; None for an HMAC secret.
+        self._ed25519: list[Ed25519PublicKey | None] = [
+            _ed25519_public_key(s) if _is_ed25519_key(s) else None for s in self.secrets
+        ]
         # NaN would disable the replay check (no skew compares greater than NaN).
         if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
             raise ValueError(f"tolerance must be a finite number of seconds, 0 or more: {tolerance!r}")
@@ -160,8 +229,9 @@ class WebhookVerifier:
             raise MalformedHeaderError("X-Timestamp") from None
         self._check_skew(ts, now)
         matched = False
-        for secret in self.secrets:
-            matched |= _any_equal(signature, herald_signature(secret, ts_text, body))
+        for secret, key in zip(self.secrets, self._ed25519):
+            if key is None:  # an ed25519 public key never keys an HMAC
+                matched |= _any_equal(signature, herald_signature(secret, ts_text, body))
         if not matched:
             raise BadSignatureError()
         return VerifiedWebhook("herald", event_id, ts)
@@ -179,12 +249,20 @@ class WebhookVerifier:
         except ValueError:
             raise MalformedHeaderError("webhook-timestamp") from None
         self._check_skew(ts, now)
-        matched = False
-        for secret in self.secrets:
-            matched |= _any_equal(signature, standard_signature(secret, msg_id, ts, body))
-        if not matched:
+        # Every secret is tried; the format is that of the first (in order) that matched.
+        matched: Literal["standard-webhooks", "standard-webhooks-ed25519"] | None = None
+        for secret, key in zip(self.secrets, self._ed25519):
+            if key is None:
+                ok = _any_equal(signature, standard_signature(secret, msg_id, ts, body))
+                kind: Literal["standard-webhooks", "standard-webhooks-ed25519"] = "standard-webhooks"
+            else:
+                ok = _ed25519_verifies(key, msg_id, ts, body, signature)
+                kind = "standard-webhooks-ed25519"
+            if ok and matched is None:
+                matched = kind
+        if matched is None:
             raise BadSignatureError()
-        return VerifiedWebhook("standard-webhooks", msg_id, ts)
+        return VerifiedWebhook(matched, msg_id, ts)
 
 
 def verify_webhook(
