@@ -224,6 +224,19 @@ test("a tenant opens a magic link, adds a filtered endpoint, tests it and replay
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `no sideways scrolling at phone width (${overflow}px)`);
   await shot(page, "portal-phone");
+
+  // --- an ed25519 endpoint: its public key is shown, no secret is
+  await page.setViewportSize({ width: 1100, height: 900 });
+  await page.getByRole("button", { name: "← All endpoints" }).first().click();
+  await page.getByRole("button", { name: "Add endpoint" }).click();
+  await page.getByLabel("Endpoint URL").fill(receiver.base + "/hooks/signed");
+  await page.locator("#catalog input").first().check();
+  await page.locator("summary", { hasText: "Advanced" }).click();
+  await page.getByLabel("Signature format").selectOption("standard-webhooks-ed25519");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#public-key-value").waitFor();
+  assert.match(await page.locator("#public-key-value").textContent(), /^whpk_/);
+  assert.ok(await page.locator("#secret").isHidden(), "no signing secret for an ed25519 endpoint");
   assert.deepEqual(errors, [], "no script errors");
 });
 

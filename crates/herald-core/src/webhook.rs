@@ -155,6 +155,17 @@ const DENIED_HEADERS: &[&str] = &[
     "x-client-ip",
     "true-client-ip",
     "cf-connecting-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 /// Prefixes of names Herald sets or signs (every present and future one of its own).
 const DENIED_PREFIXES: &[&str] = &[
@@ -165,6 +176,8 @@ const DENIED_PREFIXES: &[&str] = &[
     "x-herald-",
     "proxy-",
     "x-forwarded-",
+    "x-original-forwarded-",
+    "x-envoy-",
 ];
 
 impl CustomHeaders {
@@ -335,6 +348,14 @@ mod tests {
             "TE",
             "Upgrade",
             "Expect",
+            "X-Cluster-Client-IP",
+            "Fastly-Client-IP",
+            "X-Original-Forwarded-For",
+            "Client-IP",
+            "X-Originating-IP",
+            "X-Envoy-External-Address",
+            "X-Original-URL",
+            "X-HTTP-Method-Override",
         ] {
             let e = CustomHeaders::parse([(name, "v")]).unwrap_err();
             assert!(e.contains("cannot be replaced"), "{name}: {e}");

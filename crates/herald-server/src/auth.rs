@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use herald_core::auth::{secret_matches, split_key, static_key_matches, Role};
 use herald_core::ids::{KeyId, TenantId};
 use herald_store::{StoreError, WorkerScope};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -17,6 +18,10 @@ pub struct Principal {
     /// What a worker key may claim and finish (from the stored key, cached with it);
     /// unscoped for every other key.
     pub scope: WorkerScope,
+    /// A portal session limited to some event types: the patterns it may see and act on
+    /// (checked on every webhook and delivery a handler loads, see [`Principal::sees_webhook`]);
+    /// `None` for keys and unlimited sessions.
+    pub event_types: Option<Arc<[String]>>,
 }
 
 impl Principal {
@@ -54,6 +59,40 @@ impl Principal {
         }
     }
 
+    /// Whether this caller may see (and so act on) `w`: its tenant's, and for a session
+    /// limited to some event types, subscribed to nothing beyond them. Anything else is
+    /// answered 404, as if it were not there.
+    pub fn sees_webhook(&self, w: &herald_store::Webhook) -> bool {
+        self.can_see(w.tenant)
+            && self
+                .event_types
+                .as_deref()
+                .is_none_or(|allowed| crate::routes::portal::offers_webhook(allowed, w))
+    }
+
+    /// Whether a delivery of `event_type` (to a webhook this caller sees) is within this
+    /// caller's event types. A webhook's own test events always are.
+    pub fn sees_event_type(&self, event_type: &str) -> bool {
+        self.event_types.as_deref().is_none_or(|allowed| {
+            event_type == herald_store::WEBHOOK_TEST
+                || crate::routes::portal::within(allowed, event_type)
+        })
+    }
+
+    /// Whether this caller may subscribe to `pattern` (a session limited to some event
+    /// types: only within them).
+    pub fn may_subscribe(&self, pattern: &str) -> ApiResult<()> {
+        match self.event_types.as_deref() {
+            Some(allowed) if !crate::routes::portal::within(allowed, pattern) => {
+                Err(ApiError::invalid(format!(
+                    "`events`: {pattern:?} is not among the event types this portal offers ({}).",
+                    allowed.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The scope idempotency keys are remembered in: one per caller identity.
     pub fn idempotency_scope(&self) -> String {
         match (self.role, self.key_id) {
@@ -68,9 +107,11 @@ impl Principal {
 /// Put in a request's extensions by the portal's guard (never from outside): the request
 /// comes through `/portal/api/*` with a live session of this tenant, and acts as that
 /// tenant (see `routes::portal`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PortalPrincipal {
     pub tenant: TenantId,
+    /// The session's event types, if it is limited to some.
+    pub event_types: Option<Arc<[String]>>,
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -90,6 +131,7 @@ impl FromRequestParts<AppState> for Principal {
                 key_id: None,
                 role: Role::Tenant(portal.tenant),
                 scope: WorkerScope::default(),
+                event_types: portal.event_types.clone(),
             });
         }
         let header = parts
@@ -265,6 +307,7 @@ fn admin_principal(state: &AppState, presented: &str) -> Option<Principal> {
         key_id: None,
         role: Role::Admin,
         scope: WorkerScope::default(),
+        event_types: None,
     })
 }
 
@@ -274,6 +317,7 @@ fn key_principal(key: &herald_store::ApiKey, secret: &str) -> Option<Principal> 
         key_id: Some(key.id),
         role: key.role,
         scope: key.scope.clone(),
+        event_types: None,
     })
 }
 

@@ -464,11 +464,23 @@ pub struct Replay {
     pub until: Timestamp,
     /// `None`: every delivery not already pending.
     pub status: Option<DeliveryStatus>,
+    /// Only deliveries of events of these types (a portal session limited to some);
+    /// `None`: every type.
+    pub event_types: Option<Vec<EventPattern>>,
     pub now: Timestamp,
     /// Where the batch before stopped (its [`ReplayBatch::next`]); `None` starts at `since`.
     pub after: Option<ReplayCursor>,
     /// Deliveries this batch looks at, at most (at least 1).
     pub limit: u32,
+}
+
+impl Replay {
+    /// Whether a delivery of `event_type` in the range is replayed.
+    pub fn takes(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p.matches(event_type)))
+    }
 }
 
 /// A position in a replay: the last delivery a batch looked at.

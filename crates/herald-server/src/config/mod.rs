@@ -29,6 +29,8 @@ pub use operations::{OperationType, Trigger};
 pub use retention::RetentionSettings;
 pub use routes::RouteConfig;
 pub use store::{LimitSettings, StoreSettings};
+#[cfg(test)]
+pub(crate) use value::FromText;
 pub use value::{PublicUrl, Redacted};
 pub use webhooks::WebhookSettings;
 

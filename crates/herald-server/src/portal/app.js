@@ -53,8 +53,11 @@ function show(view) {
 function brand() {
   const q = new URLSearchParams(location.search);
   const b = Object.assign({}, session.branding || {});
+  // The query may brand what the settings leave open, within the settings' own bounds.
+  const fits = { name: (v) => v.length <= 100, logo_url: (v) => v.length <= 2048, accent: () => true, theme: (v) => v === "light" || v === "dark" };
   ["name", "logo_url", "accent", "theme"].forEach((k) => {
-    if (b[k] === undefined && q.get(k)) b[k] = q.get(k);
+    const v = q.get(k);
+    if (b[k] === undefined && v && fits[k](v)) b[k] = v;
   });
   if (b.name) {
     $("brand").textContent = b.name + " webhooks";
@@ -116,6 +119,8 @@ function openForm(w) {
   $("f-filter").value = w && w.filter ? JSON.stringify(w.filter) : "";
   $("f-headers").value = w ? Object.entries(w.headers || {}).map(([k, v]) => k + ": " + v).join("\n") : "";
   $("f-rate").value = w && w.rate_limit ? w.rate_limit : "";
+  $("f-format").value = w ? w.format : "herald";
+  $("f-format").disabled = !!w;
   $("form-error").hidden = true;
   renderCatalog(w ? w.events : []);
   show("edit-view");
@@ -126,6 +131,7 @@ function formBody() {
   const events = [...document.querySelectorAll("#catalog input:checked")].map((i) => i.value);
   if (events.length === 0) throw new Error("Choose at least one event type.");
   const body = { url: $("f-url").value.trim(), events, description: $("f-description").value };
+  if (!current) body.format = $("f-format").value;
   const filter = $("f-filter").value.trim();
   if (filter) {
     try { body.filter = JSON.parse(filter); } catch (e) { throw new Error("The filter is not valid JSON."); }
@@ -237,6 +243,8 @@ async function openDetail(id, secret) {
   $("toggle").textContent = w.disabled ? "Enable" : "Disable";
   $("secret").hidden = !secret;
   $("secret-value").textContent = secret || "";
+  $("public-key").hidden = !w.public_key;
+  $("public-key-value").textContent = w.public_key || "";
   $("attempts").hidden = true;
   show("detail-view");
   location.hash = w.id;

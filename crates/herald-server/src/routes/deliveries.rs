@@ -133,6 +133,17 @@ pub async fn list(
     };
     let mut deliveries = state.store.list_deliveries(filter).await?;
     let token = next_page_token(&mut deliveries, size, |d| d.id.to_string());
+    if let Some(allowed) = principal.event_types.as_deref() {
+        // A session limited to some event types lists deliveries of its types to endpoints
+        // it sees (a page may so hold fewer than `page_size`; its token still leads on).
+        let visible = super::portal::visible_webhooks(&state, tenant, allowed).await?;
+        deliveries.retain(|d| {
+            d.destination
+                .webhook()
+                .is_some_and(|w| visible.contains(&w))
+                && principal.sees_event_type(&d.event_type)
+        });
+    }
     Ok(Json(
         json!({ "deliveries": deliveries.iter().map(|d| with_broker(&state, d)).collect::<Vec<_>>(), "next_page_token": token }),
     ))
@@ -153,6 +164,20 @@ async fn visible_delivery(
     let tenant_view = matches!(principal.role, Role::Tenant(_));
     if !principal.can_see(d.tenant) || (tenant_view && d.destination.route().is_some()) {
         return Err(ApiError::not_found("The delivery"));
+    }
+    if principal.event_types.is_some() {
+        // A session limited to some event types: a delivery of its types to an endpoint it sees.
+        let visible = match d.destination.webhook() {
+            Some(w) => match state.store.get_webhook(w).await {
+                Ok(w) => principal.sees_webhook(&w),
+                Err(herald_store::StoreError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        };
+        if !visible || !principal.sees_event_type(&d.event_type) {
+            return Err(ApiError::not_found("The delivery"));
+        }
     }
     Ok((d, attempts))
 }

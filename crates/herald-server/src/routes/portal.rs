@@ -204,6 +204,14 @@ fn check_origin(text: &str) -> ApiResult<String> {
     };
     let url = url::Url::parse(text).map_err(|_| bad())?;
     let host = url.host_str().ok_or_else(bad)?;
+    // Letters, digits, `-` and `.` (or an IP literal): the origin goes into a CSP
+    // `frame-ancestors` source, where `*`, `;`, `,` or `'` would mean something else.
+    let plain_host = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    if !plain_host {
+        return Err(bad());
+    }
     let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
     let plain = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
     if !plain
@@ -315,6 +323,10 @@ async fn session_of(state: &AppState, headers: &HeaderMap) -> ApiResult<PortalSe
         .find(|(name, _)| *name == COOKIE_NAME)
         .map(|(_, value)| value.to_owned())
         .ok_or_else(gone)?;
+    // Only what Herald mints is looked up: a junk cookie costs no store read.
+    if !minted_shape_with(&cookie, "hpc_") {
+        return Err(gone());
+    }
     let session = match state
         .store
         .portal_session_by_cookie(hash_secret(&cookie))
@@ -414,8 +426,13 @@ pub struct OpenQuery {
 /// Whether `token` has the shape Herald mints: only such a token reaches the store, so a
 /// flood of junk links costs nothing.
 fn minted_shape(token: &str) -> bool {
+    minted_shape_with(token, "hpt_")
+}
+
+/// Whether `token` has the shape of what [`random_token`] makes with `prefix`.
+fn minted_shape_with(token: &str, prefix: &str) -> bool {
     token
-        .strip_prefix("hpt_")
+        .strip_prefix(prefix)
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
@@ -432,11 +449,15 @@ fn from_own_page(headers: &HeaderMap, public_url: Option<&PublicUrl>) -> bool {
     }
     let host_of = |o: &str| o.split_once("://").map(|(_, h)| h.to_owned());
     match headers.get("origin").and_then(|v| v.to_str().ok()) {
-        Some(o) if o != "null" => {
-            let own = origin_of(headers).map(|(_, own)| own);
-            public_url.is_some_and(|p| p.as_str() == o)
-                || (host_of(o).is_some() && own.as_deref().and_then(host_of) == host_of(o))
-        }
+        // With `public_url` set, it is Herald's origin, scheme and all; without it, the
+        // host and port must be this request's.
+        Some(o) if o != "null" => match public_url {
+            Some(p) => p.as_str() == o,
+            None => {
+                let own = origin_of(headers).map(|(_, own)| own);
+                host_of(o).is_some() && own.as_deref().and_then(host_of) == host_of(o)
+            }
+        },
         _ => fetch_site == Some("same-origin"),
     }
 }
@@ -600,14 +621,8 @@ pub fn api(state: AppState) -> axum::Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
-/// The path segment after `prefix` (up to `/` or a custom method's `:`), if any.
-fn segment_after<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = &path[path.find(prefix)? + prefix.len()..];
-    rest.split(['/', ':']).next().filter(|s| !s.is_empty())
-}
-
 /// Whether every pattern of `wanted` lies within one of `allowed`.
-fn within(allowed: &[String], wanted: &str) -> bool {
+pub(crate) fn within(allowed: &[String], wanted: &str) -> bool {
     allowed.iter().any(|a| {
         a == "*"
             || a == wanted
@@ -615,48 +630,6 @@ fn within(allowed: &[String], wanted: &str) -> bool {
                 prefix.ends_with('.') && wanted.starts_with(prefix) && wanted.len() > prefix.len()
             })
     })
-}
-
-/// For a session limited to some event types: whether the endpoint or delivery the path
-/// names (if any) is within them. A read of one beyond them is a 404 (as if it were not
-/// there), a change a 403: otherwise a session limited to `payment.*` could point an
-/// `invoice.*` endpoint at itself and replay every invoice to it.
-async fn offered(
-    state: &AppState,
-    session: &PortalSession,
-    allowed: &[String],
-    path: &str,
-    changes: bool,
-) -> ApiResult<()> {
-    let outside = |what: &'static str| {
-        if changes {
-            ApiError::forbidden(format!(
-                "This portal session offers only these event types ({}); this endpoint or delivery is about others.",
-                allowed.join(", ")
-            ))
-        } else {
-            ApiError::not_found(what)
-        }
-    };
-    if let Some(id) = segment_after(path, "/webhooks/") {
-        if let Ok(id) = herald_core::ids::WebhookId::parse(id) {
-            if let Ok(w) = state.store.get_webhook(id).await {
-                if w.tenant == Some(session.tenant) && !offers_webhook(allowed, &w) {
-                    return Err(outside("The webhook"));
-                }
-            }
-        }
-    }
-    if let Some(id) = segment_after(path, "/deliveries/") {
-        if let Ok(id) = herald_core::ids::DeliveryId::parse(id) {
-            if let Ok((d, _)) = state.store.get_delivery(id).await {
-                if d.tenant == Some(session.tenant) && !within(allowed, &d.event_type) {
-                    return Err(outside("The delivery"));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Whether a session limited to `allowed` may see and act on this endpoint: every
@@ -696,66 +669,14 @@ pub(crate) async fn visible_webhooks(
     }
 }
 
-/// The endpoints' and deliveries' lists, as a session limited to `allowed` sees them: only
-/// the entries within its types (a page may so hold fewer than `page_size`; its
-/// `next_page_token` still leads on).
-fn narrow_list(allowed: &[String], path: &str, mut body: Value) -> Value {
-    let keep = |entry: &Value| -> bool {
-        if path.ends_with("/webhooks") {
-            entry["events"].as_array().is_some_and(|e| {
-                e.iter()
-                    .all(|p| p.as_str().is_some_and(|p| within(allowed, p)))
-            })
-        } else {
-            entry["event_type"]
-                .as_str()
-                .is_some_and(|t| within(allowed, t))
-        }
-    };
-    let field = if path.ends_with("/webhooks") {
-        "webhooks"
-    } else {
-        "deliveries"
-    };
-    if let Some(list) = body.get_mut(field).and_then(Value::as_array_mut) {
-        list.retain(keep);
-    }
-    body
-}
-
-/// In front of `/portal/api/*`: the cookie's session becomes the caller (the tenant), and
-/// a change must carry the CSRF token, come from this origin, be allowed by a read-only
-/// session (never) and subscribe only to the session's event types.
+/// In front of `/portal/api/*`: the cookie's session becomes the caller (the tenant, with
+/// the session's event types, which the handlers check on every webhook and delivery they
+/// load: [`crate::auth::Principal::sees_webhook`]), and a change must carry the CSRF token,
+/// come from this origin and be allowed by a read-only session (never).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let request = match admit(&state, request).await {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
-    };
-    let path = request.uri().path().to_owned();
-    let limited = request
-        .extensions()
-        .get::<PortalSession>()
-        .and_then(|s| s.event_types.clone())
-        .filter(|_| request.method() == Method::GET)
-        .filter(|_| path.ends_with("/webhooks") || path.ends_with("/deliveries"));
-    let response = next.run(request).await;
-    match limited {
-        Some(allowed) if response.status() == StatusCode::OK => {
-            let (parts, body) = response.into_parts();
-            match axum::body::to_bytes(body, usize::MAX)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            {
-                Some(list) => {
-                    let mut r = Json(narrow_list(&allowed, &path, list)).into_response();
-                    *r.status_mut() = parts.status;
-                    r
-                }
-                None => ApiError::internal("a portal list that is not JSON").into_response(),
-            }
-        }
-        _ => response,
+    match admit(&state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -763,10 +684,6 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
     let (mut parts, body) = request.into_parts();
     let session = session_of(state, &parts.headers).await?;
     let changes = !matches!(parts.method, Method::GET | Method::HEAD);
-    if let (Some(allowed), false) = (&session.event_types, changes) {
-        offered(state, &session, allowed, parts.uri.path(), false).await?;
-    }
-    let mut body = body;
     if changes {
         let forbidden = |m: &str| ApiError::forbidden(m.to_owned());
         if !from_own_page(&parts.headers, state.config.public_url.as_ref()) {
@@ -787,38 +704,10 @@ async fn admit(state: &AppState, request: Request) -> ApiResult<Request> {
         if session.read_only {
             return Err(forbidden("This portal session is read-only."));
         }
-        if let Some(allowed) = &session.event_types {
-            let path = parts.uri.path().to_owned();
-            offered(state, &session, allowed, &path, true).await?;
-            if path.contains("/webhooks") {
-                let bytes = read_body(body, state.config.max_body_bytes).await?;
-                // Refused, not passed through unchecked, when it is not a JSON object.
-                let fields = match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(Value::Object(m)) => m,
-                    _ if bytes.iter().all(u8::is_ascii_whitespace) => Default::default(),
-                    _ => return Err(ApiError::invalid("The body must be a JSON object.")),
-                };
-                let mut wanted: Vec<&str> = Vec::new();
-                if let Some(Value::Array(events)) = fields.get("events") {
-                    wanted.extend(events.iter().map(|e| e.as_str().unwrap_or_default()));
-                }
-                if let Some(Value::String(t)) = fields.get("event_type") {
-                    wanted.push(t);
-                }
-                for e in wanted {
-                    if !within(allowed, e) {
-                        return Err(ApiError::invalid(format!(
-                            "`events`: {e:?} is not among the event types this portal offers ({}).",
-                            allowed.join(", ")
-                        )));
-                    }
-                }
-                body = Body::from(bytes);
-            }
-        }
     }
     parts.extensions.insert(PortalPrincipal {
         tenant: session.tenant,
+        event_types: session.event_types.clone().map(std::sync::Arc::from),
     });
     parts.extensions.insert(session);
     Ok(Request::from_parts(parts, body))
@@ -892,8 +781,69 @@ mod tests {
             "javascript:alert(1)",
             "*",
             "https://a.com; script-src *",
+            "https://*",
+            "https://*.example.com",
+            "https://a;b.example",
+            "https://a,b.example",
+            "https://a'b.example",
         ] {
             assert!(check_origin(bad).is_err(), "{bad}");
         }
+        assert!(check_origin("https://[::1]:8443").is_ok());
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn own_page_is_herald_s_origin_and_with_public_url_its_scheme_too() {
+        use crate::config::FromText;
+        let public = PublicUrl::from_text("https://herald.example").unwrap();
+        let https_page = headers(&[
+            ("host", "herald.example"),
+            ("origin", "https://herald.example"),
+        ]);
+        let http_page = headers(&[
+            ("host", "herald.example"),
+            ("origin", "http://herald.example"),
+        ]);
+        assert!(from_own_page(&https_page, Some(&public)));
+        assert!(
+            !from_own_page(&http_page, Some(&public)),
+            "a plain-http page of the host"
+        );
+        // Without public_url: host and port, as the request came.
+        assert!(from_own_page(&https_page, None));
+        assert!(!from_own_page(
+            &headers(&[
+                ("host", "herald.example"),
+                ("origin", "https://evil.example")
+            ]),
+            None
+        ));
+        assert!(!from_own_page(
+            &headers(&[
+                ("host", "herald.example"),
+                ("origin", "https://herald.example"),
+                ("sec-fetch-site", "cross-site")
+            ]),
+            None
+        ));
+        assert!(from_own_page(
+            &headers(&[
+                ("host", "herald.example"),
+                ("origin", "null"),
+                ("sec-fetch-site", "same-origin")
+            ]),
+            Some(&public)
+        ));
     }
 }

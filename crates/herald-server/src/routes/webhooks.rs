@@ -67,7 +67,7 @@ async fn visible_webhook(
         .get_webhook(id)
         .await
         .map_err(|e| ApiError::from_store(e, "The webhook"))?;
-    if !principal.can_see(w.tenant) {
+    if !principal.sees_webhook(&w) {
         return Err(ApiError::not_found("The webhook"));
     }
     Ok(w)
@@ -257,6 +257,9 @@ pub async fn create(
         super::events::ensure_tenant(&state, t).await?;
     }
     let events = parse_patterns(&req.events)?;
+    for p in &req.events {
+        principal.may_subscribe(p)?;
+    }
     let format = parse_format(req.format.as_deref())?;
     let url = check_url(&state, &req.url).await?;
     let secret_version = req.signing_secret_version.unwrap_or(1);
@@ -350,6 +353,9 @@ pub async fn list(
         })
         .await?;
     let token = next_page_token(&mut hooks, size, |w| w.id.to_string());
+    // A session limited to some event types lists the endpoints within them (a page may so
+    // hold fewer than `page_size`; its `next_page_token` still leads on).
+    hooks.retain(|w| principal.sees_webhook(w));
     Ok(Json(
         json!({ "webhooks": hooks.iter().map(webhook_json).collect::<Vec<_>>(), "next_page_token": token }),
     ))
@@ -381,6 +387,9 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let w = visible_webhook(&state, &principal, parse_webhook_id(&id)?).await?;
     let req: PatchWebhook = parse_json(&read_body(body, state.config.max_body_bytes).await?)?;
+    for p in req.events.iter().flatten() {
+        principal.may_subscribe(p)?;
+    }
     if let Some(format) = req.format {
         // A webhook's format never changes, so the one read above is the stored one.
         let format = parse_format(Some(&format))?;
@@ -454,8 +463,8 @@ pub async fn custom_method(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     match method {
         Some("rotateSecret") => rotate(&state, w, &bytes).await,
-        Some("replay") => replay(&state, w, &bytes).await,
-        Some("test") => send_test(&state, w, &bytes).await,
+        Some("replay") => replay(&state, &principal, w, &bytes).await,
+        Some("test") => send_test(&state, &principal, w, &bytes).await,
         Some(m @ ("enable" | "disable")) => {
             let change = WebhookChange {
                 disabled: Some(m == "disable"),
@@ -477,11 +486,17 @@ struct TestBody {
 /// `:test`: a `webhook.test` event for this webhook alone (fan-out sends it nowhere else,
 /// whatever the webhook subscribes to or filters), whose `data` names the webhook and, when
 /// asked for a registered event type, that type and the first of its schema's `examples`.
-async fn send_test(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+async fn send_test(
+    state: &AppState,
+    principal: &Principal,
+    w: Webhook,
+    body: &[u8],
+) -> ApiResult<Response> {
     let req: TestBody = parse_json_or_default(body)?;
     let example = match &req.event_type {
         None => Value::Null,
         Some(name) => {
+            principal.may_subscribe(name)?;
             let types = state.store.list_event_types().await?;
             let t = types.iter().find(|t| &t.name == name).ok_or_else(|| {
                 ApiError::invalid(format!(
@@ -575,7 +590,12 @@ const BACKGROUND_REPLAYS: usize = 16;
 /// Replays in batches of [`REPLAY_BATCH`], each one short write: the first in the
 /// request, the rest (if any) in a background task, so the answer never waits for a
 /// large range and the writer is never held by one.
-async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response> {
+async fn replay(
+    state: &AppState,
+    principal: &Principal,
+    w: Webhook,
+    body: &[u8],
+) -> ApiResult<Response> {
     static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BACKGROUND_REPLAYS);
     let req: ReplayBody = parse_json_or_default(body)?;
     let now = state.clock.now();
@@ -602,11 +622,29 @@ async fn replay(state: &AppState, w: Webhook, body: &[u8]) -> ApiResult<Response
             "{BACKGROUND_REPLAYS} replays are already running on this node; nothing was replayed. Retry after the Retry-After delay."
         ))
     })?;
+    // A session limited to some event types replays only deliveries of those (and the
+    // webhook's test events), whatever else the webhook once received.
+    let event_types = principal
+        .event_types
+        .as_deref()
+        .map(|allowed| {
+            allowed
+                .iter()
+                .map(String::as_str)
+                .chain([herald_store::WEBHOOK_TEST])
+                .map(|p| {
+                    EventPattern::parse(p)
+                        .map_err(|e| ApiError::internal(format!("a session's event type: {e}")))
+                })
+                .collect::<ApiResult<Vec<_>>>()
+        })
+        .transpose()?;
     let request = Replay {
         webhook: w.id,
         since,
         until,
         status,
+        event_types,
         now,
         after: None,
         limit: REPLAY_BATCH,

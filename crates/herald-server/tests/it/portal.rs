@@ -371,8 +371,30 @@ async fn read_only_and_event_type_limits_hold() {
         assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
     }
     // The tenant's endpoint on `*` is beyond this session: no action on it at all (else it
-    // could be pointed elsewhere and every invoice replayed to it, signed).
+    // could be pointed elsewhere and every invoice replayed to it, signed): it is not there
+    // for the session, however its id is spelled (percent-encoded, the custom method too).
+    let encoded = hook.replacen("wh_", "wh%5F", 1);
     for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/portal/api/webhooks/{encoded}"),
+            json!({"url": receiver.url("/attacker")}),
+        ),
+        (
+            Method::POST,
+            format!("/portal/api/webhooks/{hook}%3Areplay"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("/portal/api/webhooks/{encoded}%3ArotateSecret"),
+            json!({}),
+        ),
+        (
+            Method::DELETE,
+            format!("/portal/api/webhooks/{encoded}"),
+            json!({}),
+        ),
         (
             Method::PATCH,
             format!("/portal/api/webhooks/{hook}"),
@@ -400,10 +422,22 @@ async fn read_only_and_event_type_limits_hold() {
         ),
     ] {
         let r = payments.change(method, &path, body).await;
-        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
+    assert_eq!(
+        payments
+            .get(&format!("/portal/api/webhooks/{encoded}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     let unchanged = app.get(&format!("/webhooks/{hook}"), &acme_key).await;
     assert_eq!(unchanged.body["url"], receiver.url("/h"));
+    assert_eq!(
+        unchanged.body["signing_secret_version"], 1,
+        "{:?}",
+        unchanged.body
+    );
     let r = payments
         .change(
             Method::POST,
@@ -521,6 +555,129 @@ async fn read_only_and_event_type_limits_hold() {
     let stats = payments.get("/portal/api/stats").await.body;
     assert!(health(&stats).is_empty(), "{stats:?}");
     assert_eq!(stats["totals"]["attempts"], 0, "{stats:?}");
+
+    // A payment goes to the `*` endpoint and to the session's own: the session sees (and
+    // acts on) the one to its own endpoint only, by list, by id, or by a spelling of its id.
+    let r = app
+        .post(
+            "/events",
+            ADMIN,
+            json!({"type": "payment.succeeded", "tenant": acme, "data": {}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let event = r.body["id"].as_str().unwrap().to_owned();
+    let mut to_star = String::new();
+    for _ in 0..100 {
+        let all = app
+            .get(
+                &format!("/deliveries?webhook={hook}&event_type=payment.succeeded"),
+                &acme_key,
+            )
+            .await;
+        if let Some(d) = all.body["deliveries"].as_array().and_then(|d| d.first()) {
+            to_star = d["id"].as_str().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!to_star.is_empty(), "the payment went to the `*` endpoint");
+    let listed = payments.get("/portal/api/deliveries").await;
+    let listed: Vec<&Value> = listed.body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["webhook_id"], own.as_str());
+    assert_eq!(listed[0]["event_id"], event.as_str());
+    let encoded = to_star.replacen("dlv_", "dlv%5F", 1);
+    for path in [
+        format!("/portal/api/deliveries/{to_star}"),
+        format!("/portal/api/deliveries/{encoded}"),
+    ] {
+        assert_eq!(
+            payments.get(&path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    for path in [
+        format!("/portal/api/deliveries/{to_star}:skip"),
+        format!("/portal/api/deliveries/{to_star}:redeliver"),
+        format!("/portal/api/deliveries/{encoded}%3Askip"),
+    ] {
+        let r = payments.change(Method::POST, &path, json!({})).await;
+        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
+    let d = app.get(&format!("/deliveries/{to_star}"), &acme_key).await;
+    assert_ne!(d.body["status"], "skipped", "{:?}", d.body);
+}
+
+#[tokio::test]
+async fn a_limited_session_replays_only_its_types() {
+    let app = spawn_app(&config()).await;
+    let (acme, acme_key) = app.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    let r = app
+        .post(
+            "/webhooks",
+            &acme_key,
+            json!({"url": receiver.url("/h"), "events": ["payment.*", "invoice.*"]}),
+        )
+        .await;
+    let hook = r.body["id"].as_str().unwrap().to_owned();
+    for t in ["invoice.paid", "payment.succeeded"] {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({"type": t, "tenant": acme, "data": {}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    // Narrowed into the session's types, the endpoint is the session's; what it once
+    // received of other types is not the session's to replay.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/webhooks/{hook}"),
+            &acme_key,
+            Some(json!({"events": ["payment.*"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let (payments, _) = open(&app, &acme, json!({"event_types": ["payment.*"]})).await;
+    let r = payments
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{hook}:replay"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["replayed"], 1, "{:?}", r.body);
+    let got = receiver.wait_for(3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = if receiver.count() > got.len() {
+        receiver.received()
+    } else {
+        got
+    };
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types.len(), 3, "{types:?}");
+    assert_eq!(types[2], "payment.succeeded", "{types:?}");
+    // The tenant's key replays everything in the range.
+    let r = app
+        .post(&format!("/webhooks/{hook}:replay"), &acme_key, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["replayed"], 2, "{:?}", r.body);
 }
 
 #[tokio::test]

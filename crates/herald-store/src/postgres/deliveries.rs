@@ -237,7 +237,7 @@ impl DeliveryStore for PgStore {
             let limit = r.limit.clamp(1, 10_000);
             let looked_at = query(
                 &tx,
-                "SELECT id, event_created_at FROM deliveries WHERE webhook_id = $1 \
+                "SELECT id, event_created_at, event_type FROM deliveries WHERE webhook_id = $1 \
                  AND event_created_at >= $2 AND event_created_at < $3 \
                  AND (event_created_at > $2 OR id > $4) ORDER BY event_created_at, id LIMIT $5",
                 &[
@@ -249,10 +249,13 @@ impl DeliveryStore for PgStore {
                 ],
             )
             .await?;
-            let ids: Vec<String> = looked_at
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?;
+            let mut ids: Vec<String> = Vec::with_capacity(looked_at.len());
+            for row in &looked_at {
+                let event_type: String = row.try_get(2)?;
+                if r.takes(&event_type) {
+                    ids.push(row.try_get(0)?);
+                }
+            }
             let status_clause = match r.status {
                 Some(s) => format!("status = '{}'", s.as_str()),
                 // Without a status, everything not already on its way.

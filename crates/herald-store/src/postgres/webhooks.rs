@@ -104,6 +104,12 @@ impl WebhookStore for PgStore {
                 &[&id.to_string(), &now.0],
             )
             .await?;
+            execute(
+                &tx,
+                "DELETE FROM failure_notices WHERE webhook_id = $1",
+                &[&id.to_string()],
+            )
+            .await?;
         });
         Ok(())
     }

@@ -316,16 +316,16 @@ impl DeliveryStore for SqliteStore {
                     None => (r.since.0, String::new()),
                 };
                 let limit = r.limit.clamp(1, 10_000);
-                let looked_at: Vec<(String, i64)> = conn
+                let looked_at: Vec<(String, i64, String)> = conn
                     .prepare_cached(
-                        "SELECT id, event_created_at FROM deliveries \
+                        "SELECT id, event_created_at, event_type FROM deliveries \
                          WHERE webhook_id = ?1 AND webhook_id IS NOT NULL AND event_created_at >= ?2 \
                          AND event_created_at < ?3 AND (event_created_at > ?2 OR id > ?4) \
                          ORDER BY event_created_at, id LIMIT ?5",
                     )?
                     .query_map(
                         params![r.webhook.to_string(), from_at, r.until.0, from_id, limit],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                     )?
                     .collect::<Result<_, _>>()?;
                 let status_clause = match r.status {
@@ -340,7 +340,10 @@ impl DeliveryStore for SqliteStore {
                 let mut replayed = 0;
                 let ordered = (webhook.ordering == Ordering::Key) as i64;
                 let mut reline = conn.prepare_cached(&lines::reline_sql("?1", "?2"))?;
-                for (id, _) in &looked_at {
+                for (id, _, event_type) in &looked_at {
+                    if !r.takes(event_type) {
+                        continue;
+                    }
                     let n = update.execute(params![id, next, r.now.0])?;
                     if n > 0 {
                         reline.execute(params![id, ordered])?;
@@ -351,7 +354,7 @@ impl DeliveryStore for SqliteStore {
                     settle_lines(conn, &r.webhook.to_string(), r.now)?;
                 }
                 let next = match looked_at.last() {
-                    Some((id, at)) if looked_at.len() == limit as usize => Some(ReplayCursor {
+                    Some((id, at, _)) if looked_at.len() == limit as usize => Some(ReplayCursor {
                         event_created_at: Timestamp(*at),
                         delivery: parse_id(id, DeliveryId::parse)?,
                     }),

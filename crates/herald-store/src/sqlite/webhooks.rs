@@ -134,6 +134,10 @@ impl WebhookStore for SqliteStore {
                  updated_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
                 params![id.to_string(), now.0],
             )?;
+            conn.execute(
+                "DELETE FROM failure_notices WHERE webhook_id = ?1",
+                params![id.to_string()],
+            )?;
             Ok(())
         })
         .await

@@ -220,6 +220,7 @@ pub(super) async fn redeliver_and_replay(s: &dyn Store) {
     // Replay of succeeded ones in [0, 1s): just the first.
     let n = s
         .replay(Replay {
+            event_types: None,
             webhook: wh.id,
             since: at(0),
             until: at(1),
@@ -240,6 +241,7 @@ pub(super) async fn redeliver_and_replay(s: &dyn Store) {
     // Without a status: everything in range not already pending (one succeeded, one failed).
     let n = s
         .replay(Replay {
+            event_types: None,
             webhook: wh.id,
             since: at(0),
             until: at(100),
@@ -275,6 +277,7 @@ pub(super) async fn redeliver_and_replay(s: &dyn Store) {
     );
     assert!(matches!(
         s.replay(Replay {
+            event_types: None,
             webhook: WebhookId::generate(),
             since: at(0),
             until: at(1),
@@ -422,6 +425,7 @@ pub(super) async fn replay_goes_in_batches_with_a_cursor(s: &dyn Store) {
         .collect();
     s.record_attempts(records).await.unwrap();
     let replay = |after, status| Replay {
+        event_types: None,
         webhook: wh.id,
         since: at(0),
         until: at(100),
@@ -470,6 +474,7 @@ pub(super) async fn replay_goes_in_batches_with_a_cursor(s: &dyn Store) {
     // Once pending, they are not replayed again.
     assert_eq!(
         s.replay(Replay {
+            event_types: None,
             limit: 100,
             ..replay(None, None)
         })

@@ -164,6 +164,7 @@ pub(super) async fn an_ordered_webhook_sends_a_key_one_at_a_time(s: &dyn Store) 
     // A replay sends a key's deliveries again in order: the first only, then the next.
     let batch = s
         .replay(Replay {
+            event_types: None,
             webhook: wh.id,
             since: Timestamp(0),
             until: at(600),
@@ -334,6 +335,7 @@ pub(super) async fn a_replay_lines_deliveries_up_as_the_webhook_orders_now(s: &d
         .await
         .unwrap();
     let replay = |now| Replay {
+        event_types: None,
         webhook: wh.id,
         since: Timestamp(0),
         until: now,

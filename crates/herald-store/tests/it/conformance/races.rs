@@ -69,6 +69,7 @@ pub(super) async fn a_redeliver_or_replay_racing_an_enable_leaves_its_delivery_d
             enabled.unwrap();
         } else {
             let replay = s.replay(Replay {
+                event_types: None,
                 webhook: wh.id,
                 since: at(0),
                 until: at(n + 1),
