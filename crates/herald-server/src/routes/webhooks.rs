@@ -586,6 +586,44 @@ fn parse_time(field: &str, text: Option<&str>, default: Timestamp) -> ApiResult<
 const REPLAY_BATCH: u32 = 500;
 /// Replays this node continues in the background at once; one more is answered 503.
 const BACKGROUND_REPLAYS: usize = 16;
+/// Of those, at most this many for one tenant (or the tenantless webhooks together), so
+/// one tenant's replays never leave another's answered 503.
+const TENANT_REPLAYS: usize = 4;
+
+/// A tenant's place among the background replays, given back when dropped.
+struct TenantReplay(Option<TenantId>);
+
+fn tenant_replays() -> &'static std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>
+{
+    static RUNNING: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>,
+    > = std::sync::OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+impl TenantReplay {
+    fn take(tenant: Option<TenantId>) -> Option<Self> {
+        let mut running = tenant_replays().lock().unwrap_or_else(|p| p.into_inner());
+        let n = running.entry(tenant).or_insert(0);
+        if *n >= TENANT_REPLAYS {
+            return None;
+        }
+        *n += 1;
+        Some(Self(tenant))
+    }
+}
+
+impl Drop for TenantReplay {
+    fn drop(&mut self) {
+        let mut running = tenant_replays().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.0);
+            }
+        }
+    }
+}
 
 /// Replays in batches of [`REPLAY_BATCH`], each one short write: the first in the
 /// request, the rest (if any) in a background task, so the answer never waits for a
@@ -617,6 +655,11 @@ async fn replay(
         })?),
     };
     // Taken before anything is replayed, so a refusal changes nothing.
+    let share = TenantReplay::take(w.tenant).ok_or_else(|| {
+        ApiError::overloaded(format!(
+            "{TENANT_REPLAYS} replays of this tenant are already running on this node; nothing was replayed. Retry after the Retry-After delay."
+        ))
+    })?;
     let permit = RUNNING.try_acquire().map_err(|_| {
         ApiError::overloaded(format!(
             "{BACKGROUND_REPLAYS} replays are already running on this node; nothing was replayed. Retry after the Retry-After delay."
@@ -657,7 +700,7 @@ async fn replay(
     if let Some(after) = first.next {
         let state = state.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, share);
             replay_rest(&state, request, after, first.replayed).await;
         });
     }
@@ -719,5 +762,24 @@ async fn replay_rest(
             }
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tenant_holds_at_most_its_share_of_the_replays() {
+        let (a, b) = (Some(TenantId::generate()), Some(TenantId::generate()));
+        let held: Vec<TenantReplay> = (0..TENANT_REPLAYS)
+            .map(|_| TenantReplay::take(a).expect("within the share"))
+            .collect();
+        assert!(TenantReplay::take(a).is_none(), "past the tenant's share");
+        let other = TenantReplay::take(b).expect("another tenant is not held up");
+        drop(held);
+        assert!(TenantReplay::take(a).is_some(), "given back when done");
+        drop(other);
+        assert!(!tenant_replays().lock().unwrap().contains_key(&b));
     }
 }
