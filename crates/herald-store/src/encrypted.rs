@@ -164,8 +164,8 @@ impl EncryptedSecrets {
 /// with another key) must not fail the whole claim: its job goes on marked unsendable,
 /// still sealed, never signed with.
 fn open_job(key: &SecretKey, job: &mut DeliveryJob) {
-    match key.open_webhook(job.webhook.clone()) {
-        Ok(w) => job.webhook = w,
+    match key.open_webhook((*job.webhook).clone()) {
+        Ok(w) => job.webhook = Arc::new(w),
         Err(e) => job.unsendable = Some(e.to_string()),
     }
 }

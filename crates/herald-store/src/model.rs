@@ -389,8 +389,10 @@ pub fn destination_of(
 #[derive(Debug, Clone)]
 pub struct DeliveryJob {
     pub delivery: Delivery,
-    pub event: herald_core::event::Event,
-    pub webhook: Webhook,
+    /// Shared by the jobs of one event (its fan-out's, or one claim's).
+    pub event: std::sync::Arc<SharedEvent>,
+    /// Shared by the jobs of one webhook in a fan-out or a claim.
+    pub webhook: std::sync::Arc<Webhook>,
     /// Why this delivery cannot be sent as stored (its webhook's secret cannot be opened
     /// with the configured key): the dispatcher records a failed attempt with this error
     /// instead of sending, so the delivery follows its retry schedule, visibly, and the
@@ -400,6 +402,46 @@ pub struct DeliveryJob {
     /// delivery to another claim, so whoever holds this copy must neither send it nor
     /// write anything for it.
     pub lease_until: Timestamp,
+}
+
+/// An event as the jobs made of it share it: the event, and its body as sent, serialised by
+/// whichever of them is sent first and reused by the rest (ten webhooks: one
+/// serialisation, one copy of the event, not ten).
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: herald_core::event::Event,
+    body: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl SharedEvent {
+    pub fn new(event: herald_core::event::Event) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            event,
+            body: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// [`herald_core::event::Event::body_bytes`], made once.
+    pub fn body(&self) -> bytes::Bytes {
+        self.body
+            .get_or_init(|| bytes::Bytes::from(self.event.body_bytes()))
+            .clone()
+    }
+
+    /// The event itself: taken out when no other job holds it, copied otherwise.
+    pub fn into_event(this: std::sync::Arc<Self>) -> herald_core::event::Event {
+        std::sync::Arc::try_unwrap(this)
+            .map(|s| s.event)
+            .unwrap_or_else(|shared| shared.event.clone())
+    }
+}
+
+impl std::ops::Deref for SharedEvent {
+    type Target = herald_core::event::Event;
+
+    fn deref(&self) -> &Self::Target {
+        &self.event
+    }
 }
 
 /// A broker route as the store fans events out to it: events matching `events` get a
@@ -632,4 +674,29 @@ pub struct PortalSettings {
     pub frame_origins: Vec<String>,
     /// `{"name","logo_url","accent","theme"}`, each optional.
     pub branding: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_event_is_serialised_once_and_sent_as_it_would_be() {
+        let event = herald_core::event::Event {
+            id: EventId::generate(),
+            tenant: None,
+            event_type: "order.paid".into(),
+            key: Some("k".into()),
+            sequence: Some(3),
+            data: serde_json::json!({ "amount": 0.1, "n": [1, 2] }),
+            created_at: Timestamp(1_775_834_400_000),
+        };
+        let shared = SharedEvent::new(event.clone());
+        let (a, b) = (shared.body(), shared.clone().body());
+        assert_eq!(&a[..], &event.body_bytes()[..]);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "made once, shared");
+        let held = shared.clone();
+        assert_eq!(SharedEvent::into_event(shared), event, "copied while held");
+        assert_eq!(SharedEvent::into_event(held), event, "taken when alone");
+    }
 }

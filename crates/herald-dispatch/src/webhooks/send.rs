@@ -162,7 +162,8 @@ pub(crate) async fn send(
             return SendResult::failed(e.to_string(), started);
         }
     }
-    let body = job.event.body_bytes();
+    // Serialised once per event, whichever of its deliveries goes first (SharedEvent).
+    let body = job.event.body();
     let mut request = client.post(url);
     for (name, value) in delivery_headers(job, attempt_number, now, &body) {
         request = request.header(name, value);

@@ -12,11 +12,11 @@ use crate::rules;
 use crate::*;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
-use herald_core::event::Event;
 use herald_core::ids::*;
 use herald_core::webhook::Ordering;
 use herald_core::Timestamp;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One round of delivery results for `record_attempts`: at most one per delivery.
@@ -89,13 +89,13 @@ impl DeliveryStore for PgStore {
                 async { query(&tx, &webhook_sql, &[&webhook_ids]).await },
                 async { query(&tx, &event_sql, &[&event_ids]).await },
             )?;
-            let webhooks: HashMap<WebhookId, Webhook> = map_rows(webhook_rows, rows::webhook)?
+            let webhooks: HashMap<WebhookId, Arc<Webhook>> = map_rows(webhook_rows, rows::webhook)?
                 .into_iter()
-                .map(|w| (w.id, w))
+                .map(|w| (w.id, Arc::new(w)))
                 .collect();
-            let events: HashMap<EventId, Event> = map_rows(event_rows, rows::event)?
+            let events: HashMap<EventId, Arc<SharedEvent>> = map_rows(event_rows, rows::event)?
                 .into_iter()
-                .map(|e| (e.id, e))
+                .map(|e| (e.id, SharedEvent::new(e)))
                 .collect();
             let mut jobs = Vec::with_capacity(deliveries.len());
             let mut orphans = Vec::new();

@@ -17,6 +17,7 @@ use herald_core::Timestamp;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[async_trait]
@@ -47,7 +48,8 @@ impl DeliveryStore for SqliteStore {
                 vec![Sql::Integer(now.plus(lease).0), Sql::Integer(now.0), Sql::Integer(limit.clamp(1, 5000) as i64)],
                 rows::delivery,
             )?;
-            let mut webhooks: HashMap<WebhookId, Option<Webhook>> = HashMap::new();
+            let mut webhooks: HashMap<WebhookId, Option<Arc<Webhook>>> = HashMap::new();
+            let mut events: HashMap<EventId, Arc<SharedEvent>> = HashMap::new();
             let mut jobs = Vec::with_capacity(deliveries.len());
             let mut orphans = Vec::new();
             for d in deliveries {
@@ -58,7 +60,7 @@ impl DeliveryStore for SqliteStore {
                     Some(w) => w.clone(),
                     None => {
                         let w = match get_webhook_row(conn, &webhook_id.to_string()) {
-                            Ok(w) => Some(w),
+                            Ok(w) => Some(Arc::new(w)),
                             Err(StoreError::NotFound) => None,
                             Err(e) => return Err(e),
                         };
@@ -66,10 +68,17 @@ impl DeliveryStore for SqliteStore {
                         w
                     }
                 };
-                let event = match get_event_row(conn, &d.event_id.to_string()) {
-                    Ok(e) => Some(e),
-                    Err(StoreError::NotFound) => None,
-                    Err(e) => return Err(e),
+                let event = match events.get(&d.event_id) {
+                    Some(e) => Some(e.clone()),
+                    None => match get_event_row(conn, &d.event_id.to_string()) {
+                        Ok(e) => {
+                            let e = SharedEvent::new(e);
+                            events.insert(d.event_id, e.clone());
+                            Some(e)
+                        }
+                        Err(StoreError::NotFound) => None,
+                        Err(e) => return Err(e),
+                    },
                 };
                 match (webhook, event) {
                     (Some(webhook), Some(event)) => {

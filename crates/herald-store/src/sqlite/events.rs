@@ -89,9 +89,9 @@ pub(super) fn insert_event_row(
         position
     ])?;
     super::feed::appended_in_this_batch(e.tenant);
-    let event = rules::stored_event(e, sequence);
+    let event = SharedEvent::new(rules::stored_event(e, sequence));
     let fanned = fan_out(conn, routes, &event, handoff)?;
-    Ok((event, fanned))
+    Ok((SharedEvent::into_event(event), fanned))
 }
 
 /// What fan-out made of one event.
@@ -151,7 +151,7 @@ pub(super) fn note_failure(
 /// jobs), in the same order.
 pub(super) struct TenantTargets {
     targets: Vec<Target>,
-    rows: Vec<Webhook>,
+    rows: Vec<Arc<Webhook>>,
 }
 
 pub(super) type FanOutTargets = Rc<TenantTargets>;
@@ -193,6 +193,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
             filter: w.options.filter.clone().map(Arc::new),
         })
         .collect();
+    let rows = rows.into_iter().map(Arc::new).collect();
     let found = Rc::new(TenantTargets { targets, rows });
     FAN_OUT_TARGETS.with(|c| c.borrow_mut().insert(tenant, found.clone()));
     Ok(found)
@@ -204,7 +205,7 @@ fn fan_out_targets(conn: &Connection, tenant: Option<TenantId>) -> StoreResult<F
 fn fan_out(
     conn: &Connection,
     routes: &[OutboxRoute],
-    e: &Event,
+    e: &Arc<SharedEvent>,
     handoff: Option<&Handoff>,
 ) -> StoreResult<Fanned> {
     let found = fan_out_targets(conn, e.tenant)?;
@@ -430,7 +431,12 @@ impl EventStore for SqliteStore {
 
 /// The job of a delivery just stored leased for the dispatcher: what a claim would have
 /// read back.
-fn fresh_job(id: DeliveryId, e: &Event, webhook: &Webhook, lease_until: Timestamp) -> DeliveryJob {
+fn fresh_job(
+    id: DeliveryId,
+    e: &Arc<SharedEvent>,
+    webhook: &Arc<Webhook>,
+    lease_until: Timestamp,
+) -> DeliveryJob {
     DeliveryJob {
         delivery: Delivery {
             id,

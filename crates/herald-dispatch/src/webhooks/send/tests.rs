@@ -72,8 +72,8 @@ pub(crate) fn job(url: &str, format: SignatureFormat) -> DeliveryJob {
     };
     DeliveryJob {
         delivery,
-        event,
-        webhook,
+        event: herald_store::SharedEvent::new(event),
+        webhook: std::sync::Arc::new(webhook),
         unsendable: None,
         lease_until: T0.plus(std::time::Duration::from_secs(70)),
     }

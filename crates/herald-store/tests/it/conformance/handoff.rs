@@ -40,8 +40,8 @@ async fn fresh_deliveries_are_handed_off_while_slots_are_free() {
     assert_eq!(jobs.len(), 1, "one slot: one delivery handed off");
     assert_eq!(slots.available_permits(), 0, "the job holds its slot");
     let (job, _slot) = &jobs[0];
-    assert_eq!(job.event, stored);
-    assert_eq!(job.webhook, s.get_webhook(job.webhook.id).await.unwrap());
+    assert_eq!(**job.event, stored);
+    assert_eq!(*job.webhook, s.get_webhook(job.webhook.id).await.unwrap());
     assert!(job.unsendable.is_none());
     assert_eq!(job.lease_until, at(60), "leased for the handoff's 60 s");
     let (delivery, attempts) = s.get_delivery(job.delivery.id).await.unwrap();
