@@ -166,6 +166,11 @@ const DENIED_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-uri",
+    "x-remote-user",
+    "remote-user",
+    "x-client-cert",
+    "ssl-client-cert",
 ];
 /// Prefixes of names Herald sets or signs (every present and future one of its own).
 const DENIED_PREFIXES: &[&str] = &[
@@ -178,6 +183,14 @@ const DENIED_PREFIXES: &[&str] = &[
     "x-forwarded-",
     "x-original-forwarded-",
     "x-envoy-",
+    // What an authenticating proxy says of the caller, or of its client certificate.
+    "x-auth-request-",
+    "x-webauth-",
+    "x-ms-client-principal",
+    "x-goog-authenticated-user-",
+    "cf-access-",
+    "x-amzn-oidc-",
+    "x-ssl-client-",
 ];
 
 impl CustomHeaders {
@@ -356,6 +369,12 @@ mod tests {
             "X-Envoy-External-Address",
             "X-Original-URL",
             "X-HTTP-Method-Override",
+            "X-Remote-User",
+            "X-Auth-Request-Email",
+            "X-MS-Client-Principal-Name",
+            "Cf-Access-Jwt-Assertion",
+            "X-Amzn-Oidc-Identity",
+            "X-SSL-Client-Cert",
         ] {
             let e = CustomHeaders::parse([(name, "v")]).unwrap_err();
             assert!(e.contains("cannot be replaced"), "{name}: {e}");

@@ -195,6 +195,23 @@ pub fn deliveries(d: Dialect, f: &DeliveryFilter) -> ListQuery {
     if let Some(t) = &f.event_type {
         w.add("event_type = ?", Arg::text(t));
     }
+    if let Some(ids) = &f.webhooks_in {
+        if ids.is_empty() {
+            w.fixed("1 = 0");
+        } else {
+            let marks = vec!["?"; ids.len()].join(", ");
+            w.add_all(
+                &format!("webhook_id IN ({marks})"),
+                ids.iter().map(Arg::text).collect(),
+            );
+        }
+    }
+    if let Some(ps) = &f.event_types_in {
+        types_clause(&mut w, ps, false);
+    }
+    if let Some(ps) = &f.event_types_out {
+        types_clause(&mut w, ps, true);
+    }
     if let Some(t) = f.since {
         w.add("created_at >= ?", Arg::Int(t.0));
     }
@@ -205,6 +222,36 @@ pub fn deliveries(d: Dialect, f: &DeliveryFilter) -> ListQuery {
         w.add("id < ?", Arg::text(b));
     }
     list(DELIVERY_COLUMNS, "deliveries", w, "id DESC", f.limit)
+}
+
+/// `event_type` matches one of `patterns` (or, `negated`, none of them): `a.b` equal,
+/// `a.*` by its prefix `a.` (compared with `substr`, not `LIKE`, whose `_` is a wildcard
+/// and event types may hold underscores), `*` everything.
+fn types_clause(w: &mut Where, patterns: &[herald_core::pattern::EventPattern], negated: bool) {
+    let mut parts = Vec::with_capacity(patterns.len());
+    let mut args = Vec::with_capacity(patterns.len());
+    for p in patterns {
+        match p.as_str() {
+            "*" => parts.push("1 = 1".to_owned()),
+            s => match s.strip_suffix('*') {
+                Some(prefix) => {
+                    parts.push(format!("substr(event_type, 1, {}) = ?", prefix.len()));
+                    args.push(Arg::text(prefix));
+                }
+                None => {
+                    parts.push("event_type = ?".to_owned());
+                    args.push(Arg::text(s));
+                }
+            },
+        }
+    }
+    let any = if parts.is_empty() {
+        "1 = 0".to_owned()
+    } else {
+        format!("({})", parts.join(" OR "))
+    };
+    let clause = if negated { format!("NOT {any}") } else { any };
+    w.add_all(&clause, args);
 }
 
 #[cfg(test)]

@@ -489,6 +489,13 @@ pub struct DeliveryFilter {
     pub webhooks_only: bool,
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
+    /// Only deliveries to these webhooks (a portal session limited to some event types:
+    /// the endpoints it sees).
+    pub webhooks_in: Option<Vec<WebhookId>>,
+    /// Only deliveries of events of these types.
+    pub event_types_in: Option<Vec<EventPattern>>,
+    /// Only deliveries of events of none of these types.
+    pub event_types_out: Option<Vec<EventPattern>>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     /// Cursor: newest first, only deliveries created before this one.

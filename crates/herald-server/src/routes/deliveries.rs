@@ -119,9 +119,25 @@ pub async fn list(
             })
         })
         .transpose()?;
+    // A session limited to some event types lists deliveries of its types (and its
+    // endpoints' test events) to the endpoints it sees, filtered in the store, so neither a
+    // page nor its `next_page_token` names anything beyond them.
+    let (webhooks_in, event_types_in) = match principal.event_types.as_deref() {
+        Some(allowed) => {
+            let visible = super::portal::visible_webhooks(&state, tenant, allowed).await?;
+            (
+                Some(visible.into_iter().collect()),
+                Some(super::portal::patterns_with_tests(allowed)?),
+            )
+        }
+        None => (None, None),
+    };
     let filter = DeliveryFilter {
         tenant,
         webhook,
+        webhooks_in,
+        event_types_in,
+        event_types_out: None,
         route: q.route,
         webhooks_only: tenant_view,
         status,
@@ -133,17 +149,6 @@ pub async fn list(
     };
     let mut deliveries = state.store.list_deliveries(filter).await?;
     let token = next_page_token(&mut deliveries, size, |d| d.id.to_string());
-    if let Some(allowed) = principal.event_types.as_deref() {
-        // A session limited to some event types lists deliveries of its types to endpoints
-        // it sees (a page may so hold fewer than `page_size`; its token still leads on).
-        let visible = super::portal::visible_webhooks(&state, tenant, allowed).await?;
-        deliveries.retain(|d| {
-            d.destination
-                .webhook()
-                .is_some_and(|w| visible.contains(&w))
-                && principal.sees_event_type(&d.event_type)
-        });
-    }
     Ok(Json(
         json!({ "deliveries": deliveries.iter().map(|d| with_broker(&state, d)).collect::<Vec<_>>(), "next_page_token": token }),
     ))

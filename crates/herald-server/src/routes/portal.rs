@@ -124,8 +124,16 @@ pub async fn create_session(
         }
         Some(list) => {
             for p in &list {
-                EventPattern::parse(p)
+                let pattern = EventPattern::parse(p)
                     .map_err(|e| ApiError::invalid(format!("`event_types`: {e}")))?;
+                // Herald's own events tell of every endpoint of the tenant (its URL, why it
+                // was disabled): a session that sees only some endpoints cannot offer them.
+                let told = [herald_store::WEBHOOK_DISABLED, herald_store::DELIVERY_FAILED];
+                if told.iter().any(|t| pattern.matches(t)) {
+                    return Err(ApiError::invalid(format!(
+                        "`event_types`: {p:?} takes in Herald's own events (webhook.disabled, delivery.failed), which tell of every endpoint of the tenant; a session limited to some types cannot offer them (leave `event_types` out for all)."
+                    )));
+                }
             }
             Some(list)
         }
@@ -630,6 +638,20 @@ pub(crate) fn within(allowed: &[String], wanted: &str) -> bool {
                 prefix.ends_with('.') && wanted.starts_with(prefix) && wanted.len() > prefix.len()
             })
     })
+}
+
+/// A limited session's event types as patterns, with Herald's `webhook.test` (every
+/// endpoint's own test events are its session's).
+pub(crate) fn patterns_with_tests(allowed: &[String]) -> ApiResult<Vec<EventPattern>> {
+    allowed
+        .iter()
+        .map(String::as_str)
+        .chain([herald_store::WEBHOOK_TEST])
+        .map(|p| {
+            EventPattern::parse(p)
+                .map_err(|e| ApiError::internal(format!("a session's event type: {e}")))
+        })
+        .collect()
 }
 
 /// Whether a session limited to `allowed` may see and act on this endpoint: every

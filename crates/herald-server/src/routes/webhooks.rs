@@ -343,19 +343,29 @@ pub async fn list(
     } = Listing::read(&principal, query, WebhookId::parse)?;
     // An admin that names no tenant lists every tenant's webhooks.
     let all_tenants = tenant.is_none() && !matches!(principal.role, Role::Tenant(_));
-    let mut hooks = state
-        .store
-        .list_webhooks(WebhookFilter {
-            tenant,
-            all_tenants,
-            after,
-            limit: size + 1,
-        })
-        .await?;
+    // A session limited to some event types lists only the endpoints within them: pages
+    // are read on until one is full of those (a tenant has at most `max_per_tenant`), so
+    // neither a page nor its `next_page_token` names an endpoint beyond them.
+    let mut hooks = Vec::new();
+    let mut from = after;
+    loop {
+        let page = state
+            .store
+            .list_webhooks(WebhookFilter {
+                tenant,
+                all_tenants,
+                after: from,
+                limit: size + 1,
+            })
+            .await?;
+        let done = page.len() <= size as usize;
+        from = page.last().map(|w| w.id);
+        hooks.extend(page.into_iter().filter(|w| principal.sees_webhook(w)));
+        if done || hooks.len() > size as usize || principal.event_types.is_none() {
+            break;
+        }
+    }
     let token = next_page_token(&mut hooks, size, |w| w.id.to_string());
-    // A session limited to some event types lists the endpoints within them (a page may so
-    // hold fewer than `page_size`; its `next_page_token` still leads on).
-    hooks.retain(|w| principal.sees_webhook(w));
     Ok(Json(
         json!({ "webhooks": hooks.iter().map(webhook_json).collect::<Vec<_>>(), "next_page_token": token }),
     ))
@@ -399,6 +409,9 @@ pub async fn update(
                 "`format` cannot change after creation; register a new webhook.",
             ));
         }
+    }
+    if req.url.is_some() || req.disabled == Some(false) {
+        owes_only_its_sessions_types(&state, &principal, &w).await?;
     }
     let change = WebhookChange {
         url: match req.url {
@@ -466,6 +479,9 @@ pub async fn custom_method(
         Some("replay") => replay(&state, &principal, w, &bytes).await,
         Some("test") => send_test(&state, &principal, w, &bytes).await,
         Some(m @ ("enable" | "disable")) => {
+            if m == "enable" {
+                owes_only_its_sessions_types(&state, &principal, &w).await?;
+            }
             let change = WebhookChange {
                 disabled: Some(m == "disable"),
                 ..WebhookChange::default()
@@ -474,6 +490,40 @@ pub async fn custom_method(
             Ok(Json(webhook_json(&w)).into_response())
         }
         _ => Err(ApiError::not_found("No such webhook method")),
+    }
+}
+
+/// A session limited to some event types may not point an endpoint elsewhere, or start it
+/// again, while the endpoint still owes deliveries of other types (made before it was
+/// narrowed into the session's types): those are its tenant's, and would go where the
+/// session says.
+async fn owes_only_its_sessions_types(
+    state: &AppState,
+    principal: &Principal,
+    w: &Webhook,
+) -> ApiResult<()> {
+    let Some(allowed) = principal.event_types.as_deref() else {
+        return Ok(());
+    };
+    let foreign = state
+        .store
+        .list_deliveries(herald_store::DeliveryFilter {
+            tenant: w.tenant,
+            webhook: Some(w.id),
+            webhooks_only: true,
+            status: Some(DeliveryStatus::Pending),
+            event_types_out: Some(super::portal::patterns_with_tests(allowed)?),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if foreign.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "PENDING_BEYOND_SESSION",
+            "This endpoint still has pending deliveries of event types beyond this portal session's; its URL cannot change, nor can it be enabled, from here until they are done. Nothing was changed.",
+        ))
     }
 }
 
@@ -670,17 +720,7 @@ async fn replay(
     let event_types = principal
         .event_types
         .as_deref()
-        .map(|allowed| {
-            allowed
-                .iter()
-                .map(String::as_str)
-                .chain([herald_store::WEBHOOK_TEST])
-                .map(|p| {
-                    EventPattern::parse(p)
-                        .map_err(|e| ApiError::internal(format!("a session's event type: {e}")))
-                })
-                .collect::<ApiResult<Vec<_>>>()
-        })
+        .map(super::portal::patterns_with_tests)
         .transpose()?;
     let request = Replay {
         webhook: w.id,

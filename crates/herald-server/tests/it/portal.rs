@@ -1032,3 +1032,181 @@ async fn links_use_the_public_url_when_set() {
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
+
+/// What a session limited to `payment.*` must never learn of: the tenant's `*` endpoint and
+/// an invoice delivery, neither on a page nor in a `next_page_token`; and an endpoint
+/// narrowed into its types while it still owes an invoice cannot be pointed elsewhere.
+#[tokio::test]
+async fn a_limited_session_learns_nothing_beyond_its_types_and_redirects_nothing_of_them() {
+    let app =
+        spawn_app("[webhooks]\nallow_private_destinations = true\nschedule = [\"0s\", \"1h\"]\n")
+            .await;
+    let (acme, acme_key) = app.tenant("acme").await;
+    let ok = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.set_fallback(herald_testkit::receiver::Behavior::Status(500));
+    let mut hooks = Vec::new();
+    for (receiver, events) in [
+        (&ok, json!(["*"])),
+        (&ok, json!(["payment.*"])),
+        (&failing, json!(["payment.*", "invoice.*"])),
+        (&ok, json!(["payment.*"])),
+    ] {
+        let r = app
+            .post(
+                "/webhooks",
+                &acme_key,
+                json!({"url": receiver.url("/h"), "events": events}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        hooks.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let (star, narrowed) = (hooks[0].clone(), hooks[2].clone());
+    for t in ["invoice.paid", "payment.succeeded"] {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({"type": t, "tenant": acme, "data": {}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    failing.wait_for(2, Duration::from_secs(10)).await;
+    // The failing endpoint's invoice waits an hour for its retry; it is narrowed to payments.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/webhooks/{narrowed}"),
+            &acme_key,
+            Some(json!({"events": ["payment.*"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let hidden: Vec<String> = {
+        let all = app.get("/deliveries?page_size=100", &acme_key).await;
+        let mut ids: Vec<String> = all.body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["webhook_id"] == star.as_str() || d["event_type"] == "invoice.paid")
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.push(star.clone());
+        ids
+    };
+    assert_eq!(
+        hidden.len(),
+        4,
+        "two deliveries to `*`, one invoice, the endpoint"
+    );
+
+    let (payments, _) = open(&app, &acme, json!({"event_types": ["payment.*"]})).await;
+    let mut seen = Vec::new();
+    for list in ["webhooks", "deliveries"] {
+        for query in ["", "&status=pending", "&event_type=invoice.paid"] {
+            let mut token = String::new();
+            for _ in 0..20 {
+                let r = payments
+                    .get(&format!(
+                        "/portal/api/{list}?page_size=1&page_token={token}{query}"
+                    ))
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+                let text = r.body.to_string();
+                for id in &hidden {
+                    assert!(
+                        !text.contains(id.as_str()),
+                        "{list}{query} names {id}: {text}"
+                    );
+                }
+                seen.extend(
+                    r.body[list]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["id"].as_str().unwrap().to_owned()),
+                );
+                token = r.body["next_page_token"].as_str().unwrap().to_owned();
+                if token.is_empty() {
+                    break;
+                }
+            }
+        }
+        let r = payments
+            .get(&format!("/portal/api/deliveries?webhook={star}"))
+            .await;
+        assert_eq!(r.body["deliveries"], json!([]), "{:?}", r.body);
+        assert_eq!(r.body["next_page_token"], "", "{:?}", r.body);
+    }
+    // Pages still lead to everything it may see: its three endpoints and their payments.
+    for hook in &hooks[1..] {
+        assert!(seen.contains(hook), "{hook} listed");
+    }
+    // The narrowed endpoint is the session's, but it still owes the tenant's invoice: its
+    // URL cannot change from here, nor can it be started again.
+    let r = payments
+        .change(
+            Method::PATCH,
+            &format!("/portal/api/webhooks/{narrowed}"),
+            json!({"url": ok.url("/attacker")}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::CONFLICT, "PENDING_BEYOND_SESSION");
+    let r = payments
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{narrowed}:disable"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = payments
+        .change(
+            Method::POST,
+            &format!("/portal/api/webhooks/{narrowed}:enable"),
+            json!({}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::CONFLICT, "PENDING_BEYOND_SESSION");
+    let w = app.get(&format!("/webhooks/{narrowed}"), &acme_key).await;
+    assert_eq!(w.body["url"], failing.url("/h"));
+    // Its own endpoints' URLs change as usual.
+    let r = payments
+        .change(
+            Method::PATCH,
+            &format!("/portal/api/webhooks/{}", hooks[1]),
+            json!({"url": ok.url("/moved")}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_limited_session_cannot_offer_herald_s_own_events() {
+    let app = spawn_app(&config()).await;
+    let (acme, _) = app.tenant("acme").await;
+    for types in [
+        json!(["*"]),
+        json!(["webhook.*"]),
+        json!(["payment.*", "delivery.failed"]),
+    ] {
+        let r = app
+            .post(
+                &format!("/tenants/{acme}/portal-sessions"),
+                ADMIN,
+                json!({"event_types": types}),
+            )
+            .await;
+        assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    }
+    let r = app
+        .post(
+            &format!("/tenants/{acme}/portal-sessions"),
+            ADMIN,
+            json!({"event_types": ["payment.*", "webhook.test"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}

@@ -29,6 +29,16 @@ pub(super) async fn note_failure(
     at: herald_core::Timestamp,
 ) -> StoreResult<Option<i64>> {
     let id = webhook.to_string();
+    // A result that arrives after its webhook was deleted raises nothing, and leaves no row.
+    let live = query_opt(
+        tx,
+        "SELECT 1 FROM webhooks WHERE id = $1 AND NOT deleted",
+        &[&id],
+    )
+    .await?;
+    if live.is_none() {
+        return Ok(None);
+    }
     execute(
         tx,
         "INSERT INTO failure_notices (webhook_id, raised_at, held) VALUES ($1, 0, 0) \

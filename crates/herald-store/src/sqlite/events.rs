@@ -125,6 +125,13 @@ pub(super) fn note_failure(
     at: herald_core::Timestamp,
 ) -> StoreResult<Option<i64>> {
     let id = webhook.to_string();
+    // A result that arrives after its webhook was deleted raises nothing, and leaves no row.
+    let live = conn
+        .prepare_cached("SELECT 1 FROM webhooks WHERE id = ?1 AND deleted = 0")?
+        .exists(rusqlite::params![id])?;
+    if !live {
+        return Ok(None);
+    }
     let prev = conn
         .prepare_cached("SELECT raised_at, held FROM failure_notices WHERE webhook_id = ?1")?
         .query_row(rusqlite::params![id], |r| {
