@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 mod listen;
 
 /// mimalloc: per-thread free lists instead of glibc's arenas, whose malloc/free (and their
-/// lock wake-ups) were the largest self cost of a loaded Herald.
+/// lock wake-ups) were the largest self cost of a loaded Herald. With its `override`
+/// feature it also serves the C libraries' malloc (SQLite's above all, which showed as
+/// glibc's _int_malloc/_int_free in the profile).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
