@@ -614,6 +614,33 @@ async fn read_only_and_event_type_limits_hold() {
     assert_ne!(d.body["status"], "skipped", "{:?}", d.body);
 }
 
+/// Publishes one event of each type for `tenant`.
+async fn publish(app: &TestApp, tenant: &str, types: &[&str]) {
+    for t in types {
+        let r = app
+            .post(
+                "/events",
+                ADMIN,
+                json!({"type": t, "tenant": tenant, "data": {}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+}
+
+/// The tenant narrows `hook` to `payment.*`, into a payments session's types.
+async fn narrow_to_payments(app: &TestApp, key: &str, hook: &str) {
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/webhooks/{hook}"),
+            key,
+            Some(json!({"events": ["payment.*"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn a_limited_session_replays_only_its_types() {
     let app = spawn_app(&config()).await;
@@ -627,28 +654,11 @@ async fn a_limited_session_replays_only_its_types() {
         )
         .await;
     let hook = r.body["id"].as_str().unwrap().to_owned();
-    for t in ["invoice.paid", "payment.succeeded"] {
-        let r = app
-            .post(
-                "/events",
-                ADMIN,
-                json!({"type": t, "tenant": acme, "data": {}}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    }
+    publish(&app, &acme, &["invoice.paid", "payment.succeeded"]).await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
     // Narrowed into the session's types, the endpoint is the session's; what it once
     // received of other types is not the session's to replay.
-    let r = app
-        .call(
-            Method::PATCH,
-            &format!("/webhooks/{hook}"),
-            &acme_key,
-            Some(json!({"events": ["payment.*"]})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    narrow_to_payments(&app, &acme_key, &hook).await;
     let (payments, _) = open(&app, &acme, json!({"event_types": ["payment.*"]})).await;
     let r = payments
         .change(
@@ -1063,27 +1073,10 @@ async fn a_limited_session_learns_nothing_beyond_its_types_and_redirects_nothing
         hooks.push(r.body["id"].as_str().unwrap().to_owned());
     }
     let (star, narrowed) = (hooks[0].clone(), hooks[2].clone());
-    for t in ["invoice.paid", "payment.succeeded"] {
-        let r = app
-            .post(
-                "/events",
-                ADMIN,
-                json!({"type": t, "tenant": acme, "data": {}}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    }
+    publish(&app, &acme, &["invoice.paid", "payment.succeeded"]).await;
     failing.wait_for(2, Duration::from_secs(10)).await;
     // The failing endpoint's invoice waits an hour for its retry; it is narrowed to payments.
-    let r = app
-        .call(
-            Method::PATCH,
-            &format!("/webhooks/{narrowed}"),
-            &acme_key,
-            Some(json!({"events": ["payment.*"]})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    narrow_to_payments(&app, &acme_key, &narrowed).await;
     let hidden: Vec<String> = {
         let all = app.get("/deliveries?page_size=100", &acme_key).await;
         let mut ids: Vec<String> = all.body["deliveries"]
