@@ -15,6 +15,7 @@ pub mod contract;
 pub mod embedded;
 pub mod error;
 mod routes;
+mod slots;
 pub mod telemetry;
 pub mod timeout;
 
@@ -66,7 +67,9 @@ pub struct AppShared {
     /// Prometheus registry and handles, fed by the HTTP layer and the dispatcher.
     pub metrics: Arc<telemetry::Metrics>,
     /// One permit per feed long poll waiting (`feed.max_long_polls`), half at most per tenant.
-    pub long_polls: Arc<routes::feed::LongPolls>,
+    pub long_polls: Arc<slots::TenantSlots>,
+    /// One permit per replay running (16 a node, 4 per tenant at most).
+    pub replays: Arc<slots::TenantSlots>,
     /// This node's webhook circuit breakers, as its dispatcher keeps them (for /stats).
     pub circuits: herald_dispatch::Circuits,
 }
@@ -95,7 +98,8 @@ impl AppState {
                 .or_else(|| config.admin_key.as_ref().map(|k| k.0.clone()))
                 .map(Arc::from),
             rate_limits: auth::RateLimits::from_config(&config.limits).map(Arc::new),
-            long_polls: Arc::new(routes::feed::LongPolls::new(config.feed.max_long_polls)),
+            long_polls: Arc::new(routes::feed::long_polls(config.feed.max_long_polls)),
+            replays: Arc::new(routes::webhooks::replay_slots()),
             failed_auth: auth::FailedAuthLimits::from_config(&config.limits).map(Arc::new),
             config: Arc::new(config),
             clock,

@@ -82,55 +82,8 @@ pub fn parse_cursor(field: &str, text: Option<&str>) -> ApiResult<FeedPosition> 
 /// The node's feed long polls: at most `feed.max_long_polls` wait at once, and one tenant
 /// holds at most half of them (at least one), so one tenant's idle readers cannot take
 /// every slot from the others.
-pub struct LongPolls {
-    slots: std::sync::Arc<tokio::sync::Semaphore>,
-    held: std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>,
-    share: usize,
-}
-
-/// One long poll's slot, given back when dropped.
-pub struct LongPoll {
-    owner: std::sync::Arc<LongPolls>,
-    tenant: Option<TenantId>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl LongPolls {
-    pub fn new(max: usize) -> Self {
-        Self {
-            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
-            held: Default::default(),
-            share: (max / 2).max(1),
-        }
-    }
-
-    /// A slot for one of `tenant`'s long polls, if the node and the tenant's share have one.
-    pub fn try_take(self: &std::sync::Arc<Self>, tenant: Option<TenantId>) -> Option<LongPoll> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = held.entry(tenant).or_default();
-        if *mine >= self.share {
-            return None;
-        }
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        *mine += 1;
-        Some(LongPoll {
-            owner: self.clone(),
-            tenant,
-            _slot: slot,
-        })
-    }
-}
-
-impl Drop for LongPoll {
-    fn drop(&mut self) {
-        let mut held = self.owner.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.tenant) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.tenant);
-            }
-        }
-    }
+pub fn long_polls(max: usize) -> crate::slots::TenantSlots {
+    crate::slots::TenantSlots::new(max, max / 2)
 }
 
 /// Reads the feed; with nothing to answer and a `wait`, waits for events to be appended
@@ -222,7 +175,7 @@ mod tests {
 
     #[test]
     fn one_tenant_holds_at_most_half_of_the_long_polls() {
-        let polls = Arc::new(LongPolls::new(4));
+        let polls = Arc::new(long_polls(4));
         let (a, b) = (Some(TenantId::generate()), Some(TenantId::generate()));
         let a1 = polls.try_take(a).unwrap();
         let _a2 = polls.try_take(a).unwrap();
@@ -234,7 +187,7 @@ mod tests {
         assert!(polls.try_take(b).is_none(), "b still holds its half");
         assert!(polls.try_take(a).is_some(), "a's slot came back");
         // A node of one slot still serves one long poll.
-        let one = Arc::new(LongPolls::new(1));
+        let one = Arc::new(long_polls(1));
         assert!(one.try_take(a).is_some());
     }
 }

@@ -189,7 +189,6 @@ pub fn summarize(activity: &Activity, since: Timestamp, until: Timestamp) -> Val
 pub async fn stats(
     State(state): State<AppState>,
     principal: Principal,
-    session: Option<axum::Extension<herald_store::PortalSession>>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     principal.require_reader()?;
@@ -219,7 +218,7 @@ pub async fn stats(
         .await?;
     // A portal session limited to some event types sees its endpoints only: the series,
     // totals and health are of theirs; the backlog and the counts (tenant-wide) are left out.
-    let limited = session.and_then(|axum::Extension(s)| s.event_types);
+    let limited = principal.event_types.clone();
     if let Some(allowed) = &limited {
         let visible = super::portal::visible_webhooks(&state, tenant, allowed).await?;
         activity

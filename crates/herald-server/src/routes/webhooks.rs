@@ -640,39 +640,9 @@ const BACKGROUND_REPLAYS: usize = 16;
 /// one tenant's replays never leave another's answered 503.
 const TENANT_REPLAYS: usize = 4;
 
-/// A tenant's place among the background replays, given back when dropped.
-struct TenantReplay(Option<TenantId>);
-
-fn tenant_replays() -> &'static std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>
-{
-    static RUNNING: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<Option<TenantId>, usize>>,
-    > = std::sync::OnceLock::new();
-    RUNNING.get_or_init(Default::default)
-}
-
-impl TenantReplay {
-    fn take(tenant: Option<TenantId>) -> Option<Self> {
-        let mut running = tenant_replays().lock().unwrap_or_else(|p| p.into_inner());
-        let n = running.entry(tenant).or_insert(0);
-        if *n >= TENANT_REPLAYS {
-            return None;
-        }
-        *n += 1;
-        Some(Self(tenant))
-    }
-}
-
-impl Drop for TenantReplay {
-    fn drop(&mut self) {
-        let mut running = tenant_replays().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = running.get_mut(&self.0) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.0);
-            }
-        }
-    }
+/// The node's replay slots: [`BACKGROUND_REPLAYS`], at most [`TENANT_REPLAYS`] per tenant.
+pub(crate) fn replay_slots() -> crate::slots::TenantSlots {
+    crate::slots::TenantSlots::new(BACKGROUND_REPLAYS, TENANT_REPLAYS)
 }
 
 /// Replays in batches of [`REPLAY_BATCH`], each one short write: the first in the
@@ -684,7 +654,6 @@ async fn replay(
     w: Webhook,
     body: &[u8],
 ) -> ApiResult<Response> {
-    static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BACKGROUND_REPLAYS);
     let req: ReplayBody = parse_json_or_default(body)?;
     let now = state.clock.now();
     let since = parse_time("since", req.since.as_deref(), Timestamp(0))?;
@@ -705,14 +674,9 @@ async fn replay(
         })?),
     };
     // Taken before anything is replayed, so a refusal changes nothing.
-    let share = TenantReplay::take(w.tenant).ok_or_else(|| {
+    let permit = state.replays.try_take(w.tenant).ok_or_else(|| {
         ApiError::overloaded(format!(
-            "{TENANT_REPLAYS} replays of this tenant are already running on this node; nothing was replayed. Retry after the Retry-After delay."
-        ))
-    })?;
-    let permit = RUNNING.try_acquire().map_err(|_| {
-        ApiError::overloaded(format!(
-            "{BACKGROUND_REPLAYS} replays are already running on this node; nothing was replayed. Retry after the Retry-After delay."
+            "{BACKGROUND_REPLAYS} replays are already running on this node, or {TENANT_REPLAYS} of this tenant's; nothing was replayed. Retry after the Retry-After delay."
         ))
     })?;
     // A session limited to some event types replays only deliveries of those (and the
@@ -740,7 +704,7 @@ async fn replay(
     if let Some(after) = first.next {
         let state = state.clone();
         tokio::spawn(async move {
-            let _permit = (permit, share);
+            let _permit = permit;
             replay_rest(&state, request, after, first.replayed).await;
         });
     }
@@ -811,15 +775,16 @@ mod tests {
 
     #[test]
     fn one_tenant_holds_at_most_its_share_of_the_replays() {
+        let replays = std::sync::Arc::new(replay_slots());
         let (a, b) = (Some(TenantId::generate()), Some(TenantId::generate()));
-        let held: Vec<TenantReplay> = (0..TENANT_REPLAYS)
-            .map(|_| TenantReplay::take(a).expect("within the share"))
+        let held: Vec<_> = (0..TENANT_REPLAYS)
+            .map(|_| replays.try_take(a).expect("within the share"))
             .collect();
-        assert!(TenantReplay::take(a).is_none(), "past the tenant's share");
-        let other = TenantReplay::take(b).expect("another tenant is not held up");
+        assert!(replays.try_take(a).is_none(), "past the tenant's share");
+        let other = replays.try_take(b).expect("another tenant is not held up");
         drop(held);
-        assert!(TenantReplay::take(a).is_some(), "given back when done");
+        assert!(replays.try_take(a).is_some(), "given back when done");
         drop(other);
-        assert!(!tenant_replays().lock().unwrap().contains_key(&b));
+        assert_eq!(replays.tenants_holding(), 0);
     }
 }
