@@ -467,14 +467,35 @@ impl PgStore {
             // had just updated was applied with the webhook still read as disabled (the
             // statement's snapshot predates the enable's commit), leaving the delivery pending
             // with no due time for ever.
-            execute(
-                &tx,
-                "SELECT w.id FROM webhooks w WHERE w.id IN \
-                   (SELECT d.webhook_id FROM deliveries d WHERE d.id = ANY($1)) \
-                 ORDER BY w.id FOR NO KEY UPDATE",
-                &[&d_id],
-            )
-            .await?;
+            //
+            // Every statement here is planned for its own arguments (force_custom_plan, sent
+            // in the same round trip as the lock). The generic plans that prepared
+            // statements otherwise settle on after five runs were made while `deliveries`
+            // was small (a new database, before autovacuum's next ANALYZE) and were hash
+            // joins over a sequential scan of the whole table: at 300 events/s to ten
+            // webhooks, 250 ms per batch of results by the end of 25 s, and deliveries
+            // waiting seconds behind them. Planned each time, they are index lookups.
+            let custom_plans = async {
+                tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .await
+                    .map_err(StoreError::from)
+            };
+            let lock_webhooks = async {
+                query(
+                    &tx,
+                    "SELECT w.id, w.deleted FROM webhooks w WHERE w.id IN \
+                       (SELECT d.webhook_id FROM deliveries d WHERE d.id = ANY($1)) \
+                     ORDER BY w.id FOR NO KEY UPDATE",
+                    &[&d_id],
+                )
+                .await
+            };
+            let (_, locked) = futures::try_join!(custom_plans, lock_webhooks)?;
+            // Read under the lock, so no delete comes between this and what it decides.
+            let mut any_deleted = false;
+            for row in &locked {
+                any_deleted |= row.try_get::<_, bool>(1)?;
+            }
             // The webhooks a 410 disables: those still enabled raise `webhook.disabled`.
             let mut newly_disabled: Vec<(String, i64)> = Vec::new();
             for (webhook, reason, at) in &disable {
@@ -511,9 +532,12 @@ impl PgStore {
             };
             // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
             // with no due time, like every pending delivery of a disabled webhook.
+            // Each updated delivery says whether it is in an ordered line (has a key): only
+            // those need their line looked at below.
             let update_deliveries = async {
+                let mut keyed: std::collections::HashSet<String> = Default::default();
                 for u in &rounds {
-                    execute(
+                    let updated = query(
                         &tx,
                         "UPDATE deliveries d SET status = u.status, lease_until = NULL, \
                            next_attempt_at = CASE WHEN COALESCE((SELECT w.disabled FROM webhooks w WHERE w.id = d.webhook_id), FALSE) \
@@ -525,14 +549,24 @@ impl PgStore {
                            updated_at = CASE WHEN u.counted THEN u.at ELSE d.updated_at END \
                          FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
                            AS u(rid, status, next, counted, code, error, at) \
-                         WHERE d.id = u.rid AND d.status <> 'skipped'",
+                         WHERE d.id = u.rid AND d.status <> 'skipped' \
+                         RETURNING d.id, d.ordering_key IS NOT NULL",
                         &[&u.id, &u.status, &u.next, &u.counted, &u.code, &u.error, &u.at],
                     )
                     .await?;
+                    for row in updated {
+                        if row.try_get::<_, bool>(1)? {
+                            keyed.insert(row.try_get(0)?);
+                        }
+                    }
                 }
-                Ok::<(), StoreError>(())
+                Ok::<_, StoreError>(keyed)
             };
-            futures::try_join!(insert_attempts, update_deliveries)?;
+            let (_, keyed) = futures::try_join!(insert_attempts, update_deliveries)?;
+            // The lines' statements below only concern deliveries with a key: a batch with
+            // none (every unordered webhook's) skips them and their planning.
+            rescheduled.retain(|id| keyed.contains(id));
+            succeeded.retain(|id| keyed.contains(id));
             // Still pending but no longer its line's head (an earlier one was put back
             // meanwhile): held until its turn.
             if !rescheduled.is_empty() {
@@ -554,15 +588,18 @@ impl PgStore {
                 wake.due |= released > 0;
             }
             // A result that arrives after its webhook was deleted (sent while the delete ran)
-            // must not leave the delivery pending: a deleted webhook owes nothing. A delete
-            // that commits after this statement fails the delivery itself.
-            execute(
-                &tx,
-                "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
-                 FROM webhooks w WHERE d.id = ANY($1) AND d.status = 'pending' AND w.id = d.webhook_id AND w.deleted",
-                &[&d_id],
-            )
-            .await?;
+            // must not leave the delivery pending: a deleted webhook owes nothing. Only a
+            // webhook deleted before the lock above can have such deliveries here; a delete
+            // that waited on that lock fails them itself once this commits.
+            if any_deleted {
+                execute(
+                    &tx,
+                    "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook deleted' \
+                     FROM webhooks w WHERE d.id = ANY($1) AND d.status = 'pending' AND w.id = d.webhook_id AND w.deleted",
+                    &[&d_id],
+                )
+                .await?;
+            }
             if !disable.is_empty() {
                 let ids: Vec<String> = disable.iter().map(|d| d.0.clone()).collect();
                 execute(
@@ -602,7 +639,11 @@ impl PgStore {
             }
         });
         // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
-        self.signals_arc().deliveries_changed();
+        // Only the webhook engine: the outbox's recorder wakes its own claim loop after
+        // each batch of broker results, and anything else this made due (an event raised
+        // above) woke both through `wake`. Waking the outbox here too cost an outbox claim
+        // and next-due read per batch of webhook results.
+        self.signals_arc().deliveries_due.notify_waiters();
         Ok(())
     }
 }

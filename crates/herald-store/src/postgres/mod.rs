@@ -82,7 +82,11 @@ impl Drop for PgStore {
 pub(crate) enum Note {
     Changed(OperationId),
     Queued,
-    Due,
+    /// Deliveries may have become due: for webhooks, for broker routes, or both.
+    Due {
+        webhooks: bool,
+        routes: bool,
+    },
     EventTypes,
     /// Events of this tenant (or of none) committed: feed long polls on other nodes read again.
     Appended(Option<TenantId>),
@@ -96,10 +100,14 @@ pub(crate) enum Note {
 /// concurrent requests from sharing a WAL flush. A notification is only a hint (every
 /// waiter also has a timer), so its own transaction commits with `synchronous_commit=off`
 /// and waits for no fsync.
-async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
+///
+/// `node` names this node in the deliveries' wake-up (`<node>:w`, `:r` or `:wr`, for the
+/// engines concerned), so its own listener skips what its signals have already said.
+async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>, node: String) {
     while let Some(first) = notes.recv().await {
         let mut changed = std::collections::BTreeSet::new();
-        let (mut queued, mut due, mut event_types) = (false, false, false);
+        let (mut queued, mut event_types) = (false, false);
+        let (mut webhooks_due, mut routes_due) = (false, false);
         let mut appended = std::collections::BTreeSet::new();
         let mut note = Some(first);
         while let Some(n) = note {
@@ -108,7 +116,10 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                     changed.insert(id.to_string());
                 }
                 Note::Queued => queued = true,
-                Note::Due => due = true,
+                Note::Due { webhooks, routes } => {
+                    webhooks_due |= webhooks;
+                    routes_due |= routes;
+                }
                 Note::EventTypes => event_types = true,
                 Note::Appended(tenant) => {
                     appended.insert(tenant.map(|t| t.to_string()).unwrap_or_default());
@@ -130,9 +141,14 @@ async fn notify_loop(pool: Pool, mut notes: mpsc::UnboundedReceiver<Note>) {
                 channel::OPERATIONS_QUEUED
             ));
         }
-        if due {
+        if webhooks_due || routes_due {
+            let kinds = match (webhooks_due, routes_due) {
+                (true, true) => "wr",
+                (true, false) => "w",
+                _ => "r",
+            };
             sql.push_str(&format!(
-                " SELECT pg_notify('{}', '');",
+                " SELECT pg_notify('{}', '{node}:{kinds}');",
                 channel::DELIVERIES_DUE
             ));
         }
@@ -266,11 +282,18 @@ impl PgStore {
         drop(client);
         let signals = Arc::new(Signals::default());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let listener = tokio::spawn(listen(config, signals.clone(), Some(ready_tx)));
+        // This node's name in its wake-ups (a ULID: `[0-9A-Z]`, safe to inline).
+        let node = ulid::Ulid::new().to_string();
+        let listener = tokio::spawn(listen(
+            config,
+            signals.clone(),
+            Some(ready_tx),
+            node.clone(),
+        ));
         // Listening before the first request is served, so no change is missed at start.
         let _ = ready_rx.await;
         let (notes, queue) = mpsc::unbounded_channel();
-        let notifier = tokio::spawn(notify_loop(pool.clone(), queue));
+        let notifier = tokio::spawn(notify_loop(pool.clone(), queue, node));
         let (events, mut batchers) = event_writer::EventWriter::start(
             pool.clone(),
             signals.clone(),
@@ -322,11 +345,30 @@ impl PgStore {
     }
 }
 
+/// A deliveries' wake-up (`<node>:<kinds>`, see [`notify_loop`]) turned into local signals:
+/// none for this node's own (its signals fired when it committed), the engines it names for
+/// another's, and both for one that names none (an older node's empty payload).
+fn deliveries_due(signals: &Signals, node: &str, payload: &str) {
+    let kinds = match payload.split_once(':') {
+        Some((from, _)) if from == node => return,
+        Some((_, kinds)) => kinds,
+        None => "",
+    };
+    let (webhooks, routes) = (kinds.contains('w'), kinds.contains('r'));
+    if webhooks || !routes {
+        signals.deliveries_due.notify_waiters();
+    }
+    if routes || !webhooks {
+        signals.broker_deliveries_due.notify_waiters();
+    }
+}
+
 /// Keeps one connection listening on Herald's channels and reconnects when it drops.
 async fn listen(
     config: tokio_postgres::Config,
     signals: Arc<Signals>,
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+    node: String,
 ) {
     loop {
         match config.connect(NoTls).await {
@@ -380,7 +422,9 @@ async fn listen(
                                 channel::OPERATIONS_QUEUED => {
                                     signals.operations_queued.notify_waiters()
                                 }
-                                channel::DELIVERIES_DUE => signals.deliveries_changed(),
+                                channel::DELIVERIES_DUE => {
+                                    deliveries_due(&signals, &node, n.payload())
+                                }
                                 channel::EVENT_TYPES_CHANGED => signals.event_types_changed(),
                                 channel::EVENTS_APPENDED => {
                                     let to = match n.payload() {
@@ -450,4 +494,40 @@ fn check_name(name: &str) -> StoreResult<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// Which engines a deliveries' wake-up with `payload` wakes on the node named "me".
+    fn woken(payload: &str) -> (bool, bool) {
+        let signals = Signals::default();
+        let webhooks = signals.deliveries_due.notified();
+        let routes = signals.broker_deliveries_due.notified();
+        futures::pin_mut!(webhooks, routes);
+        webhooks.as_mut().enable();
+        routes.as_mut().enable();
+        deliveries_due(&signals, "me", payload);
+        (
+            webhooks.now_or_never().is_some(),
+            routes.now_or_never().is_some(),
+        )
+    }
+
+    #[test]
+    fn a_nodes_own_deliveries_wake_up_is_skipped_and_anothers_wakes_the_engines_it_names() {
+        assert_eq!(
+            woken("me:wr"),
+            (false, false),
+            "its own: its signals fired at commit"
+        );
+        assert_eq!(woken("other:w"), (true, false));
+        assert_eq!(woken("other:r"), (false, true));
+        assert_eq!(woken("other:wr"), (true, true));
+        // An older node's empty payload names no engine: both look.
+        assert_eq!(woken(""), (true, true));
+        assert_eq!(woken("other:"), (true, true));
+    }
 }

@@ -85,7 +85,10 @@ impl Wake {
         }
         if self.due {
             signals.deliveries_changed();
-            let _ = notes.send(Note::Due);
+            let _ = notes.send(Note::Due {
+                webhooks: true,
+                routes: true,
+            });
         }
         if self.event_types {
             signals.event_types_changed();
