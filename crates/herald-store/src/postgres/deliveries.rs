@@ -401,7 +401,7 @@ impl PgStore {
         // One order for every node, so two batches never lock the same rows crosswise.
         records.sort_by_key(|r| r.delivery_id.to_string());
         let routes = self.routes();
-        in_tx!(self, |tx, wake| {
+        let webhook_results = in_tx!(self, |tx, wake| {
             let mut disable: Vec<(String, String, i64)> = Vec::new();
             // Deliveries whose result ends them failed: each raises `delivery.failed`.
             let mut failing: Vec<String> = Vec::new();
@@ -532,8 +532,9 @@ impl PgStore {
             };
             // A retry for a webhook disabled meanwhile (say by a 410 in this very batch) waits
             // with no due time, like every pending delivery of a disabled webhook.
-            // Each updated delivery says whether it is in an ordered line (has a key): only
-            // those need their line looked at below.
+            // Each updated delivery says whether it is in a webhook's ordered line (has a key
+            // and a webhook; a broker route's lines are the outbox's): only those need their
+            // line looked at below.
             let update_deliveries = async {
                 let mut keyed: std::collections::HashSet<String> = Default::default();
                 for u in &rounds {
@@ -550,7 +551,7 @@ impl PgStore {
                          FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::int8[], $6::text[], $7::int8[]) \
                            AS u(rid, status, next, counted, code, error, at) \
                          WHERE d.id = u.rid AND d.status <> 'skipped' \
-                         RETURNING d.id, d.ordering_key IS NOT NULL",
+                         RETURNING d.id, d.ordering_key IS NOT NULL AND d.webhook_id IS NOT NULL",
                         &[&u.id, &u.status, &u.next, &u.counted, &u.code, &u.error, &u.at],
                     )
                     .await?;
@@ -637,13 +638,17 @@ impl PgStore {
                 wake.due = true;
                 wake.events.push(event.tenant);
             }
+            // Whether any result was a webhook delivery's (each has its webhook locked).
+            !locked.is_empty()
         });
         // A retry may now be the earliest due delivery: let this node's dispatcher re-plan.
-        // Only the webhook engine: the outbox's recorder wakes its own claim loop after
-        // each batch of broker results, and anything else this made due (an event raised
-        // above) woke both through `wake`. Waking the outbox here too cost an outbox claim
-        // and next-due read per batch of webhook results.
-        self.signals_arc().deliveries_due.notify_waiters();
+        // Only the webhook engine, and only for webhook results: the outbox's recorder
+        // wakes its own claim loop after each batch of broker results, and anything else
+        // this made due (an event raised above) woke both through `wake`. Waking the other
+        // engine too cost it a claim and a next-due read per batch.
+        if webhook_results {
+            self.signals_arc().deliveries_due.notify_waiters();
+        }
         Ok(())
     }
 }

@@ -134,6 +134,7 @@ conformance!(
     redeliver_keeps_an_attempt_in_flight_from_being_claimed_twice,
     a_result_racing_an_enable_leaves_its_delivery_due,
     a_redeliver_or_replay_racing_an_enable_leaves_its_delivery_due,
+    one_batch_of_results_settles_every_kind_of_delivery_in_it,
     concurrent_delivery_claims_never_share_a_delivery,
     gone_disables_the_webhook_and_pauses_its_deliveries,
     redeliver_and_replay,
