@@ -110,7 +110,7 @@ impl Drop for Waiting {
 /// fast endpoint's burst waits milliseconds, not a second, and a slow endpoint's backlog is
 /// not re-claimed in a busy loop. Not shorter than 20 ms: deferring a fast endpoint's excess
 /// by its queue's drain time alone (~8 ms) was measured to make more deferrals, not fewer
-/// (docs/benchmarks.md, "The end-to-end tail").
+/// (the "end-to-end tail" measurements in the git history of docs/benchmarks.md).
 fn saturated_defer(last_latency_ms: u64) -> Duration {
     Duration::from_millis(last_latency_ms.saturating_mul(QUEUE_FACTOR as u64))
         .clamp(SATURATED_DEFER_MIN, SATURATED_DEFER_MAX)
