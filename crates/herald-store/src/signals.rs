@@ -44,8 +44,18 @@ impl Signals {
 
     /// Deliveries of either kind may have become due: both engines re-plan.
     pub fn deliveries_changed(&self) {
-        self.deliveries_due.notify_waiters();
-        self.broker_deliveries_due.notify_waiters();
+        self.deliveries_made(true, true);
+    }
+
+    /// Webhook deliveries, broker deliveries (or both) may have become due: only the
+    /// engines concerned re-plan.
+    pub fn deliveries_made(&self, webhooks: bool, routes: bool) {
+        if webhooks {
+            self.deliveries_due.notify_waiters();
+        }
+        if routes {
+            self.broker_deliveries_due.notify_waiters();
+        }
     }
 
     /// Events were stored and committed (here or, on PostgreSQL, on another node).

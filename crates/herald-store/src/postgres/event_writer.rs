@@ -112,17 +112,10 @@ async fn writer_loop(
         // Only the engine whose deliveries were made looks for them: an outbox claim (and
         // its next-due read) per batch of webhook-only events was a third of the server's
         // planning time at low rates.
-        if made.webhooks > 0 {
-            signals.deliveries_due.notify_waiters();
-        }
-        if made.routes > 0 {
-            signals.broker_deliveries_due.notify_waiters();
-        }
-        if made.webhooks + made.routes > 0 {
-            let _ = notes.send(Note::Due {
-                webhooks: made.webhooks > 0,
-                routes: made.routes > 0,
-            });
+        let (webhooks, routes) = (made.webhooks > 0, made.routes > 0);
+        signals.deliveries_made(webhooks, routes);
+        if webhooks || routes {
+            let _ = notes.send(Note::Due { webhooks, routes });
         }
     }
 }

@@ -355,12 +355,7 @@ fn deliveries_due(signals: &Signals, node: &str, payload: &str) {
         None => "",
     };
     let (webhooks, routes) = (kinds.contains('w'), kinds.contains('r'));
-    if webhooks || !routes {
-        signals.deliveries_due.notify_waiters();
-    }
-    if routes || !webhooks {
-        signals.broker_deliveries_due.notify_waiters();
-    }
+    signals.deliveries_made(webhooks || !routes, routes || !webhooks);
 }
 
 /// Keeps one connection listening on Herald's channels and reconnects when it drops.

@@ -337,12 +337,8 @@ impl EventStore for SqliteStore {
             })
             .await?;
         // Only what was not handed off waits for a claim, and only its engine is woken.
-        if fanned.webhooks > fanned.handed.len() {
-            self.signals.deliveries_due.notify_waiters();
-        }
-        if fanned.routes > 0 {
-            self.signals.broker_deliveries_due.notify_waiters();
-        }
+        self.signals
+            .deliveries_made(fanned.webhooks > fanned.handed.len(), fanned.routes > 0);
         if let (Some(handoff), false) = (&sink, fanned.handed.is_empty()) {
             handoff.hand(fanned.handed);
         }
